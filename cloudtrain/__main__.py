@@ -1,0 +1,3 @@
+from cloudtrain.cli import main
+
+main()

@@ -1,0 +1,147 @@
+"""Tarballs made reproducibly and extracted safely, and files written atomically.
+
+Reproducible: the same tree gives the same bytes (sorted entries, fixed mtime, owner and mode,
+gzip without a timestamp), so code is content-addressed and uploaded once. Safe: extraction
+refuses absolute paths, `..`, links that point outside, and device files, and goes to a
+temporary folder renamed into place, so a failed extraction leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
+
+from cloudtrain.errors import UserError
+
+EXCLUDED_NAMES = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", ".DS_Store", ".pytest_cache"})
+_FIXED_MTIME = 0
+
+
+def iter_tree(root: Path) -> Iterator[tuple[str, Path]]:
+    """(archive name, path) of every file under root in a stable order, skipping caches and VCS."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_NAMES)
+        for name in sorted(filenames):
+            if name in EXCLUDED_NAMES or name.endswith(".pyc"):
+                continue
+            path = Path(dirpath) / name
+            yield path.relative_to(root).as_posix(), path
+
+
+def _tarinfo(name: str, size: int, executable: bool) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = _FIXED_MTIME
+    info.mode = 0o755 if executable else 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def make_tarball(dest: Path, files: Iterable[tuple[str, Path]]) -> str:
+    """Write a reproducible .tar.gz of (archive name, path) pairs to dest; return its sha256."""
+    entries = sorted(files)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        atomic_path(dest) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, path in entries:
+            if path.is_symlink() or not path.is_file():
+                continue
+            info = _tarinfo(name, path.stat().st_size, os.access(path, os.X_OK))
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    return sha256_file(dest)
+
+
+def tar_directory(src: Path, dest: Path) -> str:
+    """Reproducible .tar.gz of a whole folder (as SageMaker packs model/ and output/data/)."""
+    return make_tarball(dest, iter_tree(src))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path) -> Iterator[Path]:
+    """A temporary path beside dest that replaces dest only if the block succeeds."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_member(member: tarfile.TarInfo, archive: str) -> None:
+    name = PurePosixPath(member.name)
+    if name.is_absolute() or ".." in name.parts or member.name.startswith(("/", "\\")):
+        raise UserError(f"{archive}: refusing unsafe path {member.name!r}")
+    if member.isdev() or member.isfifo():
+        raise UserError(f"{archive}: refusing device or fifo entry {member.name!r}")
+    if member.issym() or member.islnk():
+        target = PurePosixPath(member.linkname)
+        resolved = target if member.islnk() else name.parent / target
+        if target.is_absolute() or ".." in PurePosixPath(os.path.normpath(resolved.as_posix())).parts:
+            raise UserError(f"{archive}: refusing link {member.name!r} -> {member.linkname!r} outside the archive")
+
+
+def safe_extract(archive: Path, dest: Path) -> Path:
+    """Extract a .tar.gz into dest (replacing it) via a temporary folder; refuse unsafe entries."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    try:
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                members = tar.getmembers()
+                for member in members:
+                    _check_member(member, archive.name)
+                tar.extractall(tmp, members=members, filter="data")
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise UserError(f"{archive.name}: not a readable tar.gz archive ({e})") from None
+        except tarfile.FilterError as e:  # pragma: no cover - our own checks come first
+            raise UserError(f"{archive.name}: refusing unsafe entry ({e})") from None
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def bytes_tarball(files: dict[str, bytes]) -> bytes:
+    """A small reproducible .tar.gz in memory (tests and generated build contexts)."""
+    buf = io.BytesIO()
+    with (
+        gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name in sorted(files):
+            data = files[name]
+            tar.addfile(_tarinfo(name, len(data), False), io.BytesIO(data))
+    return buf.getvalue()

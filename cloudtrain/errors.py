@@ -1,0 +1,40 @@
+"""The few error types a user sees; the CLI renders each as one line with its exit code."""
+
+from __future__ import annotations
+
+
+class CloudtrainError(Exception):
+    """Base of every error cloudtrain reports to a user (never with a traceback)."""
+
+    exit_code = 1
+
+
+class UserError(CloudtrainError):
+    """Bad input: a spec, an argument, a file. Exit code 2."""
+
+    exit_code = 2
+
+
+class SpecError(UserError):
+    """A job spec is invalid; names the file, the line and the field."""
+
+    def __init__(self, file: str, line: int | None, field: str | None, message: str) -> None:
+        self.file, self.line, self.field, self.message = file, line, field, message
+        where = f"{file}:{line}" if line else file
+        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
+
+
+class JobNotFound(UserError):
+    """No job of that name on the backend."""
+
+
+class BackendUnavailable(CloudtrainError):
+    """The backend (AWS endpoint, Docker engine, local store) could not be reached. Exit code 3."""
+
+    exit_code = 3
+
+
+class JobFailed(CloudtrainError):
+    """A waited-for job ended Failed or Stopped. Exit code 1."""
+
+    exit_code = 1
