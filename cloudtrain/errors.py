@@ -38,3 +38,11 @@ class JobFailed(CloudtrainError):
     """A waited-for job ended Failed or Stopped. Exit code 1."""
 
     exit_code = 1
+
+
+class JobExists(UserError):
+    """A job of that name exists already (SageMaker's ResourceInUse)."""
+
+    def __init__(self, job_name: str) -> None:
+        self.job_name = job_name
+        super().__init__(f"a job named {job_name!r} exists already")
