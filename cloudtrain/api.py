@@ -1,0 +1,252 @@
+"""Every cloudtrain command as a Python function; the CLI only parses arguments and renders these.
+
+from cloudtrain import api
+job = api.submit("job_specs/digits.yaml", backend="local")
+final = api.wait(job.name)
+api.fetch_model(job.name, to="out")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtrain.backends import AwsOptions, open_backend, resolve_backend_name
+from cloudtrain.errors import JobExists, UserError
+
+if TYPE_CHECKING:
+    from cloudtrain.backends.base import Artifacts, Backend, JobInfo, LogEvent
+    from cloudtrain.spec import JobSpec
+
+SUFFIX_LEN = 12
+
+
+def job_name_for(base: str, idempotency_key: str | None = None) -> str:
+    """`<base>-<12 chars>`: from the idempotency key when given (so a retry names the same job), else unique."""
+    if idempotency_key:
+        suffix = hashlib.sha256(idempotency_key.encode()).hexdigest()[:SUFFIX_LEN]
+    else:
+        suffix = time.strftime("%m%d%H%M%S", time.gmtime()) + secrets.token_hex(1)
+    return f"{base}-{suffix}"
+
+
+def validate(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[JobSpec]:
+    """Load and check each spec; the first bad one raises its SpecError."""
+    from cloudtrain.spec import load_spec
+
+    if not paths:
+        raise UserError("validate: give at least one spec file")
+    return [load_spec(p, overrides) for p in paths]
+
+
+def schema() -> dict[str, Any]:
+    from cloudtrain.spec import json_schema
+
+    return json_schema()
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of `submit`: the job, and whether this call created it (False: it existed already)."""
+
+    job: JobInfo
+    created: bool
+    plan: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"job": self.job.to_json(), "created": self.created}
+        if self.plan is not None:
+            out["plan"] = self.plan
+        return out
+
+
+def submit(
+    spec_path: str | Path,
+    *,
+    backend: str | None = None,
+    overrides: Sequence[str] = (),
+    name: str | None = None,
+    idempotency_key: str | None = None,
+    resume: str | None = None,
+    aws: AwsOptions = AwsOptions(),
+    dry_run: bool = False,
+) -> Submitted:
+    """Validate the spec and start the job; with an idempotency key an existing job is reported, not doubled."""
+    from cloudtrain.spec import load_spec
+
+    if name is not None:
+        overrides = [*overrides, f"name={name}"]
+    spec = load_spec(spec_path, overrides)
+    key = idempotency_key or os.environ.get("CLOUDTRAIN_IDEMPOTENCY_KEY") or None
+    job_name = job_name_for(spec.name, key)
+    backend_name = resolve_backend_name(backend, spec)
+    be = open_backend(backend_name, spec=spec, aws=aws)
+    if dry_run:
+        return _dry_run(be, spec, job_name)
+    if key:
+        existing = _find(be, job_name)
+        if existing is not None:
+            return Submitted(existing, created=False, notes=[f"idempotency key matches existing job {job_name}"])
+    try:
+        info = be.submit(spec, job_name, resume_from=resume)
+    except JobExists:
+        if not key:
+            raise
+        return Submitted(be.describe(job_name), created=False)
+    _remember(backend_name, info, spec)
+    return Submitted(info, created=True)
+
+
+def _dry_run(be: Backend, spec: JobSpec, job_name: str) -> Submitted:
+    from cloudtrain.backends.base import JobInfo
+
+    plan_fn = getattr(be, "plan", None)
+    plan = plan_fn(spec, job_name) if plan_fn else {"job_name": job_name, "spec": spec.model_dump(mode="json")}
+    pending = JobInfo(name=job_name, backend=be.name, status="NotCreated")
+    return Submitted(pending, created=False, plan=plan)
+
+
+def _find(be: Backend, job_name: str) -> JobInfo | None:
+    from cloudtrain.errors import JobNotFound
+
+    try:
+        return be.describe(job_name)
+    except JobNotFound:
+        return None
+
+
+def _remember(backend_name: str, info: JobInfo, spec: JobSpec) -> None:
+    """Record remote jobs locally too, so later commands find their backend without --backend."""
+    if backend_name == "local":
+        return  # the local backend's own records are the store
+    from cloudtrain.backends import cloudtrain_home
+    from cloudtrain.store import JobStore
+
+    JobStore(cloudtrain_home()).remember(info.name, backend_name, spec)
+
+
+def _backend_for(job: str | None, backend: str | None, aws: AwsOptions) -> Backend:
+    return open_backend(resolve_backend_name(backend, job=job), aws=aws)
+
+
+def status(job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions()) -> JobInfo:
+    return _backend_for(job, backend, aws).describe(job)
+
+
+def list_jobs(*, backend: str | None = None, limit: int = 20, aws: AwsOptions = AwsOptions()) -> list[JobInfo]:
+    return _backend_for(None, backend, aws).list_jobs(limit)
+
+
+def logs(
+    job: str,
+    *,
+    backend: str | None = None,
+    host: str | None = None,
+    follow: bool = False,
+    aws: AwsOptions = AwsOptions(),
+) -> Iterator[LogEvent]:
+    return _backend_for(job, backend, aws).logs(job, host=host, follow=follow)
+
+
+def stop(job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions()) -> JobInfo:
+    return _backend_for(job, backend, aws).stop(job)
+
+
+def fetch_model(
+    job: str,
+    *,
+    to: str | Path | None = None,
+    backend: str | None = None,
+    aws: AwsOptions = AwsOptions(),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Artifacts:
+    """Download and extract the model, output (evaluation report) and checkpoints into `to` (default ./<job>)."""
+    dest = Path(to) if to is not None else Path.cwd() / job
+    be = _backend_for(job, backend, aws)
+    if on_progress is not None and be.name == "sagemaker":
+        return be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
+    return be.fetch_artifacts(job, dest)
+
+
+class WaitTimeout(UserError):
+    """`--timeout` passed with the job still running. Exit code 4."""
+
+    exit_code = 4
+
+
+def watch(
+    job: str,
+    *,
+    backend: str | None = None,
+    aws: AwsOptions = AwsOptions(),
+    with_logs: bool = True,
+    timeout: float | None = None,
+    poll: float | None = None,
+) -> Iterator[JobInfo | LogEvent]:
+    """Yield status changes and (optionally) log lines until the job ends; the last item is the final JobInfo."""
+    be = _backend_for(job, backend, aws)
+    interval = poll if poll is not None else (0.5 if be.name == "local" else 5.0)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    lines: queue.Queue[LogEvent | None] = queue.Queue(maxsize=10_000)
+    stop_flag = threading.Event()
+    if with_logs:
+        threading.Thread(target=_pump_logs, args=(be, job, lines, stop_flag), daemon=True).start()
+    last: tuple[str, str] | None = None
+    try:
+        while True:
+            info = be.describe(job)
+            if (info.status, info.secondary_status) != last:
+                last = (info.status, info.secondary_status)
+                yield info
+            if info.done:
+                break
+            yield from _drain(lines, until=time.monotonic() + interval)
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(f"timed out after {timeout:g}s; job {job} is still {info.status}")
+        if with_logs:
+            yield from _drain(lines, until=time.monotonic() + 30)
+        yield info
+    finally:
+        stop_flag.set()
+
+
+def _pump_logs(be: Backend, job: str, out: queue.Queue[LogEvent | None], stop_flag: threading.Event) -> None:
+    try:
+        for event in be.logs(job, follow=True):
+            if stop_flag.is_set():
+                return
+            out.put(event)
+    finally:
+        out.put(None)
+
+
+def _drain(lines: queue.Queue[LogEvent | None], until: float) -> Iterator[LogEvent]:
+    """Log lines until the deadline or the end of the stream, whichever comes first."""
+    while (left := until - time.monotonic()) > 0:
+        try:
+            event = lines.get(timeout=left)
+        except queue.Empty:
+            return
+        if event is None:
+            lines.put(None)  # keep the end marker for the next drain
+            return
+        yield event
+
+
+def wait(
+    job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions(), timeout: float | None = None
+) -> JobInfo:
+    """Block until the job ends and return its final state."""
+    final: Any = None
+    for item in watch(job, backend=backend, aws=aws, with_logs=False, timeout=timeout):
+        final = item
+    return final
