@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -16,3 +19,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+# --- AWS on loopback (moto's server): used by the SageMaker backend's tests -------------------------
+
+
+@pytest.fixture(scope="session")
+def _moto_server() -> Iterator[str]:
+    """One moto server for the session, on 127.0.0.1 and a free port (it starts in milliseconds)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_endpoint(_moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """moto's endpoint URL, emptied for this test, with every AWS_* setting pointing at it and nowhere else.
+
+    Dummy keys, us-east-1, no instance-metadata look-ups (that address is off loopback), and config files
+    that do not exist, so a developer's ~/.aws never leaks in.
+    """
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{_moto_server}/moto-api/reset", method="POST"), timeout=10)
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name == "CLOUDTRAIN_ROLE_ARN":
+            monkeypatch.delenv(name)
+    nowhere = tmp_path_factory.mktemp("no-aws-config")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", _moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-access-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-key-do-not-print")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(nowhere / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere / "credentials"))
+    return _moto_server

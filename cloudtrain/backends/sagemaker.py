@@ -1,0 +1,960 @@
+"""The SageMaker backend: CreateTrainingJob built with boto3, logs from CloudWatch, artifacts from S3.
+
+The request is built here, field by field, rather than through the sagemaker SDK (whose v3 has no
+TensorFlow estimator and no MultiWorkerMirroredStrategy): the hyperparameters are the ones the SDK's
+TensorFlow estimator sends (every value a JSON-encoded string; `sagemaker_program`,
+`sagemaker_submit_directory`, `sagemaker_container_log_level`, `sagemaker_job_name`,
+`sagemaker_region`, `model_dir`, and `sagemaker_multi_worker_mirrored_strategy_enabled` for MWMS), so
+AWS's stock TensorFlow images run the job in script mode as they would for the SDK.
+
+cloudtrain's jobs carry the tag `cloudtrain:managed=true`; `list_jobs` finds them with one SageMaker
+Search call filtered on that tag server-side (sorted newest first, tags included), rather than
+ListTrainingJobs plus one ListTags call per job, or a naming rule users could not choose freely.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import heapq
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from cloudtrain.archive import atomic_path, safe_extract
+from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, translate_errors
+from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound, UserError
+from cloudtrain.images import ImageChoice, resolve_image
+from cloudtrain.packaging import (
+    CODE_TARBALL,
+    CodePackage,
+    Progress,
+    ProgressCallback,
+    S3Location,
+    S3Uploader,
+    Upload,
+    build_code_package,
+    channel_uri,
+    code_location,
+    data_location,
+    tree_digest,
+)
+from cloudtrain.pricing import CostEstimate, estimate
+from cloudtrain.spec import JobSpec, Strategy, spec_digest
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+MANAGED_TAG = "cloudtrain:managed"
+SPEC_TAG = "cloudtrain:spec-sha256"
+CODE_TAG = "cloudtrain:code-sha256"
+GIT_TAG = "cloudtrain:git-commit"
+ROLE_ENV = "CLOUDTRAIN_ROLE_ARN"
+CONTAINER_LOG_LEVEL = 20  # logging.INFO, the SDK's default container_log_level
+MWMS_HP = "sagemaker_multi_worker_mirrored_strategy_enabled"
+SCRIPT_MODE_HPS = (
+    "sagemaker_submit_directory",
+    "sagemaker_program",
+    "sagemaker_container_log_level",
+    "sagemaker_job_name",
+    "sagemaker_region",
+    "model_dir",
+)
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+TAG_TEXT = re.compile(r"^[\w\s.:/=+\-@]*$")
+PART_SIZE = 8 << 20
+LARGE_PART_SIZE = 16 << 20
+LARGE_OBJECT = 1 << 30
+READ_CHUNK = 1 << 20
+OFFLINE_ACCOUNT = "ACCOUNT-ID"
+
+
+# --- the request --------------------------------------------------------------------------------
+
+
+def json_hyperparameters(values: Mapping[str, Any]) -> dict[str, str]:
+    """Every value JSON-encoded, as the SDK's `_json_encode_hyperparameters` does (strings get quotes)."""
+    return {str(k): json.dumps(v) for k, v in values.items()}
+
+
+def git_commit(folder: Path) -> str | None:
+    """HEAD of the git checkout holding folder, `-dirty` if files under it changed; None outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=all", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not re.fullmatch(r"[0-9a-f]{40,64}", head):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+def _has_instance_storage(instance_type: str) -> bool:
+    """Instance types with local NVMe storage take no EBS volume key: the SDK's rule ("d" in the family, or g5)."""
+    family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
+    return "d" in family or family.startswith("g5")
+
+
+def _check_limits(spec: JobSpec, hyperparameters: Mapping[str, str], environment: Mapping[str, str]) -> None:
+    """AWS's size limits, checked here so the error names the spec field instead of a 400 from AWS."""
+    reserved = set(SCRIPT_MODE_HPS) | {MWMS_HP}
+    for name in spec.hyperparameters:
+        if name in reserved or name.startswith("sagemaker_"):
+            raise UserError(f"hyperparameters.{name}: reserved for SageMaker script mode")
+    if len(hyperparameters) > 100:
+        raise UserError(f"hyperparameters: at most 100 with script mode's own (got {len(hyperparameters)})")
+    for name, value in hyperparameters.items():
+        if len(name) > 256 or len(value) > 2500:
+            raise UserError(f"hyperparameters.{name}: names are at most 256 characters, values 2500 once JSON-encoded")
+    if len(environment) > 100:
+        raise UserError(f"environment: at most 100 variables (got {len(environment)})")
+    for name, value in environment.items():
+        if len(name) > 512 or len(value) > 512:
+            raise UserError(f"environment.{name}: names and values are at most 512 characters on SageMaker")
+
+
+def job_tags(spec: JobSpec, code_sha256: str, commit: str | None) -> list[dict[str, str]]:
+    """The spec's tags plus cloudtrain's own; `aws:` and `cloudtrain:` keys are reserved."""
+    tags = dict(spec.tags)
+    for key, value in tags.items():
+        if key.startswith(("aws:", "cloudtrain:")):
+            raise UserError(f"tags.{key}: the aws: and cloudtrain: prefixes are reserved")
+        if not (1 <= len(key) <= 128) or len(value) > 256 or not TAG_TEXT.match(key) or not TAG_TEXT.match(value):
+            raise UserError(f"tags.{key}: keys are 1-128 and values up to 256 of letters, digits, spaces and _.:/=+-@")
+    tags[MANAGED_TAG] = "true"
+    tags[SPEC_TAG] = spec_digest(spec)
+    tags[CODE_TAG] = code_sha256
+    if commit:
+        tags[GIT_TAG] = commit
+    if len(tags) > 50:
+        raise UserError(f"tags: SageMaker takes at most 50 tags, cloudtrain uses {len(tags) - len(spec.tags)}")
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def build_request(
+    spec: JobSpec,
+    job_name: str,
+    *,
+    region: str,
+    role_arn: str,
+    image_uri: str,
+    code_uri: str,
+    channels: Mapping[str, str],
+    output: S3Location,
+    checkpoint_uri: str,
+    tags: list[dict[str, str]],
+) -> dict[str, Any]:
+    """The CreateTrainingJob keyword arguments; pure, so dry-run and submit send the same thing."""
+    res = spec.resources
+    kms = spec.aws.kms_key_id
+    script_mode: dict[str, Any] = {
+        "sagemaker_submit_directory": code_uri,
+        "sagemaker_program": spec.code.entry_point,
+        "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
+        "sagemaker_job_name": job_name,
+        "sagemaker_region": region,
+    }
+    if spec.distribution.strategy is Strategy.multi_worker_mirrored:
+        script_mode[MWMS_HP] = True
+    script_mode["model_dir"] = output.join(job_name, "model").uri
+    hyperparameters = {**json_hyperparameters(spec.hyperparameters), **json_hyperparameters(script_mode)}
+    environment = {
+        **spec.environment,
+        "CLOUDTRAIN_STRATEGY": spec.distribution.strategy.value,
+        "CLOUDTRAIN_COMMUNICATION": spec.distribution.communication,
+        "CLOUDTRAIN_CHECKPOINT_DIR": spec.checkpoints.local_path,
+    }
+    _check_limits(spec, hyperparameters, environment)
+
+    algorithm: dict[str, Any] = {"TrainingImage": image_uri, "TrainingInputMode": "File"}
+    if spec.metrics:
+        algorithm["MetricDefinitions"] = [{"Name": m.name, "Regex": m.regex} for m in spec.metrics]
+    algorithm["EnableSageMakerMetricsTimeSeries"] = True
+
+    resource_config: dict[str, Any] = {
+        "InstanceType": res.instance_type,
+        "InstanceCount": res.instance_count,
+        "VolumeSizeInGB": res.volume_size_gb,
+    }
+    if kms and not _has_instance_storage(res.instance_type):
+        resource_config["VolumeKmsKeyId"] = kms
+    if res.keep_alive:
+        resource_config["KeepAlivePeriodInSeconds"] = res.keep_alive
+
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": res.max_runtime}
+    if res.spot.enabled and res.spot.max_wait is not None:
+        stopping["MaxWaitTimeInSeconds"] = res.spot.max_wait
+
+    output_config: dict[str, str] = {"S3OutputPath": output.uri}
+    if kms:
+        output_config["KmsKeyId"] = kms
+
+    request: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": algorithm,
+        "HyperParameters": hyperparameters,
+        "RoleArn": role_arn,
+        "OutputDataConfig": output_config,
+        "ResourceConfig": resource_config,
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": res.spot.enabled,
+        "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": spec.checkpoints.local_path},
+        "Environment": environment,
+        "Tags": tags,
+    }
+    if channels:
+        request["InputDataConfig"] = [
+            {
+                "ChannelName": name,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "CompressionType": "None",
+                "RecordWrapperType": "None",
+            }
+            for name, uri in channels.items()
+        ]
+    if spec.aws.vpc is not None:
+        request["VpcConfig"] = {
+            "SecurityGroupIds": list(spec.aws.vpc.security_group_ids),
+            "Subnets": list(spec.aws.vpc.subnets),
+        }
+    if res.max_retry_attempts > 0:
+        request["RetryStrategy"] = {"MaximumRetryAttempts": res.max_retry_attempts}
+    return request
+
+
+def request_code_uri(request: Mapping[str, Any]) -> str:
+    """The code tarball's S3 URI inside a request (sagemaker_submit_directory, JSON-decoded)."""
+    return str(json.loads(request["HyperParameters"]["sagemaker_submit_directory"]))
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a submit sends and uploads; `to_json` is `--dry-run`'s output."""
+
+    request: dict[str, Any]
+    uploads: tuple[Upload, ...]
+    image: ImageChoice
+    cost: CostEstimate
+    code: CodePackage
+    notes: tuple[str, ...] = ()
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return sum(u.uploaded_bytes for u in self.uploads)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "request": self.request,
+            "estimated_cost_usd": self.cost.total_usd,
+            "cost_note": self.cost.note(),
+            "cost": self.cost.to_json(),
+            "uploads": [u.to_json() for u in self.uploads],
+            "image_source": self.image.source,
+            "code_files": list(self.code.names),
+            "notes": list(self.notes),
+        }
+
+
+# --- describe -------------------------------------------------------------------------------------
+
+
+def _ts(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value)
+
+
+def artifact_uris(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Where a job's model.tar.gz, output.tar.gz (beside it) and checkpoints are, from its description."""
+    job = raw["TrainingJobName"]
+    model = raw.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    if not model:
+        output_path = raw.get("OutputDataConfig", {}).get("S3OutputPath")
+        model = S3Location.parse(output_path).join(job, "output", "model.tar.gz").uri if output_path else None
+    uris: dict[str, str] = {}
+    if model:
+        uris["model"] = model
+        uris["output"] = model.rsplit("/", 1)[0] + "/output.tar.gz"
+    checkpoints = raw.get("CheckpointConfig", {}).get("S3Uri")
+    if checkpoints:
+        uris["checkpoints"] = checkpoints
+    return uris
+
+
+def job_info(raw: Mapping[str, Any], tags: list[dict[str, str]] | None = None) -> JobInfo:
+    """A DescribeTrainingJob (or Search) record as a JobInfo."""
+    transitions = tuple(
+        Transition(t["Status"], _ts(t.get("StartTime")) or 0.0, _ts(t.get("EndTime")), t.get("StatusMessage", ""))
+        for t in raw.get("SecondaryStatusTransitions", [])
+    )
+    billable = raw.get("BillableTimeInSeconds")
+    training = raw.get("TrainingTimeInSeconds")
+    savings = None
+    if raw.get("EnableManagedSpotTraining") and billable is not None and training:
+        savings = round((1 - billable / training) * 100, 1)
+    resources = raw.get("ResourceConfig", {})
+    return JobInfo(
+        name=raw["TrainingJobName"],
+        backend=SageMakerBackend.name,
+        status=raw["TrainingJobStatus"],
+        secondary_status=raw.get("SecondaryStatus", ""),
+        failure_reason=raw.get("FailureReason"),
+        created=_ts(raw.get("CreationTime")),
+        ended=_ts(raw.get("TrainingEndTime")),
+        instance_type=resources.get("InstanceType", ""),
+        instance_count=int(resources.get("InstanceCount", 1)),
+        transitions=transitions,
+        metrics={m["MetricName"]: float(m["Value"]) for m in raw.get("FinalMetricDataList", [])},
+        artifacts=artifact_uris(raw),
+        billable_seconds=billable,
+        spot_savings_percent=savings,
+        tags={t["Key"]: t["Value"] for t in (tags if tags is not None else raw.get("Tags", []))},
+    )
+
+
+def _not_found(exc: Exception) -> bool:
+    message = error_message(exc).lower()
+    return error_code(exc) == "ValidationException" and ("not found" in message or "could not find" in message)
+
+
+# --- downloads ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Object:
+    location: S3Location
+    size: int
+    etag: str
+    dest: Path
+    checksum: tuple[str, str] | None = None  # (algorithm, base64 value) of the whole object
+    verify_etag: bool = True  # False where the ETag may not be an MD5 (SSE-KMS, unknown from a listing)
+
+
+def _verify(obj: _Object, path: Path) -> None:
+    """Size always; then a full-object SHA256/CRC32 checksum, or the ETag when it is a plain MD5."""
+    size = path.stat().st_size
+    if size != obj.size:
+        raise CloudtrainError(f"{obj.location.uri}: downloaded {size} bytes, expected {obj.size}")
+    if obj.checksum is not None:
+        algorithm, expected = obj.checksum
+        if algorithm == "SHA256":
+            digest = hashlib.sha256()
+            _feed(path, digest.update)
+            got = base64.b64encode(digest.digest()).decode()
+        else:
+            crc = 0
+
+            def update(block: bytes) -> None:
+                nonlocal crc
+                crc = zlib.crc32(block, crc)
+
+            _feed(path, update)
+            got = base64.b64encode(crc.to_bytes(4, "big")).decode()
+        if got != expected:
+            raise CloudtrainError(f"{obj.location.uri}: {algorithm} checksum mismatch after download")
+        return
+    etag = obj.etag.strip('"')
+    if obj.verify_etag and re.fullmatch(r"[0-9a-f]{32}", etag):
+        md5 = hashlib.md5(usedforsecurity=False)
+        _feed(path, md5.update)
+        if md5.hexdigest() != etag:
+            raise CloudtrainError(f"{obj.location.uri}: MD5 does not match the ETag after download")
+
+
+def _feed(path: Path, update: Callable[[bytes], Any]) -> None:
+    with open(path, "rb") as f:
+        while block := f.read(READ_CHUNK):
+            update(block)
+
+
+def _head(s3: Any, location: S3Location, dest: Path) -> _Object | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3.head_object(Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED")
+    except ClientError as e:
+        if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 or error_code(e) in ("404", "NoSuchKey"):
+            return None
+        raise
+    checksum = None
+    etag = head.get("ETag", "")
+    # A multipart object's checksum may be of its parts (COMPOSITE); trust it only when it is of the
+    # whole object: said so, or implied by a single-part upload (an ETag without "-N").
+    whole = head.get("ChecksumType") == "FULL_OBJECT" or ("ChecksumType" not in head and "-" not in etag)
+    if whole:
+        for algorithm in ("SHA256", "CRC32"):
+            value = head.get(f"Checksum{algorithm}")
+            if value and "-" not in value:
+                checksum = (algorithm, value)
+                break
+    plain = head.get("ServerSideEncryption") != "aws:kms"  # SSE-KMS ETags are not MD5s
+    return _Object(location, int(head["ContentLength"]), etag, dest, checksum, plain)
+
+
+class _Downloader:
+    """Parallel ranged GETs (8-16 MiB parts) streamed to temporary files, so memory stays bounded.
+
+    Every part is fetched with If-Match on the ETag seen by HeadObject, so a file changed mid-way fails
+    instead of mixing two versions; each file is renamed into place only once complete and verified.
+    """
+
+    def __init__(self, s3: Any, workers: int, progress: Progress) -> None:
+        self.s3, self.workers, self.progress = s3, workers, progress
+
+    def _part(self, obj: _Object, tmp: Path, start: int, end: int) -> None:
+        from botocore.exceptions import ClientError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+        for attempt in range(3):
+            written = 0
+            try:
+                kwargs: dict[str, Any] = {
+                    "Bucket": obj.location.bucket,
+                    "Key": obj.location.key,
+                    "Range": f"bytes={start}-{end}",
+                }
+                if obj.etag:
+                    kwargs["IfMatch"] = obj.etag
+                try:
+                    body = self.s3.get_object(**kwargs)["Body"]
+                except ClientError as e:
+                    if error_code(e) == "PreconditionFailed":
+                        raise CloudtrainError(f"{obj.location.uri} changed during the download: fetch again") from None
+                    raise
+                fd = os.open(tmp, os.O_WRONLY)
+                try:
+                    for chunk in body.iter_chunks(READ_CHUNK):
+                        os.pwrite(fd, chunk, start + written)
+                        written += len(chunk)
+                        self.progress.add(len(chunk))
+                finally:
+                    os.close(fd)
+                    body.close()
+            except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError):
+                self.progress.add(-written)
+                if attempt == 2:
+                    raise
+                continue
+            if written != end - start + 1:
+                raise CloudtrainError(f"{obj.location.uri}: short read of bytes {start}-{end}")
+            return
+
+    def fetch(self, objects: list[_Object]) -> None:
+        with contextlib.ExitStack() as stack:
+            temps: list[tuple[_Object, Path]] = []
+            for obj in objects:
+                tmp = stack.enter_context(atomic_path(obj.dest))
+                with open(tmp, "wb") as f:
+                    f.truncate(obj.size)
+                temps.append((obj, tmp))
+            pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cloudtrain-get")
+            try:
+                futures = []
+                for obj, tmp in temps:
+                    part = LARGE_PART_SIZE if obj.size > LARGE_OBJECT else PART_SIZE
+                    for start in range(0, obj.size, part):
+                        futures.append(pool.submit(self._part, obj, tmp, start, min(start + part, obj.size) - 1))
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            for obj, tmp in temps:
+                _verify(obj, tmp)
+
+
+def _relative_key(prefix: str, key: str) -> str | None:
+    """A checkpoint object's path below the prefix, or None for folder markers; refuses escapes."""
+    rel = key[len(prefix) :].lstrip("/") if prefix else key
+    if not rel or rel.endswith("/"):
+        return None
+    parts = PurePosixPath(rel).parts
+    if ".." in parts or rel.startswith("/") or "\\" in rel:
+        raise UserError(f"refusing checkpoint object with unsafe key {key!r}")
+    return rel
+
+
+# --- the backend --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Stream:
+    name: str
+    host: str
+    token: str | None = None
+
+
+@dataclass
+class SageMakerBackend:
+    """Training jobs on SageMaker. Constructor settings (the CLI's) win over the spec's `aws:` section.
+
+    `poll_interval`/`max_poll_interval` pace `logs(follow=True)`: at most one GetLogEvents per stream
+    per `poll_interval` while lines arrive, backing off to `max_poll_interval` when idle.
+    """
+
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    role_arn: str | None = None
+    poll_interval: float = 2.0
+    max_poll_interval: float = 10.0
+    download_workers: int = 8
+    name: str = field(default="sagemaker", init=False)
+    last_plan: JobPlan | None = field(default=None, init=False, repr=False)
+    _sessions: dict[AwsSettings, AwsSession] = field(default_factory=dict, init=False, repr=False)
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, **overrides: Any) -> SageMakerBackend:
+        """A backend whose later describe/logs/fetch calls use the spec's region/profile/endpoint too."""
+        backend = cls(**overrides)
+        merged = backend._settings(spec)
+        backend.region, backend.profile, backend.endpoint_url = merged.region, merged.profile, merged.endpoint_url
+        backend.role_arn = backend.role_arn or spec.aws.role_arn
+        return backend
+
+    # sessions and shared look-ups
+
+    def _settings(self, spec: JobSpec | None = None) -> AwsSettings:
+        mine = AwsSettings(self.region, self.profile, self.endpoint_url)
+        return mine.over(AwsSettings.from_spec(spec.aws)) if spec is not None else mine
+
+    def _session(self, spec: JobSpec | None = None) -> AwsSession:
+        settings = self._settings(spec)
+        if settings not in self._sessions:
+            self._sessions[settings] = AwsSession(settings)
+        return self._sessions[settings]
+
+    def _role(self, spec: JobSpec) -> str:
+        role = self.role_arn or spec.aws.role_arn or os.environ.get(ROLE_ENV)
+        if not role:
+            raise UserError(
+                f"no IAM role for SageMaker: set aws.role_arn in the spec, pass --role-arn, or set {ROLE_ENV}"
+            )
+        if not ROLE_ARN.match(role):
+            raise UserError(f"aws.role_arn {role!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+        return role
+
+    def _describe_raw(self, session: AwsSession, job_name: str) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        try:
+            return dict(session.client("sagemaker").describe_training_job(TrainingJobName=job_name))
+        except ClientError as e:
+            if _not_found(e):
+                raise JobNotFound(f"no SageMaker training job named {job_name!r} in {session.region}") from None
+            raise
+
+    def _job_exists(self, session: AwsSession, job_name: str) -> bool:
+        try:
+            self._describe_raw(session, job_name)
+        except JobNotFound:
+            return False
+        return True
+
+    def _output_prefix(self, session: AwsSession, spec: JobSpec, *, offline: bool) -> tuple[S3Location, bool | None]:
+        """output.s3_uri, or the SDK's default bucket `sagemaker-<region>-<account>` + `/cloudtrain`;
+        and whether its bucket exists (None when AWS is not reached)."""
+        if spec.output.s3_uri:
+            location = S3Location.parse(spec.output.s3_uri)
+        else:
+            account = OFFLINE_ACCOUNT if offline else session.account_id()
+            location = S3Location(f"sagemaker-{session.region}-{account}", "cloudtrain")
+        return location, None if offline else self._bucket_exists(session, location.bucket)
+
+    @staticmethod
+    def _bucket_exists(session: AwsSession, bucket: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            session.client("s3").head_bucket(Bucket=bucket)
+        except ClientError as e:
+            if error_code(e) in ("404", "NoSuchBucket", "NotFound"):
+                return False
+            if error_code(e) in ("403", "AccessDenied"):
+                return True  # someone's bucket: the uploads will tell whether we may write to it
+            raise
+        return True
+
+    @staticmethod
+    def _create_bucket(session: AwsSession, bucket: str) -> None:
+        s3 = session.client("s3")
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if session.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": session.region}
+        s3.create_bucket(**kwargs)
+
+    def _checkpoint_uri(
+        self, session: AwsSession, spec: JobSpec, job_name: str, output: S3Location, resume_from: str | None
+    ) -> str:
+        if resume_from:
+            previous = self._describe_raw(session, resume_from)
+            uri = previous.get("CheckpointConfig", {}).get("S3Uri")
+            if not uri:
+                raise UserError(f"job {resume_from!r} has no checkpoint configuration to resume from")
+            return str(uri)
+        return spec.checkpoints.s3_uri or output.join(job_name, "checkpoints").uri
+
+    def _prepare(
+        self,
+        session: AwsSession,
+        spec: JobSpec,
+        job_name: str,
+        *,
+        resume_from: str | None,
+        dry_run: bool,
+        offline: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobPlan:
+        """Build the code tarball and the whole request, then upload what is missing (dry: only look).
+
+        Everything is content-addressed, so the request (with its limits and tags checked) is complete
+        before the first byte goes to S3 or a bucket is created.
+        """
+        if not JOB_NAME.match(job_name):
+            raise UserError(f"job name {job_name!r}: SageMaker wants 1-63 letters, digits and hyphens")
+        role = self._role(spec)
+        region = session.region
+        image = resolve_image(spec.image, region, spec.resources.instance_type)
+        output, bucket_exists = self._output_prefix(session, spec, offline=offline)
+        checkpoint_uri = self._checkpoint_uri(session, spec, job_name, output, resume_from)
+        notes: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="cloudtrain-code-") as tmp:
+            package = build_code_package(spec.code, Path(tmp))
+            if package.note:
+                notes.append(package.note)
+            local = {ch: Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")}
+            digests = {ch: tree_digest(path) for ch, path in local.items()}
+            channels = {
+                ch: channel_uri(data_location(output, digests[ch])[0]) if ch in digests else loc
+                for ch, loc in spec.data.items()
+            }
+            request = build_request(
+                spec,
+                job_name,
+                region=region,
+                role_arn=role,
+                image_uri=image.uri,
+                code_uri=code_location(output, package).uri,
+                channels=channels,
+                output=output,
+                checkpoint_uri=checkpoint_uri,
+                tags=job_tags(spec, package.sha256, git_commit(Path(spec.code.source_dir))),
+            )
+            if bucket_exists is False:
+                if spec.output.s3_uri and not dry_run:
+                    raise UserError(
+                        f"output.s3_uri: the S3 bucket {output.bucket!r} does not exist (create it, or leave "
+                        "output.s3_uri out to use SageMaker's default bucket)"
+                    )
+                if spec.output.s3_uri:
+                    notes.append(f"output.s3_uri: the S3 bucket {output.bucket} does not exist: submit would fail")
+                elif dry_run:
+                    notes.append(f"the S3 bucket {output.bucket} does not exist yet: submit creates it")
+                else:
+                    self._create_bucket(session, output.bucket)
+                    notes.append(f"created the S3 bucket {output.bucket}")
+            if offline:
+                uploads = [
+                    Upload(
+                        "code",
+                        CODE_TARBALL,
+                        str(package.path),
+                        request_code_uri(request),
+                        package.sha256,
+                        package.size,
+                        None,
+                    )
+                ]
+                uploads += [
+                    Upload("data", ch, str(local[ch]), channels[ch], d.sha256, d.size, None)
+                    for ch, d in digests.items()
+                ]
+            else:
+                uploader = S3Uploader(
+                    session.client("s3"), kms_key_id=spec.aws.kms_key_id, on_progress=on_progress, dry_run=dry_run
+                )
+                uploads = [uploader.upload_code(package, output)]
+                uploads += [uploader.upload_channel(ch, local[ch], output, d) for ch, d in digests.items()]
+        return JobPlan(request, tuple(uploads), image, estimate(spec.resources), package, tuple(notes))
+
+    # the Backend protocol
+
+    def plan(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> dict[str, Any]:
+        """`--dry-run`: the request, the cost estimate and the uploads a submit would make; creates nothing.
+
+        Only reads AWS (STS, HeadBucket, HeadObject, DescribeTrainingJob). When AWS cannot be reached
+        the plan is still made, with a placeholder account and uploads of unknown state, and says so.
+        """
+        session = self._session(spec)
+        with translate_errors(session.where):
+            notes: list[str] = []
+            try:
+                session.account_id()
+                offline = False
+            except BackendUnavailable as e:
+                if resume_from:
+                    raise
+                offline = True
+                notes.append(f"AWS not reached ({e}): uploads may already exist; account shown as {OFFLINE_ACCOUNT}")
+            if not offline and self._job_exists(session, job_name):
+                notes.append(f"a job named {job_name!r} exists already: submit would fail")
+            plan = self._prepare(session, spec, job_name, resume_from=resume_from, dry_run=True, offline=offline)
+        data = plan.to_json()
+        data["notes"] = notes + data["notes"]
+        return data
+
+    def submit(
+        self,
+        spec: JobSpec,
+        job_name: str,
+        *,
+        resume_from: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobInfo:
+        """Upload what is missing, CreateTrainingJob, return at once; `last_plan` keeps the uploads made."""
+        from botocore.exceptions import ClientError
+
+        session = self._session(spec)
+        with translate_errors(session.where):
+            if self._job_exists(session, job_name):  # AWS would refuse anyway; this also spares the uploads
+                raise JobExists(job_name)
+            plan = self._prepare(
+                session, spec, job_name, resume_from=resume_from, dry_run=False, on_progress=on_progress
+            )
+            try:
+                session.client("sagemaker").create_training_job(**plan.request)
+            except ClientError as e:
+                if error_code(e) == "ResourceInUse":
+                    raise JobExists(job_name) from None
+                raise
+            self.last_plan = plan
+            return self._info(session, job_name)
+
+    def _info(self, session: AwsSession, job_name: str) -> JobInfo:
+        raw = self._describe_raw(session, job_name)
+        tags = session.client("sagemaker").list_tags(ResourceArn=raw["TrainingJobArn"]).get("Tags", [])
+        return job_info(raw, tags)
+
+    def describe(self, job_name: str) -> JobInfo:
+        session = self._session()
+        with translate_errors(session.where):
+            return self._info(session, job_name)
+
+    def list_jobs(self, limit: int = 20) -> list[JobInfo]:
+        """cloudtrain's jobs (tag `cloudtrain:managed=true`), newest first, through SageMaker Search.
+
+        AWS's Search index trails CreateTrainingJob by a few seconds, so a job submitted a moment ago
+        may show up on the next call.
+        """
+        session = self._session()
+        jobs: list[dict[str, Any]] = []
+        with translate_errors(session.where):
+            sm = session.client("sagemaker")
+            kwargs: dict[str, Any] = {
+                "Resource": "TrainingJob",
+                "SearchExpression": {
+                    "Filters": [{"Name": f"Tags.{MANAGED_TAG}", "Operator": "Equals", "Value": "true"}]
+                },
+                "SortBy": "CreationTime",
+                "SortOrder": "Descending",
+                "MaxResults": max(1, min(limit, 100)),
+            }
+            while len(jobs) < limit:
+                page = sm.search(**kwargs)
+                jobs.extend(r["TrainingJob"] for r in page.get("Results", []) if "TrainingJob" in r)
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+        jobs.sort(key=lambda j: _ts(j.get("CreationTime")) or 0.0, reverse=True)
+        return [job_info(j) for j in jobs[:limit]]
+
+    def stop(self, job_name: str) -> JobInfo:
+        from botocore.exceptions import ClientError
+
+        session = self._session()
+        with translate_errors(session.where):
+            raw = self._describe_raw(session, job_name)
+            if raw["TrainingJobStatus"] in TERMINAL or raw["TrainingJobStatus"] == "Stopping":
+                return self._info(session, job_name)
+            try:
+                session.client("sagemaker").stop_training_job(TrainingJobName=job_name)
+            except ClientError as e:
+                if error_code(e) != "ValidationException":  # it ended in between
+                    raise
+            return self._info(session, job_name)
+
+    # logs
+
+    def logs(self, job_name: str, *, host: str | None = None, follow: bool = False) -> Iterator[LogEvent]:
+        session = self._session()
+        return self._logs(session, job_name, host, follow)
+
+    def _logs(self, session: AwsSession, job_name: str, host: str | None, follow: bool) -> Iterator[LogEvent]:
+        with translate_errors(session.where):
+            raw = self._describe_raw(session, job_name)
+            client = session.client("logs")
+            if not follow:
+                streams = self._discover(client, job_name, host)
+                yield from heapq.merge(*(self._read_stream(client, s) for s in streams), key=lambda e: e.timestamp)
+                return
+            yield from self._follow(
+                session, client, job_name, host, int(raw.get("ResourceConfig", {}).get("InstanceCount", 1))
+            )
+
+    @staticmethod
+    def _discover(client: Any, job_name: str, host: str | None) -> list[_Stream]:
+        """The job's log streams `<job>/algo-N-<epoch>` (one per host and container start)."""
+        from botocore.exceptions import ClientError
+
+        prefix = f"{job_name}/{host}-" if host else f"{job_name}/"
+        streams: list[_Stream] = []
+        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": prefix}
+        try:
+            while True:
+                page = client.describe_log_streams(**kwargs)
+                for s in page.get("logStreams", []):
+                    rest = s["logStreamName"][len(job_name) + 1 :]
+                    m = re.fullmatch(r"(?P<host>.+?)-\d+", rest)
+                    streams.append(_Stream(s["logStreamName"], m.group("host") if m else rest))
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        except ClientError as e:
+            if error_code(e) == "ResourceNotFoundException":  # no log group before the first job logs
+                return []
+            raise
+        return streams
+
+    @staticmethod
+    def _fetch(client: Any, stream: _Stream) -> list[LogEvent]:
+        """One GetLogEvents call: the stream's next lines (empty at its end)."""
+        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream.name, "startFromHead": True}
+        if stream.token:
+            kwargs["nextToken"] = stream.token
+        page = client.get_log_events(**kwargs)
+        stream.token = page.get("nextForwardToken") or stream.token
+        return [
+            LogEvent(e["timestamp"] / 1000.0, stream.host, e["message"].rstrip("\n")) for e in page.get("events", [])
+        ]
+
+    def _read_stream(self, client: Any, stream: _Stream) -> Iterator[LogEvent]:
+        """A whole stream, page by page (GetLogEvents repeats the token at the end)."""
+        while True:
+            before = stream.token
+            yield from self._fetch(client, stream)
+            if stream.token == before:
+                return
+
+    def _follow(
+        self, session: AwsSession, client: Any, job_name: str, host: str | None, hosts: int
+    ) -> Iterator[LogEvent]:
+        streams: dict[str, _Stream] = {}
+        interval = self.poll_interval
+        cycle = 0
+        while True:
+            started = time.monotonic()
+            status = self._describe_raw(session, job_name)["TrainingJobStatus"]
+            terminal = status in TERMINAL
+            if len(streams) < (1 if host else hosts) or terminal or cycle % 5 == 0:
+                for s in self._discover(client, job_name, host):
+                    streams.setdefault(s.name, s)
+            batch = [e for s in streams.values() for e in self._fetch(client, s)]
+            batch.sort(key=lambda e: e.timestamp)
+            yield from batch
+            if terminal and not batch:
+                return  # drained after the job ended
+            interval = self.poll_interval if batch else min(interval * 1.5, self.max_poll_interval)
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+            cycle += 1
+
+    # artifacts
+
+    def fetch_artifacts(self, job_name: str, dest: Path, *, on_progress: ProgressCallback | None = None) -> Artifacts:
+        """model.tar.gz and output.tar.gz downloaded beside and extracted into dest/model, dest/output;
+        the checkpoints prefix mirrored into dest/checkpoints. A missing one gives None.
+
+        on_progress(done_bytes, total_bytes) is called from the download threads.
+        """
+        session = self._session()
+        dest = Path(dest)
+        with translate_errors(session.where):
+            raw = self._describe_raw(session, job_name)
+            uris = artifact_uris(raw)
+            s3 = session.client("s3")
+            tarballs: dict[str, _Object] = {}
+            for kind in ("model", "output"):
+                if kind in uris:
+                    obj = _head(s3, S3Location.parse(uris[kind]), dest / f"{kind}.tar.gz")
+                    if obj is not None:
+                        tarballs[kind] = obj
+            checkpoints: list[_Object] = []
+            staging = None
+            checkpoint_dir = None
+            try:
+                if "checkpoints" in uris:
+                    dest.mkdir(parents=True, exist_ok=True)
+                    staging = Path(tempfile.mkdtemp(prefix=".checkpoints.", suffix=".part", dir=dest))
+                    checkpoints = self._list_objects(s3, S3Location.parse(uris["checkpoints"]), staging)
+                objects = [*tarballs.values(), *checkpoints]
+                progress = Progress(sum(o.size for o in objects), on_progress)
+                if objects:
+                    _Downloader(s3, self.download_workers, progress).fetch(objects)
+                extracted = {kind: safe_extract(obj.dest, dest / kind) for kind, obj in tarballs.items()}
+                if staging is not None and checkpoints:
+                    checkpoint_dir = dest / "checkpoints"
+                    old = dest / ".checkpoints.old"
+                    shutil.rmtree(old, ignore_errors=True)
+                    if checkpoint_dir.exists():
+                        os.replace(checkpoint_dir, old)
+                    os.replace(staging, checkpoint_dir)
+                    shutil.rmtree(old, ignore_errors=True)
+            finally:
+                if staging is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
+        return Artifacts(model=extracted.get("model"), output=extracted.get("output"), checkpoints=checkpoint_dir)
+
+    @staticmethod
+    def _list_objects(s3: Any, prefix: S3Location, into: Path) -> list[_Object]:
+        """Every object under the prefix, bound for the same relative path under `into`.
+
+        Sizes and ETags come from the listing (no HeadObject per checkpoint file); the ETag pins each
+        ranged GET but is not checked as an MD5, since a listing does not tell whether it is one.
+        """
+        key_prefix = prefix.key + "/" if prefix.key else ""
+        found: list[_Object] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=prefix.bucket, Prefix=key_prefix):
+            for item in page.get("Contents", []):
+                rel = _relative_key(key_prefix, item["Key"])
+                if rel is not None:
+                    location = S3Location(prefix.bucket, item["Key"])
+                    found.append(
+                        _Object(location, int(item["Size"]), item.get("ETag", ""), into / rel, verify_etag=False)
+                    )
+        return found

@@ -1,0 +1,301 @@
+"""The code tarball (`sourcedir.tar.gz`) and the content-addressed uploads of code and local data.
+
+The tarball holds `code.source_dir`'s files at its root, as the SageMaker SDK packs it, plus
+cloudtrain's in-container runtime (`cloudtrain/__init__.py` as a small stub and every
+`cloudtrain/runtime/**/*.py`), so AWS's stock TensorFlow image runs a cloudtrain job with nothing
+installed. If source_dir has its own `cloudtrain/` package (or a `cloudtrain.py`), theirs wins whole
+and none of ours is added: the user ships exactly what they tested, and a merge of two versions of
+one package could mix incompatible files. When `code.requirements` is not the root
+`requirements.txt`, it is packed as the root `requirements.txt`, the only one script mode installs.
+
+Everything is content-addressed, so an unchanged tree is uploaded once: code under
+`<prefix>/code/<sha256 of the tarball>/sourcedir.tar.gz` (skipped when HeadObject finds it), a local
+data channel under `<prefix>/data/<tree hash>/` with a manifest at `<prefix>/data/<tree hash>.json`
+written last (outside the channel's prefix, so SageMaker does not download it), skipped when the
+manifest exists. Uploads go through s3transfer (multipart above 16 MiB, 8 in flight).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import cloudtrain
+from cloudtrain.archive import iter_tree, make_tarball, sha256_file
+from cloudtrain.errors import UserError
+from cloudtrain.spec import S3_URI, CodeSpec
+
+CODE_TARBALL = "sourcedir.tar.gz"
+RUNTIME_PACKAGE = "cloudtrain"
+RUNTIME_STUB = (
+    '"""cloudtrain\'s in-container runtime, shipped in sourcedir.tar.gz (only cloudtrain.runtime is included)."""\n'
+    f'\n__version__ = "{cloudtrain.__version__}"\n'
+)
+MIB = 1 << 20
+MULTIPART_THRESHOLD = 16 * MIB
+MULTIPART_CHUNKSIZE = 16 * MIB
+MAX_CONCURRENCY = 8
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key (or key prefix, without a trailing slash)."""
+
+    bucket: str
+    key: str = ""
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        m = S3_URI.match(uri)
+        if not m:
+            raise UserError(f"{uri!r} is not an S3 URI of the form s3://bucket/prefix")
+        return cls(m.group("bucket"), (m.group("key") or "").strip("/"))
+
+    def join(self, *parts: str) -> S3Location:
+        key = "/".join(p.strip("/") for p in (self.key, *parts) if p.strip("/"))
+        return S3Location(self.bucket, key)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True)
+class CodePackage:
+    """A built sourcedir.tar.gz: its content hash names it in S3."""
+
+    path: Path
+    sha256: str
+    size: int
+    names: tuple[str, ...]
+    runtime_included: bool
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class TreeFile:
+    name: str
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TreeDigest:
+    """A local data channel's files and the hash of their names and contents."""
+
+    sha256: str
+    files: tuple[TreeFile, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One content-addressed upload; `uploaded_bytes` is 0 when the content was already there.
+
+    `exists` is whether S3 had it before (None when unknown: a plan made without reaching AWS).
+    """
+
+    kind: str
+    name: str
+    local: str
+    s3_uri: str
+    sha256: str
+    size: int
+    exists: bool | None
+    uploaded_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def runtime_files(package_dir: Path | None = None) -> list[tuple[str, Path]]:
+    """(archive name, path) of every `cloudtrain/runtime/**/*.py` of the installed package."""
+    root = (package_dir or Path(cloudtrain.__file__).parent) / "runtime"
+    if not root.is_dir():
+        return []
+    return [(f"{RUNTIME_PACKAGE}/runtime/{name}", path) for name, path in iter_tree(root) if name.endswith(".py")]
+
+
+def _user_ships_cloudtrain(names: Iterable[str]) -> bool:
+    return any(n == f"{RUNTIME_PACKAGE}.py" or n.startswith(f"{RUNTIME_PACKAGE}/") for n in names)
+
+
+def code_files(
+    code: CodeSpec, stub: Path, *, package_dir: Path | None = None
+) -> tuple[dict[str, Path], bool, str | None]:
+    """The archive's (name → file) map, whether cloudtrain's runtime is in it, and a note for the user."""
+    source = Path(code.source_dir)
+    if not source.is_dir():
+        raise UserError(f"code.source_dir {str(source)!r} is not a folder")
+    files = dict(iter_tree(source))
+    note = None
+    if code.requirements and PurePosixPath(code.requirements).as_posix() != "requirements.txt":
+        if "requirements.txt" in files:
+            note = f"packed {code.requirements} as requirements.txt in place of source_dir's own requirements.txt"
+        files["requirements.txt"] = source / code.requirements
+    if _user_ships_cloudtrain(files):
+        extra = "source_dir has its own cloudtrain package: it is shipped instead of cloudtrain's runtime"
+        return files, False, f"{note}; {extra}" if note else extra
+    files[f"{RUNTIME_PACKAGE}/__init__.py"] = stub
+    files.update(runtime_files(package_dir))
+    return files, True, note
+
+
+def build_code_package(code: CodeSpec, workdir: Path, *, package_dir: Path | None = None) -> CodePackage:
+    """Write a reproducible sourcedir.tar.gz into workdir (same tree, same bytes, same hash)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stub = workdir / "cloudtrain_runtime_stub.py"
+    stub.write_text(RUNTIME_STUB)
+    files, runtime_included, note = code_files(code, stub, package_dir=package_dir)
+    dest = workdir / CODE_TARBALL
+    digest = make_tarball(dest, files.items())
+    return CodePackage(dest, digest, dest.stat().st_size, tuple(sorted(files)), runtime_included, note)
+
+
+def tree_digest(location: Path) -> TreeDigest:
+    """Hash of a file or folder by names and contents: the same data always gets the same S3 prefix."""
+    if location.is_file():
+        entries = [(location.name, location)]
+    elif location.is_dir():
+        entries = list(iter_tree(location))
+    else:
+        raise UserError(f"data {str(location)!r} does not exist")
+    files = tuple(TreeFile(name, path, path.stat().st_size, sha256_file(path)) for name, path in sorted(entries))
+    outer = hashlib.sha256()
+    for f in files:
+        outer.update(f"{f.name}\0{f.size}\0{f.sha256}\n".encode())
+    return TreeDigest(outer.hexdigest(), files)
+
+
+def code_location(prefix: S3Location, package: CodePackage) -> S3Location:
+    return prefix.join("code", package.sha256, CODE_TARBALL)
+
+
+def data_location(prefix: S3Location, digest: TreeDigest) -> tuple[S3Location, S3Location]:
+    """The channel's prefix and its manifest (a sibling, outside the prefix SageMaker downloads)."""
+    return prefix.join("data", digest.sha256), prefix.join("data", f"{digest.sha256}.json")
+
+
+def channel_uri(location: S3Location) -> str:
+    """S3Prefix URI of a data prefix; the trailing slash keeps `<hash>.json` out of the channel."""
+    return location.uri + "/"
+
+
+class Progress:
+    """Adds up bytes from s3transfer's worker threads and reports them to one callback."""
+
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total, self.done, self.callback = total, 0, callback
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+            done = self.done
+        if self.callback is not None:
+            self.callback(done, self.total)
+
+
+def _subscriber(progress: Progress) -> Any:
+    from s3transfer.subscribers import BaseSubscriber
+
+    class ProgressSubscriber(BaseSubscriber):  # type: ignore[misc]
+        def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+            progress.add(bytes_transferred)
+
+    return ProgressSubscriber()
+
+
+class S3Uploader:
+    """Content-addressed uploads through one S3 client; `dry_run` only checks what exists."""
+
+    def __init__(
+        self,
+        s3: Any,
+        *,
+        kms_key_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        self.s3, self.kms_key_id, self.on_progress, self.dry_run = s3, kms_key_id, on_progress, dry_run
+
+    @property
+    def extra_args(self) -> dict[str, str]:
+        if self.kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        return {}
+
+    def exists(self, location: S3Location) -> bool:
+        """HeadObject: found, or not (403 counts as not found, as S3 answers it without ListBucket)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s3.head_object(Bucket=location.bucket, Key=location.key)
+        except ClientError as e:
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (403, 404) or e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def _transfer(self, items: list[tuple[Path, S3Location]]) -> int:
+        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+        total = sum(path.stat().st_size for path, _ in items)
+        progress = Progress(total, self.on_progress)
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_CHUNKSIZE,
+            max_concurrency=MAX_CONCURRENCY,
+        )
+        with create_transfer_manager(self.s3, config) as manager:
+            futures = [
+                manager.upload(
+                    str(path), dest.bucket, dest.key, extra_args=self.extra_args, subscribers=[_subscriber(progress)]
+                )
+                for path, dest in items
+            ]
+            for future in futures:
+                future.result()
+        return total
+
+    def upload_code(self, package: CodePackage, prefix: S3Location) -> Upload:
+        dest = code_location(prefix, package)
+        exists = self.exists(dest)
+        sent = 0 if exists or self.dry_run else self._transfer([(package.path, dest)])
+        return Upload("code", CODE_TARBALL, str(package.path), dest.uri, package.sha256, package.size, exists, sent)
+
+    def upload_channel(
+        self, channel: str, location: Path, prefix: S3Location, digest: TreeDigest | None = None
+    ) -> Upload:
+        digest = digest or tree_digest(location)
+        folder, manifest = data_location(prefix, digest)
+        exists = self.exists(manifest)
+        sent = 0
+        if not exists and not self.dry_run:
+            sent = self._transfer([(f.path, folder.join(f.name)) for f in digest.files])
+            body = {
+                "sha256": digest.sha256,
+                "source": str(location),
+                "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in digest.files],
+                "created_by": f"cloudtrain {cloudtrain.__version__}",
+            }
+            self.s3.put_object(
+                Bucket=manifest.bucket,
+                Key=manifest.key,
+                Body=json.dumps(body, indent=1, sort_keys=True).encode(),
+                ContentType="application/json",
+                **self.extra_args,
+            )
+        return Upload("data", channel, str(location), channel_uri(folder), digest.sha256, digest.size, exists, sent)

@@ -1,0 +1,642 @@
+"""The SageMaker backend against moto's server on loopback: the request, uploads, jobs, logs, artifacts.
+
+Nothing of cloudtrain is patched: every test talks to the real endpoint the `aws_endpoint` fixture
+starts, and checks what arrived there with plain boto3 calls of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from boto3.s3.transfer import TransferConfig
+from botocore.session import get_session
+from botocore.validate import ParamValidator
+
+from cloudtrain.archive import bytes_tarball
+from cloudtrain.aws import aws_configured
+from cloudtrain.backends.sagemaker import CODE_TAG, GIT_TAG, LOG_GROUP, MANAGED_TAG, SPEC_TAG, SageMakerBackend
+from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError
+from cloudtrain.images import _sdk, _table, resolve_image
+from cloudtrain.packaging import RUNTIME_STUB, build_code_package, runtime_files
+from cloudtrain.pricing import SPOT_NOTE, estimate
+from cloudtrain.spec import ImageSpec, JobSpec, ResourcesSpec, spec_digest
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+ACCOUNT = "123456789012"  # moto's
+DEFAULT_BUCKET = f"sagemaker-us-east-1-{ACCOUNT}"
+GPU_219 = "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:2.19-gpu-py312"
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def make_spec(root: Path, extra: dict[str, Any] | None = None, *, drop: tuple[str, ...] = ()) -> JobSpec:
+    """A project like job_specs/digits in root: code/, data/train/, job.yaml; loaded as the CLI would."""
+    code = root / "code"
+    if not code.exists():
+        (code / "lib").mkdir(parents=True)
+        (code / "train.py").write_text("import lib.util\nprint('training')\n")
+        (code / "requirements.txt").write_text("tf-keras\n")
+        (code / "lib" / "util.py").write_text("X = 1\n")
+        (code / "__pycache__").mkdir()
+        (code / "__pycache__" / "junk.pyc").write_bytes(b"\0")
+        (root / "data" / "train").mkdir(parents=True)
+        (root / "data" / "train" / "x.csv").write_text("1,2\n3,4\n")
+    spec: dict[str, Any] = {
+        "name": "digits",
+        "code": {"source_dir": "code", "entry_point": "train.py", "requirements": "requirements.txt"},
+        "image": {"framework_version": "2.19"},
+        "resources": {"instance_type": "ml.g5.xlarge", "instance_count": 2, "max_runtime": "1h"},
+        "data": {"train": "data/train"},
+        "hyperparameters": {"epochs": 5},
+        "aws": {"region": "us-east-1", "role_arn": ROLE},
+    }
+    spec = _merge(spec, extra or {})
+    for dotted in drop:
+        *parents, last = dotted.split(".")
+        node = spec
+        for p in parents:
+            node = node[p]
+        node.pop(last)
+    path = root / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return JobSpec.model_validate(yaml.safe_load(path.read_text()), context={"base_dir": root})
+
+
+FULL: dict[str, Any] = {
+    "resources": {
+        "volume_size_gb": 50,
+        "max_runtime": "2h",
+        "spot": {"enabled": True, "max_wait": "3h"},
+        "keep_alive": "10m",
+        "max_retry_attempts": 2,
+    },
+    "distribution": {"strategy": "multi_worker_mirrored", "communication": "nccl"},
+    "data": {"extra": "s3://ct-shared-data/digits/"},
+    "hyperparameters": {"learning_rate": 0.01, "optimizer": "adam", "shuffle": True},
+    "environment": {"TF_CPP_MIN_LOG_LEVEL": "2"},
+    "checkpoints": {"local_path": "/opt/ml/checkpoints"},
+    "output": {"s3_uri": "s3://ct-test-out/runs"},
+    "metrics": [{"name": "val_accuracy", "regex": "val_accuracy=([0-9.]+)"}],
+    "aws": {"kms_key_id": "alias/cloudtrain", "vpc": {"subnets": ["subnet-0abc"], "security_group_ids": ["sg-0abc"]}},
+    "tags": {"team": "ml"},
+}
+
+
+def all_objects(s3: Any) -> dict[str, tuple[str, int]]:
+    """bucket/key -> (ETag, size) of everything in moto's S3."""
+    found: dict[str, tuple[str, int]] = {}
+    for bucket in s3.list_buckets()["Buckets"]:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket["Name"]):
+            for item in page.get("Contents", []):
+                found[f"{bucket['Name']}/{item['Key']}"] = (item["ETag"], item["Size"])
+    return found
+
+
+def validate_create_training_job(request: dict[str, Any]) -> None:
+    """botocore's own validator on the sagemaker service model (what boto3 runs before sending)."""
+    shape = get_session().get_service_model("sagemaker").operation_model("CreateTrainingJob").input_shape
+    report = ParamValidator().validate(request, shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+# --- the request ----------------------------------------------------------------------------------
+
+
+def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str, tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, FULL)
+    plan = SageMakerBackend().plan(spec, "digits-1")
+    req = plan["request"]
+    validate_create_training_job(req)
+
+    code_upload, data_upload = plan["uploads"]
+    assert code_upload["kind"] == "code" and code_upload["exists"] is False
+    assert code_upload["s3_uri"] == f"s3://ct-test-out/runs/code/{code_upload['sha256']}/sourcedir.tar.gz"
+    assert data_upload["kind"] == "data" and data_upload["name"] == "train"
+    assert data_upload["s3_uri"] == f"s3://ct-test-out/runs/data/{data_upload['sha256']}/"
+
+    assert req["TrainingJobName"] == "digits-1"
+    assert req["AlgorithmSpecification"] == {
+        "TrainingImage": GPU_219,
+        "TrainingInputMode": "File",
+        "MetricDefinitions": [{"Name": "val_accuracy", "Regex": "val_accuracy=([0-9.]+)"}],
+        "EnableSageMakerMetricsTimeSeries": True,
+    }
+    # User values JSON-encoded as the SDK does (strings quoted), then the TF estimator's script-mode ones.
+    assert req["HyperParameters"] == {
+        "epochs": "5",
+        "learning_rate": "0.01",
+        "optimizer": '"adam"',
+        "shuffle": "true",
+        "sagemaker_submit_directory": json.dumps(code_upload["s3_uri"]),
+        "sagemaker_program": '"train.py"',
+        "sagemaker_container_log_level": "20",
+        "sagemaker_job_name": '"digits-1"',
+        "sagemaker_region": '"us-east-1"',
+        "sagemaker_multi_worker_mirrored_strategy_enabled": "true",
+        "model_dir": '"s3://ct-test-out/runs/digits-1/model"',
+    }
+    assert req["RoleArn"] == ROLE
+    assert sorted(req["InputDataConfig"], key=lambda c: c["ChannelName"]) == [
+        {
+            "ChannelName": name,
+            "DataSource": {
+                "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+            },
+            "CompressionType": "None",
+            "RecordWrapperType": "None",
+        }
+        for name, uri in (("extra", "s3://ct-shared-data/digits/"), ("train", data_upload["s3_uri"]))
+    ]
+    assert req["OutputDataConfig"] == {"S3OutputPath": "s3://ct-test-out/runs", "KmsKeyId": "alias/cloudtrain"}
+    # g5 has instance storage: SageMaker refuses a VolumeKmsKeyId there (the SDK's rule).
+    assert req["ResourceConfig"] == {
+        "InstanceType": "ml.g5.xlarge",
+        "InstanceCount": 2,
+        "VolumeSizeInGB": 50,
+        "KeepAlivePeriodInSeconds": 600,
+    }
+    assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 10800}
+    assert req["EnableManagedSpotTraining"] is True
+    assert req["CheckpointConfig"] == {
+        "S3Uri": "s3://ct-test-out/runs/digits-1/checkpoints",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert req["Environment"] == {
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CLOUDTRAIN_STRATEGY": "multi_worker_mirrored",
+        "CLOUDTRAIN_COMMUNICATION": "nccl",
+        "CLOUDTRAIN_CHECKPOINT_DIR": "/opt/ml/checkpoints",
+    }
+    assert req["VpcConfig"] == {"SecurityGroupIds": ["sg-0abc"], "Subnets": ["subnet-0abc"]}
+    assert req["RetryStrategy"] == {"MaximumRetryAttempts": 2}
+    tags = {t["Key"]: t["Value"] for t in req["Tags"]}
+    assert tags["team"] == "ml" and tags[MANAGED_TAG] == "true"
+    assert tags[CODE_TAG] == code_upload["sha256"]
+    assert tags[SPEC_TAG] == spec_digest(spec)
+    assert GIT_TAG not in tags  # tmp_path is no git checkout
+    assert plan["estimated_cost_usd"] == round(2 * 2 * 1.408, 2)
+    assert "approximate, us-east-1" in plan["cost"]["summary"] and "approximate, us-east-1" in plan["cost_note"]
+
+    # Without KMS, spot, VPC or retries those fields are absent; an EBS-backed type gets VolumeKmsKeyId.
+    small = make_spec(tmp_path / "small", drop=("data",))
+    req = SageMakerBackend().plan(small, "digits-2")["request"]
+    validate_create_training_job(req)
+    assert {"VpcConfig", "RetryStrategy", "InputDataConfig"}.isdisjoint(req)
+    assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+    assert req["EnableManagedSpotTraining"] is False
+    assert req["CheckpointConfig"]["S3Uri"] == f"s3://{DEFAULT_BUCKET}/cloudtrain/digits-2/checkpoints"
+    m5 = make_spec(tmp_path / "m5", {"resources": {"instance_type": "ml.m5.xlarge"}, "aws": {"kms_key_id": "k"}})
+    req = SageMakerBackend().plan(m5, "digits-3")["request"]
+    assert req["ResourceConfig"]["VolumeKmsKeyId"] == "k"
+    assert req["AlgorithmSpecification"]["TrainingImage"].endswith("tensorflow-training:2.19-cpu-py312")
+
+
+def test_plan_creates_nothing(aws_endpoint: str, tmp_path: Path) -> None:
+    s3, sm = boto3.client("s3"), boto3.client("sagemaker")
+    spec = make_spec(tmp_path)  # default bucket: sagemaker-<region>-<account>, which does not exist yet
+    plan = SageMakerBackend().plan(spec, "dry-1")
+    assert s3.list_buckets()["Buckets"] == []
+    assert sm.list_training_jobs()["TrainingJobSummaries"] == []
+    assert all(u["exists"] is False and u["uploaded_bytes"] == 0 for u in plan["uploads"])
+    assert any(DEFAULT_BUCKET in note and "does not exist" in note for note in plan["notes"])
+    assert plan["request"]["OutputDataConfig"]["S3OutputPath"] == f"s3://{DEFAULT_BUCKET}/cloudtrain"
+
+
+def test_plan_without_aws_still_shows_the_request(aws_endpoint: str, tmp_path: Path) -> None:
+    plan = SageMakerBackend(endpoint_url=f"http://127.0.0.1:{closed_port()}").plan(make_spec(tmp_path), "offline-1")
+    validate_create_training_job(plan["request"])
+    assert all(u["exists"] is None for u in plan["uploads"])
+    assert "AWS not reached" in plan["notes"][0]
+
+
+def test_missing_role_names_the_field(aws_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = make_spec(tmp_path, drop=("aws.role_arn",))
+    with pytest.raises(UserError, match=r"aws\.role_arn") as e:
+        SageMakerBackend().submit(spec, "no-role")
+    assert e.value.exit_code == 2
+    assert boto3.client("s3").list_buckets()["Buckets"] == []
+    monkeypatch.setenv("CLOUDTRAIN_ROLE_ARN", ROLE)
+    assert SageMakerBackend().plan(spec, "env-role")["request"]["RoleArn"] == ROLE
+    other = "arn:aws:iam::123456789012:role/FromCli"
+    assert SageMakerBackend(role_arn=other).plan(spec, "cli-role")["request"]["RoleArn"] == other
+
+
+def test_reserved_hyperparameters_and_tags_are_refused(aws_endpoint: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"hyperparameters\.sagemaker_program"):
+        SageMakerBackend().submit(make_spec(tmp_path, {"hyperparameters": {"sagemaker_program": "x.py"}}), "hp")
+    assert boto3.client("s3").list_buckets()["Buckets"] == []  # refused before any bucket or upload
+    with pytest.raises(UserError, match=r"tags\.cloudtrain:managed"):
+        SageMakerBackend().plan(make_spec(tmp_path / "t", {"tags": {"cloudtrain:managed": "no"}}), "tag")
+
+
+# --- code packaging and content-addressed uploads --------------------------------------------------
+
+
+def tar_members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path, "r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_code_tarball_is_reproducible_and_carries_the_runtime(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    first = build_code_package(spec.code, tmp_path / "a")
+    for path in (tmp_path / "code").rglob("*"):
+        os.utime(path, (1, 1))  # new mtimes must not change a byte
+    second = build_code_package(spec.code, tmp_path / "b")
+    assert first.path.read_bytes() == second.path.read_bytes()
+    assert first.sha256 == second.sha256 == hashlib.sha256(first.path.read_bytes()).hexdigest()
+
+    members = tar_members(first.path)
+    runtime = runtime_files()
+    assert runtime, "cloudtrain/runtime/*.py should exist in the installed package"
+    assert {"train.py", "requirements.txt", "lib/util.py", "cloudtrain/__init__.py"} <= set(members)
+    for name, path in runtime:
+        assert members[name] == path.read_bytes()
+    assert set(members) == {"train.py", "requirements.txt", "lib/util.py", "cloudtrain/__init__.py"} | {
+        n for n, _ in runtime
+    }
+    assert members["cloudtrain/__init__.py"] == RUNTIME_STUB.encode()
+    assert first.runtime_included and first.note is None
+
+
+def test_runtime_files_come_from_the_package_folder(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "runtime" / "sub").mkdir(parents=True)
+    (pkg / "runtime" / "launcher.py").write_text("L = 1\n")
+    (pkg / "runtime" / "sub" / "deep.py").write_text("D = 1\n")
+    (pkg / "runtime" / "notes.txt").write_text("not shipped\n")
+    (pkg / "runtime" / "__pycache__").mkdir()
+    (pkg / "runtime" / "__pycache__" / "launcher.cpython-311.pyc").write_bytes(b"\0")
+    package = build_code_package(make_spec(tmp_path).code, tmp_path / "out", package_dir=pkg)
+    assert set(tar_members(package.path)) == {
+        "train.py",
+        "requirements.txt",
+        "lib/util.py",
+        "cloudtrain/__init__.py",
+        "cloudtrain/runtime/launcher.py",
+        "cloudtrain/runtime/sub/deep.py",
+    }
+
+
+def test_users_own_cloudtrain_package_wins(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    (tmp_path / "code" / "cloudtrain" / "runtime").mkdir(parents=True)
+    (tmp_path / "code" / "cloudtrain" / "__init__.py").write_text("# vendored\n")
+    (tmp_path / "code" / "cloudtrain" / "runtime" / "mine.py").write_text("M = 1\n")
+    package = build_code_package(spec.code, tmp_path / "out")
+    members = tar_members(package.path)
+    assert members["cloudtrain/__init__.py"] == b"# vendored\n"
+    assert not any(
+        n.startswith("cloudtrain/")
+        for n in members
+        if n not in {"cloudtrain/__init__.py", "cloudtrain/runtime/mine.py"}
+    )
+    assert not package.runtime_included and "instead of cloudtrain's runtime" in (package.note or "")
+
+
+def test_requirements_elsewhere_is_packed_as_the_root_requirements(tmp_path: Path) -> None:
+    make_spec(tmp_path)
+    (tmp_path / "code" / "deps").mkdir()
+    (tmp_path / "code" / "deps" / "train.txt").write_text("pandas\n")
+    spec = make_spec(tmp_path, {"code": {"requirements": "deps/train.txt"}})
+    members = tar_members(build_code_package(spec.code, tmp_path / "out").path)
+    assert members["requirements.txt"] == b"pandas\n"
+
+
+def test_second_submit_of_unchanged_code_and_data_uploads_nothing(aws_endpoint: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3")
+    spec = make_spec(tmp_path)
+    backend = SageMakerBackend()
+    backend.submit(spec, "run-1")
+    first = backend.last_plan
+    assert first is not None
+    assert first.uploaded_bytes == sum(u.size for u in first.uploads) > 0
+    after_first = all_objects(s3)
+    code, data = first.uploads
+    code_key = f"{DEFAULT_BUCKET}/cloudtrain/code/{code.sha256}/sourcedir.tar.gz"
+    assert set(after_first) == {
+        code_key,
+        f"{DEFAULT_BUCKET}/cloudtrain/data/{data.sha256}/x.csv",
+        f"{DEFAULT_BUCKET}/cloudtrain/data/{data.sha256}.json",  # the manifest, outside the channel's prefix
+    }
+    stored = s3.get_object(Bucket=DEFAULT_BUCKET, Key=code_key.split("/", 1)[1])["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == code.sha256
+
+    backend.submit(spec, "run-2")
+    second = backend.last_plan
+    assert second is not None
+    assert second.uploaded_bytes == 0 and all(u.exists for u in second.uploads)
+    assert all_objects(s3) == after_first  # not one object rewritten
+    assert [u.s3_uri for u in second.uploads] == [u.s3_uri for u in first.uploads]
+
+    (tmp_path / "code" / "train.py").write_text("print('changed')\n")
+    backend.submit(spec, "run-3")
+    third = backend.last_plan
+    assert third is not None
+    assert [u.uploaded_bytes > 0 for u in third.uploads] == [True, False]  # new code, same data
+
+
+# --- jobs -------------------------------------------------------------------------------------------
+
+
+def test_submit_describe_list_stop_on_moto(aws_endpoint: str, tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, {"output": {"s3_uri": "s3://ct-test-out/runs"}})
+    backend = SageMakerBackend()
+    with pytest.raises(UserError, match=r"output\.s3_uri: the S3 bucket 'ct-test-out' does not exist"):
+        backend.submit(spec, "digits-a")
+    boto3.client("s3").create_bucket(Bucket="ct-test-out")
+    info = backend.submit(spec, "digits-a")
+    assert backend.last_plan is not None
+    assert info.name == "digits-a" and info.backend == "sagemaker" and info.status == "Completed"  # moto: at once
+    assert info.tags[MANAGED_TAG] == "true" and info.tags[CODE_TAG] == backend.last_plan.code.sha256
+    assert info.instance_type == "ml.g5.xlarge" and info.instance_count == 2
+
+    described = backend.describe("digits-a")
+    assert described.artifacts == {
+        "model": "s3://ct-test-out/runs/digits-a/output/model.tar.gz",
+        "output": "s3://ct-test-out/runs/digits-a/output/output.tar.gz",
+        "checkpoints": "s3://ct-test-out/runs/digits-a/checkpoints",
+    }
+    assert described.transitions and described.transitions[0].status == "Starting"
+    assert described.metrics  # FinalMetricDataList
+    assert described.created is not None and described.to_json()["name"] == "digits-a"
+
+    time.sleep(0.01)
+    backend.submit(spec, "digits-b")
+    boto3.client("sagemaker").create_training_job(  # someone else's job: not listed
+        TrainingJobName="not-ours",
+        AlgorithmSpecification={"TrainingImage": GPU_219, "TrainingInputMode": "File"},
+        RoleArn=ROLE,
+        OutputDataConfig={"S3OutputPath": "s3://ct-test-out/other"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 60},
+    )
+    assert [j.name for j in backend.list_jobs()] == ["digits-b", "digits-a"]
+    assert [j.name for j in backend.list_jobs(limit=1)] == ["digits-b"]
+    assert backend.list_jobs()[0].tags[MANAGED_TAG] == "true"
+
+    with pytest.raises(JobExists):  # moto accepts a taken name; AWS answers ResourceInUse; both are JobExists
+        backend.submit(spec, "digits-a")
+    with pytest.raises(JobNotFound):
+        backend.describe("nope")
+    assert backend.stop("digits-a").status == "Completed"  # terminal already: nothing to stop
+
+    resumed = backend.plan(spec, "digits-c", resume_from="digits-a")["request"]
+    assert resumed["CheckpointConfig"]["S3Uri"] == "s3://ct-test-out/runs/digits-a/checkpoints"
+    with pytest.raises(JobNotFound):
+        backend.plan(spec, "digits-d", resume_from="never-ran")
+
+
+# --- logs -------------------------------------------------------------------------------------------
+
+
+def test_logs_merge_streams_in_time_order_tagged_by_host(aws_endpoint: str, tmp_path: Path) -> None:
+    backend = SageMakerBackend(poll_interval=0.05, max_poll_interval=0.1)
+    backend.submit(make_spec(tmp_path), "demo")
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    now = int(time.time() * 1000) - 60_000
+    lines = {
+        "demo/algo-1-1700000000": [(now + 0, "a0"), (now + 20, "a2"), (now + 40, "a4\n")],
+        "demo/algo-2-1700000000": [(now + 10, "b1"), (now + 30, "b3"), (now + 50, "b5")],
+        "demo-2/algo-1-1700000000": [(now + 5, "other job")],  # shares the name prefix, not the stream prefix
+    }
+    for stream, events in lines.items():
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        for ts, message in events:  # one call per line, as a busy host's agent might
+            logs.put_log_events(
+                logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[{"timestamp": ts, "message": message}]
+            )
+
+    merged = list(backend.logs("demo"))
+    assert [(e.host, e.message) for e in merged] == [
+        ("algo-1", "a0"),
+        ("algo-2", "b1"),
+        ("algo-1", "a2"),
+        ("algo-2", "b3"),
+        ("algo-1", "a4"),
+        ("algo-2", "b5"),
+    ]
+    assert merged[0].timestamp == pytest.approx(now / 1000)
+    assert [e.message for e in backend.logs("demo", host="algo-2")] == ["b1", "b3", "b5"]
+    followed = list(backend.logs("demo", follow=True))  # the job is terminal: drains, then ends
+    assert [e.message for e in followed] == [e.message for e in merged]
+    with pytest.raises(JobNotFound):
+        list(backend.logs("nope"))
+
+
+def test_logs_before_any_log_group_exist_are_empty(aws_endpoint: str, tmp_path: Path) -> None:
+    backend = SageMakerBackend(poll_interval=0.01)
+    backend.submit(make_spec(tmp_path), "quiet")
+    assert list(backend.logs("quiet")) == []
+    assert list(backend.logs("quiet", follow=True)) == []
+
+
+# --- artifacts --------------------------------------------------------------------------------------
+
+
+def test_fetch_artifacts_downloads_in_parts_and_extracts(aws_endpoint: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="ct-test-out")
+    backend = SageMakerBackend()
+    backend.submit(make_spec(tmp_path, {"output": {"s3_uri": "s3://ct-test-out/runs"}}), "fetch-me")
+    weights = os.urandom(20 << 20)  # incompressible: a 20 MiB model.tar.gz is three 8 MiB parts
+    model = bytes_tarball({"model.keras": weights, "1/saved_model.pb": b"pb"})
+    output = bytes_tarball({"eval_report.json": b'{"accuracy": 0.97}'})
+    # Uploaded in 8 MiB parts: its checksum is of the parts, so only size and ETag pinning apply.
+    multipart = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20)
+    s3.upload_fileobj(io.BytesIO(model), "ct-test-out", "runs/fetch-me/output/model.tar.gz", Config=multipart)
+    assert "-" in s3.head_object(Bucket="ct-test-out", Key="runs/fetch-me/output/model.tar.gz")["ETag"]
+    s3.put_object(
+        Bucket="ct-test-out", Key="runs/fetch-me/output/output.tar.gz", Body=output, ChecksumAlgorithm="SHA256"
+    )
+    s3.put_object(Bucket="ct-test-out", Key="runs/fetch-me/checkpoints/ckpt-1.index", Body=b"index")
+    s3.put_object(Bucket="ct-test-out", Key="runs/fetch-me/checkpoints/worker-1/ckpt-1.data", Body=b"data" * 1000)
+
+    progress: list[tuple[int, int]] = []
+    dest = tmp_path / "artifacts"
+    got = backend.fetch_artifacts("fetch-me", dest, on_progress=lambda done, total: progress.append((done, total)))
+    assert got.model == dest / "model" and got.output == dest / "output" and got.checkpoints == dest / "checkpoints"
+    assert (dest / "model" / "model.keras").read_bytes() == weights
+    assert (dest / "model" / "1" / "saved_model.pb").read_bytes() == b"pb"
+    assert (dest / "model.tar.gz").read_bytes() == model
+    assert json.loads((dest / "output" / "eval_report.json").read_text()) == {"accuracy": 0.97}
+    assert (dest / "checkpoints" / "ckpt-1.index").read_bytes() == b"index"
+    assert (dest / "checkpoints" / "worker-1" / "ckpt-1.data").read_bytes() == b"data" * 1000
+    total = len(model) + len(output) + 5 + 4000
+    assert progress and progress[-1] == (total, total) and all(t == total for _, t in progress)
+    assert sorted(p.name for p in dest.iterdir()) == ["checkpoints", "model", "model.tar.gz", "output", "output.tar.gz"]
+
+    again = backend.fetch_artifacts("fetch-me", dest)  # replaces what is there
+    assert again.model == dest / "model" and (dest / "model" / "model.keras").stat().st_size == len(weights)
+
+
+def test_fetch_artifacts_refuses_an_unsafe_archive(aws_endpoint: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="ct-test-out")
+    backend = SageMakerBackend()
+    backend.submit(make_spec(tmp_path, {"output": {"s3_uri": "s3://ct-test-out/runs"}}), "evil")
+    s3.put_object(
+        Bucket="ct-test-out", Key="runs/evil/output/model.tar.gz", Body=bytes_tarball({"../escaped.txt": b"x"})
+    )
+    dest = tmp_path / "artifacts"
+    with pytest.raises(UserError, match="unsafe path"):
+        backend.fetch_artifacts("evil", dest)
+    assert not (tmp_path / "escaped.txt").exists() and not (dest / "model").exists()
+    assert not [p for p in dest.iterdir() if p.name.endswith(".part")]
+
+
+def test_fetch_artifacts_of_a_job_without_any(aws_endpoint: str, tmp_path: Path) -> None:
+    backend = SageMakerBackend()
+    backend.submit(make_spec(tmp_path), "empty")
+    got = backend.fetch_artifacts("empty", tmp_path / "artifacts")
+    assert (got.model, got.output, got.checkpoints) == (None, None, None)
+
+
+# --- AWS unreachable, configuration, laziness -----------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_closed_endpoint_is_backend_unavailable_in_one_line(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = closed_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    for call in (lambda b: b.describe("x"), lambda b: b.list_jobs(), lambda b: list(b.logs("x"))):
+        with pytest.raises(BackendUnavailable) as e:
+            call(SageMakerBackend())
+        message = str(e.value)
+        assert e.value.exit_code == 3
+        assert message == f"cannot reach AWS at http://127.0.0.1:{port}: connection refused"
+        assert "testing-secret-key" not in message and "testing-access-key" not in message
+    with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port}"):
+        SageMakerBackend(endpoint_url=f"http://user:pw@127.0.0.1:{port}").describe("x")
+    assert time.monotonic() - started < 20  # fails fast: no ten adaptive retries with backoff
+
+
+def test_missing_credentials_are_backend_unavailable(aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(BackendUnavailable, match="no AWS credentials"):
+        SageMakerBackend().describe("x")
+    with pytest.raises(UserError, match="AWS profile"):
+        SageMakerBackend(profile="nobody").describe("x")
+
+
+def test_aws_configured_is_a_cheap_local_check(tmp_path: Path) -> None:
+    assert not aws_configured({}, home=tmp_path)
+    assert aws_configured({"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}, home=tmp_path)
+    assert aws_configured({"AWS_PROFILE": "dev"}, home=tmp_path)
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text("[default]\naws_access_key_id = a\n")
+    assert aws_configured({}, home=tmp_path)
+
+
+def test_importing_the_aws_modules_does_not_import_boto3() -> None:
+    code = (
+        "import sys, cloudtrain.aws, cloudtrain.packaging, cloudtrain.images, cloudtrain.pricing, "
+        "cloudtrain.backends.sagemaker; "
+        "print(sorted(m for m in ('boto3', 'botocore', 'sagemaker') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --- images and prices ------------------------------------------------------------------------------
+
+
+def test_builtin_image_table() -> None:
+    def uri(region: str, instance_type: str, version: str = "2.19", py: str | None = None) -> str:
+        return resolve_image(
+            ImageSpec(framework_version=version, py_version=py), region, instance_type, use_sdk=False
+        ).uri
+
+    assert uri("us-east-1", "ml.g5.xlarge") == GPU_219
+    assert (
+        uri("us-east-1", "ml.p4d.24xlarge", "2.16")
+        == "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:2.16-gpu-py310"
+    )
+    assert (
+        uri("eu-west-1", "ml.m5.xlarge")
+        == "763104351884.dkr.ecr.eu-west-1.amazonaws.com/tensorflow-training:2.19-cpu-py312"
+    )
+    assert (
+        uri("cn-north-1", "ml.c5.xlarge")
+        == "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/tensorflow-training:2.19-cpu-py312"
+    )
+    with pytest.raises(UserError, match=r"2\.99"):
+        uri("us-east-1", "ml.g5.xlarge", "2.99")
+    with pytest.raises(UserError, match="py_version"):
+        uri("us-east-1", "ml.g5.xlarge", "2.19", "py39")
+    with pytest.raises(UserError, match="Inferentia"):
+        uri("us-east-1", "ml.inf2.xlarge")
+    with pytest.raises(UserError, match="region"):
+        uri("xx-nowhere-1", "ml.g5.xlarge")
+
+
+def test_image_uri_and_build() -> None:
+    given = resolve_image(
+        ImageSpec(uri="123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:1"), "us-east-1", "ml.g5.xlarge"
+    )
+    assert given.uri == "123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:1" and given.source == "image.uri"
+    build = ImageSpec.model_construct(framework_version=None, py_version=None, uri=None, build=object())
+    with pytest.raises(UserError, match="cloudtrain build"):
+        resolve_image(build, "us-east-1", "ml.g5.xlarge")
+    assert resolve_image(build, "us-east-1", "ml.g5.xlarge", built_uri="x/y:z").uri == "x/y:z"
+
+
+@pytest.mark.skipif(_sdk() is None, reason="no sagemaker SDK (cloudtrain[images]) installed")
+def test_builtin_table_agrees_with_the_sdk() -> None:
+    table = _table()
+    versions = [v for v in table["version_aliases"] if int(v.split(".")[1]) >= 12]  # the ones in use; ~40 ms a call
+    for version in versions:
+        for region in ("us-east-1", "ap-southeast-2", "cn-north-1", "us-gov-west-1"):
+            for instance_type in ("ml.g5.xlarge", "ml.m5.xlarge"):
+                spec = ImageSpec(framework_version=version)
+                sdk = resolve_image(spec, region, instance_type)
+                assert sdk.source != "image.uri"
+                try:
+                    builtin = resolve_image(spec, region, instance_type, use_sdk=False).uri
+                except UserError:
+                    continue
+                assert sdk.uri == builtin, (version, region, instance_type)
+
+
+def test_cost_estimate() -> None:
+    est = estimate(ResourcesSpec(instance_type="ml.g5.xlarge", instance_count=2, max_runtime=7200))
+    assert est.total_usd == round(2 * 2 * 1.408, 2)
+    assert "approximate, us-east-1" in est.summary() and SPOT_NOTE not in est.summary()
+    spot = estimate(
+        ResourcesSpec.model_validate({"instance_type": "ml.p4d.24xlarge", "spot": {"enabled": True, "max_wait": 90000}})
+    )
+    assert spot.total_usd == round(24 * 37.688, 2) and SPOT_NOTE in spot.summary()
+    unknown = estimate(ResourcesSpec(instance_type="ml.x9.huge"))
+    assert unknown.total_usd is None and "no price" in unknown.summary()
+
+
+def test_tar_helper_sanity() -> None:
+    """bytes_tarball makes what SageMaker makes: a gzip'd tar this test suite can read back."""
+    with tarfile.open(fileobj=io.BytesIO(bytes_tarball({"a": b"1"})), mode="r:gz") as tar:
+        assert tar.getnames() == ["a"]
