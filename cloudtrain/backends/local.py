@@ -1,0 +1,370 @@
+"""The local backend: SageMaker's training-container contract on this machine, processes for containers.
+
+`submit` lays out one folder per host as SageMaker lays out /opt/ml on each instance and starts a
+detached runner (`local_runner`), so it returns at once and the job outlives the CLI. Every other call
+reads the job record store and the job folder, so any cloudtrain process can follow, stop or fetch a
+job that another one submitted.
+
+    <home>/jobs/<job>/sourcedir.tar.gz     the code with cloudtrain's runtime, exactly as SageMaker receives it
+                      hosts/algo-N/         one /opt/ml per host (input/config, input/data, code, model, ...)
+                      logs/algo-N.jsonl     one log stream per host: {"t": epoch seconds, "m": line}
+                      model.tar.gz, output.tar.gz   the chief's model/ and output/data/ at the end
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import operator
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extract
+from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
+from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
+from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
+from cloudtrain.errors import JobExists, UserError
+from cloudtrain.packaging import build_code_package
+from cloudtrain.store import JobRecord, JobStore
+
+if TYPE_CHECKING:
+    from cloudtrain.spec import JobSpec
+
+LOCAL = "local"
+INSTANCE_TYPE = "local"  # what SageMaker's own local mode calls it; the spec's instance type is ignored
+JOB_NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker's TrainingJobName
+LOG_POLL_S = 0.2
+RUNNER_START_S = 60.0  # a record older than this without a runner pid was never started
+RUNNER_DIED = "local runner process died"
+_INPUT_CHANNEL = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+
+
+class LocalBackend:
+    """Jobs under `home` (`$CLOUDTRAIN_HOME`), run by a detached runner process per job."""
+
+    name = LOCAL
+
+    def __init__(self, home: Path) -> None:
+        self.home = Path(home).resolve()  # the runner gets absolute paths whatever its working folder
+        self.store = JobStore(self.home)
+
+    def job_dir(self, job_name: str) -> Path:
+        return self.home / "jobs" / job_name
+
+    # -- submit ---------------------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> JobInfo:
+        """Lay the job folder out and start its runner; raises JobExists if the name is taken."""
+        if not JOB_NAME.match(job_name):
+            raise UserError(f"job name {job_name!r}: 1-63 letters, digits and hyphens, not starting with a hyphen")
+        channels = local_channels(spec.data)
+        restore = self._chief_checkpoints(resume_from) if resume_from else None
+        job_dir = self.job_dir(job_name)
+        job_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            job_dir.mkdir()  # atomic: of two submits of one name, exactly one gets here
+        except FileExistsError:
+            raise JobExists(job_name) from None
+        try:
+            self._lay_out(job_dir, spec, job_name, channels, restore)
+            record = JobRecord.for_spec(
+                job_name, LOCAL, spec, instance_type=INSTANCE_TYPE, message="Preparing the local workers"
+            )
+            self.store.create(record)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        return self._start_runner(job_dir, spec.environment).info
+
+    def _chief_checkpoints(self, job_name: str) -> Path:
+        self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
+        path = self.job_dir(job_name) / "hosts" / CHIEF / "checkpoints"
+        if not path.is_dir():
+            raise UserError(f"resume: job {job_name!r} has no checkpoints folder ({path})")
+        return path
+
+    def _lay_out(
+        self, job_dir: Path, spec: JobSpec, job_name: str, channels: dict[str, Path], restore: Path | None
+    ) -> None:
+        hosts = host_names(spec.resources.instance_count)
+        sourcedir = build_code_package(spec.code, job_dir).path  # byte for byte what SageMaker gets
+        layout = HostLayout(
+            hosts=hosts,
+            hyperparameters=hyperparameters_json(spec, sourcedir),
+            channels=channels,
+            sourcedir=sourcedir,
+        )
+        for host in hosts:
+            layout.create(job_dir / "hosts" / host, host)
+        RunPlan(
+            job_name=job_name,
+            hosts=tuple(hosts),
+            max_runtime=float(spec.resources.max_runtime),
+            strategy=spec.distribution.strategy.value,
+            communication=spec.distribution.communication,
+            metrics=tuple((m.name, m.regex) for m in spec.metrics),
+            restore_checkpoints=str(restore) if restore else None,
+        ).save(job_dir)
+
+    def _start_runner(self, job_dir: Path, environment: Mapping[str, str]) -> JobRecord:
+        """Start the runner in its own session with the spec's environment (never written to disk)."""
+        name = job_dir.name
+        try:
+            with open(job_dir / "runner.log", "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", RUNNER_MODULE, str(job_dir)],
+                    cwd=job_dir,
+                    env={**os.environ, **environment},
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        except OSError as e:
+            reason = f"could not start the local runner: {e}"
+            return self.store.transition(LOCAL, name, "Failed", status="Failed", failure_reason=reason)
+        # The runner is our child until this process exits: a waiting thread reaps it (no zombie, no warning).
+        threading.Thread(target=proc.wait, name=f"reap-runner-{name}", daemon=True).start()
+        self.store.set_pid(LOCAL, name, proc.pid)
+        return self.store.get(LOCAL, name)
+
+    # -- reading --------------------------------------------------------------------------------------------
+
+    def describe(self, job_name: str) -> JobInfo:
+        return self._refresh(self.store.get(LOCAL, job_name)).info
+
+    def list_jobs(self, limit: int = 20) -> list[JobInfo]:
+        return [self._refresh(r).info for r in self.store.list_jobs(LOCAL, limit)]
+
+    def _refresh(self, record: JobRecord) -> JobRecord:
+        """A running record whose runner is gone ends now (Stopped if a stop was asked, else Failed)."""
+        if record.done or self._runner_alive(record):
+            return record
+        self._kill_workers(record.name)
+        if record.info.status == "Stopping":
+            return self.store.transition(
+                LOCAL, record.name, "Stopped", status="Stopped", message="Training job stopped"
+            )
+        return self.store.transition(
+            LOCAL, record.name, "Failed", status="Failed", message="Training job failed", failure_reason=RUNNER_DIED
+        )
+
+    def _runner_alive(self, record: JobRecord) -> bool:
+        if record.pid is None:
+            return time.time() - (record.info.created or 0.0) < RUNNER_START_S  # submit is still starting it
+        return runner_alive(record.pid, record.name)
+
+    def _kill_workers(self, job_name: str) -> None:
+        """SIGKILL the worker process groups a dead runner left behind (TF workers would wait forever)."""
+        with suppress(OSError, ValueError):
+            pids = json.loads((self.job_dir(job_name) / WORKERS_FILE).read_text()).values()
+            for pid in pids:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(pid), signal.SIGKILL)
+
+    def stop(self, job_name: str) -> JobInfo:
+        """Mark the job Stopping and SIGTERM its runner, which ends the workers and uploads; returns at once."""
+        record = self._refresh(self.store.get(LOCAL, job_name))
+        if record.done:
+            return record.info
+        record = self.store.transition(
+            LOCAL, job_name, "Stopping", status="Stopping", message="Stopping the training job"
+        )
+        if record.pid is not None and not record.done:
+            with suppress(ProcessLookupError):
+                os.kill(record.pid, signal.SIGTERM)
+        return record.info
+
+    def logs(self, job_name: str, *, host: str | None = None, follow: bool = False) -> Iterator[LogEvent]:
+        """Every host's lines (or one host's) merged by time; with follow, until the job ends and all is read."""
+        record = self.store.get(LOCAL, job_name)
+        hosts = host_names(record.info.instance_count)
+        if host is not None and host not in hosts:
+            raise UserError(f"job {job_name} has no host {host!r} (hosts: {', '.join(hosts)})")
+        logs_dir = self.job_dir(job_name) / "logs"
+        tails = [LogTail(h, logs_dir / f"{h}.jsonl") for h in ([host] if host else hosts)]
+        if not follow:
+            return _merged(tails)
+        return self._follow(job_name, tails)
+
+    def _follow(self, job_name: str, tails: list[LogTail]) -> Iterator[LogEvent]:
+        while True:
+            done = self.describe(job_name).done  # checked before reading: the last pass drains the streams
+            yield from _merged(tails)
+            if done:
+                return
+            time.sleep(LOG_POLL_S)
+
+    def fetch_artifacts(self, job_name: str, dest: Path) -> Artifacts:
+        """Extract model.tar.gz and output.tar.gz, and copy the chief's checkpoints, under dest (safely)."""
+        self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
+        job_dir = self.job_dir(job_name)
+        dest = Path(dest)
+
+        def extract(archive: str, folder: str) -> Path | None:
+            return safe_extract(job_dir / archive, dest / folder) if (job_dir / archive).is_file() else None
+
+        checkpoints = job_dir / "hosts" / CHIEF / "checkpoints"
+        return Artifacts(
+            model=extract("model.tar.gz", "model"),
+            output=extract("output.tar.gz", "output"),
+            checkpoints=_copy_tree_safely(checkpoints, dest / "checkpoints", scratch=job_dir),
+        )
+
+
+def runner_alive(pid: int, job_name: str) -> bool:
+    """Whether pid is a live (not zombie) local runner of that job.
+
+    Checking the command line where /proc has it guards against the pid having been reused.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if not proc.is_dir():
+        return True  # no /proc (macOS): the signal check is all there is
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except (OSError, IndexError):
+        return False
+    argv = [a for a in argv if a]
+    return state != "Z" and RUNNER_MODULE in argv and Path(argv[-1]).name == job_name
+
+
+def local_channels(data: Mapping[str, str]) -> dict[str, Path]:
+    """Each channel's local folder or file; S3 channels cannot be read by the local backend."""
+    channels: dict[str, Path] = {}
+    for channel, location in data.items():
+        if location.startswith("s3://"):
+            raise UserError(
+                f"data.{channel}: {location} is on S3; the local backend reads local folders only "
+                "(download it, or submit with --backend sagemaker)"
+            )
+        path = Path(location).resolve()
+        if not path.exists():
+            raise UserError(f"data.{channel}: {location} does not exist")
+        channels[channel] = path
+    return channels
+
+
+def hyperparameters_json(spec: JobSpec, sourcedir: Path) -> dict[str, str]:
+    """hyperparameters.json: every value JSON-encoded as a string, as the SDK sends them, with script mode's."""
+    values: dict[str, Any] = dict(spec.hyperparameters)
+    values.update(
+        sagemaker_program=spec.code.entry_point,
+        sagemaker_submit_directory=str(sourcedir),
+        sagemaker_region="local",
+        sagemaker_container_log_level=20,
+    )
+    if spec.distribution.strategy.value == "multi_worker_mirrored":
+        values["sagemaker_multi_worker_mirrored_strategy_enabled"] = True
+    return {k: json.dumps(v) for k, v in values.items()}
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """What every host folder gets; `create` writes one as SageMaker prepares /opt/ml on an instance."""
+
+    hosts: list[str]
+    hyperparameters: dict[str, str]
+    channels: dict[str, Path]
+    sourcedir: Path
+
+    def resource_config(self, host: str) -> dict[str, Any]:
+        return {
+            "current_host": host,
+            "current_instance_type": INSTANCE_TYPE,
+            "current_group_name": "homogeneousCluster",
+            "hosts": self.hosts,
+            "instance_groups": [
+                {"instance_group_name": "homogeneousCluster", "instance_type": INSTANCE_TYPE, "hosts": self.hosts}
+            ],
+            "network_interface_name": "lo",
+        }
+
+    def create(self, host_dir: Path, host: str) -> None:
+        config = host_dir / "input" / "config"
+        config.mkdir(parents=True)
+        _write_json(config / "hyperparameters.json", self.hyperparameters)
+        _write_json(config / "resourceconfig.json", self.resource_config(host))
+        _write_json(config / "inputdataconfig.json", {c: _INPUT_CHANNEL for c in self.channels})
+        for channel, source in self.channels.items():
+            _link_channel(host_dir / "input" / "data" / channel, source)
+        for folder in ("model", "output/data", "checkpoints"):
+            (host_dir / folder).mkdir(parents=True)
+        safe_extract(self.sourcedir, host_dir / "code")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+def _link_channel(dest: Path, source: Path) -> None:
+    """A symlink to the channel's folder (no copy); a single file is linked inside a folder of its own."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        dest.symlink_to(source, target_is_directory=True)
+    else:
+        dest.mkdir()
+        (dest / source.name).symlink_to(source)
+
+
+@dataclass
+class LogTail:
+    """One host's log stream, read from where the last read stopped; only complete lines are returned."""
+
+    host: str
+    path: Path
+    offset: int = 0
+    partial: bytes = b""
+
+    def read(self) -> list[LogEvent]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []  # the host has not started yet
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        return [event for line in lines if (event := _parse(line, self.host)) is not None]
+
+
+def _parse(line: bytes, host: str) -> LogEvent | None:
+    try:
+        data = json.loads(line)
+        return LogEvent(float(data["t"]), host, str(data["m"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _merged(tails: list[LogTail]) -> Iterator[LogEvent]:
+    return heapq.merge(*(t.read() for t in tails), key=operator.attrgetter("timestamp"))
+
+
+def _copy_tree_safely(source: Path, dest: Path, scratch: Path) -> Path | None:
+    """Copy a folder's regular files to dest through a tarball and safe_extract (no links, temp + rename)."""
+    files = list(iter_tree(source)) if source.is_dir() else []
+    if not files:
+        return None
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        archive = Path(tmp) / "checkpoints.tar.gz"
+        make_tarball(archive, files)
+        return safe_extract(archive, dest)

@@ -1,0 +1,374 @@
+"""The detached supervisor of one local job: `python -m cloudtrain.backends.local_runner <job folder>`.
+
+It plays SageMaker's part: one worker process per host (`cloudtrain.runtime.launcher`), one log stream
+per host, the chief's metric lines, the secondary statuses, the max runtime, a stop, and the upload of
+the chief's model and output. TensorFlow workers ignore SIGTERM and wait forever for a dead peer
+(FACTS.md), so every ending goes through SIGKILL of every worker's process group: each worker runs in
+its own group (launcher and script together), and the runner kills those groups on every exit path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cloudtrain.archive import atomic_path, tar_directory
+from cloudtrain.runtime.env import FAILURE_REASON_MAX
+from cloudtrain.store import JobStore
+
+BACKEND = "local"
+MODULE = "cloudtrain.backends.local_runner"
+CHIEF = "algo-1"  # worker 0 of TF_CONFIG: its model, output and checkpoints are the job's
+PLAN_FILE = "runner.json"
+WORKERS_FILE = "workers.json"
+DEFAULT_STOP_GRACE_S = 10.0
+DEFAULT_FAILURE_GRACE_S = 5.0
+POLL_S = 0.1
+METRICS_FLUSH_S = 1.0
+READER_JOIN_S = 5.0
+
+
+def host_names(count: int) -> list[str]:
+    """SageMaker's host names; the first is the chief."""
+    return [f"algo-{i}" for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the runner needs beyond the host folders, written by `LocalBackend.submit`.
+
+    The spec's environment is not here: it reaches the runner (and its workers) through the runner's
+    own environment, so secrets are never written to the job folder.
+    """
+
+    job_name: str
+    hosts: tuple[str, ...]
+    max_runtime: float
+    strategy: str
+    communication: str
+    metrics: tuple[tuple[str, str], ...] = ()  # (name, regex)
+    restore_checkpoints: str | None = None  # a previous job's chief checkpoints, copied into every host
+
+    def save(self, job_dir: Path) -> None:
+        with atomic_path(job_dir / PLAN_FILE) as tmp:
+            tmp.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, job_dir: Path) -> RunPlan:
+        data = json.loads((job_dir / PLAN_FILE).read_text())
+        return cls(
+            job_name=data["job_name"],
+            hosts=tuple(data["hosts"]),
+            max_runtime=float(data["max_runtime"]),
+            strategy=data["strategy"],
+            communication=data["communication"],
+            metrics=tuple((name, regex) for name, regex in data["metrics"]),
+            restore_checkpoints=data["restore_checkpoints"],
+        )
+
+
+@dataclass(frozen=True)
+class Graces:
+    """Seconds a worker gets between SIGTERM and SIGKILL (env-overridable so tests run fast)."""
+
+    stop: float = DEFAULT_STOP_GRACE_S
+    failure: float = DEFAULT_FAILURE_GRACE_S
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Graces:
+        return cls(
+            stop=float(environ.get("CLOUDTRAIN_STOP_GRACE") or DEFAULT_STOP_GRACE_S),
+            failure=float(environ.get("CLOUDTRAIN_FAILURE_GRACE") or DEFAULT_FAILURE_GRACE_S),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the job ends: the final status, secondary status and failure reason, and whether to upload."""
+
+    status: str
+    secondary: str
+    message: str
+    reason: str | None = None
+    upload: bool = False
+
+
+@dataclass
+class Worker:
+    """One host's launcher process; its process group holds the user's script too."""
+
+    host: str
+    host_dir: Path
+    proc: subprocess.Popen[bytes]
+    last_line: str = ""
+    exited_at: float | None = None
+    reader: threading.Thread | None = field(default=None, repr=False)
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is not None and self.exited_at is None:
+            self.exited_at = time.monotonic()
+        return code
+
+    def signal_group(self, sig: int) -> None:
+        with suppress(ProcessLookupError, PermissionError):  # the whole group has exited already
+            os.killpg(self.proc.pid, sig)
+
+    def terminate(self) -> None:
+        """SIGTERM to the launcher only, which forwards it to the script (as `docker stop` does to PID 1)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def failure_reason(self) -> str:
+        """The worker's `output/failure` if it wrote one, else its exit code and last line of output."""
+        failure = self.host_dir / "output" / "failure"
+        if failure.is_file():
+            text = failure.read_text(errors="replace").strip()
+            if text:
+                return text[:FAILURE_REASON_MAX]
+        code = self.proc.returncode
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+        return f"AlgorithmError: {self.host} exited with {how}: {self.last_line}"[:FAILURE_REASON_MAX]
+
+
+class MetricTracker:
+    """The spec's metric regexes over the chief's lines; the last value of each, written at most once a second."""
+
+    def __init__(self, specs: Iterable[tuple[str, str]], write: Callable[[dict[str, float]], None]) -> None:
+        self._patterns = [(name, re.compile(regex)) for name, regex in specs]
+        self._write = write
+        self.values: dict[str, float] = {}
+        self._dirty = False
+        self._flushed = 0.0
+
+    def feed(self, line: str) -> None:
+        for name, pattern in self._patterns:
+            match = pattern.search(line)
+            if match:
+                try:
+                    self.values[name] = float(match.group(1))
+                    self._dirty = True
+                except (TypeError, ValueError):
+                    pass
+        if self._dirty and time.monotonic() - self._flushed >= METRICS_FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._dirty:
+            self._write(dict(self.values))
+            self._dirty = False
+            self._flushed = time.monotonic()
+
+
+def pump_output(worker: Worker, log_path: Path, on_line: Callable[[str], None] | None) -> None:
+    """Copy a worker's merged stdout+stderr to its log stream, one flushed `{"t", "m"}` JSON line per line."""
+    assert worker.proc.stdout is not None
+    with open(log_path, "ab") as out:
+        for raw in worker.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            out.write(json.dumps({"t": time.time(), "m": line}).encode() + b"\n")
+            out.flush()
+            if line.strip():
+                worker.last_line = line
+            if on_line is not None:
+                on_line(line)
+
+
+def free_ports(count: int) -> list[int]:
+    """Free loopback ports, held open together while choosing so no two are the same."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+class Runner:
+    """Runs one job to its end; `run()` always leaves no worker behind and the record terminal."""
+
+    def __init__(self, job_dir: Path, stop: threading.Event, graces: Graces) -> None:
+        self.job_dir = job_dir
+        self.plan = RunPlan.load(job_dir)
+        self.store = JobStore(job_dir.parents[1])
+        self.stop = stop
+        self.graces = graces
+        self.workers: list[Worker] = []
+        self.metrics = MetricTracker(self.plan.metrics, self._write_metrics)
+
+    def _write_metrics(self, values: dict[str, float]) -> None:
+        self.store.set_metrics(BACKEND, self.plan.job_name, values)
+
+    def _step(self, secondary: str, message: str, status: str | None = None, reason: str | None = None) -> None:
+        self.store.transition(
+            BACKEND, self.plan.job_name, secondary, status=status, message=message, failure_reason=reason
+        )
+
+    def run(self) -> int:
+        try:
+            outcome = self._download() or self._train()
+            if outcome.upload:
+                self._step("Uploading", "Uploading generated training model")
+                self._upload()
+        except Exception as e:
+            traceback.print_exc()
+            outcome = Outcome("Failed", "Failed", "Training job failed", f"InternalServerError: local runner: {e}")
+        finally:
+            self._kill_all()
+        self.metrics.flush()
+        self._step(outcome.secondary, outcome.message, status=outcome.status, reason=outcome.reason)
+        return 0 if outcome.status == "Completed" else 1
+
+    def _download(self) -> Outcome | None:
+        """Restore checkpoints into every host, as SageMaker restores them from S3 before training."""
+        self._step("Downloading", "Downloading input data")
+        if self.plan.restore_checkpoints:
+            for host in self.plan.hosts:
+                dest = self.job_dir / "hosts" / host / "checkpoints"
+                shutil.copytree(self.plan.restore_checkpoints, dest, symlinks=True, dirs_exist_ok=True)
+        if self.store.get(BACKEND, self.plan.job_name).info.status == "Stopping":
+            self.stop.set()  # a stop that came before this process could receive its signal
+        if self.stop.is_set():
+            return Outcome("Stopped", "Stopped", "Training job stopped before training started")
+        return None
+
+    def _train(self) -> Outcome:
+        self._step("Training", "Training in progress")
+        ports = free_ports(len(self.plan.hosts))
+        addresses = {h: f"127.0.0.1:{p}" for h, p in zip(self.plan.hosts, ports, strict=True)}
+        for host in self.plan.hosts:
+            self.workers.append(self._start_worker(host, addresses))
+            with atomic_path(self.job_dir / WORKERS_FILE) as tmp:  # for whoever finds this runner dead
+                tmp.write_text(json.dumps({w.host: w.proc.pid for w in self.workers}))
+        stopped = self._supervise()
+        self._join_readers()
+        if stopped is not None:
+            return stopped
+        failed = self._first_failed()
+        if failed is not None:
+            return Outcome("Failed", "Failed", "Training job failed", failed.failure_reason())
+        return Outcome("Completed", "Completed", "Training job completed", upload=True)
+
+    def _start_worker(self, host: str, addresses: dict[str, str]) -> Worker:
+        host_dir = self.job_dir / "hosts" / host
+        env = {
+            **os.environ,
+            "CLOUDTRAIN_OPT_ML": str(host_dir),
+            "CLOUDTRAIN_HOST_ADDRESSES": json.dumps(addresses),
+            "CLOUDTRAIN_LOCAL": "1",
+            "CLOUDTRAIN_STRATEGY": self.plan.strategy,
+            "CLOUDTRAIN_COMMUNICATION": self.plan.communication,
+            "CLOUDTRAIN_CHECKPOINT_DIR": str(host_dir / "checkpoints"),
+            "TRAINING_JOB_NAME": self.plan.job_name,
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloudtrain.runtime.launcher"],
+            cwd=host_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: one killpg reaches the launcher and the script
+        )
+        worker = Worker(host, host_dir, proc)
+        on_line = self.metrics.feed if host == CHIEF else None
+        log_path = self.job_dir / "logs" / f"{host}.jsonl"
+        log_path.parent.mkdir(exist_ok=True)
+        worker.reader = threading.Thread(target=pump_output, args=(worker, log_path, on_line), daemon=True)
+        worker.reader.start()
+        return worker
+
+    def _supervise(self) -> Outcome | None:
+        """Wait for the workers; on a stop, the max runtime or a failed worker, end the others: TERM, grace, KILL.
+
+        Returns the outcome of a stop, or None when the workers ended by themselves (one may have failed).
+        """
+        deadline = time.monotonic() + self.plan.max_runtime
+        stopped: Outcome | None = None
+        kill_at: float | None = None
+        while [w for w in self.workers if w.poll() is None]:  # a list, not any(): poll every worker
+            now = time.monotonic()
+            if kill_at is None:
+                stopped = self._stop_outcome(past_deadline=now >= deadline)
+                if stopped is not None or self._first_failed() is not None:
+                    for w in self.workers:
+                        w.terminate()
+                    kill_at = now + (self.graces.stop if stopped is not None else self.graces.failure)
+            elif now >= kill_at:
+                for w in self.workers:
+                    w.signal_group(signal.SIGKILL)
+            time.sleep(POLL_S)
+        return stopped
+
+    def _stop_outcome(self, past_deadline: bool) -> Outcome | None:
+        """A stop request or the max runtime passing ends the job as Stopped (SageMaker's semantics)."""
+        if self.stop.is_set():
+            self._step("Stopping", "Stopping the training job", status="Stopping")
+            return Outcome("Stopped", "Stopped", "Training job stopped", upload=True)
+        if past_deadline:
+            limit = f"{self.plan.max_runtime:g}s"
+            self._step("Stopping", f"Stopping the training job: max_runtime of {limit} exceeded", status="Stopping")
+            reason = f"MaxRuntimeExceeded: the job ran longer than its max_runtime of {limit}"
+            return Outcome("Stopped", "MaxRuntimeExceeded", "Training job exceeded its max_runtime", reason, True)
+        return None
+
+    def _first_failed(self) -> Worker | None:
+        """The first worker seen exiting non-zero: its failure is the job's."""
+        failed = [w for w in self.workers if w.proc.returncode not in (None, 0)]
+        return min(failed, key=lambda w: (w.exited_at or 0.0, self.plan.hosts.index(w.host)), default=None)
+
+    def _join_readers(self) -> None:
+        for w in self.workers:
+            if w.reader is not None:
+                w.reader.join(READER_JOIN_S)
+
+    def _upload(self) -> None:
+        """Tar the chief's model/ and output/data/ beside the job, as SageMaker uploads them to S3."""
+        chief = self.job_dir / "hosts" / CHIEF
+        model, output = self.job_dir / "model.tar.gz", self.job_dir / "output.tar.gz"
+        tar_directory(chief / "model", model)
+        tar_directory(chief / "output" / "data", output)
+        artifacts = {"model": str(model), "output": str(output), "checkpoints": str(chief / "checkpoints")}
+        self.store.set_artifacts(BACKEND, self.plan.job_name, artifacts)
+
+    def _kill_all(self) -> None:
+        """SIGKILL every worker's group (stray children of a finished script too) and reap the launchers."""
+        for w in self.workers:
+            w.signal_group(signal.SIGKILL)
+        for w in self.workers:
+            w.proc.wait()
+        self._join_readers()
+
+
+def _stop_event() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: a stop request, handled by the supervision loop."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    return stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    stop = _stop_event()
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m cloudtrain.backends.local_runner JOB_DIR", file=sys.stderr)
+        return 2
+    return Runner(Path(args[0]).resolve(), stop, Graces.from_environ(os.environ)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The job record store: one SQLite file (`<home>/jobs.db`) that every cloudtrain process shares.
+
+Several processes write at once (a CLI, the detached local runner of each job, another CLI), so the
+database runs in WAL mode (readers never block the writer), every connection waits on a busy
+timeout instead of failing, and every change is one short transaction. Changes that read before
+they write (a status transition appends to a JSON list) take the write lock first with
+`BEGIN IMMEDIATE`, so no concurrent update is lost.
+
+Secrets never reach the file: environment values of the spec whose names look secret are stored as
+`***`, and the spec digest is taken of the redacted spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtrain.backends.base import TERMINAL, JobInfo, Transition
+from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound
+
+if TYPE_CHECKING:
+    from cloudtrain.spec import JobSpec
+
+DB_NAME = "jobs.db"
+BUSY_TIMEOUT_S = 30.0
+REDACTED = "***"
+SECRET_NAME = re.compile(r"(_KEY|_SECRET|_TOKEN)$|PASSWORD", re.IGNORECASE)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    status TEXT NOT NULL,
+    secondary_status TEXT NOT NULL DEFAULT '',
+    failure_reason TEXT,
+    created REAL,
+    ended REAL,
+    instance_type TEXT NOT NULL DEFAULT '',
+    instance_count INTEGER NOT NULL DEFAULT 1,
+    transitions TEXT NOT NULL DEFAULT '[]',
+    metrics TEXT NOT NULL DEFAULT '{}',
+    artifacts TEXT NOT NULL DEFAULT '{}',
+    billable_seconds INTEGER,
+    spot_savings_percent REAL,
+    tags TEXT NOT NULL DEFAULT '{}',
+    spec TEXT NOT NULL DEFAULT '{}',
+    spec_digest TEXT NOT NULL DEFAULT '',
+    pid INTEGER,
+    PRIMARY KEY (backend, name)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created DESC);
+"""
+_INFO_COLUMNS = tuple(f.name for f in fields(JobInfo))  # one column per JobInfo field, in the same order
+_JSON_COLUMNS = frozenset({"transitions", "metrics", "artifacts", "tags", "spec"})
+_COLUMNS = ", ".join((*_INFO_COLUMNS, "spec", "spec_digest", "pid"))
+_VALUES = f"({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
+
+
+def redact_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a JSON spec whose secret-looking environment values are `***`."""
+    out = dict(spec)
+    env = out.get("environment") or {}
+    out["environment"] = {k: REDACTED if SECRET_NAME.search(k) else v for k, v in env.items()}
+    return out
+
+
+def spec_digest(spec: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of a spec: equal specs give equal digests across processes."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as the store keeps it: what `status` shows, plus the redacted JSON spec and the runner's pid."""
+
+    info: JobInfo
+    spec: dict[str, Any] = field(default_factory=dict)
+    spec_digest: str = ""
+    pid: int | None = None
+
+    @classmethod
+    def for_spec(
+        cls, name: str, backend: str, spec: JobSpec, *, instance_type: str | None = None, message: str = ""
+    ) -> JobRecord:
+        """A new InProgress/Starting record of a job submitted from `spec`."""
+        now = time.time()
+        info = JobInfo(
+            name=name,
+            backend=backend,
+            status="InProgress",
+            secondary_status="Starting",
+            created=now,
+            instance_type=instance_type if instance_type is not None else spec.resources.instance_type,
+            instance_count=spec.resources.instance_count,
+            transitions=(Transition("Starting", now, None, message),),
+            tags=dict(spec.tags),
+        )
+        return cls(info, spec=spec.model_dump(mode="json"))
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def done(self) -> bool:
+        return self.info.done
+
+
+def _row(record: JobRecord) -> tuple[Any, ...]:
+    """The record as a row; the single place records are written, so redaction cannot be skipped."""
+    spec = redact_spec(record.spec)
+    values = {c: getattr(record.info, c) for c in _INFO_COLUMNS}
+    values.update(transitions=[asdict(t) for t in record.info.transitions], spec=spec)
+    values.update(spec_digest=spec_digest(spec), pid=record.pid)
+    return tuple(json.dumps(v) if c in _JSON_COLUMNS else v for c, v in values.items())
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    values = {c: json.loads(row[c]) if c in _JSON_COLUMNS else row[c] for c in row.keys()}  # noqa: SIM118
+    values["transitions"] = tuple(Transition(**t) for t in values["transitions"])
+    info = JobInfo(**{c: values[c] for c in _INFO_COLUMNS})
+    return JobRecord(info, spec=values["spec"], spec_digest=values["spec_digest"], pid=values["pid"])
+
+
+def _next_status(current: str, requested: str | None) -> str:
+    """A stop request is not undone by a runner still reporting progress."""
+    if requested is None or (current == "Stopping" and requested == "InProgress"):
+        return current
+    return requested
+
+
+def _advance(info: JobInfo, secondary: str, status: str | None, message: str, reason: str | None) -> JobInfo:
+    """The job after one secondary-status step; a repeated step only updates the status."""
+    now = time.time()
+    new_status = _next_status(info.status, status)
+    terminal = new_status in TERMINAL
+    transitions = list(info.transitions)
+    if not transitions or transitions[-1].status != secondary:
+        if transitions and transitions[-1].end is None:
+            transitions[-1] = replace(transitions[-1], end=now)
+        transitions.append(Transition(secondary, now, now if terminal else None, message))
+    return replace(
+        info,
+        status=new_status,
+        secondary_status=secondary,
+        failure_reason=reason if reason is not None else info.failure_reason,
+        ended=now if terminal else info.ended,
+        transitions=tuple(transitions),
+    )
+
+
+class JobStore:
+    """The job records under one cloudtrain home. Cheap to create; opens a connection per operation."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = Path(home) / DB_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        with self._write() as db:
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as e:
+            raise BackendUnavailable(f"job store {self.path}: {e}") from None
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA synchronous=NORMAL")  # durable across crashes of a process in WAL mode
+            yield db
+        except sqlite3.OperationalError as e:
+            raise BackendUnavailable(f"job store {self.path}: {e}") from None
+        finally:
+            db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction holding the write lock from its start, so read-modify-write is atomic."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @staticmethod
+    def _fetch(db: sqlite3.Connection, backend: str, name: str) -> JobRecord:
+        row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE backend = ? AND name = ?", (backend, name)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no {backend} job named {name!r}")
+        return _record(row)
+
+    def create(self, record: JobRecord) -> JobRecord:
+        """Add a new job; raises JobExists if the backend has a job of that name already."""
+        try:
+            with self._write() as db:
+                db.execute(f"INSERT INTO jobs {_VALUES}", _row(record))
+        except sqlite3.IntegrityError:
+            raise JobExists(record.name) from None
+        return self.get(record.info.backend, record.name)
+
+    def save(self, record: JobRecord) -> None:
+        """Insert or replace a whole record (a remote backend mirroring what its API reports)."""
+        with self._write() as db:
+            db.execute(f"INSERT OR REPLACE INTO jobs {_VALUES}", _row(record))
+
+    def remember(self, name: str, backend: str, spec: JobSpec) -> None:
+        """Record a job submitted to a remote backend, once; later calls for the same job change nothing."""
+        with self._write() as db:
+            db.execute(f"INSERT OR IGNORE INTO jobs {_VALUES}", _row(JobRecord.for_spec(name, backend, spec)))
+
+    def get(self, backend: str, name: str) -> JobRecord:
+        """Raises JobNotFound for an unknown job."""
+        with self._connect() as db:
+            return self._fetch(db, backend, name)
+
+    def backend_of(self, name: str) -> str | None:
+        """The backend of the newest job of that name, or None when cloudtrain never submitted it."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT backend FROM jobs WHERE name = ? ORDER BY created DESC LIMIT 1", (name,)
+            ).fetchone()
+        return row["backend"] if row else None
+
+    def list_jobs(self, backend: str | None = None, limit: int = 20) -> list[JobRecord]:
+        """The newest jobs first, of one backend or of all."""
+        where, args = ("WHERE backend = ?", (backend,)) if backend else ("", ())
+        with self._connect() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY created DESC LIMIT ?", (*args, limit))
+            return [_record(r) for r in rows]
+
+    def transition(
+        self,
+        backend: str,
+        name: str,
+        secondary: str,
+        *,
+        status: str | None = None,
+        message: str = "",
+        failure_reason: str | None = None,
+    ) -> JobRecord:
+        """Move a job to a secondary status (and optionally a status); a job that has ended stays as it is."""
+        with self._write() as db:
+            record = self._fetch(db, backend, name)
+            if record.done:
+                return record
+            record = replace(record, info=_advance(record.info, secondary, status, message, failure_reason))
+            db.execute(f"INSERT OR REPLACE INTO jobs {_VALUES}", _row(record))
+        return record
+
+    def _set(self, backend: str, name: str, column: str, value: Any) -> None:
+        with self._write() as db:
+            cursor = db.execute(f"UPDATE jobs SET {column} = ? WHERE backend = ? AND name = ?", (value, backend, name))
+            if cursor.rowcount == 0:
+                raise JobNotFound(f"no {backend} job named {name!r}")
+
+    def set_metrics(self, backend: str, name: str, metrics: Mapping[str, float]) -> None:
+        """The final value of each metric so far (SageMaker's FinalMetricDataList)."""
+        self._set(backend, name, "metrics", json.dumps(dict(metrics)))
+
+    def set_artifacts(self, backend: str, name: str, artifacts: Mapping[str, str]) -> None:
+        self._set(backend, name, "artifacts", json.dumps(dict(artifacts)))
+
+    def set_pid(self, backend: str, name: str, pid: int | None) -> None:
+        """The pid of the local runner supervising the job."""
+        self._set(backend, name, "pid", pid)
