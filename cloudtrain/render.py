@@ -115,6 +115,10 @@ def plan(plan: dict[str, Any]) -> None:
     out = console()
     request = plan.get("request", plan)
     out.print_json(json.dumps(request, default=str))
-    if "estimated_cost_usd" in plan:
-        out.print(f"estimated cost: up to ${plan['estimated_cost_usd']:.2f} {plan.get('cost_note', '')}".rstrip())
+    cost = plan.get("estimated_cost_usd")
+    note = plan.get("cost_note", "")
+    if cost is not None:
+        out.print(f"estimated cost: up to ${cost:.2f} {note}".rstrip())
+    elif note:
+        out.print(f"estimated cost: {note}")
     out.print("dry run: nothing was created")

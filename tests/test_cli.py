@@ -1,0 +1,164 @@
+"""The command line as a user meets it: help, bad input, JSON output, exit codes (fast: no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.clirun import REPO, cloudtrain
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def write_job(folder: Path, script: str, extra: str = "") -> Path:
+    """A small job whose entry point is plain Python: the contract without TensorFlow's start-up time."""
+    (folder / "code").mkdir(parents=True)
+    (folder / "code" / "train.py").write_text(textwrap.dedent(script))
+    (folder / "data").mkdir()
+    (folder / "data" / "numbers.txt").write_text("1 2 3\n")
+    spec = folder / "job.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            """\
+            name: tiny
+            code: {source_dir: code, entry_point: train.py}
+            resources: {instance_count: 2}
+            data: {train: data}
+            hyperparameters: {epochs: 2}
+            metrics:
+              - {name: score, regex: "score=([0-9.]+)"}
+            """
+        )
+        + extra
+    )
+    return spec
+
+
+TINY = """\
+    import json, os, sys
+    host = os.environ["SM_CURRENT_HOST"]
+    print(f"hello from {host} with {sys.argv[1:]}", flush=True)
+    print(f"score=0.{len(os.listdir(os.environ['SM_CHANNEL_TRAIN']))}5", flush=True)
+    if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 0:
+        open(os.path.join(os.environ["SM_MODEL_DIR"], "weights.bin"), "w").write("w")
+        open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "eval_report.json"), "w").write('{"accuracy": 0.5}')
+    """
+
+
+def test_help_is_fast_and_imports_nothing_heavy(home: Path) -> None:
+    result = cloudtrain("--help", home=home)
+    assert result.code == 0
+    for command in ("submit", "status", "logs", "stop", "fetch-model", "validate", "schema"):
+        assert command in result.out
+    import subprocess
+    import sys
+
+    heavy = "('tensorflow', 'boto3', 'botocore', 'pydantic')"
+    probe = f"import sys, cloudtrain.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_version(home: Path) -> None:
+    result = cloudtrain("--version", home=home)
+    assert result.code == 0 and result.out.startswith("cloudtrain ")
+
+
+def test_bad_spec_is_one_line_with_file_line_and_field(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, TINY, "resources: {instance_cuont: 2}\n").read_text()
+    (tmp_path / "job.yaml").write_text(spec.replace("resources: {instance_count: 2}\n", ""))
+    result = cloudtrain("validate", str(tmp_path / "job.yaml"), home=home)
+    assert result.code == 2
+    assert result.out == ""
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "job.yaml:7: resources.instance_cuont" in lines[0]
+    assert "did you mean 'instance_count'" in lines[0]
+    assert "Traceback" not in result.err
+
+
+def test_usage_error_is_exit_2(home: Path) -> None:
+    result = cloudtrain("submit", home=home)
+    assert result.code == 2
+    assert "Traceback" not in result.err
+
+
+def test_validate_ok_and_schema(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, TINY)
+    result = cloudtrain("validate", str(spec), "--json", home=home)
+    assert result.code == 0
+    assert result.json() == [{"file": str(spec), "name": "tiny", "valid": True}]
+    schema = cloudtrain("schema", home=home)
+    assert schema.code == 0
+    assert "instance_count" in json.dumps(schema.json())
+
+
+def test_status_of_unknown_job_is_bad_input(home: Path) -> None:
+    result = cloudtrain("status", "no-such-job", "--backend", "local", home=home)
+    assert result.code == 2
+    assert "no-such-job" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_empty_job_table(home: Path) -> None:
+    result = cloudtrain("status", "--backend", "local", home=home)
+    assert result.code == 0
+    assert "no jobs yet" in result.out
+
+
+def test_local_job_end_to_end_with_json(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, TINY)
+    submitted = cloudtrain("submit", str(spec), "--backend", "local", "--wait", "--json", home=home)
+    assert submitted.code == 0, submitted.err
+    doc = submitted.json()  # stdout is exactly one JSON document
+    job = doc["job"]["name"]
+    assert doc["created"] is True and doc["job"]["status"] == "Completed"
+    assert job.startswith("tiny-")
+    assert doc["job"]["metrics"] == {"score": 0.15}
+
+    logs = cloudtrain("logs", job, home=home)  # the job's backend comes from its record
+    assert logs.code == 0
+    hosts = {line.split()[1] for line in logs.out.splitlines() if "hello from" in line}
+    assert hosts == {"algo-1", "algo-2"}
+    assert "--epochs 2" in logs.out.replace("'", "").replace(",", "")
+
+    only = cloudtrain("logs", job, "--host", "algo-2", "--json", home=home)
+    events = [json.loads(line) for line in only.out.splitlines()]
+    assert events and {e["host"] for e in events} == {"algo-2"}
+
+    status = cloudtrain("status", job, "--json", home=home)
+    assert status.json()["status"] == "Completed"
+    table = cloudtrain("status", home=home)
+    assert job in table.out and "Completed" in table.out
+
+    fetched = cloudtrain("fetch-model", job, "--to", str(tmp_path / "out"), home=home)
+    assert fetched.code == 0, fetched.err
+    assert (tmp_path / "out" / "model" / "weights.bin").read_text() == "w"
+    assert "accuracy=0.5000" in fetched.out
+
+
+def test_failed_job_exits_1_with_reason(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, "import sys\nprint('about to fail', flush=True)\nsys.exit('CUDA out of memory')\n")
+    result = cloudtrain("submit", str(spec), "--backend", "local", "--wait", home=home)
+    assert result.code == 1
+    assert "Failed" in result.err
+    assert "CUDA out of memory" in result.err.strip().splitlines()[-1]
+    assert "Traceback" not in result.err.strip().splitlines()[-1]
+
+
+def test_idempotent_submit(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, TINY)
+    first = cloudtrain("submit", str(spec), "--backend", "local", "--idempotency-key", "pr-42", "--json", home=home)
+    again = cloudtrain(
+        "submit", str(spec), "--backend", "local", "--json", home=home, env={"CLOUDTRAIN_IDEMPOTENCY_KEY": "pr-42"}
+    )
+    assert first.code == 0 and again.code == 0, again.err
+    assert first.json()["created"] is True and again.json()["created"] is False
+    assert first.json()["job"]["name"] == again.json()["job"]["name"]
+    table = cloudtrain("status", "--json", "--backend", "local", home=home).json()
+    assert len(table) == 1
