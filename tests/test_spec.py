@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from cloudtrain.errors import SpecError
-from cloudtrain.spec import MAX_SPEC_BYTES, JobSpec, json_schema, load_spec, spec_digest
+from cloudtrain.spec import JobSpec, json_schema, load_spec, spec_digest
+from cloudtrain.spec_source import MAX_SPEC_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 
