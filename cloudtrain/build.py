@@ -1,0 +1,1073 @@
+"""`cloudtrain build`: a spec's `image.build`, content-addressed, built with the Docker CLI and pushed to ECR.
+
+The tag is the first 16 hex characters of a sha256 over everything that goes into the image, so an image
+is built and pushed once: when ECR holds the tag, there is nothing to do, and a job always names exactly
+the image its inputs make.
+
+cloudtrain assembles the build context itself, in a folder, and Docker sees only that folder:
+
+- the files, folders and symlinks of `image.build.context` that the ignore file lets through, with
+  Docker's rules (`<Dockerfile>.dockerignore` next to the Dockerfile, else `<context>/.dockerignore`;
+  the ignore file at the context's root is applied here and not sent, so Docker does not apply it again);
+- `.cloudtrain/Dockerfile`, the spec's Dockerfile (built with `-f`);
+- `.cloudtrain/requirements.txt`, the job's requirements file (`code.requirements`, else source_dir's
+  requirements.txt; empty when there is none), so a Dockerfile can install it in a layer of its own;
+- `.cloudtrain/python/cloudtrain/`, this cloudtrain's in-container runtime (a stub `__init__.py` and
+  `runtime/**.py`, as the code tarball ships it).
+
+The hash covers that tree (paths, kinds, contents, executable bits, link targets), the build args, the
+platform and cloudtrain's version. Since what is hashed is what is sent, no difference between our
+reading of .dockerignore and Docker's can make a tag lie about its image. Modes are normalised (0644,
+0755 when executable) and times fixed, so the same inputs give the same context on every machine.
+
+No module-level state; boto3 is imported only through `cloudtrain.aws`, inside functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from cloudtrain import __version__
+from cloudtrain.aws import AwsSession, AwsSettings, error_code, one_line, translate_errors
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
+
+if TYPE_CHECKING:
+    from cloudtrain.spec import ImageBuild, JobSpec
+
+DEFAULT_PLATFORM = "linux/amd64"  # SageMaker training instances are x86_64
+TAG_LENGTH = 16
+HASH_FORMAT = "cloudtrain-image/1"
+INJECTED = ".cloudtrain"  # the folder cloudtrain adds at the context's root
+BUILD_OUT = ".cloudtrain-build"  # default dry-run output; never part of a context
+LABEL = "cloudtrain.content-hash"
+OFFLINE_ACCOUNT = "ACCOUNT-ID"  # as the SageMaker backend's dry-run shows an account it could not look up
+OFFLINE_REGION = "REGION"
+DOCKER_PROBE_TIMEOUT_S = 30.0
+FIXED_MTIME = 946684800  # 2000-01-01: staged files get one time, so COPY layers do not vary with checkouts
+LARGE_CONTEXT = 1 << 30
+_NO_ENGINE_HINT = "use --dry-run to see the build context"
+_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
+_BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REPOSITORY = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+RUNTIME_STUB = (
+    '"""cloudtrain\'s in-container runtime, installed in a training image by `cloudtrain build` '
+    '(only cloudtrain.runtime)."""\n'
+    f'\n__version__ = "{__version__}"\n'
+)
+
+LineCallback = Callable[[str], None]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# .dockerignore, with Docker's semantics (moby/patternmatcher: ignorefile.ReadAll + MatchesOrParentMatches)
+
+
+def _go_clean(path: str) -> str:
+    """Go's filepath.Clean on a slash path (Docker cleans every pattern with it)."""
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for seg in path.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append("..")
+            continue
+        parts.append(seg)
+    joined = "/".join(parts)
+    return "/" + joined if rooted else joined or "."
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    text: str
+    exclusion: bool  # a `!` pattern: it re-includes
+    kind: Literal["exact", "prefix", "suffix", "regex"]
+    regex: re.Pattern[str] | None
+
+    @classmethod
+    def compile(cls, text: str, exclusion: bool = False) -> _Pattern:
+        """Docker's translation: `*` and `?` stop at `/`, `**` spans folders, `[...]` classes, `\\` escapes."""
+        out: list[str] = []
+        kind: Literal["exact", "prefix", "suffix", "regex"] = "exact"
+        pos, n, step = 0, len(text), 0
+        while pos < n:
+            ch = text[pos]
+            pos += 1
+            if ch == "*":
+                if pos < n and text[pos] == "*":
+                    pos += 1
+                    if pos < n and text[pos] == "/":
+                        pos += 1
+                    if pos >= n:
+                        if kind == "exact":
+                            kind = "prefix"
+                        else:
+                            out.append(".*")
+                            kind = "regex"
+                    else:
+                        out.append("(.*/)?")
+                        kind = "regex"
+                    if step == 0:
+                        kind = "suffix"
+                else:
+                    out.append("[^/]*")
+                    kind = "regex"
+            elif ch == "?":
+                out.append("[^/]")
+                kind = "regex"
+            elif ch in ".+()|{}$":
+                out.append("\\" + ch)
+            elif ch == "\\":
+                if pos >= n:
+                    raise ValueError("a pattern cannot end with a backslash")
+                out.append("\\" + text[pos])
+                pos += 1
+                kind = "regex"
+            elif ch in "[]":
+                out.append(ch)
+                kind = "regex"
+            else:
+                out.append(ch)
+            step += 1
+        try:
+            regex = re.compile("".join(out))
+        except re.error as e:
+            raise ValueError(f"bad pattern ({e})") from None
+        return cls(text, exclusion, kind, regex if kind == "regex" else None)
+
+    def match(self, path: str) -> bool:
+        if self.kind == "exact":
+            return path == self.text
+        if self.kind == "prefix":
+            return path.startswith(self.text[:-2])
+        if self.kind == "suffix":
+            suffix = self.text[2:]
+            return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
+        assert self.regex is not None
+        return self.regex.fullmatch(path) is not None
+
+
+@dataclass(frozen=True)
+class IgnoreRules:
+    """The patterns of a .dockerignore file; `excluded(path)` answers as Docker's builder does."""
+
+    patterns: tuple[_Pattern, ...] = ()
+    source: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, source: str | None = None) -> IgnoreRules:
+        """Docker's reading: `#` lines are comments, whitespace trimmed, paths cleaned, a leading `/` dropped."""
+        patterns: list[_Pattern] = []
+        for number, raw in enumerate(text.split("\n"), start=1):
+            line = raw.removesuffix("\r")
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            if line.startswith("#"):
+                continue
+            pattern = line.strip()
+            if not pattern:
+                continue
+            invert = pattern.startswith("!")
+            if invert:
+                pattern = pattern[1:].strip()
+            if pattern:
+                pattern = _go_clean(pattern)
+                if len(pattern) > 1 and pattern.startswith("/"):
+                    pattern = pattern[1:]
+            where = f"{source}:{number}" if source else f"line {number}"
+            if invert and not pattern:
+                raise UserError(f"{where}: illegal exclusion pattern '!'")
+            try:
+                patterns.append(_Pattern.compile(pattern, exclusion=invert))
+            except ValueError as e:
+                raise UserError(f"{where}: {line.strip()!r}: {e}") from None
+        return cls(tuple(patterns), source)
+
+    def excluded(self, path: str) -> bool:
+        """Whether a context-relative slash path stays out: the last pattern matching it or a parent decides."""
+        matched = False
+        parent = posixpath_parent(path)
+        parents = parent.split("/") if parent else []
+        for pattern in self.patterns:
+            if pattern.exclusion != matched:
+                continue  # only a `!` pattern can change an exclusion, and only a plain one an inclusion
+            hit = pattern.match(path) or any(pattern.match("/".join(parents[: i + 1])) for i in range(len(parents)))
+            if hit:
+                matched = not pattern.exclusion
+        return matched
+
+    def may_include_under(self, folder: str) -> bool:
+        """Whether a `!` pattern might re-include something inside an excluded folder (else skip walking it)."""
+        parts = folder.split("/")
+        for pattern in self.patterns:
+            if not pattern.exclusion:
+                continue
+            segments = pattern.text.split("/")
+            relevant = True
+            for i, part in enumerate(parts):
+                if i >= len(segments) or "**" in segments[i]:
+                    break
+                try:
+                    segment = _Pattern.compile(segments[i])
+                except ValueError:
+                    break  # cannot tell: walk the folder
+                if not segment.match(part):
+                    relevant = False
+                    break
+            if relevant:
+                return True
+        return False
+
+
+def posixpath_parent(path: str) -> str:
+    """The parent of a relative slash path, "" at the top (Go's filepath.Dir gives ".")."""
+    return path.rpartition("/")[0]
+
+
+def ignore_file_for(build: ImageBuild) -> Path | None:
+    """The ignore file Docker's BuildKit reads: `<Dockerfile>.dockerignore` beside it, else the context's."""
+    dockerfile = Path(build.dockerfile)
+    specific = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    if specific.is_file():
+        return specific
+    default = Path(build.context) / ".dockerignore"
+    return default if default.is_file() else None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The build context: what is sent, and its hash
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing in the build context: a file (from a path, or generated bytes), a folder, or a symlink."""
+
+    name: str
+    kind: Literal["file", "dir", "symlink"]
+    source: Path | None = None
+    data: bytes | None = None
+    executable: bool = False
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """Everything the image is made of, before it is read: the context's entries, args and platform."""
+
+    build: ImageBuild
+    entries: tuple[Entry, ...]
+    build_args: tuple[tuple[str, str], ...]
+    platform: str
+    ignore_file: Path | None
+
+    @property
+    def dockerfile(self) -> str:
+        return f"{INJECTED}/Dockerfile"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The hashed description of a context: its canonical JSON's sha256 is the content hash."""
+
+    document: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        canonical = json.dumps(self.document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @property
+    def tag(self) -> str:
+        return self.digest[:TAG_LENGTH]
+
+    @property
+    def files(self) -> int:
+        return sum(1 for e in self.document["entries"] if e["type"] != "dir")
+
+    @property
+    def size(self) -> int:
+        return sum(int(e.get("size", 0)) for e in self.document["entries"])
+
+
+def requirements_file(spec: JobSpec) -> Path | None:
+    """The requirements script mode would install: code.requirements, else source_dir/requirements.txt."""
+    source = Path(spec.code.source_dir)
+    if spec.code.requirements:
+        return source / spec.code.requirements
+    default = source / "requirements.txt"
+    return default if default.is_file() else None
+
+
+def _runtime_entries() -> list[Entry]:
+    from cloudtrain.packaging import runtime_files
+
+    prefix = f"{INJECTED}/python"
+    entries = [Entry(f"{prefix}/cloudtrain/__init__.py", "file", data=RUNTIME_STUB.encode())]
+    entries += [Entry(f"{prefix}/{name}", "file", source=path) for name, path in runtime_files()]
+    return entries
+
+
+def _walk_context(context: Path, rules: IgnoreRules) -> Iterator[Entry]:
+    """The context's entries that the rules let through, folders first; `.cloudtrain-build` folders never."""
+    stack: list[tuple[str, Path]] = [("", context)]
+    while stack:
+        rel, folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                items = sorted(it, key=lambda d: d.name)
+        except OSError as e:
+            raise UserError(f"build context: cannot read {folder}: {e.strerror or e}") from None
+        for item in items:
+            name = f"{rel}/{item.name}" if rel else item.name
+            if not rel and item.name == ".dockerignore":
+                continue  # applied here; sent, Docker would apply it again (and could drop .cloudtrain/)
+            if item.is_symlink():
+                if not rules.excluded(name):
+                    yield Entry(name, "symlink", target=os.readlink(item.path))
+            elif item.is_dir(follow_symlinks=False):
+                if item.name == BUILD_OUT:
+                    continue
+                excluded = rules.excluded(name)
+                if not excluded:
+                    yield Entry(name, "dir")
+                if not excluded or rules.may_include_under(name):
+                    stack.append((name, Path(item.path)))
+            elif item.is_file(follow_symlinks=False) and not rules.excluded(name):
+                executable = bool(item.stat(follow_symlinks=False).st_mode & 0o111)
+                yield Entry(name, "file", source=Path(item.path), executable=executable)
+            # sockets, FIFOs and devices are never sent
+
+
+def collect_inputs(spec: JobSpec, platform: str = DEFAULT_PLATFORM) -> BuildInputs:
+    """What the image of `spec.image.build` is made of; checks the spec's build section and the platform."""
+    build = spec.image.build
+    if build is None:
+        raise UserError(
+            "the spec has no image.build: `cloudtrain build` builds images from a Dockerfile "
+            "(image.uri and image.framework_version name existing images)"
+        )
+    if not _PLATFORM.match(platform):
+        raise UserError(f"--platform {platform!r}: expected os/arch such as linux/amd64")
+    if not (2 <= len(build.repository) <= 256 and _REPOSITORY.match(build.repository)):
+        raise UserError(
+            f"image.build.repository {build.repository!r}: ECR wants lowercase letters, digits and . _ - / "
+            "(2-256 characters, each part starting and ending with a letter or digit)"
+        )
+    for name in build.build_args:
+        if not _BUILD_ARG.match(name):
+            raise UserError(f"image.build.build_args: {name!r} is not a Dockerfile ARG name")
+    context = Path(build.context)
+    ignore = ignore_file_for(build)
+    rules = IgnoreRules()
+    if ignore is not None:
+        try:
+            rules = IgnoreRules.parse(ignore.read_text(encoding="utf-8", errors="replace"), str(ignore))
+        except OSError as e:
+            raise UserError(f"cannot read {ignore}: {e.strerror or e}") from None
+    found = list(_walk_context(context, rules))
+    if any(e.name == INJECTED or e.name.startswith(INJECTED + "/") for e in found):
+        raise UserError(
+            f"the build context {context} has its own {INJECTED}/ folder, the name cloudtrain gives what it "
+            "adds: rename it or exclude it in .dockerignore"
+        )
+    requirements = requirements_file(spec)
+    injected = [
+        Entry(INJECTED, "dir"),
+        Entry(f"{INJECTED}/Dockerfile", "file", source=Path(build.dockerfile)),
+        Entry(f"{INJECTED}/requirements.txt", "file", source=requirements, data=None if requirements else b""),
+        *_runtime_entries(),
+    ]
+    entries = _with_parents([*found, *injected])
+    return BuildInputs(build, tuple(entries), tuple(sorted(build.build_args.items())), platform, ignore)
+
+
+def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
+    """Entries sorted by name, with a folder entry for every parent (Docker sends the parents of what it sends)."""
+    by_name = {e.name: e for e in entries}
+    for name in list(by_name):
+        parent = posixpath_parent(name)
+        while parent and parent not in by_name:
+            by_name[parent] = Entry(parent, "dir")
+            parent = posixpath_parent(parent)
+    return [by_name[name] for name in sorted(by_name)]
+
+
+def _read_file(entry: Entry, dest: Path | None) -> tuple[str, int]:
+    """sha256 and size of a file entry, copying it to dest on the way when given (one read)."""
+    digest, size = hashlib.sha256(), 0
+    if entry.data is not None:
+        digest.update(entry.data)
+        if dest is not None:
+            dest.write_bytes(entry.data)
+        return digest.hexdigest(), len(entry.data)
+    assert entry.source is not None
+    try:
+        with open(entry.source, "rb") as src, open(dest, "wb") if dest else _NullWriter() as out:
+            while block := src.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+                out.write(block)
+    except OSError as e:
+        raise UserError(f"build context: cannot read {entry.source}: {e.strerror or e}") from None
+    return digest.hexdigest(), size
+
+
+class _NullWriter:
+    def __enter__(self) -> _NullWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def write(self, block: bytes) -> int:
+        return len(block)
+
+
+def manifest(inputs: BuildInputs, stage: Path | None = None) -> Manifest:
+    """The manifest of the inputs, reading every file once; with `stage`, also write the context there."""
+    records: list[dict[str, Any]] = []
+    for entry in inputs.entries:
+        dest = stage / entry.name if stage is not None else None
+        if entry.kind == "dir":
+            if dest is not None:
+                dest.mkdir(parents=True, exist_ok=True)
+            records.append({"path": entry.name, "type": "dir"})
+        elif entry.kind == "symlink":
+            if dest is not None:
+                dest.symlink_to(entry.target)
+            records.append({"path": entry.name, "type": "symlink", "target": entry.target})
+        else:
+            sha, size = _read_file(entry, dest)
+            if dest is not None:
+                dest.chmod(0o755 if entry.executable else 0o644)
+            records.append(
+                {"path": entry.name, "type": "file", "sha256": sha, "size": size, "executable": entry.executable}
+            )
+    if stage is not None:
+        for entry in reversed(inputs.entries):  # deepest first, so writing a child does not touch a parent's time
+            path = stage / entry.name
+            if entry.kind == "dir":
+                path.chmod(0o755)
+            os.utime(path, (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
+    return Manifest(
+        {
+            "format": HASH_FORMAT,
+            "cloudtrain": __version__,
+            "platform": inputs.platform,
+            "build_args": dict(inputs.build_args),
+            "dockerfile": inputs.dockerfile,
+            "entries": records,
+        }
+    )
+
+
+def image_reference(spec: JobSpec, account: str, region: str, platform: str = DEFAULT_PLATFORM) -> str:
+    """The ECR URI the spec's image has (or would have), from its inputs alone; nothing is built or asked."""
+    inputs = collect_inputs(spec, platform)
+    return f"{registry_host(account, region)}/{inputs.build.repository}:{manifest(inputs).tag}"
+
+
+def registry_host(account: str, region: str) -> str:
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"{account}.dkr.ecr.{region}.{domain}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The result
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command as argv (what runs) and as a shell line to paste; neither ever holds a secret."""
+
+    argv: tuple[str, ...]
+    shell: str
+
+    @classmethod
+    def of(cls, *argv: str) -> Command:
+        return cls(tuple(argv), shlex.join(argv))
+
+    @classmethod
+    def login(cls, docker: str, region: str, registry: str) -> Command:
+        """`docker login` with the password on stdin; as a shell line, fed by the AWS CLI."""
+        argv = (docker, "login", "--username", "AWS", "--password-stdin", registry)
+        return cls(argv, f"aws ecr get-login-password --region {shlex.quote(region)} | {shlex.join(argv)}")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What `build_image` did (or, dry, would do). `to_json` fits `cloudtrain schema --output-of build`.
+
+    `commands` are shell lines to paste (the login fed by `aws ecr get-login-password`), `argv` the same
+    commands as argument lists; neither ever holds a secret.
+    """
+
+    image: str
+    repository: str
+    tag: str
+    content_hash: str
+    platform: str
+    dry_run: bool
+    exists: bool | None  # ECR held the tag before this call (None: not known, AWS not reached)
+    built: bool
+    pushed: bool
+    repository_created: bool
+    builder: str | None
+    context_dir: str | None  # dry run: the folder holding exactly the context the build would send
+    manifest_path: str | None
+    files: int
+    context_bytes: int
+    commands: tuple[str, ...] = ()  # run, or on a dry run to run, in order
+    notes: tuple[str, ...] = ()
+    skipped_reason: str | None = None  # why nothing was built or pushed
+    argv: tuple[tuple[str, ...], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["commands"], data["notes"] = list(self.commands), list(self.notes)
+        data["argv"] = [list(a) for a in self.argv]
+        return data
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Docker and ECR
+
+
+@dataclass
+class _Secrets:
+    """Values that must never reach an output line (registry password and token); per call, not global."""
+
+    values: set[str] = field(default_factory=set)
+
+    def add(self, value: str) -> None:
+        if value:
+            self.values.add(value)
+
+    def redact(self, text: str) -> str:
+        for value in sorted(self.values, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
+
+
+@dataclass(frozen=True)
+class _Docker:
+    """The Docker CLI found on PATH, with the environment its commands run in."""
+
+    exe: str
+    env: Mapping[str, str]
+
+    @classmethod
+    def find(cls, docker: str, env: Mapping[str, str]) -> _Docker | None:
+        exe = shutil.which(docker, path=env.get("PATH", os.defpath))
+        return cls(exe, env) if exe else None
+
+    def probe(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.exe, *args],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            env=dict(self.env),
+            timeout=DOCKER_PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def require_engine(self) -> None:
+        """`docker info`: the engine answers, or one BackendUnavailable line saying why not."""
+        try:
+            done = self.probe("info", "--format", "{{.ServerVersion}}")
+        except subprocess.TimeoutExpired:
+            raise BackendUnavailable(
+                f"no Docker engine reachable: `docker info` did not answer in {DOCKER_PROBE_TIMEOUT_S:.0f}s; "
+                + _NO_ENGINE_HINT
+            ) from None
+        except OSError as e:
+            raise BackendUnavailable(f"no Docker engine reachable: {e.strerror or e}; {_NO_ENGINE_HINT}") from None
+        if done.returncode != 0:
+            lines = [ln.strip() for ln in (done.stderr + "\n" + done.stdout).splitlines() if ln.strip()]
+            reason = lines[0] if lines else f"`docker info` exited with {done.returncode}"
+            raise BackendUnavailable(f"no Docker engine reachable: {one_line(reason, 200)}; {_NO_ENGINE_HINT}")
+
+    def buildx(self) -> tuple[int, ...] | None:
+        """The buildx plugin's version ((0,) when unreadable), or None without the plugin."""
+        try:
+            done = self.probe("buildx", "version")
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if done.returncode != 0:
+            return None
+        found = re.search(r"\bv?(\d+)\.(\d+)", done.stdout)
+        return tuple(int(x) for x in found.groups()) if found else (0,)
+
+    def run(
+        self,
+        args: list[str],
+        *,
+        what: str,
+        on_line: LineCallback,
+        secrets: _Secrets,
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Run a docker command, streaming its merged output line by line (redacted); fail with its last line."""
+        try:
+            proc = subprocess.Popen(
+                [self.exe, *args],
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(env if env is not None else self.env),
+            )
+        except OSError as e:
+            raise BackendUnavailable(f"cannot run docker: {e.strerror or e}; {_NO_ENGINE_HINT}") from None
+        assert proc.stdout is not None
+        if stdin is not None:
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(stdin.encode())
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # it exited early; its output says why
+        last = ""
+        try:
+            with proc.stdout:
+                for raw in proc.stdout:
+                    line = secrets.redact(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                    on_line(line)
+                    last = line.strip() or last
+            code = proc.wait()
+        except BaseException:  # Ctrl-C, or on_line failed: never leave docker running behind us
+            proc.kill()
+            proc.wait()
+            raise
+        if code != 0:
+            raise CloudtrainError(one_line(f"{what} failed (exit {code}): {last or 'no output'}"))
+
+
+@dataclass(frozen=True)
+class Builder:
+    """Which build command: BuildKit through the buildx plugin, or the classic `docker build`."""
+
+    kind: Literal["buildx", "build"]
+    provenance_flag: bool = True
+
+    @property
+    def label(self) -> str:
+        return "docker buildx build" if self.kind == "buildx" else "docker build"
+
+
+def _builder(docker: _Docker | None) -> Builder:
+    """buildx when its plugin answers (`--provenance=false` from 0.10, where attestations came), else classic."""
+    version = docker.buildx() if docker is not None else None
+    if version is None:
+        return Builder("build", provenance_flag=False)
+    return Builder("buildx", provenance_flag=version >= (0, 10))
+
+
+def _build_args(builder: Builder, context: Path, inputs: BuildInputs, image: str, digest: str) -> list[str]:
+    """The build command's arguments after `docker` (the context is sent from the staged folder only).
+
+    `--provenance=false`: SageMaker cannot run an image whose manifest list carries BuildKit's attestations.
+    """
+    head: list[str] = ["build"]
+    if builder.kind == "buildx":
+        head = ["buildx", "build", "--load", *(["--provenance=false"] if builder.provenance_flag else [])]
+        head.append("--progress=plain")
+    args = [*head, "--platform", inputs.platform, "-f", str(context / inputs.dockerfile), "-t", image]
+    for name, value in inputs.build_args:
+        args += ["--build-arg", f"{name}={value}"]
+    return [*args, "--label", f"{LABEL}={digest}", str(context)]
+
+
+def _ecr_has_tag(ecr: Any, repository: str, tag: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
+        return True
+    except ClientError as e:
+        if error_code(e) in ("ImageNotFoundException", "RepositoryNotFoundException"):
+            return False
+        raise
+
+
+def _repository_exists(ecr: Any, repository: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        ecr.describe_repositories(repositoryNames=[repository])
+        return True
+    except ClientError as e:
+        if error_code(e) == "RepositoryNotFoundException":
+            return False
+        raise
+
+
+def _ensure_repository(ecr: Any, repository: str) -> bool:
+    """Create the repository if missing (scan on push); True when this call created it."""
+    from botocore.exceptions import ClientError
+
+    if _repository_exists(ecr, repository):
+        return False
+    try:
+        ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True})
+        return True
+    except ClientError as e:
+        if error_code(e) == "RepositoryAlreadyExistsException":  # created meanwhile by someone else
+            return False
+        raise
+
+
+def _registry_password(ecr: Any, secrets: _Secrets) -> tuple[str, str]:
+    """(user, password) from GetAuthorizationToken; both the token and the password join the secrets first."""
+    data = ecr.get_authorization_token()["authorizationData"][0]
+    token = str(data["authorizationToken"])
+    secrets.add(token)
+    user, _, password = base64.b64decode(token).decode("utf-8", "replace").partition(":")
+    secrets.add(password)
+    return user or "AWS", password
+
+
+def _private_tmp() -> str | None:
+    """A folder for the short-lived registry credentials: memory-backed /dev/shm where there is one."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+def _session_for(spec: JobSpec, aws: AwsSettings | None, session: AwsSession | None) -> AwsSession:
+    if session is not None:
+        return session
+    return AwsSession((aws or AwsSettings()).over(AwsSettings.from_spec(spec.aws)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The entry points
+
+
+def build_image(
+    spec: JobSpec,
+    *,
+    push: bool = False,
+    dry_run: bool = False,
+    platform: str = DEFAULT_PLATFORM,
+    context_out: str | os.PathLike[str] | None = None,
+    aws: AwsSettings | None = None,
+    session: AwsSession | None = None,
+    on_line: LineCallback | None = None,
+    docker: str = "docker",
+    env: Mapping[str, str] | None = None,
+) -> BuildResult:
+    """`cloudtrain build`: build (and with `push`, push) the spec's image unless ECR holds its tag already.
+
+    `dry_run` writes the exact context to `<context_out or ./.cloudtrain-build>/<tag>/` (its manifest beside
+    it, `<tag>.json`) and returns the commands a build would run; it only reads AWS (STS, ECR DescribeImages),
+    and works without AWS or Docker. Without `push`, an AWS that cannot be reached only costs the ECR check:
+    the image is then built under the local name `<repository>:<tag>`. Progress lines go to `on_line`.
+    Raises UserError (bad spec or context), BackendUnavailable (no Docker engine, AWS unreachable when
+    needed) or CloudtrainError (a docker command failed).
+    """
+    say: LineCallback = on_line or (lambda _line: None)
+    environ: Mapping[str, str] = os.environ if env is None else env
+    inputs = collect_inputs(spec, platform)
+    sess = _session_for(spec, aws, session)
+    if dry_run:
+        return _dry_run(
+            inputs, sess, Path(context_out) if context_out is not None else Path(BUILD_OUT), docker, environ, say
+        )
+    return _build(inputs, sess, push=push, docker=docker, environ=environ, say=say)
+
+
+def ensure_image(
+    spec: JobSpec,
+    *,
+    session: AwsSession | None = None,
+    aws: AwsSettings | None = None,
+    platform: str = DEFAULT_PLATFORM,
+    on_line: LineCallback | None = None,
+    docker: str = "docker",
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """The ECR URI of the spec's built image for `submit`: built and pushed first when ECR lacks its tag."""
+    result = build_image(
+        spec, push=True, platform=platform, aws=aws, session=session, on_line=on_line, docker=docker, env=env
+    )
+    return result.image
+
+
+def _dry_run(
+    inputs: BuildInputs, session: AwsSession, out: Path, docker: str, environ: Mapping[str, str], say: LineCallback
+) -> BuildResult:
+    context_root = Path(inputs.build.context).resolve()
+    out = out.absolute()
+    inside = out.resolve()
+    if inside.is_relative_to(context_root) and BUILD_OUT not in inside.relative_to(context_root).parts:
+        raise UserError(
+            f"--context-out {out} is inside the build context: name it {BUILD_OUT} (never sent) or put it elsewhere"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".context.", suffix=".part", dir=out))
+    try:
+        found = manifest(inputs, stage=tmp)
+        final = out / found.tag
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)  # an earlier dry run's copy of the same tag
+        elif final.exists() or final.is_symlink():
+            final.unlink()
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    notes: list[str] = []
+    repository = inputs.build.repository
+    exists: bool | None = None
+    repo_exists: bool | None = None
+    account, region = OFFLINE_ACCOUNT, OFFLINE_REGION
+    try:  # only reads: STS GetCallerIdentity, ECR DescribeImages and DescribeRepositories
+        with translate_errors(session.where, "STS GetCallerIdentity"):
+            account, region = session.account_id(), session.region
+        with translate_errors(session.where, "ECR DescribeImages"):
+            ecr = session.client("ecr")
+            exists = _ecr_has_tag(ecr, repository, found.tag)
+            repo_exists = True if exists else _repository_exists(ecr, repository)
+    except BackendUnavailable as e:
+        notes.append(f"AWS not reached ({e}): whether ECR holds the tag is unknown; account shown as {account}")
+    except CloudtrainError as e:
+        notes.append(f"could not check ECR: {e}")
+    registry = registry_host(account, region)
+    image = f"{registry}/{repository}:{found.tag}"
+    builder = _builder(_Docker.find(docker, environ))
+    commands = [Command.of(docker, *_build_args(builder, final, inputs, image, found.digest))]
+    if repo_exists is not True:
+        create = ("aws", "ecr", "create-repository", "--repository-name", repository, "--region", region)
+        commands.append(Command.of(*create))
+        notes.append(
+            f"the ECR repository {repository} does not exist: --push creates it"
+            if repo_exists is False
+            else f"--push creates the ECR repository {repository} if it is missing"
+        )
+    commands += [Command.login(docker, region, registry), Command.of(docker, "push", image)]
+    if exists:
+        notes.append(f"ECR holds {image} already: a build would skip building and pushing")
+    manifest_path = out / f"{found.tag}.json"
+    with open(manifest_path, "w", encoding="utf-8") as f:
+        shell = [c.shell for c in commands]
+        json.dump({"image": image, "content_hash": found.digest, **found.document, "commands": shell}, f, indent=2)
+        f.write("\n")
+    say(f"wrote the build context ({found.files} files, {_size(found.size)}) to {final}")
+    return BuildResult(
+        image=image,
+        repository=repository,
+        tag=found.tag,
+        content_hash=found.digest,
+        platform=inputs.platform,
+        dry_run=True,
+        exists=exists,
+        built=False,
+        pushed=False,
+        repository_created=False,
+        builder=builder.label,
+        context_dir=str(final),
+        manifest_path=str(manifest_path),
+        files=found.files,
+        context_bytes=found.size,
+        commands=tuple(c.shell for c in commands),
+        notes=tuple(notes),
+        skipped_reason="dry run",
+        argv=tuple(c.argv for c in commands),
+    )
+
+
+def _build(
+    inputs: BuildInputs,
+    session: AwsSession,
+    *,
+    push: bool,
+    docker: str,
+    environ: Mapping[str, str],
+    say: LineCallback,
+) -> BuildResult:
+    planned = manifest(inputs)  # read-only: enough to ask ECR before copying anything
+    repository = inputs.build.repository
+    notes: list[str] = []
+    account = region = None
+    exists: bool | None = None
+    try:
+        with translate_errors(session.where, "ECR DescribeImages"):
+            account, region = session.account_id(), session.region
+            exists = _ecr_has_tag(session.client("ecr"), repository, planned.tag)
+    except BackendUnavailable as e:
+        if push:
+            raise
+        notes.append(f"AWS not reached ({e}): built as a local image only; --push needs AWS")
+    registry = registry_host(account, region) if account and region else None
+
+    def name(tag: str) -> str:
+        return f"{registry}/{repository}:{tag}" if registry else f"{repository}:{tag}"
+
+    if exists:
+        say(f"{name(planned.tag)} is in ECR already: nothing to build or push")
+        return _result(
+            inputs,
+            planned,
+            name(planned.tag),
+            exists=True,
+            built=False,
+            pushed=False,
+            skipped_reason="ECR holds the tag already",
+            notes=notes,
+        )
+
+    found = _Docker.find(docker, environ)
+    if found is None:
+        raise BackendUnavailable(f"no Docker engine reachable: `{docker}` is not on PATH; {_NO_ENGINE_HINT}")
+    found.require_engine()
+    builder = _builder(found)
+    secrets = _Secrets()
+    commands: list[Command] = []
+    created = pushed = False
+    stage = Path(tempfile.mkdtemp(prefix="cloudtrain-build-"))
+    try:
+        staged = manifest(inputs, stage=stage)
+        if staged.digest != planned.digest:
+            notes.append("the build context changed while it was read: built what was copied")
+        image = name(staged.tag)
+        if staged.size > LARGE_CONTEXT:
+            notes.append(f"the build context is {_size(staged.size)}: exclude what the image does not need")
+        say(f"building {image} ({staged.files} files, {_size(staged.size)} of context, {inputs.platform})")
+        args = _build_args(builder, stage, inputs, image, staged.digest)
+        commands.append(Command.of(docker, *args))
+        found.run(args, what=builder.label, on_line=say, secrets=secrets)
+        if push:
+            assert registry is not None and region is not None
+            with translate_errors(session.where, "ECR"):
+                ecr = session.client("ecr")
+                created = _ensure_repository(ecr, repository)
+                if created:
+                    commands.append(
+                        Command.of(
+                            "aws", "ecr", "create-repository", "--repository-name", repository, "--region", region
+                        )
+                    )
+                    say(f"created the ECR repository {repository}")
+                user, password = _registry_password(ecr, secrets)
+            _login_and_push(found, registry, user, password, image, secrets, say)
+            commands += [Command.login(docker, region, registry), Command.of(docker, "push", image)]
+            pushed = True
+        else:
+            notes.append("not pushed: use --push to push it to ECR")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return _result(
+        inputs,
+        staged,
+        image,
+        exists=exists,
+        built=True,
+        pushed=pushed,
+        created=created,
+        builder=builder,
+        commands=commands,
+        notes=notes,
+    )
+
+
+def _login_and_push(
+    docker: _Docker, registry: str, user: str, password: str, image: str, secrets: _Secrets, say: LineCallback
+) -> None:
+    """`docker login` (password on stdin) and `docker push` under a private, temporary DOCKER_CONFIG.
+
+    The user's own Docker config is never touched; the credentials `docker login` writes live in a 0700
+    folder (in memory under /dev/shm where available) that is deleted as soon as the push ends.
+    """
+    config = tempfile.mkdtemp(prefix="cloudtrain-docker-", dir=_private_tmp())
+    env = {**docker.env, "DOCKER_CONFIG": config}
+    try:
+        docker.run(
+            ["login", "--username", user, "--password-stdin", registry],
+            what="docker login",
+            on_line=say,
+            secrets=secrets,
+            stdin=password,
+            env=env,
+        )
+        docker.run(["push", image], what="docker push", on_line=say, secrets=secrets, env=env)
+    finally:
+        shutil.rmtree(config, ignore_errors=True)
+
+
+def _result(
+    inputs: BuildInputs,
+    found: Manifest,
+    image: str,
+    *,
+    exists: bool | None,
+    built: bool,
+    pushed: bool,
+    created: bool = False,
+    builder: Builder | None = None,
+    skipped_reason: str | None = None,
+    commands: list[Command] | None = None,
+    notes: list[str] | None = None,
+) -> BuildResult:
+    return BuildResult(
+        image=image,
+        repository=inputs.build.repository,
+        tag=found.tag,
+        content_hash=found.digest,
+        platform=inputs.platform,
+        dry_run=False,
+        exists=exists,
+        built=built,
+        pushed=pushed,
+        repository_created=created,
+        builder=None if builder is None else builder.label,
+        context_dir=None,
+        manifest_path=None,
+        files=found.files,
+        context_bytes=found.size,
+        commands=tuple(c.shell for c in commands or ()),
+        notes=tuple(notes or ()),
+        skipped_reason=skipped_reason,
+        argv=tuple(c.argv for c in commands or ()),
+    )
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value = n / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+__all__ = [
+    "DEFAULT_PLATFORM",
+    "BuildInputs",
+    "BuildResult",
+    "Command",
+    "IgnoreRules",
+    "Manifest",
+    "build_image",
+    "collect_inputs",
+    "ensure_image",
+    "image_reference",
+    "manifest",
+]
