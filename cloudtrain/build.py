@@ -15,10 +15,7 @@ cloudtrain assembles the build context itself, in a folder, and Docker sees only
 - `.cloudtrain/python/cloudtrain/`, this cloudtrain's in-container runtime (a stub `__init__.py` and
   `runtime/**.py`, as the code tarball ships it).
 
-The hash covers that tree (paths, kinds, contents, executable bits, link targets), the build args, the
-platform and cloudtrain's version. Since what is hashed is what is sent, no difference between our
-reading of .dockerignore and Docker's can make a tag lie about its image. Modes are normalised (0644,
-0755 when executable) and times fixed, so the same inputs give the same context on every machine.
+How the context is staged and hashed: `build_context`; Docker's ignore rules: `dockerignore`.
 
 No module-level state; boto3 is imported only through `cloudtrain.aws`, inside functions.
 """
@@ -26,7 +23,6 @@ No module-level state; boto3 is imported only through `cloudtrain.aws`, inside f
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -34,458 +30,36 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cloudtrain import __version__
 from cloudtrain.aws import AwsSession, AwsSettings, error_code, one_line, translate_errors
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
 
 if TYPE_CHECKING:
-    from cloudtrain.spec import ImageBuild, JobSpec
+    from cloudtrain.spec import JobSpec
 
-DEFAULT_PLATFORM = "linux/amd64"  # SageMaker training instances are x86_64
-TAG_LENGTH = 16
-HASH_FORMAT = "cloudtrain-image/1"
-INJECTED = ".cloudtrain"  # the folder cloudtrain adds at the context's root
-BUILD_OUT = ".cloudtrain-build"  # default dry-run output; never part of a context
+from cloudtrain.build_context import (
+    BUILD_OUT,
+    DEFAULT_PLATFORM,
+    BuildInputs,
+    Manifest,
+    collect_inputs,
+    image_reference,
+    manifest,
+    registry_host,
+)
+from cloudtrain.dockerignore import IgnoreRules
+
 LABEL = "cloudtrain.content-hash"
 OFFLINE_ACCOUNT = "ACCOUNT-ID"  # as the SageMaker backend's dry-run shows an account it could not look up
 OFFLINE_REGION = "REGION"
 DOCKER_PROBE_TIMEOUT_S = 30.0
-FIXED_MTIME = 946684800  # 2000-01-01: staged files get one time, so COPY layers do not vary with checkouts
 LARGE_CONTEXT = 1 << 30
 _NO_ENGINE_HINT = "use --dry-run to see the build context"
-_PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
-_BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_REPOSITORY = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
-RUNTIME_STUB = (
-    '"""cloudtrain\'s in-container runtime, installed in a training image by `cloudtrain build` '
-    '(only cloudtrain.runtime)."""\n'
-    f'\n__version__ = "{__version__}"\n'
-)
-
 LineCallback = Callable[[str], None]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# .dockerignore, with Docker's semantics (moby/patternmatcher: ignorefile.ReadAll + MatchesOrParentMatches)
-
-
-def _go_clean(path: str) -> str:
-    """Go's filepath.Clean on a slash path (Docker cleans every pattern with it)."""
-    rooted = path.startswith("/")
-    parts: list[str] = []
-    for seg in path.split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(seg)
-    joined = "/".join(parts)
-    return "/" + joined if rooted else joined or "."
-
-
-@dataclass(frozen=True)
-class _Pattern:
-    text: str
-    exclusion: bool  # a `!` pattern: it re-includes
-    kind: Literal["exact", "prefix", "suffix", "regex"]
-    regex: re.Pattern[str] | None
-
-    @classmethod
-    def compile(cls, text: str, exclusion: bool = False) -> _Pattern:
-        """Docker's translation: `*` and `?` stop at `/`, `**` spans folders, `[...]` classes, `\\` escapes."""
-        out: list[str] = []
-        kind: Literal["exact", "prefix", "suffix", "regex"] = "exact"
-        pos, n, step = 0, len(text), 0
-        while pos < n:
-            ch = text[pos]
-            pos += 1
-            if ch == "*":
-                if pos < n and text[pos] == "*":
-                    pos += 1
-                    if pos < n and text[pos] == "/":
-                        pos += 1
-                    if pos >= n:
-                        if kind == "exact":
-                            kind = "prefix"
-                        else:
-                            out.append(".*")
-                            kind = "regex"
-                    else:
-                        out.append("(.*/)?")
-                        kind = "regex"
-                    if step == 0:
-                        kind = "suffix"
-                else:
-                    out.append("[^/]*")
-                    kind = "regex"
-            elif ch == "?":
-                out.append("[^/]")
-                kind = "regex"
-            elif ch in ".+()|{}$":
-                out.append("\\" + ch)
-            elif ch == "\\":
-                if pos >= n:
-                    raise ValueError("a pattern cannot end with a backslash")
-                out.append("\\" + text[pos])
-                pos += 1
-                kind = "regex"
-            elif ch in "[]":
-                out.append(ch)
-                kind = "regex"
-            else:
-                out.append(ch)
-            step += 1
-        try:
-            regex = re.compile("".join(out))
-        except re.error as e:
-            raise ValueError(f"bad pattern ({e})") from None
-        return cls(text, exclusion, kind, regex if kind == "regex" else None)
-
-    def match(self, path: str) -> bool:
-        if self.kind == "exact":
-            return path == self.text
-        if self.kind == "prefix":
-            return path.startswith(self.text[:-2])
-        if self.kind == "suffix":
-            suffix = self.text[2:]
-            return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
-        assert self.regex is not None
-        return self.regex.fullmatch(path) is not None
-
-
-@dataclass(frozen=True)
-class IgnoreRules:
-    """The patterns of a .dockerignore file; `excluded(path)` answers as Docker's builder does."""
-
-    patterns: tuple[_Pattern, ...] = ()
-    source: str | None = None
-
-    @classmethod
-    def parse(cls, text: str, source: str | None = None) -> IgnoreRules:
-        """Docker's reading: `#` lines are comments, whitespace trimmed, paths cleaned, a leading `/` dropped."""
-        patterns: list[_Pattern] = []
-        for number, raw in enumerate(text.split("\n"), start=1):
-            line = raw.removesuffix("\r")
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            if line.startswith("#"):
-                continue
-            pattern = line.strip()
-            if not pattern:
-                continue
-            invert = pattern.startswith("!")
-            if invert:
-                pattern = pattern[1:].strip()
-            if pattern:
-                pattern = _go_clean(pattern)
-                if len(pattern) > 1 and pattern.startswith("/"):
-                    pattern = pattern[1:]
-            where = f"{source}:{number}" if source else f"line {number}"
-            if invert and not pattern:
-                raise UserError(f"{where}: illegal exclusion pattern '!'")
-            try:
-                patterns.append(_Pattern.compile(pattern, exclusion=invert))
-            except ValueError as e:
-                raise UserError(f"{where}: {line.strip()!r}: {e}") from None
-        return cls(tuple(patterns), source)
-
-    def excluded(self, path: str) -> bool:
-        """Whether a context-relative slash path stays out: the last pattern matching it or a parent decides."""
-        matched = False
-        parent = posixpath_parent(path)
-        parents = parent.split("/") if parent else []
-        for pattern in self.patterns:
-            if pattern.exclusion != matched:
-                continue  # only a `!` pattern can change an exclusion, and only a plain one an inclusion
-            hit = pattern.match(path) or any(pattern.match("/".join(parents[: i + 1])) for i in range(len(parents)))
-            if hit:
-                matched = not pattern.exclusion
-        return matched
-
-    def may_include_under(self, folder: str) -> bool:
-        """Whether a `!` pattern might re-include something inside an excluded folder (else skip walking it)."""
-        parts = folder.split("/")
-        for pattern in self.patterns:
-            if not pattern.exclusion:
-                continue
-            segments = pattern.text.split("/")
-            relevant = True
-            for i, part in enumerate(parts):
-                if i >= len(segments) or "**" in segments[i]:
-                    break
-                try:
-                    segment = _Pattern.compile(segments[i])
-                except ValueError:
-                    break  # cannot tell: walk the folder
-                if not segment.match(part):
-                    relevant = False
-                    break
-            if relevant:
-                return True
-        return False
-
-
-def posixpath_parent(path: str) -> str:
-    """The parent of a relative slash path, "" at the top (Go's filepath.Dir gives ".")."""
-    return path.rpartition("/")[0]
-
-
-def ignore_file_for(build: ImageBuild) -> Path | None:
-    """The ignore file Docker's BuildKit reads: `<Dockerfile>.dockerignore` beside it, else the context's."""
-    dockerfile = Path(build.dockerfile)
-    specific = dockerfile.with_name(dockerfile.name + ".dockerignore")
-    if specific.is_file():
-        return specific
-    default = Path(build.context) / ".dockerignore"
-    return default if default.is_file() else None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The build context: what is sent, and its hash
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One thing in the build context: a file (from a path, or generated bytes), a folder, or a symlink."""
-
-    name: str
-    kind: Literal["file", "dir", "symlink"]
-    source: Path | None = None
-    data: bytes | None = None
-    executable: bool = False
-    target: str = ""
-
-
-@dataclass(frozen=True)
-class BuildInputs:
-    """Everything the image is made of, before it is read: the context's entries, args and platform."""
-
-    build: ImageBuild
-    entries: tuple[Entry, ...]
-    build_args: tuple[tuple[str, str], ...]
-    platform: str
-    ignore_file: Path | None
-
-    @property
-    def dockerfile(self) -> str:
-        return f"{INJECTED}/Dockerfile"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """The hashed description of a context: its canonical JSON's sha256 is the content hash."""
-
-    document: dict[str, Any]
-
-    @property
-    def digest(self) -> str:
-        canonical = json.dumps(self.document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-    @property
-    def tag(self) -> str:
-        return self.digest[:TAG_LENGTH]
-
-    @property
-    def files(self) -> int:
-        return sum(1 for e in self.document["entries"] if e["type"] != "dir")
-
-    @property
-    def size(self) -> int:
-        return sum(int(e.get("size", 0)) for e in self.document["entries"])
-
-
-def requirements_file(spec: JobSpec) -> Path | None:
-    """The requirements script mode would install: code.requirements, else source_dir/requirements.txt."""
-    source = Path(spec.code.source_dir)
-    if spec.code.requirements:
-        return source / spec.code.requirements
-    default = source / "requirements.txt"
-    return default if default.is_file() else None
-
-
-def _runtime_entries() -> list[Entry]:
-    from cloudtrain.packaging import runtime_files
-
-    prefix = f"{INJECTED}/python"
-    entries = [Entry(f"{prefix}/cloudtrain/__init__.py", "file", data=RUNTIME_STUB.encode())]
-    entries += [Entry(f"{prefix}/{name}", "file", source=path) for name, path in runtime_files()]
-    return entries
-
-
-def _walk_context(context: Path, rules: IgnoreRules) -> Iterator[Entry]:
-    """The context's entries that the rules let through, folders first; `.cloudtrain-build` folders never."""
-    stack: list[tuple[str, Path]] = [("", context)]
-    while stack:
-        rel, folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                items = sorted(it, key=lambda d: d.name)
-        except OSError as e:
-            raise UserError(f"build context: cannot read {folder}: {e.strerror or e}") from None
-        for item in items:
-            name = f"{rel}/{item.name}" if rel else item.name
-            if not rel and item.name == ".dockerignore":
-                continue  # applied here; sent, Docker would apply it again (and could drop .cloudtrain/)
-            if item.is_symlink():
-                if not rules.excluded(name):
-                    yield Entry(name, "symlink", target=os.readlink(item.path))
-            elif item.is_dir(follow_symlinks=False):
-                if item.name == BUILD_OUT:
-                    continue
-                excluded = rules.excluded(name)
-                if not excluded:
-                    yield Entry(name, "dir")
-                if not excluded or rules.may_include_under(name):
-                    stack.append((name, Path(item.path)))
-            elif item.is_file(follow_symlinks=False) and not rules.excluded(name):
-                executable = bool(item.stat(follow_symlinks=False).st_mode & 0o111)
-                yield Entry(name, "file", source=Path(item.path), executable=executable)
-            # sockets, FIFOs and devices are never sent
-
-
-def collect_inputs(spec: JobSpec, platform: str = DEFAULT_PLATFORM) -> BuildInputs:
-    """What the image of `spec.image.build` is made of; checks the spec's build section and the platform."""
-    build = spec.image.build
-    if build is None:
-        raise UserError(
-            "the spec has no image.build: `cloudtrain build` builds images from a Dockerfile "
-            "(image.uri and image.framework_version name existing images)"
-        )
-    if not _PLATFORM.match(platform):
-        raise UserError(f"--platform {platform!r}: expected os/arch such as linux/amd64")
-    if not (2 <= len(build.repository) <= 256 and _REPOSITORY.match(build.repository)):
-        raise UserError(
-            f"image.build.repository {build.repository!r}: ECR wants lowercase letters, digits and . _ - / "
-            "(2-256 characters, each part starting and ending with a letter or digit)"
-        )
-    for name in build.build_args:
-        if not _BUILD_ARG.match(name):
-            raise UserError(f"image.build.build_args: {name!r} is not a Dockerfile ARG name")
-    context = Path(build.context)
-    ignore = ignore_file_for(build)
-    rules = IgnoreRules()
-    if ignore is not None:
-        try:
-            rules = IgnoreRules.parse(ignore.read_text(encoding="utf-8", errors="replace"), str(ignore))
-        except OSError as e:
-            raise UserError(f"cannot read {ignore}: {e.strerror or e}") from None
-    found = list(_walk_context(context, rules))
-    if any(e.name == INJECTED or e.name.startswith(INJECTED + "/") for e in found):
-        raise UserError(
-            f"the build context {context} has its own {INJECTED}/ folder, the name cloudtrain gives what it "
-            "adds: rename it or exclude it in .dockerignore"
-        )
-    requirements = requirements_file(spec)
-    injected = [
-        Entry(INJECTED, "dir"),
-        Entry(f"{INJECTED}/Dockerfile", "file", source=Path(build.dockerfile)),
-        Entry(f"{INJECTED}/requirements.txt", "file", source=requirements, data=None if requirements else b""),
-        *_runtime_entries(),
-    ]
-    entries = _with_parents([*found, *injected])
-    return BuildInputs(build, tuple(entries), tuple(sorted(build.build_args.items())), platform, ignore)
-
-
-def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
-    """Entries sorted by name, with a folder entry for every parent (Docker sends the parents of what it sends)."""
-    by_name = {e.name: e for e in entries}
-    for name in list(by_name):
-        parent = posixpath_parent(name)
-        while parent and parent not in by_name:
-            by_name[parent] = Entry(parent, "dir")
-            parent = posixpath_parent(parent)
-    return [by_name[name] for name in sorted(by_name)]
-
-
-def _read_file(entry: Entry, dest: Path | None) -> tuple[str, int]:
-    """sha256 and size of a file entry, copying it to dest on the way when given (one read)."""
-    digest, size = hashlib.sha256(), 0
-    if entry.data is not None:
-        digest.update(entry.data)
-        if dest is not None:
-            dest.write_bytes(entry.data)
-        return digest.hexdigest(), len(entry.data)
-    assert entry.source is not None
-    try:
-        with open(entry.source, "rb") as src, open(dest, "wb") if dest else _NullWriter() as out:
-            while block := src.read(1 << 20):
-                digest.update(block)
-                size += len(block)
-                out.write(block)
-    except OSError as e:
-        raise UserError(f"build context: cannot read {entry.source}: {e.strerror or e}") from None
-    return digest.hexdigest(), size
-
-
-class _NullWriter:
-    def __enter__(self) -> _NullWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def write(self, block: bytes) -> int:
-        return len(block)
-
-
-def manifest(inputs: BuildInputs, stage: Path | None = None) -> Manifest:
-    """The manifest of the inputs, reading every file once; with `stage`, also write the context there."""
-    records: list[dict[str, Any]] = []
-    for entry in inputs.entries:
-        dest = stage / entry.name if stage is not None else None
-        if entry.kind == "dir":
-            if dest is not None:
-                dest.mkdir(parents=True, exist_ok=True)
-            records.append({"path": entry.name, "type": "dir"})
-        elif entry.kind == "symlink":
-            if dest is not None:
-                dest.symlink_to(entry.target)
-            records.append({"path": entry.name, "type": "symlink", "target": entry.target})
-        else:
-            sha, size = _read_file(entry, dest)
-            if dest is not None:
-                dest.chmod(0o755 if entry.executable else 0o644)
-            records.append(
-                {"path": entry.name, "type": "file", "sha256": sha, "size": size, "executable": entry.executable}
-            )
-    if stage is not None:
-        for entry in reversed(inputs.entries):  # deepest first, so writing a child does not touch a parent's time
-            path = stage / entry.name
-            if entry.kind == "dir":
-                path.chmod(0o755)
-            os.utime(path, (FIXED_MTIME, FIXED_MTIME), follow_symlinks=False)
-    return Manifest(
-        {
-            "format": HASH_FORMAT,
-            "cloudtrain": __version__,
-            "platform": inputs.platform,
-            "build_args": dict(inputs.build_args),
-            "dockerfile": inputs.dockerfile,
-            "entries": records,
-        }
-    )
-
-
-def image_reference(spec: JobSpec, account: str, region: str, platform: str = DEFAULT_PLATFORM) -> str:
-    """The ECR URI the spec's image has (or would have), from its inputs alone; nothing is built or asked."""
-    inputs = collect_inputs(spec, platform)
-    return f"{registry_host(account, region)}/{inputs.build.repository}:{manifest(inputs).tag}"
-
-
-def registry_host(account: str, region: str) -> str:
-    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{account}.dkr.ecr.{region}.{domain}"
-
 
 # ----------------------------------------------------------------------------------------------------------
 # The result

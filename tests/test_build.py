@@ -33,16 +33,9 @@ import pytest
 import yaml
 
 import cloudtrain
-from cloudtrain.build import (
-    BUILD_OUT,
-    DEFAULT_PLATFORM,
-    IgnoreRules,
-    build_image,
-    collect_inputs,
-    ensure_image,
-    image_reference,
-    manifest,
-)
+from cloudtrain.build import build_image, ensure_image
+from cloudtrain.build_context import BUILD_OUT, DEFAULT_PLATFORM, collect_inputs, image_reference, manifest
+from cloudtrain.dockerignore import IgnoreRules
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
 from cloudtrain.output_schemas import output_schema
 from cloudtrain.packaging import runtime_files
