@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends import AwsOptions, open_backend, resolve_backend_name
-from cloudtrain.errors import JobExists, UserError
+from cloudtrain.config import Config, Settings
+from cloudtrain.errors import JobExists, SpecError, UserError
 
 if TYPE_CHECKING:
     from cloudtrain.backends.base import Artifacts, Backend, JobInfo, LogEvent
+    from cloudtrain.build import BuildResult
+    from cloudtrain.compare import Comparison
+    from cloudtrain.scaffold import Scaffold
     from cloudtrain.spec import JobSpec
 
 SUFFIX_LEN = 12
@@ -45,6 +49,44 @@ def validate(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> list
     if not paths:
         raise UserError("validate: give at least one spec file")
     return [load_spec(p, overrides) for p in paths]
+
+
+@dataclass(frozen=True)
+class SpecCheck:
+    """One spec's verdict from `check_specs`: the spec, or the error."""
+
+    file: str
+    spec: JobSpec | None = None
+    error: SpecError | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.spec is not None:
+            return {"file": self.file, "name": self.spec.name, "valid": True}
+        assert self.error is not None
+        return {
+            "file": self.file,
+            "valid": False,
+            "error": str(self.error),
+            "line": self.error.line,
+            "field": self.error.field,
+        }
+
+
+def check_specs(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[SpecCheck]:
+    """Load and check every spec, each one's first problem kept rather than raised (an override's is raised)."""
+    from cloudtrain.spec import load_spec
+
+    if not paths:
+        raise UserError("validate: give at least one spec file")
+    checks = []
+    for path in paths:
+        try:
+            checks.append(SpecCheck(str(path), spec=load_spec(path, overrides)))
+        except SpecError as e:
+            if e.file == "--set":
+                raise
+            checks.append(SpecCheck(str(path), error=e))
+    return checks
 
 
 def schema() -> dict[str, Any]:
@@ -79,13 +121,22 @@ def submit(
     resume: str | None = None,
     aws: AwsOptions = AwsOptions(),
     dry_run: bool = False,
+    config: Config | None = None,
 ) -> Submitted:
-    """Validate the spec and start the job; with an idempotency key an existing job is reported, not doubled."""
+    """Validate the spec and start the job; with an idempotency key an existing job is reported, not doubled.
+
+    `backend` and `aws` are the command line's; `config` (default: the environment and the config file) fills
+    in the rest, in the order command line, environment, spec, config file.
+    """
     from cloudtrain.spec import load_spec
 
     if name is not None:
         overrides = [*overrides, f"name={name}"]
-    spec = load_spec(spec_path, overrides)
+    cfg = config if config is not None else Config.load()
+    cli = Settings(backend=backend, region=aws.region, role_arn=aws.role_arn, endpoint_url=aws.endpoint_url)
+    if backend:
+        resolve_backend_name(backend)  # an unknown --backend is reported as such
+    spec = cfg.apply_to_spec(load_spec(spec_path, overrides), cli, overrides)
     key = idempotency_key or os.environ.get("CLOUDTRAIN_IDEMPOTENCY_KEY") or None
     job_name = job_name_for(spec.name, key)
     backend_name = resolve_backend_name(backend, spec)
@@ -104,6 +155,32 @@ def submit(
         return Submitted(be.describe(job_name), created=False)
     _remember(backend_name, info, spec)
     return Submitted(info, created=True)
+
+
+def build(
+    spec_path: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    push: bool = False,
+    dry_run: bool = False,
+    platform: str = "linux/amd64",
+    context_out: str | Path | None = None,
+    aws: AwsOptions = AwsOptions(),
+    config: Config | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Build (and push) the spec's `image.build` unless ECR holds its content-hash tag already."""
+    from cloudtrain.aws import AwsSettings
+    from cloudtrain.build import build_image
+    from cloudtrain.spec import load_spec
+
+    cfg = config if config is not None else Config.load()
+    cli = Settings(region=aws.region, endpoint_url=aws.endpoint_url)
+    spec = cfg.apply_to_spec(load_spec(spec_path, overrides), cli, overrides)
+    settings = AwsSettings(region=aws.region, endpoint_url=aws.endpoint_url)
+    return build_image(
+        spec, push=push, dry_run=dry_run, platform=platform, context_out=context_out, aws=settings, on_line=on_line
+    )
 
 
 def _dry_run(be: Backend, spec: JobSpec, job_name: str) -> Submitted:
@@ -134,16 +211,37 @@ def _remember(backend_name: str, info: JobInfo, spec: JobSpec) -> None:
     JobStore(cloudtrain_home()).remember(info.name, backend_name, spec)
 
 
-def _backend_for(job: str | None, backend: str | None, aws: AwsOptions) -> Backend:
-    return open_backend(resolve_backend_name(backend, job=job), aws=aws)
+def backend_name_for(job: str | None, backend: str | None = None, config: Config | None = None) -> str:
+    """The command line's backend, else the one the job was recorded with, else the environment's, else the
+    config file's, else sagemaker where AWS is configured, else local."""
+    if backend:
+        return resolve_backend_name(backend)
+    if job is not None:
+        from cloudtrain.backends import cloudtrain_home
+        from cloudtrain.store import JobStore
+
+        recorded = JobStore(cloudtrain_home()).backend_of(job)
+        if recorded:
+            return recorded
+    cfg = config if config is not None else Config.load()
+    return resolve_backend_name(cfg.fallback_backend())
 
 
-def status(job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions()) -> JobInfo:
-    return _backend_for(job, backend, aws).describe(job)
+def _backend_for(job: str | None, backend: str | None, aws: AwsOptions, config: Config | None) -> Backend:
+    cfg = config if config is not None else Config.load()
+    return open_backend(backend_name_for(job, backend, cfg), aws=cfg.aws_options(aws))
 
 
-def list_jobs(*, backend: str | None = None, limit: int = 20, aws: AwsOptions = AwsOptions()) -> list[JobInfo]:
-    return _backend_for(None, backend, aws).list_jobs(limit)
+def status(
+    job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions(), config: Config | None = None
+) -> JobInfo:
+    return _backend_for(job, backend, aws, config).describe(job)
+
+
+def list_jobs(
+    *, backend: str | None = None, limit: int = 20, aws: AwsOptions = AwsOptions(), config: Config | None = None
+) -> list[JobInfo]:
+    return _backend_for(None, backend, aws, config).list_jobs(limit)
 
 
 def logs(
@@ -153,12 +251,15 @@ def logs(
     host: str | None = None,
     follow: bool = False,
     aws: AwsOptions = AwsOptions(),
+    config: Config | None = None,
 ) -> Iterator[LogEvent]:
-    return _backend_for(job, backend, aws).logs(job, host=host, follow=follow)
+    return _backend_for(job, backend, aws, config).logs(job, host=host, follow=follow)
 
 
-def stop(job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions()) -> JobInfo:
-    return _backend_for(job, backend, aws).stop(job)
+def stop(
+    job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions(), config: Config | None = None
+) -> JobInfo:
+    return _backend_for(job, backend, aws, config).stop(job)
 
 
 def fetch_model(
@@ -168,10 +269,11 @@ def fetch_model(
     backend: str | None = None,
     aws: AwsOptions = AwsOptions(),
     on_progress: Callable[[int, int], None] | None = None,
+    config: Config | None = None,
 ) -> Artifacts:
     """Download and extract the model, output (evaluation report) and checkpoints into `to` (default ./<job>)."""
     dest = Path(to) if to is not None else Path.cwd() / job
-    be = _backend_for(job, backend, aws)
+    be = _backend_for(job, backend, aws, config)
     if on_progress is not None and be.name == "sagemaker":
         return be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
     return be.fetch_artifacts(job, dest)
@@ -191,9 +293,10 @@ def watch(
     with_logs: bool = True,
     timeout: float | None = None,
     poll: float | None = None,
+    config: Config | None = None,
 ) -> Iterator[JobInfo | LogEvent]:
     """Yield status changes and (optionally) log lines until the job ends; the last item is the final JobInfo."""
-    be = _backend_for(job, backend, aws)
+    be = _backend_for(job, backend, aws, config)
     interval = poll if poll is not None else (0.5 if be.name == "local" else 5.0)
     deadline = None if timeout is None else time.monotonic() + timeout
     lines: queue.Queue[LogEvent | None] = queue.Queue(maxsize=10_000)
@@ -243,10 +346,49 @@ def _drain(lines: queue.Queue[LogEvent | None], until: float) -> Iterator[LogEve
 
 
 def wait(
-    job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions(), timeout: float | None = None
+    job: str,
+    *,
+    backend: str | None = None,
+    aws: AwsOptions = AwsOptions(),
+    timeout: float | None = None,
+    config: Config | None = None,
 ) -> JobInfo:
     """Block until the job ends and return its final state."""
     final: Any = None
-    for item in watch(job, backend=backend, aws=aws, with_logs=False, timeout=timeout):
+    for item in watch(job, backend=backend, aws=aws, with_logs=False, timeout=timeout, config=config):
         final = item
     return final
+
+
+def compare(
+    jobs: Sequence[str],
+    *,
+    backend: str | None = None,
+    aws: AwsOptions = AwsOptions(),
+    config: Config | None = None,
+    fetched_root: str | Path | None = None,
+) -> Comparison:
+    """Jobs side by side: differing spec fields, code hashes, metrics and evaluation.
+
+    An evaluation report already fetched to `<fetched_root>/<job>/output/` (default: the current folder, where
+    fetch-model puts it) is read from there, else from the job's output archive.
+    """
+    from cloudtrain import compare as comparing
+
+    if len(jobs) < 2:
+        raise UserError("compare: give at least two jobs")
+    cfg = config if config is not None else Config.load()
+    root = Path(fetched_root) if fetched_root is not None else Path.cwd()
+    notes: list[str] = []
+    sides = []
+    for job in jobs:
+        be = _backend_for(job, backend, aws, cfg)
+        sides.append(comparing.side(be, job, aws=cfg.aws_options(aws), fetched=root / job, notes=notes))
+    return comparing.compare(sides, notes)
+
+
+def init(folder: str | Path = ".", *, name: str | None = None, force: bool = False) -> Scaffold:
+    """Write a job spec, a training script and a small data set under `folder` (existing files: only with force)."""
+    from cloudtrain.scaffold import init as scaffold
+
+    return scaffold(folder, name=name, force=force)

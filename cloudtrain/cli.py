@@ -2,22 +2,41 @@
 
 Exit codes: 0 success; 1 the job failed or was stopped (when waited for); 2 bad input;
 3 the backend could not be reached; 4 `--timeout` passed while waiting; 130 interrupted.
-Every user mistake is one line on stderr, never a traceback.
+Every user mistake is one line on stderr, never a traceback. Nothing heavy is imported until a
+command runs, so `cloudtrain --help` and shell completion stay fast.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cloudtrain import __version__
-from cloudtrain.errors import CloudtrainError, JobFailed
+from cloudtrain.errors import CloudtrainError, JobFailed, UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cloudtrain.api import Submitted
+    from cloudtrain.backends import AwsOptions
+    from cloudtrain.backends.base import JobInfo
+    from cloudtrain.config import Config
+
+STOP_WAIT_S = 120.0  # how long Ctrl-C with --stop-on-interrupt waits for the job to reach Stopped
 
 app = typer.Typer(
     help="Launch multi-worker TensorFlow training jobs on AWS SageMaker, or locally under the same contract.",
+    epilog=(
+        "\b\nNew here? From nothing to a trained model on this machine:\n"
+        "  cloudtrain init my-job                                    a spec, a training script, sample data\n"
+        "  cloudtrain submit my-job/job.yaml --backend local --wait  train; prints the job's name\n"
+        "  cloudtrain fetch-model JOB --to model                     the model and its evaluation report\n"
+        "\b\nEach command's --help says more. Defaults (backend, region, role, output bucket) can live in\n"
+        "CLOUDTRAIN_* variables or a config file: cloudtrain config --help."
+    ),
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -26,22 +45,44 @@ app = typer.Typer(
 
 BackendOpt = Annotated[
     str | None,
-    typer.Option("--backend", "-b", help="local or sagemaker. Default: the spec's, else sagemaker if AWS is set up."),
+    typer.Option(
+        "--backend", "-b", help="local or sagemaker. Default: CLOUDTRAIN_BACKEND, the spec's, the config file's."
+    ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
+JobBackendOpt = Annotated[
+    str | None,
+    typer.Option("--backend", "-b", help="local or sagemaker. Default: the backend the job was submitted to."),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (cloudtrain schema --output-of).")
+]
 EndpointOpt = Annotated[
-    str | None, typer.Option("--endpoint-url", help="AWS API endpoint (default: AWS_ENDPOINT_URL or AWS's).")
+    str | None,
+    typer.Option("--endpoint-url", help="AWS API endpoint. Default: CLOUDTRAIN_ENDPOINT_URL, config, AWS's."),
 ]
-RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region.")]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: CLOUDTRAIN_REGION, config.")]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        envvar="CLOUDTRAIN_PROFILE",
+        help="A profile of cloudtrain's config file (not an AWS profile).",
+        show_envvar=True,
+    ),
+]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override a spec field: --set hyperparameters.epochs=3.")
 ]
 
 
-def _aws(endpoint_url: str | None, region: str | None):  # -> AwsOptions, imported lazily
+def _settings(
+    profile: str | None, endpoint_url: str | None = None, region: str | None = None, role_arn: str | None = None
+) -> tuple[Config, AwsOptions]:
+    """The environment's and config file's settings, and the command line's AWS options."""
     from cloudtrain.backends import AwsOptions
+    from cloudtrain.config import Config
 
-    return AwsOptions(region=region, endpoint_url=endpoint_url)
+    return Config.load(profile), AwsOptions(region=region, endpoint_url=endpoint_url, role_arn=role_arn)
 
 
 def _version(value: bool) -> None:
@@ -59,7 +100,66 @@ def _root(
     """Launch multi-worker TensorFlow training jobs on AWS SageMaker, or locally under the same contract."""
 
 
-@app.command()
+@app.command(
+    epilog=(
+        "\b\nThen (init prints them too):\n"
+        "  cloudtrain validate FOLDER/job.yaml\n"
+        "  cloudtrain submit FOLDER/job.yaml --backend local --wait"
+    )
+)
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to write the project (created if missing).")] = Path("."),
+    name: Annotated[str | None, typer.Option("--name", help="The job's name (default: the folder's).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace files that exist already.")] = False,
+) -> None:
+    """Start a project that trains as it is.
+
+    Writes a job spec, a TensorFlow training script using cloudtrain.runtime, and a small synthetic data set
+    under FOLDER, then prints the commands that take it to a trained model.
+    """
+    from cloudtrain import api, render
+
+    done = api.init(folder, name=name, force=force)
+    api.validate([done.spec])  # what init writes must pass validate
+    render.initialized(done)
+
+
+@app.command(epilog="\b\nThen: cloudtrain submit SPEC --wait")
+def validate(
+    specs: Annotated[list[Path], typer.Argument(help="Job spec files.")],
+    set_: SetOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check job specs.
+
+    Each bad spec is one line on stderr with its file, line and field, and the exit code is 2.
+    """
+    from cloudtrain import api, render
+
+    checks = api.check_specs(specs, set_ or [])
+    if json:
+        render.print_json([c.to_json() for c in checks])
+    for check in checks:
+        if check.spec is not None and not json:
+            count = check.spec.resources.instance_count
+            render.console().print(f"{check.file}: ok ({check.spec.name}, {count} instance(s))", markup=False)
+        elif check.error is not None:
+            sys.stderr.write(f"error: {check.error}\n")
+    if any(c.error is not None for c in checks):
+        raise typer.Exit(2)
+
+
+@app.command(
+    epilog=(
+        "\b\nWithout --wait it returns once the job has started; then:\n"
+        "  cloudtrain logs JOB --follow     watch it (every host's lines)\n"
+        "  cloudtrain status JOB            where it is\n"
+        "  cloudtrain fetch-model JOB       the model and evaluation report, once Completed\n"
+        "\b\nWith --wait: exit code 0 if the job Completed, 1 if it Failed or was Stopped, 4 when --timeout\n"
+        "passes (the job keeps running), 130 on Ctrl-C (the job keeps running unless --stop-on-interrupt).\n"
+        "With --json the document is printed once the job exists, whatever the exit code."
+    )
+)
 def submit(
     spec: Annotated[Path, typer.Argument(help="The job spec (YAML).")],
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Stream status and logs until the job ends.")] = False,
@@ -80,18 +180,26 @@ def submit(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the request and cost estimate; create nothing.")
     ] = False,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="With --wait: give up after seconds.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="With --wait: stop waiting after this many seconds (exit 4).")
+    ] = None,
     stop_on_interrupt: Annotated[
         bool, typer.Option("--stop-on-interrupt", help="With --wait: Ctrl-C stops the job instead of detaching.")
     ] = False,
+    role_arn: Annotated[
+        str | None, typer.Option("--role-arn", help="SageMaker's IAM role. Default: CLOUDTRAIN_ROLE_ARN, spec, config.")
+    ] = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Validate SPEC, package the code and start the training job."""
     from cloudtrain import api, render
 
-    aws = _aws(endpoint_url, region)
+    if (timeout is not None or stop_on_interrupt) and not wait:
+        raise UserError("--timeout and --stop-on-interrupt apply to --wait; add --wait")
+    config, aws = _settings(profile, endpoint_url, region, role_arn)
     result = api.submit(
         spec,
         backend=backend,
@@ -101,72 +209,141 @@ def submit(
         resume=resume,
         aws=aws,
         dry_run=dry_run,
+        config=config,
     )
     job = result.job
     if dry_run:
-        if json:
-            render.print_json(result.to_json())
-        else:
-            render.plan(result.plan or {})
+        render.print_json(result.to_json()) if json else render.plan(result.plan or {})
         return
-    if not json:
-        verb = "submitted" if result.created else "exists already (idempotency key)"
-        render.console(stderr=True).print(f"job [bold]{job.name}[/] {verb} on {job.backend}")
-    if wait:
-        job = _follow(job.name, job.backend, aws, timeout, stop_on_interrupt, quiet=json)
+    err = render.console(stderr=True)
+    verb = "submitted" if result.created else "exists already (same idempotency key)"
+    err.print(f"job [bold]{job.name}[/] {verb} on {job.backend}")
+    if not wait:
+        render.print_json(result.to_json()) if json else render.next_steps(job)
+        return
+    final = _wait(result, config, aws, timeout, stop_on_interrupt, json, err)
     if json:
-        render.print_json({**result.to_json(), "job": job.to_json()})
-    elif wait:
-        render.job_detail(job)
+        render.print_json({**result.to_json(), "job": final.to_json()})
     else:
-        render.console().print(f"follow it: cloudtrain logs {job.name} --follow")
-    if wait and job.status != "Completed":
-        raise JobFailed(f"job {job.name} ended {job.status}: {job.failure_reason or 'no reason given'}")
+        render.job_detail(final)
+        render.next_steps(final)
+    if final.status != "Completed":
+        raise JobFailed(f"job {final.name} ended {final.status}: {final.failure_reason or 'no reason given'}")
 
 
-def _follow(job: str, backend: str, aws, timeout: float | None, stop_on_interrupt: bool, quiet: bool):
+def _wait(
+    result: Submitted,
+    config: Config,
+    aws: AwsOptions,
+    timeout: float | None,
+    stop_on_interrupt: bool,
+    json: bool,
+    err: Console,
+) -> JobInfo:
+    """Follow the job to its end; a timeout or Ctrl-C leaves it running (or stops it) and exits 4 or 130."""
     from cloudtrain import api, render
+    from cloudtrain.api import WaitTimeout
     from cloudtrain.backends.base import LogEvent
 
-    err = render.console(stderr=True)
-    final = None
+    job, backend = result.job.name, result.job.backend
+    final = result.job
+    shown = ""
     try:
-        for item in api.watch(job, backend=backend, aws=aws, timeout=timeout, with_logs=not quiet):
+        for item in api.watch(job, backend=backend, aws=aws, timeout=timeout, config=config):
             if isinstance(item, LogEvent):
                 render.log_line(item, err)
-            else:
-                final = item
-                if not quiet:
-                    err.print(f"status {render.styled_status(item)}")
+                continue
+            final = item
+            if (state := render.styled_status(item)) != shown:
+                err.print(f"status {state}")
+                shown = state
+        return final
+    except WaitTimeout as e:
+        if json:
+            current = api.status(job, backend=backend, aws=aws, config=config)
+            render.print_json({**result.to_json(), "job": current.to_json()})
+        raise WaitTimeout(f"{e}; it keeps running: cloudtrain logs {job} --follow, or cloudtrain stop {job}") from None
     except KeyboardInterrupt:
         if stop_on_interrupt:
-            api.stop(job, backend=backend, aws=aws)
-            err.print(f"interrupted: stopping job {job}")
+            err.print(f"interrupted: stopping job {job}", markup=False)
+            final = api.stop(job, backend=backend, aws=aws, config=config)
+            try:
+                final = api.wait(job, backend=backend, aws=aws, timeout=STOP_WAIT_S, config=config)
+                err.print(f"job {job} {final.status}", markup=False)
+            except (KeyboardInterrupt, WaitTimeout):
+                err.print(f"job {job} is still stopping: cloudtrain status {job}", markup=False)
         else:
-            err.print(f"detached: job {job} keeps running (cloudtrain status {job})")
-        raise
-    return final
+            final = api.status(job, backend=backend, aws=aws, config=config)
+            err.print(
+                f"detached: job {job} keeps running. Follow it: cloudtrain logs {job} --follow; "
+                f"stop it: cloudtrain stop {job}",
+                markup=False,
+            )
+        if json:
+            render.print_json({**result.to_json(), "job": final.to_json()})
+        raise typer.Exit(130) from None
+
+
+@app.command(epilog="\b\nThen: cloudtrain submit SPEC (it uses the image, and builds it first if ECR lacks the tag)")
+def build(
+    spec: Annotated[Path, typer.Argument(help="A job spec with image.build.")],
+    push: Annotated[bool, typer.Option("--push", help="Push to ECR (creating the repository if missing).")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Write the exact build context and show the commands; run nothing.")
+    ] = False,
+    platform: Annotated[str, typer.Option("--platform", help="Target platform of the image.")] = "linux/amd64",
+    context_out: Annotated[
+        Path | None, typer.Option("--context-out", help="With --dry-run: where to write the context.")
+    ] = None,
+    set_: SetOpt = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Build the spec's training image, tagged by a hash of everything in it; skip it if ECR has that tag."""
+    from cloudtrain import api, render
+
+    config, aws = _settings(profile, endpoint_url, region)
+    err = render.console(stderr=True)
+    result = api.build(
+        spec,
+        overrides=set_ or [],
+        push=push,
+        dry_run=dry_run,
+        platform=platform,
+        context_out=context_out,
+        aws=aws,
+        config=config,
+        on_line=lambda line: err.print(line, markup=False, highlight=False),
+    )
+    render.print_json(result.to_json()) if json else render.build_result(result)
 
 
 @app.command()
 def status(
     job: Annotated[str | None, typer.Argument(help="A job name; without it, a table of recent jobs.")] = None,
-    backend: BackendOpt = None,
+    backend: JobBackendOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many recent jobs to list.")] = 20,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Show one job in detail, or the recent jobs."""
+    """Show a job (and what to run next), or the recent jobs."""
     from cloudtrain import api, render
 
-    aws = _aws(endpoint_url, region)
+    config, aws = _settings(profile, endpoint_url, region)
     if job is None:
-        jobs = api.list_jobs(backend=backend, limit=limit, aws=aws)
+        jobs = api.list_jobs(backend=backend, limit=limit, aws=aws, config=config)
         render.print_json([j.to_json() for j in jobs]) if json else render.job_table(jobs)
         return
-    info = api.status(job, backend=backend, aws=aws)
-    render.print_json(info.to_json()) if json else render.job_detail(info)
+    info = api.status(job, backend=backend, aws=aws, config=config)
+    if json:
+        render.print_json(info.to_json())
+        return
+    render.job_detail(info)
+    render.next_steps(info)
 
 
 @app.command()
@@ -174,18 +351,23 @@ def logs(
     job: Annotated[str, typer.Argument(help="The job name.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends.")] = False,
     host: Annotated[str | None, typer.Option("--host", help="Only this host, e.g. algo-2.")] = None,
-    backend: BackendOpt = None,
+    backend: JobBackendOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
-    json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    profile: ProfileOpt = None,
+    json: Annotated[bool, typer.Option("--json", help="One JSON object per line (schema: logs).")] = False,
 ) -> None:
-    """Print every host's log lines, merged in time order and tagged with the host."""
+    """Print a job's log lines.
+
+    Every host's lines, merged in time order and tagged with the host, each printed as it arrives.
+    """
     import json as jsonlib
 
     from cloudtrain import api, render
 
+    config, aws = _settings(profile, endpoint_url, region)
     out = render.console()
-    for event in api.logs(job, backend=backend, host=host, follow=follow, aws=_aws(endpoint_url, region)):
+    for event in api.logs(job, backend=backend, host=host, follow=follow, aws=aws, config=config):
         if json:
             line = {"timestamp": event.timestamp, "host": event.host, "message": event.message}
             sys.stdout.write(jsonlib.dumps(line) + "\n")
@@ -198,70 +380,147 @@ def logs(
 def stop(
     job: Annotated[str, typer.Argument(help="The job name.")],
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until the job has stopped.")] = False,
-    backend: BackendOpt = None,
+    backend: JobBackendOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Stop a running job (its model so far is still saved)."""
     from cloudtrain import api, render
 
-    aws = _aws(endpoint_url, region)
-    info = api.stop(job, backend=backend, aws=aws)
+    config, aws = _settings(profile, endpoint_url, region)
+    info = api.stop(job, backend=backend, aws=aws, config=config)
     if wait:
-        info = api.wait(job, backend=backend, aws=aws)
+        info = api.wait(job, backend=backend, aws=aws, config=config)
     render.print_json(info.to_json()) if json else render.console().print(f"{job}: {render.styled_status(info)}")
 
 
-@app.command("fetch-model")
+@app.command("fetch-model", epilog="\b\nThen, to see how it did against another run: cloudtrain compare JOB OTHER_JOB")
 def fetch_model(
     job: Annotated[str, typer.Argument(help="The job name.")],
     to: Annotated[Path | None, typer.Option("--to", help="Destination folder (default ./JOB).")] = None,
-    backend: BackendOpt = None,
+    backend: JobBackendOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
+    profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Download the model, checkpoints and evaluation report, extracted safely."""
+    """Download a job's model and evaluation report.
+
+    Extracts (safely) model/, output/ (with eval_report.json) and checkpoints/ under --to.
+    """
     from cloudtrain import api, render
 
-    found = api.fetch_model(job, to=to, backend=backend, aws=_aws(endpoint_url, region))
+    config, aws = _settings(profile, endpoint_url, region)
+    found = api.fetch_model(job, to=to, backend=backend, aws=aws, config=config)
     if json:
-        render.print_json({k: str(v) if v else None for k, v in vars(found).items()})
+        render.print_json(render.fetched_json(job, found))
         return
-    render.console().print(f"fetched {job}:")
+    render.console().print(f"fetched {job}:", markup=False)
     render.artifacts(found)
     render.eval_summary(found)
 
 
 @app.command()
-def validate(
-    specs: Annotated[list[Path], typer.Argument(help="Job spec files.")],
-    set_: SetOpt = None,
+def compare(
+    jobs: Annotated[list[str], typer.Argument(help="Two (or more) job names.")],
+    backend: JobBackendOpt = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Check job specs; the first bad one is reported with its file, line and field."""
+    """Compare jobs side by side.
+
+    The spec fields that differ, the code hashes, the final metrics and the evaluation accuracy and loss.
+    """
     from cloudtrain import api, render
 
-    loaded = api.validate(specs, set_ or [])
+    config, aws = _settings(profile, endpoint_url, region)
+    result = api.compare(jobs, backend=backend, aws=aws, config=config)
+    render.print_json(result.to_json()) if json else render.comparison(result)
+
+
+@app.command(
+    epilog=(
+        "\b\nThe file ($XDG_CONFIG_HOME/cloudtrain/config.yaml, default ~/.config/cloudtrain/config.yaml):\n"
+        "  backend: sagemaker\n"
+        "  region: eu-west-1\n"
+        "  role_arn: arn:aws:iam::123456789012:role/SageMakerRole\n"
+        "  output_s3_uri: s3://my-bucket/cloudtrain\n"
+        "  endpoint_url: http://localhost:5000      # rarely: a stand-in for AWS\n"
+        "  profiles:\n"
+        "    dev: {backend: local}                  # --profile dev or CLOUDTRAIN_PROFILE=dev\n"
+        "\b\nThe first that gives a setting wins: the command line, CLOUDTRAIN_BACKEND / CLOUDTRAIN_REGION /\n"
+        "CLOUDTRAIN_ROLE_ARN / CLOUDTRAIN_OUTPUT_S3_URI / CLOUDTRAIN_ENDPOINT_URL, the job spec, the file."
+    )
+)
+def config(
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="Also show what this spec sets, as submit would see it.")
+    ] = None,
+    profile: ProfileOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show the default settings and where each comes from.
+
+    backend, region, role_arn, output_s3_uri and endpoint_url, from the environment and the config file.
+    """
+    from cloudtrain import render
+    from cloudtrain.config import config_path
+
+    loaded, _ = _settings(profile)
+    job_spec = None
+    if spec is not None:
+        from cloudtrain.spec import load_spec
+
+        job_spec = load_spec(spec)
+    sources = loaded.sources(job_spec)
     if json:
-        render.print_json([{"file": str(p), "name": s.name, "valid": True} for p, s in zip(specs, loaded, strict=True)])
-    else:
-        for path, spec in zip(specs, loaded, strict=True):
-            render.console().print(f"{path}: ok ({spec.name}, {spec.resources.instance_count} instance(s))")
+        path = loaded.path or config_path()
+        render.print_json(
+            {
+                "path": str(path),
+                "exists": loaded.path is not None,
+                "profile": loaded.profile,
+                "settings": {k: {"value": v, "source": where} for k, (v, where) in sources.items()},
+            }
+        )
+        return
+    render.settings(loaded, sources)
 
 
 @app.command()
 def schema(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    output_of: Annotated[
+        str | None,
+        typer.Option(
+            "--output-of",
+            help="Instead, the schema of a command's --json output: submit, status, status-list, stop, "
+            "fetch-model, validate, logs, compare, config, build.",
+        ),
+    ] = None,
 ) -> None:
-    """Print the job spec's JSON Schema, for editors (yaml-language-server) and CI checks."""
+    """Print the job spec's JSON Schema, or an output's.
+
+    For editors (yaml-language-server) and CI checks; --output-of gives a command's --json shape.
+    """
     import json as jsonlib
 
     from cloudtrain import api
     from cloudtrain.archive import atomic_path
 
-    text = jsonlib.dumps(api.schema(), indent=2) + "\n"
+    if output_of is None:
+        document = api.schema()
+    else:
+        from cloudtrain.output_schemas import names, output_schema
+
+        if output_of not in names():
+            raise UserError(f"--output-of: {output_of!r} is not one of {', '.join(names())}")
+        document = output_schema(output_of)
+    text = jsonlib.dumps(document, indent=2) + "\n"
     if out is None:
         sys.stdout.write(text)
         return

@@ -1,7 +1,12 @@
 """How results look in a terminal, and as JSON for pipelines.
 
-Human output goes through rich, which drops colour and animation when stdout is not a terminal;
-`CI` set in the environment also turns them off. `--json` output is plain `json.dumps`.
+Human output goes through rich, which drops colour and animation when stdout is not a terminal (and
+honours NO_COLOR and TERM=dumb); `CI` set in the environment turns every escape sequence off even on a
+terminal. There are no spinners or prompts. Every line is flushed as it is printed, so logs stream.
+`--json` output is plain `json.dumps`; its shapes are in `cloudtrain.output_schemas`.
+
+Everything shown goes through `cloudtrain.redact` first: secret-looking environment values become `***`
+and the AWS credentials of the environment are scrubbed from text (only the output: requests keep them).
 """
 
 from __future__ import annotations
@@ -12,23 +17,43 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.redact import redact, scrub
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
 
     from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
+    from cloudtrain.build import BuildResult
+    from cloudtrain.compare import Comparison
+    from cloudtrain.config import Config
+    from cloudtrain.scaffold import Scaffold
 
 STATUS_STYLE = {"Completed": "green", "Failed": "red", "Stopped": "yellow", "Stopping": "yellow", "InProgress": "cyan"}
+
+
+def plain() -> bool:
+    """CI is set: no escape sequences at all, whatever the output is."""
+    return bool(os.environ.get("CI"))
 
 
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    plain = bool(os.environ.get("CI"))
-    return Console(stderr=stderr, no_color=plain or None, highlight=False, soft_wrap=True)
+    off = False if plain() else None
+    return Console(
+        stderr=stderr,
+        no_color=plain() or None,
+        force_terminal=off,
+        force_interactive=off,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(json.dumps(redact(data), indent=2, sort_keys=True, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -72,7 +97,7 @@ def job_detail(info: JobInfo) -> None:
         savings = f"  spot savings {info.spot_savings_percent:.0f}%" if info.spot_savings_percent else ""
         out.print(f"  billable   {info.billable_seconds}s{savings}")
     if info.failure_reason:
-        out.print(f"  [red]failure    {info.failure_reason}[/]")
+        out.print(f"  [red]failure    {scrub(info.failure_reason)}[/]")
     for name, value in sorted(info.metrics.items()):
         out.print(f"  metric     {name} = {value:g}")
     for kind, location in sorted(info.artifacts.items()):
@@ -80,7 +105,7 @@ def job_detail(info: JobInfo) -> None:
     if info.transitions:
         out.print("  history")
         for t in info.transitions:
-            out.print(f"    {when(t.start)}  {t.status:<12} {t.message}")
+            out.print(f"    {when(t.start)}  {t.status:<12} {scrub(t.message)}")
 
 
 def log_line(event: LogEvent, out: Console | None = None) -> None:
@@ -88,7 +113,7 @@ def log_line(event: LogEvent, out: Console | None = None) -> None:
     from rich.text import Text
 
     stamp = time.strftime("%H:%M:%S", time.localtime(event.timestamp))
-    line = Text.assemble((stamp, "dim"), " ", (event.host, "cyan"), " ", event.message)
+    line = Text.assemble((stamp, "dim"), " ", (event.host, "cyan"), " ", scrub(event.message))
     (out or console()).print(line, emoji=False, markup=False)
 
 
@@ -99,20 +124,137 @@ def artifacts(found: Artifacts) -> None:
         out.print(f"  {kind:<12} {path if path else '- (none)'}")
 
 
-def eval_summary(found: Artifacts) -> None:
-    """The headline numbers of the evaluation report, when the job wrote one."""
+def evaluation(found: Artifacts) -> tuple[Path, dict[str, float | None]] | None:
+    """eval_report.json among fetched artifacts, and its accuracy and loss; None when the job wrote none."""
     report_path = found.output / "eval_report.json" if found.output else None
     if report_path is None or not report_path.is_file():
+        return None
+    try:
+        report = json.loads(report_path.read_text())
+    except ValueError:
+        report = {}
+    report = report if isinstance(report, dict) else {}
+    numbers = {k: report[k] if isinstance(report.get(k), (int, float)) else None for k in ("accuracy", "loss")}
+    return report_path, numbers
+
+
+def fetched_json(job: str, found: Artifacts) -> dict[str, Any]:
+    """fetch-model's --json document (schema `fetch-model`)."""
+    report = evaluation(found)
+    paths = {kind: str(getattr(found, kind)) if getattr(found, kind) else None for kind in ("model", "output")}
+    return {
+        "job": job,
+        **paths,
+        "checkpoints": str(found.checkpoints) if found.checkpoints else None,
+        "eval_report": str(report[0]) if report else None,
+        "evaluation": report[1] if report else None,
+    }
+
+
+def eval_summary(found: Artifacts) -> None:
+    """The headline numbers of the evaluation report, when the job wrote one."""
+    report = evaluation(found)
+    if report is None:
         return
-    report = json.loads(report_path.read_text())
+    parts = [f"{k}={v:.4f}" for k, v in report[1].items() if v is not None]
+    console().print(f"evaluation: {' '.join(parts)}  ({report[0]})")
+
+
+def next_steps(info: JobInfo) -> None:
+    """What to run next for a job in this state."""
+    job = info.name
+    if info.status == "Completed":
+        hint = f"fetch the model and evaluation report: cloudtrain fetch-model {job} --to DIR"
+    elif info.status in ("Failed", "Stopped"):
+        hint = f"see what happened: cloudtrain logs {job}"
+    elif info.status == "NotCreated":
+        return
+    else:
+        hint = f"follow it: cloudtrain logs {job} --follow   (then: cloudtrain fetch-model {job})"
+    console().print(f"next: {hint}", markup=False)
+
+
+def initialized(done: Scaffold) -> None:
+    """What init wrote, and the commands that take it to a fetched model."""
+    import shlex
+
     out = console()
-    parts = [f"{k}={report[k]:.4f}" for k in ("accuracy", "loss") if isinstance(report.get(k), (int, float))]
-    out.print(f"evaluation: {' '.join(parts)}  ({report_path})")
+    for path in done.files:
+        out.print(f"wrote {path}", markup=False)
+    spec = shlex.quote(str(done.spec))
+    steps = [
+        (f"cloudtrain validate {spec}", "check the spec"),
+        (f"cloudtrain submit {spec} --backend local --wait", "train on this machine; prints the job's name"),
+        ("cloudtrain fetch-model JOB --to model", "the model and model/output/eval_report.json"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    out.print("\nnext:", markup=False)
+    for command, why in steps:
+        out.print(f"  {command:<{width}}  # {why}", markup=False)
+    out.print(
+        f"on SageMaker: give it an IAM role (aws.role_arn in {spec}, or see cloudtrain config --help) "
+        "and use --backend sagemaker",
+        markup=False,
+    )
+
+
+def columns(rows: list[list[str]], out: Console | None = None) -> None:
+    """Rows as aligned columns, as plain text: nothing is cut to fit the width, nothing is read as markup."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        (out or console()).print(line, markup=False, emoji=False, highlight=False)
+
+
+def comparison(result: Comparison) -> None:
+    rows = [["", *(side.info.name for side in result.sides)]]
+
+    def row(label: str, values: list[Any]) -> None:
+        rows.append([label, *(_cell(v) for v in values)])
+
+    row("backend", [s.info.backend for s in result.sides])
+    row("status", [s.info.status for s in result.sides])
+    same = {True: " (same)", False: " (differs)", None: ""}[result.same_code]
+    row("code sha256" + same, [s.code_sha256[:12] if s.code_sha256 else None for s in result.sides])
+    diff = result.spec_diff
+    for field, values in diff or []:
+        row(field, values)
+    for name, values in result.metrics:
+        row(name if name.startswith("eval.") else f"metric {name}", values)
+    out = console()
+    columns(rows, out)
+    if diff == []:
+        out.print("the specs are the same")
+    for note in result.notes:
+        out.print(f"note: {note}", markup=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def settings(config: Config, sources: dict[str, tuple[str | None, str]]) -> None:
+    """`cloudtrain config`: the file, the profile, and each setting with where it comes from."""
+    from cloudtrain.config import config_path
+
+    out = console()
+    path = config.path or config_path()
+    out.print(f"config file: {path}{'' if config.path else ' (none)'}", markup=False)
+    if config.profile:
+        out.print(f"profile: {config.profile}", markup=False)
+    columns(
+        [["SETTING", "VALUE", "FROM"], *([name, value or "-", source] for name, (value, source) in sources.items())]
+    )
 
 
 def plan(plan: dict[str, Any]) -> None:
-    """A dry run: the exact request, then the cost estimate."""
+    """A dry run: the exact request (secrets shown as `***`), then the cost estimate."""
     out = console()
+    plan = redact(plan)
     request = plan.get("request", plan)
     out.print_json(json.dumps(request, default=str))
     cost = plan.get("estimated_cost_usd")
@@ -122,3 +264,19 @@ def plan(plan: dict[str, Any]) -> None:
     elif note:
         out.print(f"estimated cost: {note}")
     out.print("dry run: nothing was created")
+
+
+def build_result(result: BuildResult) -> None:
+    """What `cloudtrain build` did, or would do."""
+    out = console()
+    if result.dry_run:
+        size = f"{result.files} files, {result.context_bytes} bytes"
+        out.print(f"{result.image}: dry run; the build context ({size}) is in {result.context_dir}")
+        for command in result.commands:
+            out.print(f"  $ {command}", markup=False)
+    elif result.skipped_reason:
+        out.print(f"{result.image}: {result.skipped_reason}")
+    else:
+        out.print(f"{result.image}: {'built and pushed' if result.pushed else 'built'}")
+    for note in result.notes:
+        out.print(f"  note: {note}", markup=False)

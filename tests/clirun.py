@@ -27,6 +27,7 @@ def cloudtrain(*args: str, home: Path, env: dict[str, str] | None = None, timeou
     """`cloudtrain ARGS` with its own job home and no AWS configured unless `env` says otherwise."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDTRAIN_"))}
     base.update({"CLOUDTRAIN_HOME": str(home), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
+    base["XDG_CONFIG_HOME"] = str(home / "xdg")  # a developer's own config file never leaks into a test
     base.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-m", "cloudtrain", *args],

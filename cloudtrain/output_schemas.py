@@ -1,0 +1,274 @@
+"""JSON Schemas (draft 2020-12) of what each command prints with `--json`: the contract CI scripts rely on.
+
+`cloudtrain schema --output-of NAME` prints one; docs/ci.md describes them. Stability: within a major
+version fields are only added, never removed, renamed or retyped, so a consumer should ignore fields it
+does not know (the schemas allow them). Each schema is self-contained (its own `$defs`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+VERSION = 1
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+_STR = {"type": "string"}
+_NUM = {"type": "number"}
+_OPT_STR = {"type": ["string", "null"]}
+_OPT_NUM = {"type": ["number", "null"]}
+_STATUS = {
+    "enum": ["NotCreated", "InProgress", "Completed", "Failed", "Stopping", "Stopped"],
+    "description": "SageMaker's statuses, on every backend. NotCreated: a dry run.",
+}
+
+
+def _object(properties: dict[str, Any], description: str = "", required: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object"}
+    if description:
+        out["description"] = description
+    out["properties"] = properties
+    out["required"] = list(properties) if required is None else required
+    return out
+
+
+_TRANSITION = _object(
+    {"status": _STR, "start": _NUM, "end": _OPT_NUM, "message": _STR},
+    "One secondary-status step (SageMaker's SecondaryStatusTransitions). Times are seconds since the epoch.",
+)
+
+JOB = _object(
+    {
+        "name": {**_STR, "description": "The job name: the spec's name plus a 12-character suffix."},
+        "backend": {"enum": ["local", "sagemaker"]},
+        "status": _STATUS,
+        "secondary_status": {**_STR, "description": "SageMaker's SecondaryStatus (Starting, Training, ...)."},
+        "failure_reason": _OPT_STR,
+        "created": {**_OPT_NUM, "description": "Seconds since the epoch."},
+        "ended": _OPT_NUM,
+        "instance_type": {**_STR, "description": "'local' on the local backend."},
+        "instance_count": {"type": "integer", "minimum": 1},
+        "transitions": {"type": "array", "items": {"$ref": "#/$defs/transition"}},
+        "metrics": {
+            "type": "object",
+            "additionalProperties": _NUM,
+            "description": "The final value of each metric the spec defines (SageMaker's FinalMetricDataList).",
+        },
+        "artifacts": {
+            "type": "object",
+            "additionalProperties": _STR,
+            "description": "Where model.tar.gz, output.tar.gz and the checkpoints are: s3:// URIs, or paths locally.",
+        },
+        "billable_seconds": {"type": ["integer", "null"]},
+        "spot_savings_percent": _OPT_NUM,
+        "tags": {"type": "object", "additionalProperties": _STR},
+    },
+    "One training job.",
+)
+
+_JOB_DEFS = {"job": JOB, "transition": _TRANSITION}
+_EVALUATION = {
+    "type": ["object", "null"],
+    "description": "Headline numbers of eval_report.json; null when the job wrote none.",
+    "properties": {"accuracy": _OPT_NUM, "loss": _OPT_NUM},
+    "required": ["accuracy", "loss"],
+}
+
+
+def _schema(name: str, title: str, body: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"$schema": DRAFT, "$id": f"urn:cloudtrain:output:{name}:v{VERSION}", "title": title}
+    out.update(body)
+    if defs:
+        out["$defs"] = defs
+    return out
+
+
+_SCHEMAS: dict[str, dict[str, Any]] = {
+    "submit": _schema(
+        "submit",
+        "cloudtrain submit --json",
+        _object(
+            {
+                "job": {"$ref": "#/$defs/job"},
+                "created": {
+                    "type": "boolean",
+                    "description": "False when the idempotency key matched an existing job (or on --dry-run).",
+                },
+                "plan": {
+                    "type": "object",
+                    "description": "--dry-run only: the backend's request, uploads and cost estimate.",
+                },
+            },
+            "Printed once the job exists, whatever the exit code: with --wait, `job` is its state when the wait "
+            "ended (completed, failed, timed out or interrupted).",
+            required=["job", "created"],
+        ),
+        _JOB_DEFS,
+    ),
+    "status": _schema("status", "cloudtrain status JOB --json", {"$ref": "#/$defs/job"}, _JOB_DEFS),
+    "status-list": _schema(
+        "status-list",
+        "cloudtrain status --json",
+        {"type": "array", "items": {"$ref": "#/$defs/job"}, "description": "Recent jobs, newest first."},
+        _JOB_DEFS,
+    ),
+    "stop": _schema(
+        "stop",
+        "cloudtrain stop JOB --json",
+        {"$ref": "#/$defs/job", "description": "The job after the stop request (after it ended, with --wait)."},
+        _JOB_DEFS,
+    ),
+    "fetch-model": _schema(
+        "fetch-model",
+        "cloudtrain fetch-model JOB --json",
+        _object(
+            {
+                "job": _STR,
+                "model": {**_OPT_STR, "description": "Folder holding the extracted model.tar.gz; null if none."},
+                "output": {**_OPT_STR, "description": "Folder holding the extracted output.tar.gz; null if none."},
+                "checkpoints": _OPT_STR,
+                "eval_report": {**_OPT_STR, "description": "Path of eval_report.json; null if the job wrote none."},
+                "evaluation": _EVALUATION,
+            }
+        ),
+    ),
+    "validate": _schema(
+        "validate",
+        "cloudtrain validate SPEC... --json",
+        {
+            "type": "array",
+            "description": "One entry per spec, in the order given. Exit code 2 if any is invalid.",
+            "items": {
+                "oneOf": [
+                    _object(
+                        {"file": _STR, "name": _STR, "valid": {"const": True}},
+                        "A valid spec and its job name.",
+                    ),
+                    _object(
+                        {
+                            "file": _STR,
+                            "valid": {"const": False},
+                            "error": {**_STR, "description": "The one-line error, as on stderr."},
+                            "line": {"type": ["integer", "null"]},
+                            "field": _OPT_STR,
+                        },
+                        "An invalid spec: the first problem in it.",
+                    ),
+                ]
+            },
+        },
+    ),
+    "logs": _schema(
+        "logs",
+        "cloudtrain logs JOB --json (one document per line)",
+        _object(
+            {"timestamp": {**_NUM, "description": "Seconds since the epoch."}, "host": _STR, "message": _STR},
+            "One log line of one host. `logs --json` prints one such object per line (JSON Lines).",
+        ),
+    ),
+    "compare": _schema(
+        "compare",
+        "cloudtrain compare JOB1 JOB2 --json",
+        _object(
+            {
+                "jobs": {
+                    "type": "array",
+                    "minItems": 2,
+                    "items": _object(
+                        {
+                            "name": _STR,
+                            "backend": {"enum": ["local", "sagemaker"]},
+                            "status": _STATUS,
+                            "code_sha256": {
+                                **_OPT_STR,
+                                "description": "sha256 of the code tarball (the cloudtrain:code-sha256 tag).",
+                            },
+                            "metrics": {"type": "object", "additionalProperties": _NUM},
+                            "evaluation": {
+                                **_EVALUATION,
+                                "properties": {**_EVALUATION["properties"], "source": _STR},
+                                "required": ["accuracy", "loss", "source"],
+                            },
+                        }
+                    ),
+                },
+                "same_code": {"type": ["boolean", "null"], "description": "null when a code hash is unknown."},
+                "spec_diff": {
+                    "type": ["array", "null"],
+                    "description": "The spec fields (dotted) whose values differ, one value per job (null: not "
+                    "set); null when a job's spec is unknown.",
+                    "items": _object({"field": _STR, "values": {"type": "array"}}),
+                },
+                "metrics": {
+                    "type": "array",
+                    "description": "Each final metric and evaluation number (eval.accuracy, eval.loss), one value "
+                    "per job (null: the job has none).",
+                    "items": _object({"name": _STR, "values": {"type": "array", "items": _OPT_NUM}}),
+                },
+                "notes": {"type": "array", "items": _STR},
+            }
+        ),
+    ),
+    "config": _schema(
+        "config",
+        "cloudtrain config --json",
+        _object(
+            {
+                "path": {**_STR, "description": "Where the config file is looked for."},
+                "exists": {"type": "boolean"},
+                "profile": _OPT_STR,
+                "settings": {
+                    "type": "object",
+                    "description": "backend, region, role_arn, output_s3_uri, endpoint_url.",
+                    "additionalProperties": _object({"value": _OPT_STR, "source": _STR}),
+                },
+            }
+        ),
+    ),
+    "build": _schema(
+        "build",
+        "cloudtrain build --json",
+        _object(
+            {
+                "image": {**_STR, "description": "The image URI, <registry>/<repository>:<tag>."},
+                "repository": _STR,
+                "tag": {**_STR, "description": "16 hex characters of the build inputs' sha256."},
+                "content_hash": _STR,
+                "platform": _STR,
+                "dry_run": {"type": "boolean"},
+                "exists": {"type": ["boolean", "null"], "description": "ECR held the tag already (null: unknown)."},
+                "built": {"type": "boolean"},
+                "pushed": {"type": "boolean"},
+                "repository_created": {"type": "boolean"},
+                "builder": _OPT_STR,
+                "context_dir": {**_OPT_STR, "description": "Dry run: the folder holding exactly the context."},
+                "manifest_path": _OPT_STR,
+                "files": {"type": "integer"},
+                "context_bytes": {"type": "integer"},
+                "skipped_reason": {**_OPT_STR, "description": "Why nothing was built or pushed (e.g. in ECR already)."},
+                "commands": {
+                    "type": "array",
+                    "items": _STR,
+                    "description": "The shell lines run (dry run: that would run), in order; never with a secret.",
+                },
+                "argv": {
+                    "type": "array",
+                    "items": {"type": "array", "items": _STR},
+                    "description": "The same commands as argument lists.",
+                },
+                "notes": {"type": "array", "items": _STR},
+            },
+            "What `cloudtrain build` did, or with --dry-run would do (cloudtrain.build.BuildResult).",
+        ),
+    ),
+}
+
+
+def names() -> list[str]:
+    """The commands (and variants) that have an output schema."""
+    return list(_SCHEMAS)
+
+
+def output_schema(name: str) -> dict[str, Any]:
+    """A copy of one output schema; KeyError for an unknown name."""
+    return copy.deepcopy(_SCHEMAS[name])

@@ -1,0 +1,210 @@
+"""`cloudtrain init`: a job spec, a training script and a small data set that run as they are.
+
+The script trains a small classifier with `cloudtrain.runtime` on CSV files, one folder per data channel;
+the data is a synthetic set of labelled clusters written here, so there is nothing to download.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudtrain.errors import UserError
+
+DEFAULT_NAME = "my-training-job"
+SPEC_FILE = "job.yaml"
+CENTRES = ((0.0, 0.0, 0.0, 0.0), (3.0, 3.0, 0.0, 0.0), (0.0, 3.0, 3.0, 0.0))  # one cluster per class
+TRAIN_ROWS = 600
+EVAL_ROWS = 150
+
+SPEC = """\
+# A cloudtrain job spec, written by `cloudtrain init`. Paths are relative to this file; every field
+# left out has a default, and a misspelled field is an error. `cloudtrain schema` prints them all.
+#
+#   cloudtrain validate {spec}                       check it
+#   cloudtrain submit {spec} --backend local --wait  train on this machine (same contract as SageMaker)
+#   cloudtrain fetch-model JOB                       download the model and the evaluation report
+
+name: {name}
+
+code:
+  source_dir: code         # shipped to every instance
+  entry_point: train.py    # run as `python train.py --epochs 5 --batch_size 64 --learning_rate 0.01`
+  # requirements: requirements.txt   # pip-installed first (AWS's TensorFlow image has numpy already)
+
+resources:
+  instance_type: ml.m5.large   # CPU is plenty for this model; ml.g5.xlarge for a GPU
+  instance_count: 2            # workers, with MultiWorkerMirroredStrategy; TF_CONFIG is set up for you
+  max_runtime: 30m
+
+distribution:
+  strategy: multi_worker_mirrored
+
+# Each channel is a local folder (uploaded to S3 on SageMaker) or an s3:// URI; the script reads
+# channel NAME from $SM_CHANNEL_NAME. Put your own CSV files here (the label in the last column).
+data:
+  train: data/train
+  eval: data/eval
+
+environment:
+  TF_CPP_MIN_LOG_LEVEL: "2"   # quieter TensorFlow logs (values are strings: quote numbers)
+
+hyperparameters:
+  epochs: 5
+  batch_size: 64        # global: split across all workers
+  learning_rate: 0.01
+
+# Read from the chief's log lines (`epoch=3 loss=0.1234 accuracy=0.9500 val_loss=... val_accuracy=...`).
+metrics:
+  - name: loss
+    regex: '(?<![a-z_])loss=([0-9.eE+-]+)'
+  - name: accuracy
+    regex: '(?<![a-z_])accuracy=([0-9.eE+-]+)'
+  - name: val_loss
+    regex: '(?<![a-z_])val_loss=([0-9.eE+-]+)'
+  - name: val_accuracy
+    regex: '(?<![a-z_])val_accuracy=([0-9.eE+-]+)'
+"""
+
+TRAIN = '''\
+"""Train a small classifier on the CSV files of the `train` and `eval` channels, on one worker or many.
+
+Written by `cloudtrain init`, with a synthetic data set (labelled clusters) in data/. Bring your own data in
+the same layout (CSV files with a header row, numeric features, an integer label 0..N-1 in the last column)
+and change the model as you like. `cloudtrain.runtime` reads the SageMaker environment, so the script runs
+unchanged on the local backend and on SageMaker; it ships inside the code tarball, nothing to install.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from cloudtrain.runtime import TrainingEnv, fit, make_strategy, report_failures, save_model, write_report
+
+
+def load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every *.csv in the folder: features, then the label in the last column."""
+    files = sorted(Path(folder).glob("*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no .csv files in {folder}")
+    rows = np.concatenate([np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2) for f in files])
+    return rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64)
+
+
+def main() -> None:
+    env = TrainingEnv.from_environ()  # hosts, channels, hyperparameters, output folders, TF_CONFIG
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=env.hp("epochs", 5))
+    parser.add_argument("--batch_size", type=int, default=env.hp("batch_size", 64))
+    parser.add_argument("--learning_rate", type=float, default=env.hp("learning_rate", 0.01))
+    args, _ = parser.parse_known_args()  # SageMaker may add arguments of its own
+
+    x, y = load(env.channel("train"))
+    x_eval, y_eval = load(env.channel("eval"))
+    classes = int(max(y.max(), y_eval.max())) + 1
+
+    strategy = make_strategy(env)  # before any other TensorFlow work
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = tf.keras.Sequential(
+            [
+                tf.keras.Input(shape=(x.shape[1],), name="features"),
+                tf.keras.layers.Dense(32, activation="relu"),
+                tf.keras.layers.Dense(classes),  # logits
+            ]
+        )
+        optimizer = tf.keras.optimizers.Adam(args.learning_rate)
+
+    result = fit(
+        model,
+        optimizer,
+        tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        train=(x, y),
+        eval=(x_eval, y_eval),
+        epochs=args.epochs,
+        global_batch_size=args.batch_size,
+        env=env,
+        strategy=strategy,
+    )
+    save_model(model, env)  # every worker must call it; the chief's copy lands in the model folder
+    write_report(result, env, class_names=[f"class {i}" for i in range(classes)])  # eval_report.json
+
+
+if __name__ == "__main__":
+    with report_failures():  # an error becomes the job's failure reason
+        main()
+'''
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    """What `init` wrote: the folder, the spec and every file."""
+
+    folder: Path
+    spec: Path
+    name: str
+    files: tuple[Path, ...]
+
+
+def job_name(folder: Path, name: str | None) -> str:
+    """The given name (checked), else one made from the folder's name."""
+    from cloudtrain.spec import JOB_NAME_MAX, NAME_PATTERN
+
+    if name is not None:
+        if not re.match(NAME_PATTERN, name) or len(name) > JOB_NAME_MAX:
+            raise UserError(
+                f"--name {name!r}: use letters, digits and hyphens (at most {JOB_NAME_MAX}), "
+                "starting and ending with a letter or digit"
+            )
+        return name
+    made = re.sub(r"[^A-Za-z0-9]+", "-", folder.resolve().name).strip("-").lower()[:JOB_NAME_MAX].strip("-")
+    return made or DEFAULT_NAME
+
+
+def dataset(rows: int, seed: int) -> str:
+    """CSV text of `rows` points scattered around CENTRES, labelled with their centre, and a header row."""
+    rng = random.Random(seed)
+    lines = [",".join([*(f"x{i}" for i in range(len(CENTRES[0]))), "label"])]
+    for n in range(rows):
+        label = n % len(CENTRES)
+        point = [f"{rng.gauss(mu, 1.0):.4f}" for mu in CENTRES[label]]
+        lines.append(",".join([*point, str(label)]))
+    return "\n".join(lines) + "\n"
+
+
+def plan_files(folder: Path, name: str) -> dict[Path, str]:
+    return {
+        folder / SPEC_FILE: SPEC.format(name=name, spec=SPEC_FILE),
+        folder / "code" / "train.py": TRAIN,
+        folder / "data" / "train" / "train.csv": dataset(TRAIN_ROWS, seed=1),
+        folder / "data" / "eval" / "eval.csv": dataset(EVAL_ROWS, seed=2),
+    }
+
+
+def init(folder: str | Path = ".", *, name: str | None = None, force: bool = False) -> Scaffold:
+    """Write the spec, the script and the data under `folder`; existing files are kept unless `force`."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder")
+    job = job_name(folder, name)
+    files = plan_files(folder, job)
+    existing = [p for p in files if p.exists() or p.is_symlink()]
+    if folders := [p for p in existing if p.is_dir() and not p.is_symlink()]:
+        raise UserError(f"{folders[0]} is a folder; init writes a file there")
+    if existing and not force:
+        shown = ", ".join(str(p) for p in existing)
+        raise UserError(f"not overwriting {shown} (--force to replace)")
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path in existing:
+            path.unlink()  # a link is replaced, never the file it points to
+        with open(path, "x", encoding="utf-8") as f:  # "x": never through a link planted meanwhile
+            f.write(text)
+    return Scaffold(folder=folder, spec=folder / SPEC_FILE, name=job, files=tuple(files))
