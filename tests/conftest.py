@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.sagemaker_control_plane import ControlPlane
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,3 +62,29 @@ def aws_endpoint(_moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path_fa
     monkeypatch.setenv("AWS_CONFIG_FILE", str(nowhere / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere / "credentials"))
     return _moto_server
+
+
+# --- SageMaker's control plane on loopback, in front of moto: the SageMaker backend's end-to-end tests --------
+
+
+SAGEMAKER_ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+
+
+@pytest.fixture
+def sagemaker_endpoint(
+    aws_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """A SageMaker control plane that really runs jobs (tests/sagemaker_control_plane.py), moto behind it.
+
+    AWS_ENDPOINT_URL points at it (it forwards S3, Logs, STS ... to moto) and CLOUDTRAIN_ROLE_ARN is set;
+    on teardown every job it started is killed.
+    """
+    from tests.sagemaker_control_plane import ControlPlane
+
+    plane = ControlPlane(aws_endpoint, tmp_path_factory.mktemp("sagemaker-control-plane")).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", plane.url)
+    monkeypatch.setenv("CLOUDTRAIN_ROLE_ARN", SAGEMAKER_ROLE)
+    try:
+        yield plane
+    finally:
+        plane.close()
