@@ -118,12 +118,9 @@ def resolve_image(
     if image.kind == "uri":
         return ImageChoice(str(image.uri), "image.uri")
     if image.kind == "build":
-        if built_uri:
-            return ImageChoice(built_uri, "cloudtrain build")
-        raise UserError(
-            "image.build needs `cloudtrain build` (not yet implemented): build and push the image yourself "
-            "and set image.uri instead"
-        )
+        if built_uri is None:  # a programming error: the backend resolves image.build before asking
+            raise ValueError("image.build: pass the URI that cloudtrain.build made (built_uri)")
+        return ImageChoice(built_uri, "cloudtrain build")
     version = image.version
     processor(instance_type)  # validates the instance type before any SDK is imported
     sdk = _sdk() if use_sdk else None

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import jsonschema
@@ -40,6 +40,10 @@ from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
 from cloudtrain.output_schemas import output_schema
 from cloudtrain.packaging import runtime_files
 from cloudtrain.spec import JobSpec, load_spec
+from tests.clirun import cloudtrain as run_cli
+
+if TYPE_CHECKING:
+    from tests.sagemaker_control_plane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "123456789012"  # moto's
@@ -788,3 +792,24 @@ def test_real_engine_builds_exactly_the_staged_context(aws_endpoint: str, tmp_pa
     assert members["src/link"].issym() and members["src/link"].linkname == "pkg/mod.py"
     assert members["src/empty"].isdir()
     assert members["src/pkg/mod.py"].mode & 0o777 == 0o755 and members["Dockerfile"].mode & 0o777 == 0o644
+
+
+def test_submit_builds_and_pushes_a_missing_image_first_then_trains_with_it(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, fake_docker: FakeDocker
+) -> None:
+    sagemaker_endpoint.run_jobs = False  # only the request matters here
+    spec = small_project(tmp_path / "project")
+    aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "CLOUDTRAIN_ROLE_ARN"}
+
+    first = run_cli("submit", str(spec), "--backend", "sagemaker", "--json", home=tmp_path / "home", env=aws)
+    assert first.code == 0, first.err
+    assert [c["argv"][0] for c in fake_docker.calls()][-3:] == ["buildx", "login", "push"]
+    pushed = fake_docker.calls()[-1]["argv"][1]
+    (request,) = [r.json() for r in sagemaker_endpoint.calls("CreateTrainingJob")]
+    assert request["AlgorithmSpecification"]["TrainingImage"] == pushed
+
+    fake_docker.reset()  # the tag is in ECR now: a second submit builds nothing
+    again = run_cli("submit", str(spec), "--backend", "sagemaker", "--json", home=tmp_path / "home", env=aws)
+    assert again.code == 0, again.err
+    assert [c["argv"][0] for c in fake_docker.calls()] == []
+    assert sagemaker_endpoint.calls("CreateTrainingJob")[-1].json()["AlgorithmSpecification"]["TrainingImage"] == pushed

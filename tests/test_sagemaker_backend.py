@@ -602,7 +602,7 @@ def test_image_uri_and_build() -> None:
     )
     assert given.uri == "123456789012.dkr.ecr.us-east-1.amazonaws.com/mine:1" and given.source == "image.uri"
     build = ImageSpec.model_construct(framework_version=None, py_version=None, uri=None, build=object())
-    with pytest.raises(UserError, match="cloudtrain build"):
+    with pytest.raises(ValueError, match="built_uri"):
         resolve_image(build, "us-east-1", "ml.g5.xlarge")
     assert resolve_image(build, "us-east-1", "ml.g5.xlarge", built_uri="x/y:z").uri == "x/y:z"
 
