@@ -621,6 +621,18 @@ class SageMakerBackend:
             return str(uri)
         return spec.checkpoints.s3_uri or output.join(job_name, "checkpoints").uri
 
+    @staticmethod
+    def _built_image(session: AwsSession, spec: JobSpec, *, dry_run: bool, offline: bool) -> str | None:
+        """`image.build`'s content-hash URI; a real submit first builds and pushes it when ECR lacks the tag."""
+        if spec.image.kind != "build":
+            return None
+        from cloudtrain.build import ensure_image
+        from cloudtrain.build_context import image_reference
+
+        if dry_run:
+            return image_reference(spec, OFFLINE_ACCOUNT if offline else session.account_id(), session.region)
+        return ensure_image(spec, session=session)
+
     def _prepare(
         self,
         session: AwsSession,
@@ -641,7 +653,8 @@ class SageMakerBackend:
             raise UserError(f"job name {job_name!r}: SageMaker wants 1-63 letters, digits and hyphens")
         role = self._role(spec)
         region = session.region
-        image = resolve_image(spec.image, region, spec.resources.instance_type)
+        built = self._built_image(session, spec, dry_run=dry_run, offline=offline)
+        image = resolve_image(spec.image, region, spec.resources.instance_type, built_uri=built)
         output, bucket_exists = self._output_prefix(session, spec, offline=offline)
         checkpoint_uri = self._checkpoint_uri(session, spec, job_name, output, resume_from)
         notes: list[str] = []
