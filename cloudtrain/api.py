@@ -229,7 +229,23 @@ def backend_name_for(job: str | None, backend: str | None = None, config: Config
 
 def _backend_for(job: str | None, backend: str | None, aws: AwsOptions, config: Config | None) -> Backend:
     cfg = config if config is not None else Config.load()
-    return open_backend(backend_name_for(job, backend, cfg), aws=cfg.aws_options(aws))
+    name = backend_name_for(job, backend, cfg)
+    return open_backend(name, aws=cfg.aws_options(aws, _recorded_settings(name, job)))
+
+
+def _recorded_settings(backend: str, job: str | None) -> Settings:
+    """The AWS settings of the spec a job was submitted with, so `status JOB` reaches the region it runs in."""
+    if job is None or backend == "local":
+        return Settings()
+    from cloudtrain.backends import cloudtrain_home
+    from cloudtrain.errors import JobNotFound
+    from cloudtrain.store import JobStore
+
+    try:
+        aws = JobStore(cloudtrain_home()).get(backend, job).spec.get("aws") or {}
+    except JobNotFound:
+        return Settings()
+    return Settings(region=aws.get("region"), role_arn=aws.get("role_arn"), endpoint_url=aws.get("endpoint_url"))
 
 
 def status(

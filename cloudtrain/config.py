@@ -198,9 +198,10 @@ class Config:
         """Without a spec: the command line, then the environment, then the config file."""
         return cli.over(self.env).over(self.from_file)
 
-    def aws_options(self, cli: AwsOptions) -> AwsOptions:
-        """AWS options for a command without a spec."""
-        merged = self.defaults(Settings(region=cli.region, role_arn=cli.role_arn, endpoint_url=cli.endpoint_url))
+    def aws_options(self, cli: AwsOptions, recorded: Settings = Settings()) -> AwsOptions:
+        """AWS options for a command without a spec; `recorded` is the job's spec as submitted, if known."""
+        given = Settings(region=cli.region, role_arn=cli.role_arn, endpoint_url=cli.endpoint_url)
+        merged = given.over(self.env).over(recorded).over(self.from_file)
         return replace(cli, region=merged.region, role_arn=merged.role_arn, endpoint_url=merged.endpoint_url)
 
     def fallback_backend(self) -> str | None:

@@ -278,6 +278,21 @@ def test_retried_submit_with_an_idempotency_key_creates_one_job(
     assert [j["name"] for j in listed.json()] == [first.json()["job"]["name"]]
 
 
+def test_later_commands_reach_the_region_the_job_was_submitted_to(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
+) -> None:
+    sagemaker_endpoint.run_jobs = False
+    spec = write_job(tmp_path, TINY)
+    region = ["--set", "aws.region=us-east-1"]
+    submitted = ct("submit", str(spec), "--backend", "sagemaker", *region, "--json", home=home)
+    assert submitted.code == 0, submitted.err
+    job = submitted.json()["job"]["name"]
+    no_region = {k: v for k, v in aws_env().items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    status = cloudtrain("status", job, "--json", home=home, env=no_region)  # the spec's region was recorded
+    assert status.code == 0, status.err
+    assert status.json()["name"] == job
+
+
 def test_tiny_job_runs_on_two_hosts_with_logs_metrics_and_model(
     sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
 ) -> None:
