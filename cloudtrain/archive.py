@@ -93,44 +93,90 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _check_member(member: tarfile.TarInfo, archive: str) -> None:
+def _check_member(member: tarfile.TarInfo, archive: str, links: set[PurePosixPath]) -> None:
+    """Refuse what could write outside the extraction folder; `links` are the archive's symlinks seen so far."""
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts or member.name.startswith(("/", "\\")):
         raise UserError(f"{archive}: refusing unsafe path {member.name!r}")
     if member.isdev() or member.isfifo():
         raise UserError(f"{archive}: refusing device or fifo entry {member.name!r}")
+    if any(parent in links for parent in name.parents):
+        # A path through a symlink goes wherever the link points: lexical checks cannot follow it.
+        raise UserError(f"{archive}: refusing {member.name!r}, which goes through a link in the archive")
     if member.issym() or member.islnk():
         target = PurePosixPath(member.linkname)
-        resolved = target if member.islnk() else name.parent / target
-        if target.is_absolute() or ".." in PurePosixPath(os.path.normpath(resolved.as_posix())).parts:
+        start = PurePosixPath() if member.islnk() else name.parent
+        if target.is_absolute() or not _stays_inside(start, target, links):
             raise UserError(f"{archive}: refusing link {member.name!r} -> {member.linkname!r} outside the archive")
+        if member.issym():
+            links.add(name)
+
+
+def _stays_inside(start: PurePosixPath, target: PurePosixPath, links: set[PurePosixPath]) -> bool:
+    """Whether `target`, followed from folder `start`, stays inside the archive without passing through a symlink.
+
+    A link to a link is fine (each was checked on its own); a path that goes on from a link is not.
+    """
+    parts = [p for p in start.parts if p != "."]
+    for i, part in enumerate(target.parts):
+        if part == "..":
+            if not parts:
+                return False
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+            if i < len(target.parts) - 1 and PurePosixPath(*parts) in links:
+                return False
+    return True
+
+
+@contextlib.contextmanager
+def writing_to(dest: Path) -> Iterator[None]:
+    """OS errors while writing under dest (disk full, no permission, a file in the way) as one UserError.
+
+    Exit code 2: the destination the user chose cannot take the files; the same command will not work
+    until they free space or choose another folder.
+    """
+    try:
+        yield
+    except OSError as e:
+        raise UserError(f"cannot write to {dest}: {e.strerror or type(e).__name__}") from None
 
 
 def safe_extract(archive: Path, dest: Path) -> Path:
-    """Extract a .tar.gz into dest (replacing it) via a temporary folder; refuse unsafe entries."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
-    try:
+    """Extract a .tar.gz into dest (replacing it) via a temporary folder; refuse unsafe entries.
+
+    dest is left as it was on any failure: a refused entry, a broken archive, a full disk.
+    """
+    with writing_to(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
         try:
-            with tarfile.open(archive, "r:*") as tar:
-                members = tar.getmembers()
-                for member in members:
-                    _check_member(member, archive.name)
-                tar.extractall(tmp, members=members, filter="data")
-        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise UserError(f"{archive.name}: not a readable tar.gz archive ({e})") from None
-        except tarfile.FilterError as e:  # pragma: no cover - our own checks come first
-            raise UserError(f"{archive.name}: refusing unsafe entry ({e})") from None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                with tarfile.open(archive, "r:*") as tar:
+                    members = tar.getmembers()
+                    links: set[PurePosixPath] = set()
+                    for member in members:
+                        _check_member(member, archive.name, links)
+                    tar.extractall(tmp, members=members, filter="data")
+            except tarfile.FilterError as e:  # tarfile's own check, behind ours
+                raise UserError(f"{archive.name}: refusing unsafe entry ({e})") from None
+            except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+                raise UserError(f"{archive.name}: not a readable tar.gz archive ({e})") from None
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(dest, old)
+                try:
+                    os.replace(tmp, dest)
+                except OSError:
+                    os.replace(old, dest)
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

@@ -7,14 +7,13 @@ they write (a status transition appends to a JSON list) take the write lock firs
 `BEGIN IMMEDIATE`, so no concurrent update is lost.
 
 Secrets never reach the file: environment values of the spec whose names look secret are stored as
-`***`, and the spec digest is taken of the redacted spec.
+`***` (`cloudtrain.redact`), and the spec digest is taken of the redacted spec.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -25,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.base import TERMINAL, JobInfo, Transition
 from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound
+from cloudtrain.redact import REDACTED as REDACTED  # re-exported: what a redacted value reads
+from cloudtrain.redact import redact_environment
 
 if TYPE_CHECKING:
     from cloudtrain.spec import JobSpec
 
 DB_NAME = "jobs.db"
 BUSY_TIMEOUT_S = 30.0
-REDACTED = "***"
-SECRET_NAME = re.compile(r"(_KEY|_SECRET|_TOKEN)$|PASSWORD", re.IGNORECASE)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -66,10 +65,7 @@ _VALUES = f"({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
 
 def redact_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a JSON spec whose secret-looking environment values are `***`."""
-    out = dict(spec)
-    env = out.get("environment") or {}
-    out["environment"] = {k: REDACTED if SECRET_NAME.search(k) else v for k, v in env.items()}
-    return out
+    return {**spec, "environment": redact_environment(spec.get("environment") or {})}
 
 
 def spec_digest(spec: Mapping[str, Any]) -> str:
