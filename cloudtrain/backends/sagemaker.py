@@ -20,6 +20,7 @@ import hashlib
 import heapq
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cloudtrain.archive import atomic_path, safe_extract
+from cloudtrain.archive import atomic_path, safe_extract, writing_to
 from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, translate_errors
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound, UserError
@@ -79,6 +80,11 @@ LARGE_PART_SIZE = 16 << 20
 LARGE_OBJECT = 1 << 30
 READ_CHUNK = 1 << 20
 OFFLINE_ACCOUNT = "ACCOUNT-ID"
+# A response body cut short (connection dropped mid-way): retried this many times in all, with full-jitter
+# backoff from BACKOFF_S doubling up to BACKOFF_MAX_S, then reported as a lost connection (exit 3).
+BODY_ATTEMPTS = 5
+BACKOFF_S = 0.25
+BACKOFF_MAX_S = 4.0
 
 
 # --- the request --------------------------------------------------------------------------------
@@ -430,9 +436,10 @@ class _Downloader:
         self.s3, self.workers, self.progress = s3, workers, progress
 
     def _part(self, obj: _Object, tmp: Path, start: int, end: int) -> None:
+        """One ranged GET into its place in tmp; a body cut short is fetched again (botocore does not retry reads)."""
         from botocore.exceptions import ClientError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
 
-        for attempt in range(3):
+        for attempt in range(1, BODY_ATTEMPTS + 1):
             written = 0
             try:
                 kwargs: dict[str, Any] = {
@@ -457,10 +464,14 @@ class _Downloader:
                 finally:
                     os.close(fd)
                     body.close()
-            except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError):
+            except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError) as e:
                 self.progress.add(-written)
-                if attempt == 2:
-                    raise
+                if attempt == BODY_ATTEMPTS:
+                    raise BackendUnavailable(
+                        f"lost the connection downloading {obj.location.uri} (bytes {start}-{end}) "
+                        f"{BODY_ATTEMPTS} times in a row ({type(e).__name__}): try again later"
+                    ) from None
+                time.sleep(_backoff(attempt))
                 continue
             if written != end - start + 1:
                 raise CloudtrainError(f"{obj.location.uri}: short read of bytes {start}-{end}")
@@ -488,6 +499,62 @@ class _Downloader:
                 pool.shutdown(wait=True, cancel_futures=True)
             for obj, tmp in temps:
                 _verify(obj, tmp)
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to wait before attempt + 1: full jitter under an exponential cap."""
+    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt))
+
+
+def _whole_body_read(operation: Any) -> bool:
+    """Whether botocore reads this operation's response body whole (not GetObject's stream, nor a HEAD's none)."""
+    return not (
+        operation is None
+        or operation.has_streaming_output
+        or operation.has_event_stream_output
+        or operation.http.get("method") == "HEAD"
+    )
+
+
+def _cut_short(headers: Mapping[str, str], body: bytes) -> bool:
+    expected = headers.get("content-length", "")
+    return expected.isdigit() and len(body) < int(expected)
+
+
+def _parse_cut_short_as_unavailable(response_dict: dict[str, Any], operation_model: Any = None, **_: Any) -> None:
+    """A botocore `before-parse` handler: a body cut short is not parsed (as invalid XML it fails, as partial
+    JSON it passes for a result without its fields) but taken as a bodiless 503, for `_retry_cut_short`."""
+    body = response_dict.get("body")
+    if _whole_body_read(operation_model) and isinstance(body, bytes) and _cut_short(response_dict["headers"], body):
+        response_dict["status_code"], response_dict["body"] = 503, b""
+
+
+def _retry_cut_short(response: Any = None, operation: Any = None, attempts: int = 1, **_: Any) -> float | None:
+    """A botocore `needs-retry` handler: retry a response whose body was cut short, then call it a lost connection.
+
+    botocore reads bodies with urllib3's length check off, so a connection dropped mid-response (a FIN, or
+    TLS closed without close_notify) is otherwise taken for a whole response. (GetObject's streamed body is
+    not touched here: `_Downloader` checks it as it reads.)
+    """
+    if response is None or not _whole_body_read(operation) or not _cut_short(response[0].headers, response[0].content):
+        return None
+    if attempts >= BODY_ATTEMPTS:
+        from botocore.exceptions import ConnectionClosedError
+
+        raise ConnectionClosedError(endpoint_url=response[0].url)
+    return _backoff(attempts)
+
+
+def _swap_in(new: Path, dest: Path) -> None:
+    """Put `new` (a file or a folder) at `dest`, replacing what is there (a folder via a rename aside)."""
+    if new.is_dir() and dest.exists() and not dest.is_symlink():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, dest)
 
 
 def _relative_key(prefix: str, key: str) -> str | None:
@@ -548,7 +615,11 @@ class SageMakerBackend:
     def _session(self, spec: JobSpec | None = None) -> AwsSession:
         settings = self._settings(spec)
         if settings not in self._sessions:
-            self._sessions[settings] = AwsSession(settings)
+            session = AwsSession(settings)
+            events = session.boto_session.events
+            events.register("before-parse", _parse_cut_short_as_unavailable, unique_id="cloudtrain-parse-cut-short")
+            events.register("needs-retry", _retry_cut_short, unique_id="cloudtrain-retry-cut-short")
+            self._sessions[settings] = session
         return self._sessions[settings]
 
     def _role(self, spec: JobSpec) -> str:
@@ -764,9 +835,13 @@ class SageMakerBackend:
             try:
                 session.client("sagemaker").create_training_job(**plan.request)
             except ClientError as e:
-                if error_code(e) == "ResourceInUse":
+                if error_code(e) != "ResourceInUse":
+                    raise
+                # Taken since the check above: by this very request, if botocore sent it again after its answer
+                # was lost (the job carries this request's tags: spec and code digests), else by someone else.
+                info = self._info(session, job_name)
+                if not {t["Key"]: t["Value"] for t in plan.request["Tags"]}.items() <= info.tags.items():
                     raise JobExists(job_name) from None
-                raise
             self.last_plan = plan
             return self._info(session, job_name)
 
@@ -913,45 +988,45 @@ class SageMakerBackend:
         """model.tar.gz and output.tar.gz downloaded beside and extracted into dest/model, dest/output;
         the checkpoints prefix mirrored into dest/checkpoints. A missing one gives None.
 
+        Everything is downloaded and extracted in a staging folder in dest first, then swapped in: a fetch
+        that fails (a dropped connection, a full disk, a refused archive) leaves dest as it was.
         on_progress(done_bytes, total_bytes) is called from the download threads.
         """
         session = self._session()
         dest = Path(dest)
-        with translate_errors(session.where):
+        with translate_errors(session.where), writing_to(dest):  # a full disk is one line, not a traceback
             raw = self._describe_raw(session, job_name)
             uris = artifact_uris(raw)
             s3 = session.client("s3")
-            tarballs: dict[str, _Object] = {}
-            for kind in ("model", "output"):
-                if kind in uris:
-                    obj = _head(s3, S3Location.parse(uris[kind]), dest / f"{kind}.tar.gz")
-                    if obj is not None:
-                        tarballs[kind] = obj
-            checkpoints: list[_Object] = []
-            staging = None
-            checkpoint_dir = None
+            dest.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".fetch.", suffix=".part", dir=dest))
             try:
+                tarballs: dict[str, _Object] = {}
+                for kind in ("model", "output"):
+                    if kind in uris:
+                        obj = _head(s3, S3Location.parse(uris[kind]), staging / f"{kind}.tar.gz")
+                        if obj is not None:
+                            tarballs[kind] = obj
+                checkpoints: list[_Object] = []
                 if "checkpoints" in uris:
-                    dest.mkdir(parents=True, exist_ok=True)
-                    staging = Path(tempfile.mkdtemp(prefix=".checkpoints.", suffix=".part", dir=dest))
-                    checkpoints = self._list_objects(s3, S3Location.parse(uris["checkpoints"]), staging)
+                    location = S3Location.parse(uris["checkpoints"])
+                    checkpoints = self._list_objects(s3, location, staging / "checkpoints")
                 objects = [*tarballs.values(), *checkpoints]
                 progress = Progress(sum(o.size for o in objects), on_progress)
                 if objects:
                     _Downloader(s3, self.download_workers, progress).fetch(objects)
-                extracted = {kind: safe_extract(obj.dest, dest / kind) for kind, obj in tarballs.items()}
-                if staging is not None and checkpoints:
-                    checkpoint_dir = dest / "checkpoints"
-                    old = dest / ".checkpoints.old"
-                    shutil.rmtree(old, ignore_errors=True)
-                    if checkpoint_dir.exists():
-                        os.replace(checkpoint_dir, old)
-                    os.replace(staging, checkpoint_dir)
-                    shutil.rmtree(old, ignore_errors=True)
+                for kind, obj in tarballs.items():
+                    safe_extract(obj.dest, staging / kind)
+                names = [*tarballs, *(f"{kind}.tar.gz" for kind in tarballs), *(["checkpoints"] if checkpoints else [])]
+                for name in names:
+                    _swap_in(staging / name, dest / name)
             finally:
-                if staging is not None:
-                    shutil.rmtree(staging, ignore_errors=True)
-        return Artifacts(model=extracted.get("model"), output=extracted.get("output"), checkpoints=checkpoint_dir)
+                shutil.rmtree(staging, ignore_errors=True)
+        return Artifacts(
+            model=dest / "model" if "model" in tarballs else None,
+            output=dest / "output" if "output" in tarballs else None,
+            checkpoints=dest / "checkpoints" if checkpoints else None,
+        )
 
     @staticmethod
     def _list_objects(s3: Any, prefix: S3Location, into: Path) -> list[_Object]:
