@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     pass
 
 
+from cloudtrain.redact import is_secret_name
 from cloudtrain.spec import PATTERN_HELP, FieldError, JobSpec, format_duration, parse_duration
 from cloudtrain.spec_source import Loc, SourceMap, SpecLoader, dotted_path, kind_of, one_line, short
 
@@ -203,12 +204,19 @@ def spec_error(exc: ValidationError, data: Any, source: SourceMap, file: str, fr
             if loc[: len(path)] == path or _common(loc, path) > depth:
                 where, line, raw = "--set", None, text if loc == path else None
                 break
-        if len(problems) > 1 and all(p.union_member for p in problems):
+        if _is_secret(loc):
+            message = f"expected a string (got {kind_of(value)}; the value is not shown: the name looks secret)"
+        elif len(problems) > 1 and all(p.union_member for p in problems):
             message = _union_message(problems, value, raw)
         else:
             message = _message(problems[0], value, raw)
         found.append((where == "--set", line or 0, SpecError(where, line, dotted_path(loc) or None, message)))
     return min(found, key=lambda f: (f[0], f[1]))[2]
+
+
+def _is_secret(loc: Loc) -> bool:
+    """An environment entry whose name looks secret: its value never appears in an error."""
+    return len(loc) == 2 and loc[0] == "environment" and is_secret_name(str(loc[1]))
 
 
 def _problem(error: Any, data: Any) -> _Problem:

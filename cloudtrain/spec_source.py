@@ -382,7 +382,12 @@ def one_line(text: str) -> str:
 
 
 def dotted_path(path: Loc) -> str:
-    return ".".join(str(p) for p in path)
+    """A field's place as one short line, whatever its keys hold (newlines, line separators, megabytes)."""
+    return ".".join(short(_printable(str(p))) for p in path)
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 _KEY_LINE = re.compile(r"""^("[^"]*"|'[^']*'|[^\s#'"{}\[\],&*!|>%@`-][^#]*?|-[^\s#][^#]*?)\s*:(?:\s|$)""")

@@ -126,9 +126,6 @@ def load_or_error(path: Path) -> JobSpec | SpecError:
         return e
 
 
-@pytest.mark.xfail(
-    strict=True, reason="SpecError shows a field's keys as written; spec_source.dotted_path should escape and shorten"
-)
 @pytest.mark.parametrize(
     "key",
     [

@@ -232,11 +232,6 @@ def test_an_error_that_echoes_the_credentials_does_not_show_them(aws_endpoint: s
     assert leaked(failed) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec_errors repeats the value as written ('got 86753091; put it in quotes'); for a secret-looking "
-    "environment name it should not (spec_errors.py is outside this change's files)",
-)
 def test_a_secret_of_the_wrong_type_is_not_repeated_in_the_error(tmp_path: Path) -> None:
     """`DB_PASSWORD: 86753091` (unquoted: a number) is an error that says so without repeating the value."""
     spec = project(tmp_path)
