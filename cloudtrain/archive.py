@@ -158,26 +158,44 @@ def safe_extract(archive: Path, dest: Path) -> Path:
                     links: set[PurePosixPath] = set()
                     for member in members:
                         _check_member(member, archive.name, links)
-                    tar.extractall(tmp, members=members, filter="data")
+                    # tarfile's own "data" filter backs ours up where Python has it (3.10.12+, 3.11.4+).
+                    extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                    tar.extractall(tmp, members=members, **extra)
             except tarfile.FilterError as e:  # tarfile's own check, behind ours
                 raise UserError(f"{archive.name}: refusing unsafe entry ({e})") from None
             except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
                 raise UserError(f"{archive.name}: not a readable tar.gz archive ({e})") from None
-            if dest.exists():
-                old = dest.with_name(f".{dest.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(dest, old)
-                try:
-                    os.replace(tmp, dest)
-                except OSError:
-                    os.replace(old, dest)
-                    raise
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, dest)
+            swap_in(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def swap_in(new: Path, dest: Path) -> None:
+    """Put `new` (a file or a folder) at `dest`, replacing what is there; on failure dest is as it was."""
+    if not (new.is_dir() and dest.exists() and not dest.is_symlink()):
+        os.replace(new, dest)
+        return
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(dest, old)
+    try:
+        os.replace(new, dest)
+    except OSError:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_folder(dest: Path) -> Iterator[Path]:
+    """A scratch folder inside dest (same filesystem, so `swap_in` is a rename), removed afterwards."""
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".fetch.", suffix=".part", dir=dest))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def bytes_tarball(files: dict[str, bytes]) -> bytes:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extract
+from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extract, staging_folder, swap_in, writing_to
 from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
@@ -208,19 +208,24 @@ class LocalBackend:
             time.sleep(LOG_POLL_S)
 
     def fetch_artifacts(self, job_name: str, dest: Path) -> Artifacts:
-        """Extract model.tar.gz and output.tar.gz, and copy the chief's checkpoints, under dest (safely)."""
+        """Extract model.tar.gz and output.tar.gz, and copy the chief's checkpoints, under dest (safely).
+
+        All of it is staged inside dest first and then swapped in, so a failed fetch leaves dest as it was.
+        """
         self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
         job_dir = self.job_dir(job_name)
         dest = Path(dest)
-
-        def extract(archive: str, folder: str) -> Path | None:
-            return safe_extract(job_dir / archive, dest / folder) if (job_dir / archive).is_file() else None
-
-        checkpoints = job_dir / "hosts" / CHIEF / "checkpoints"
+        with writing_to(dest), staging_folder(dest) as staging:
+            found = [kind for kind in ("model", "output") if (job_dir / f"{kind}.tar.gz").is_file()]
+            for kind in found:
+                safe_extract(job_dir / f"{kind}.tar.gz", staging / kind)
+            chief_checkpoints = job_dir / "hosts" / CHIEF / "checkpoints"
+            if _copy_tree_safely(chief_checkpoints, staging / "checkpoints", scratch=job_dir) is not None:
+                found.append("checkpoints")
+            for name in found:
+                swap_in(staging / name, dest / name)
         return Artifacts(
-            model=extract("model.tar.gz", "model"),
-            output=extract("output.tar.gz", "output"),
-            checkpoints=_copy_tree_safely(checkpoints, dest / "checkpoints", scratch=job_dir),
+            **{kind: dest / kind if kind in found else None for kind in ("model", "output", "checkpoints")}
         )
 
 

@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -34,7 +33,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cloudtrain.archive import atomic_path, safe_extract, writing_to
+from cloudtrain.archive import atomic_path, safe_extract, staging_folder, swap_in, writing_to
 from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, translate_errors
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound, UserError
@@ -545,18 +544,6 @@ def _retry_cut_short(response: Any = None, operation: Any = None, attempts: int 
     return _backoff(attempts)
 
 
-def _swap_in(new: Path, dest: Path) -> None:
-    """Put `new` (a file or a folder) at `dest`, replacing what is there (a folder via a rename aside)."""
-    if new.is_dir() and dest.exists() and not dest.is_symlink():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(new, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, dest)
-
-
 def _relative_key(prefix: str, key: str) -> str | None:
     """A checkpoint object's path below the prefix, or None for folder markers; refuses escapes."""
     rel = key[len(prefix) :].lstrip("/") if prefix else key
@@ -998,9 +985,7 @@ class SageMakerBackend:
             raw = self._describe_raw(session, job_name)
             uris = artifact_uris(raw)
             s3 = session.client("s3")
-            dest.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".fetch.", suffix=".part", dir=dest))
-            try:
+            with staging_folder(dest) as staging:
                 tarballs: dict[str, _Object] = {}
                 for kind in ("model", "output"):
                     if kind in uris:
@@ -1019,9 +1004,7 @@ class SageMakerBackend:
                     safe_extract(obj.dest, staging / kind)
                 names = [*tarballs, *(f"{kind}.tar.gz" for kind in tarballs), *(["checkpoints"] if checkpoints else [])]
                 for name in names:
-                    _swap_in(staging / name, dest / name)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+                    swap_in(staging / name, dest / name)
         return Artifacts(
             model=dest / "model" if "model" in tarballs else None,
             output=dest / "output" if "output" in tarballs else None,
