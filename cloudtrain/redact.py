@@ -42,6 +42,14 @@ def credentials(environ: Mapping[str, str] | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The AWS credentials and every secret-looking variable's value in the environment, longest first."""
+    env = os.environ if environ is None else environ
+    values = set(credentials(env))
+    values.update(v for k, v in env.items() if is_secret_name(k) and len(v) >= _MIN_SCRUBBED)
+    return sorted(values, key=len, reverse=True)
+
+
 def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
     """text without the AWS credentials of the environment."""
     for value in credentials(environ):

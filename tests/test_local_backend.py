@@ -425,3 +425,14 @@ def test_two_processes_write_records_at_once(tmp_path: Path) -> None:
     assert min(spans["a"]) < max(spans["b"]) and min(spans["b"]) < max(spans["a"])  # they really overlapped
     with sqlite3.connect(tmp_path / "jobs.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_secret_the_script_prints_is_masked_in_its_log_stream(
+    backend: LocalBackend, home: Path, tmp_path: Path
+) -> None:
+    script = "import os\nprint('connecting with', os.environ['DB_PASSWORD'], flush=True)\n"
+    spec = make_spec(tmp_path, script, environment={"DB_PASSWORD": "correct-horse-battery"})
+    backend.submit(spec, "prints-secret")
+    wait_done(backend, "prints-secret")
+    assert [e.message for e in backend.logs("prints-secret") if "connecting" in e.message] == ["connecting with ***"]
+    assert not any(b"correct-horse-battery" in p.read_bytes() for p in home.rglob("*.jsonl"))

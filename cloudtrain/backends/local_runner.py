@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cloudtrain.archive import atomic_path, tar_directory
+from cloudtrain.redact import REDACTED, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX
 from cloudtrain.store import JobStore
 
@@ -174,11 +175,17 @@ class MetricTracker:
 
 
 def pump_output(worker: Worker, log_path: Path, on_line: Callable[[str], None] | None) -> None:
-    """Copy a worker's merged stdout+stderr to its log stream, one flushed `{"t", "m"}` JSON line per line."""
+    """Copy a worker's merged stdout+stderr to its log stream, one flushed `{"t", "m"}` JSON line per line.
+
+    A secret the script prints (a value of a secret-looking environment variable) is written as `***`.
+    """
     assert worker.proc.stdout is not None
+    secrets = secret_values()
     with open(log_path, "ab") as out:
         for raw in worker.proc.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            for value in secrets:
+                line = line.replace(value, REDACTED)
             out.write(json.dumps({"t": time.time(), "m": line}).encode() + b"\n")
             out.flush()
             if line.strip():
