@@ -1,0 +1,101 @@
+"""Rows `help` and `status`: start-up cost of the CLI against the AWS CLI's."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from benchlib.aws import CountingProxy
+from benchlib.context import Context, write_spec
+from benchlib.core import AWS, CLOUDTRAIN, Row, Stats, interleave, ratio_text
+
+
+def help_row(ctx: Context) -> Row:
+    env = ctx.base_env
+    ct = [str(CLOUDTRAIN), "--help"]
+    aws = [AWS, "--version"]
+    runs = ctx.runs(15, 3)
+    ctx.log(f"help: {runs} interleaved runs of `cloudtrain --help` and `aws --version`")
+    first = ctx.processes.run(ct, env=env).check("cloudtrain --help")
+    if "Usage" not in first.out:
+        raise RuntimeError("cloudtrain --help printed no usage")
+    results = interleave(
+        [
+            ("cloudtrain", lambda: ctx.processes.run(ct, env=env).check("cloudtrain --help").wall),
+            ("aws", lambda: ctx.processes.run(aws, env=env).check("aws --version").wall),
+        ],
+        runs,
+    )
+    a, b = Stats.of(results["cloudtrain"]), Stats.of(results["aws"])
+    ratio, text = ratio_text(results["cloudtrain"], results["aws"])
+    return Row(
+        name="help",
+        title="`cloudtrain --help` wall time",
+        figure=a.fmt(),
+        against=f"`aws --version` {b.fmt()}",
+        ratio=text,
+        target="≤ 0.25x",
+        met=ratio <= 0.25,
+        commands=[f"{CLOUDTRAIN} --help", f"{AWS} --version"],
+        details=["Both read no AWS configuration and make no request; this is interpreter start plus imports."],
+        data={"cloudtrain_s": results["cloudtrain"], "aws_s": results["aws"], "ratio": ratio},
+    )
+
+
+def status_row(ctx: Context) -> Row:
+    moto = ctx.moto()
+    home = ctx.folder("status-home")
+    code = ctx.folder("status-code")
+    (code / "train.py").write_text("print('bench')\n")
+    spec = write_spec(code.parent / "status-spec.json", name="bench-status", source_dir=code, backend="sagemaker")
+    env = ctx.aws_env(moto.url, home)
+    job = ctx.submit(spec, env)
+    ct = [str(CLOUDTRAIN), "status", job, "--json"]
+    aws = [AWS, "sagemaker", "describe-training-job", "--training-job-name", job]
+    for cmd in (ct, aws):
+        out = ctx.processes.run(cmd, env=env).check(" ".join(cmd[:3]))
+        json.loads(out.out)  # both print one JSON document
+    calls = {name: _calls(ctx, cmd, home, moto.url) for name, cmd in (("cloudtrain", ct), ("aws", aws))}
+    runs = ctx.runs(11, 3)
+    ctx.log(f"status: {runs} interleaved runs of `cloudtrain status` and `aws sagemaker describe-training-job`")
+    results = interleave(
+        [
+            ("cloudtrain", lambda: ctx.processes.run(ct, env=env).check("cloudtrain status").wall),
+            ("aws", lambda: ctx.processes.run(aws, env=env).check("aws describe-training-job").wall),
+        ],
+        runs,
+    )
+    a, b = Stats.of(results["cloudtrain"]), Stats.of(results["aws"])
+    ratio, text = ratio_text(results["cloudtrain"], results["aws"])
+    return Row(
+        name="status",
+        title="`cloudtrain status JOB --json` wall time",
+        figure=a.fmt(),
+        against=f"`aws sagemaker describe-training-job` {b.fmt()}",
+        ratio=text,
+        target="≤ 1.0x",
+        met=ratio <= 1.0,
+        commands=[f"AWS_ENDPOINT_URL={moto.url} {' '.join(ct)}", f"AWS_ENDPOINT_URL={moto.url} {' '.join(aws)}"],
+        details=[
+            "Endpoint: moto's server on loopback, started by the bench; the job was made with `cloudtrain submit`.",
+            f"Requests per call (through a counting proxy, untimed): cloudtrain {_fmt_calls(calls['cloudtrain'])}; "
+            f"aws {_fmt_calls(calls['aws'])}.",
+        ],
+        data={"cloudtrain_s": results["cloudtrain"], "aws_s": results["aws"], "ratio": ratio, "calls": calls},
+    )
+
+
+def _calls(ctx: Context, cmd: list[str], home: Path, upstream: str) -> dict[str, int]:
+    """Which AWS requests one run of cmd makes (an extra, untimed run through a counting proxy)."""
+    proxy = CountingProxy(upstream)
+    try:
+        env = ctx.aws_env(proxy.url, home)
+        ctx.processes.run(cmd, env=env).check(" ".join(cmd[:3]))
+        return dict(Counter(s.operation for s in proxy.seen))
+    finally:
+        proxy.close()
+
+
+def _fmt_calls(calls: dict[str, int]) -> str:
+    return ", ".join(f"{op}x{n}" if n > 1 else op for op, n in sorted(calls.items())) or "none"

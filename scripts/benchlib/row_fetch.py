@@ -1,0 +1,156 @@
+"""Row `fetch`: fetch-model of a 1 GB model.tar.gz (download and extract) against `aws s3 cp` then `tar -xzf`.
+
+The model is made once per bench run: random (incompressible) bytes in a SavedModel-like layout, streamed into
+a tarfile with gzip level 1. The job is a real cloudtrain submit to moto; its model.tar.gz is answered by the
+bench's proxy from the local file (moto reads a whole object per ranged GET, which would measure moto). Both
+clients use the same endpoint, and between runs the outputs are deleted and the page cache is synced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+from benchlib.aws import CountingProxy
+from benchlib.context import Context, write_spec
+from benchlib.core import AWS, CLOUDTRAIN, Row, Run, Stats, interleave, ratio_text
+from benchlib.profiling import top_functions
+
+MIB = 1 << 20
+PEAK_RSS_LIMIT_MB = 150
+SMALL_FILES = {"1/saved_model.pb": 512 << 10, "1/fingerprint.pb": 64, "1/variables/variables.index": 24 << 10}
+SHARDS = 2
+
+
+class _RandomReader:
+    """A file-like object of `size` random bytes (for tarfile.addfile)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return os.urandom(n)
+
+
+def make_model(path: Path, payload: int) -> dict[str, int]:
+    """model.tar.gz with `payload` random bytes in all, as SageMaker packs /opt/ml/model; the files and sizes."""
+    files = dict(SMALL_FILES)
+    bulk = payload - sum(files.values())
+    for i in range(SHARDS):
+        files[f"1/variables/variables.data-{i:05d}-of-{SHARDS:05d}"] = bulk // SHARDS + (bulk % SHARDS if i == 0 else 0)
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        tar.copybufsize = 1 << 20
+        for name, size in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = size
+            info.mtime = int(time.time())
+            tar.addfile(info, _RandomReader(size))  # type: ignore[arg-type]
+    return files
+
+
+def _check(folder: Path, files: dict[str, int], what: str) -> None:
+    for name, size in files.items():
+        got = (folder / name).stat().st_size if (folder / name).is_file() else -1
+        if got != size:
+            raise RuntimeError(f"{what}: {name} has {got} bytes, expected {size}")
+
+
+def _reset(*folders: Path) -> None:
+    """Outputs gone and dirty pages written (untimed), so no run pays for the previous one's writeback."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    os.sync()
+
+
+def run(ctx: Context) -> Row:
+    moto = ctx.moto()
+    work = ctx.folder("fetch")
+    payload = (64 if ctx.quick else 1024) * MIB
+    tarball = work / "model.tar.gz"
+    ctx.log(f"fetch: making a {payload / MIB:.0f} MiB model.tar.gz (random bytes, gzip level 1)")
+    began = time.perf_counter()
+    files = make_model(tarball, payload)
+    size = tarball.stat().st_size
+    ctx.log(f"fetch: made {size / MIB:.0f} MiB in {time.perf_counter() - began:.1f} s")
+
+    proxy = CountingProxy(moto.url)
+    ctx.stack.callback(proxy.close)
+    home = ctx.folder("fetch-home")
+    env = ctx.aws_env(proxy.url, home)
+    code = ctx.folder("fetch-code")
+    (code / "train.py").write_text("print('bench')\n")
+    job = ctx.submit(write_spec(work / "spec.json", name="bench-fetch", source_dir=code, backend="sagemaker"), env)
+    status = ctx.cloudtrain("status", job, "--json", env=env).check("cloudtrain status")
+    model_uri = json.loads(status.out)["artifacts"]["model"]
+    bucket, key = model_uri.removeprefix("s3://").split("/", 1)
+    proxy.serve(bucket, key, tarball)
+
+    ct_out, aws_out = work / "out-cloudtrain", work / "out-aws"
+    ct_cmd = [str(CLOUDTRAIN), "fetch-model", job, "--to", str(ct_out)]
+    cp_cmd = [AWS, "s3", "cp", "--only-show-errors", model_uri, str(aws_out / "model.tar.gz")]
+    tar_cmd = ["tar", "-xzf", str(aws_out / "model.tar.gz"), "-C", str(aws_out / "model")]
+
+    def cloudtrain() -> tuple[float, int]:
+        """Wall time and peak RSS in KB."""
+        _reset(ct_out)
+        run = ctx.processes.run(ct_cmd, env=env, timeout=1800).check("cloudtrain fetch-model")
+        _check(ct_out / "model", files, "cloudtrain fetch-model")
+        return run.wall, run.maxrss_kb
+
+    def aws() -> tuple[float, float, int, int]:
+        """aws s3 cp's and tar's wall times and peak RSS in KB."""
+        _reset(aws_out)
+        (aws_out / "model").mkdir(parents=True)
+        cp: Run = ctx.processes.run(cp_cmd, env=env, timeout=1800).check("aws s3 cp")
+        tar: Run = ctx.processes.run(tar_cmd, env=env, timeout=1800).check("tar -xzf")
+        _check(aws_out / "model", files, "aws s3 cp + tar")
+        return cp.wall, tar.wall, cp.maxrss_kb, tar.maxrss_kb
+
+    runs = ctx.runs(5, 2)
+    ctx.log(f"fetch: {runs} interleaved runs of cloudtrain fetch-model and aws s3 cp + tar -xzf")
+    results = interleave([("cloudtrain", cloudtrain), ("aws", aws)], runs)
+    _reset(ct_out, aws_out)
+    ct_runs: list[tuple[float, int]] = results["cloudtrain"]
+    aws_runs: list[tuple[float, float, int, int]] = results["aws"]
+    ct_walls = [r[0] for r in ct_runs]
+    aws_walls = [r[0] + r[1] for r in aws_runs]
+    ratio, text = ratio_text(aws_walls, ct_walls)  # throughput ratio = inverse of the time ratio
+    ct_thr = Stats.of([size / w / MIB for w in ct_walls])
+    aws_thr = Stats.of([size / w / MIB for w in aws_walls])
+    peak = max(r[1] for r in ct_runs) / 1024
+    details = [
+        f"model.tar.gz: {size / MIB:.0f} MiB ({len(files)} files, random bytes, gzip level 1); times are download "
+        "and extraction together, throughput is the tarball's size over that time.",
+        f"cloudtrain: {Stats.of(ct_walls).fmt()}; peak RSS {peak:.0f} MB (max over runs, wait4 of the process).",
+        f"aws s3 cp + tar: {Stats.of(aws_walls).fmt()}; aws s3 cp {Stats.of([r[0] for r in aws_runs]).fmt()}, "
+        f"tar -xzf {Stats.of([r[1] for r in aws_runs]).fmt()}; peak RSS aws {max(r[2] for r in aws_runs) / 1024:.0f}"
+        f" MB, tar {max(r[3] for r in aws_runs) / 1024:.0f} MB.",
+    ]
+    _reset(ct_out)
+    profile = top_functions(ctx.processes, ct_cmd[1:], env, work, count=7)
+    _reset(ct_out)
+    details.append(
+        "cloudtrain, one profiled run (its main thread: waiting for the download threads, then "
+        "extracting): " + "; ".join(profile)
+    )
+    return Row(
+        name="fetch",
+        title=f"fetch-model of a {size / 2**30:.2f} GiB model.tar.gz (download + extract)",
+        figure=f"{ct_thr.fmt('MiB/s')}; peak RSS {peak:.0f} MB",
+        against=f"`aws s3 cp` + `tar -xzf` {aws_thr.fmt('MiB/s')}",
+        ratio=text,
+        target=f"≥ 1.0x throughput, peak RSS < {PEAK_RSS_LIMIT_MB} MB",
+        met=ratio >= 1.0 and peak < PEAK_RSS_LIMIT_MB,
+        commands=[
+            f"AWS_ENDPOINT_URL=<proxy in front of moto> {' '.join(ct_cmd)}",
+            f"AWS_ENDPOINT_URL=<same> {' '.join(cp_cmd)} && {' '.join(tar_cmd)}",
+        ],
+        details=details,
+        data={"cloudtrain": ct_runs, "aws": aws_runs, "size": size},
+    )

@@ -1,0 +1,78 @@
+"""Row `runtime`: examples/s of the digits model through cloudtrain's runtime against a plain Keras `model.fit`.
+
+Three variants, each in a fresh process, interleaved: plain Keras (no strategy), the runtime's `fit` under a
+one-worker MultiWorkerMirroredStrategy (what a one-instance digits job runs: the headline) and the runtime's
+`fit` without a strategy (its training loop alone). See fit_driver.py.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from benchlib.context import Context
+from benchlib.core import VENV_PY, Row, Stats, interleave, ratio_text
+
+DRIVER = Path(__file__).with_name("fit_driver.py")
+TARGET = 0.95
+MODES = ("keras", "runtime-mwms", "runtime")
+
+
+def run(ctx: Context) -> Row:
+    data = ctx.ensure_digits()
+    epochs = 3 if ctx.quick else 12
+    env = {**ctx.base_env, "CUDA_VISIBLE_DEVICES": ""}
+
+    def variant(mode: str) -> tuple[str, Any]:
+        cmd = [VENV_PY, DRIVER, mode, "--data", data, "--epochs", str(epochs)]
+
+        def once() -> dict[str, Any]:
+            out = ctx.processes.run(cmd, env=env, timeout=900).check(f"fit_driver {mode}")
+            return dict(json.loads(out.out.strip().splitlines()[-1]))
+
+        return mode, once
+
+    runs = ctx.runs(5, 1)
+    ctx.log(f"runtime: {runs} interleaved runs each of {', '.join(MODES)} ({epochs} epochs of digits)")
+    results = interleave([variant(m) for m in MODES], runs)
+    steady = {m: [r["steady_examples_per_s"] for r in results[m]] for m in MODES}
+    whole = {m: [r["examples_per_s"] for r in results[m]] for m in MODES}
+    first = {m: statistics.median(r["first_epoch_s"] for r in results[m]) for m in MODES}
+    ratio, text = ratio_text(steady["runtime-mwms"], steady["keras"])
+    _, loop_text = ratio_text(steady["runtime"], steady["keras"])
+    _, whole_text = ratio_text(whole["runtime-mwms"], whole["keras"])
+    _, whole_loop_text = ratio_text(whole["runtime"], whole["keras"])
+    accuracy = {m: statistics.median(r["val_accuracy"] for r in results[m]) for m in MODES}
+    examples = results["keras"][0]["examples"]
+
+    def fmt(values: list[float]) -> str:
+        return Stats.of(values).fmt("examples/s", digits=5)
+
+    return Row(
+        name="runtime",
+        title="examples/s of the digits model through cloudtrain's runtime, one worker",
+        figure=f"{fmt(steady['runtime-mwms'])} steady; whole {epochs}-epoch fit "
+        f"{statistics.median(whole['runtime-mwms']):.0f} examples/s",
+        against=f"plain Keras `model.fit` {fmt(steady['keras'])} steady; whole fit "
+        f"{statistics.median(whole['keras']):.0f} examples/s",
+        ratio=f"{text}; whole fit {whole_text}",
+        target=f"≥ {TARGET:g}x (steady)",
+        met=ratio >= TARGET,
+        commands=[f"{VENV_PY} scripts/benchlib/fit_driver.py {m} --data {data} --epochs {epochs}" for m in MODES],
+        details=[
+            f"{epochs} epochs of {examples} examples, batch 64, the eval split evaluated every epoch by both, the "
+            "runtime also checkpointing every epoch. Steady: examples per median epoch of epochs 2.."
+            f"{epochs}, an epoch timed from one epoch end to the next (Keras's on_epoch_end, the runtime's epoch "
+            "line), so it holds training, evaluation and the runtime's checkpoint. Whole fit: the `fit` call, "
+            "first-epoch tracing included; TensorFlow's import is excluded from both.",
+            "Headline: the runtime under a one-worker MultiWorkerMirroredStrategy, what a one-instance digits job "
+            "runs (the spec's strategy is multi_worker_mirrored, so the launcher sets a one-worker TF_CONFIG).",
+            f"The runtime's loop without a strategy: {fmt(steady['runtime'])} steady, {loop_text} of Keras; "
+            f"whole fit {whole_loop_text}.",
+            "First epoch (tracing, then one epoch) medians: " + ", ".join(f"{m} {first[m]:.2f} s" for m in MODES) + ".",
+            "Final eval accuracy (median): " + ", ".join(f"{m} {a:.3f}" for m, a in accuracy.items()) + ".",
+        ],
+        data={"results": results, "ratio": ratio},
+    )
