@@ -63,7 +63,8 @@ def test_two_workers_submit_status_logs_fetch(tmp_path: Path, digits: list[str])
 
 def test_killed_worker_fails_the_job_and_resume_continues(tmp_path: Path, digits: list[str]) -> None:
     home = tmp_path / "home"
-    epochs = ["--set", "hyperparameters.epochs=40"]
+    # Small batches make each epoch long enough (about half a second) for the kill to land mid-run.
+    epochs = ["--set", "hyperparameters.epochs=40", "--set", "hyperparameters.batch_size=8"]
     first = cloudtrain("submit", SPEC, "--backend", "local", *digits, *epochs, "--json", home=home)
     job = first.json()["job"]["name"]
 

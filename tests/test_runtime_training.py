@@ -219,8 +219,12 @@ class ClusterRunner:
         return [_finish(p, log) for p, log in zip(self.processes, self.logs, strict=True)]
 
     def kill(self) -> None:
-        for process in self.processes:
-            _kill(process)
+        """SIGKILL every worker first, then reap: a survivor must not see its peer go and write a failure."""
+        alive = [p for p in self.processes if p.poll() is None]
+        for process in alive:
+            os.killpg(process.pid, signal.SIGKILL)
+        for process in alive:
+            process.wait()
 
 
 def _report(root: Path) -> dict[str, object]:
@@ -279,7 +283,8 @@ def test_one_worker_trains_then_resumes(code: Path, data: Path, tmp_path: Path) 
 @pytest.mark.slow
 def test_two_workers_survive_a_kill(cluster: ClusterRunner) -> None:
     """MultiWorkerMirroredStrategy on 2 workers at the spec's settings; both killed mid-run, then restarted."""
-    args = ["--epochs", "12", *SPEC_ARGS]
+    # Small batches make each epoch last long enough for the kill to land mid-run.
+    args = ["--epochs", "12", "--batch_size", "8", "--learning_rate", "0.001"]
     cluster.start(args)
     cluster.wait_for(r"^epoch=3 ")
     cluster.kill()
