@@ -1,20 +1,30 @@
-"""boto3 sessions and clients for cloudtrain, and the translation of AWS failures into cloudtrain errors.
+"""AWS sessions and clients for cloudtrain (botocore), and the translation of AWS failures into cloudtrain errors.
 
-boto3 is imported inside functions only: `cloudtrain --help` must not pay its ~0.6 s import. Settings
-come, strongest first, from the CLI, the spec's `aws:` section, then whatever boto3 itself reads
-(`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, config files), which we leave to boto3 rather than
-re-implement. Every client has adaptive retries and botocore's parameter validation (never disabled).
+botocore is imported inside functions only: `cloudtrain --help` must not pay its ~0.5 s import. Sessions
+are botocore's own (boto3's adds nothing cloudtrain's clients use, and importing it costs another ~25 ms,
+s3transfer included, on paths such as `status` that never upload). Settings
+come, strongest first, from the CLI, the spec's `aws:` section, then whatever botocore itself reads
+(`AWS_DEFAULT_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, config files), which we leave to botocore rather
+than re-implement. Every client has adaptive retries and botocore's parameter validation (never disabled).
 
 Failures to reach AWS at all (no credentials, no region, endpoint unreachable, credentials rejected)
 become one-line `BackendUnavailable` errors (exit 3); other AWS errors become one-line
 `CloudtrainError`s. Messages never carry secrets: they are built from error codes and endpoint hosts,
 and scrubbed of the credential values found in the environment.
+
+There is no reachability probe: a command sends only the requests it needs (`status` is one
+DescribeTrainingJob). An unreachable endpoint still fails fast: until a session has had its first
+answer, a connection failure (refused, unknown host, connect timeout) is tried `CONNECT_ATTEMPTS`
+times, not the ten adaptive attempts with backoff that a flaky network deserves once AWS has answered.
+Every session also retries answers cut short (a body shorter than its Content-Length), which botocore
+would otherwise parse as a whole answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cloudtrain import __version__
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
+from cloudtrain.redact import scrub
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -31,9 +42,16 @@ if TYPE_CHECKING:
     from cloudtrain.spec import AwsSpec
 
 RETRIES = {"mode": "adaptive", "max_attempts": 10}
-# The reachability probe fails fast: with adaptive retries a closed port would take about a minute
-# of backoff to report, which is no way to tell a user the endpoint is wrong.
-PROBE_RETRIES = {"mode": "standard", "max_attempts": 2}
+# Before a session's first answer, a connection failure is tried this often in all: with adaptive retries
+# a closed port would take about a minute of backoff to report, no way to tell a user the endpoint is wrong.
+CONNECT_ATTEMPTS = 2
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 60
+# An answer cut short (connection dropped mid-way) is tried this many times in all, with full-jitter
+# backoff from BACKOFF_S doubling up to BACKOFF_MAX_S, then reported as a lost connection (exit 3).
+BODY_ATTEMPTS = 5
+BACKOFF_S = 0.25
+BACKOFF_MAX_S = 4.0
 
 _CREDENTIAL_CODES = frozenset(
     {
@@ -46,9 +64,9 @@ _CREDENTIAL_CODES = frozenset(
         "AuthFailure",
         "RequestExpired",
         "InvalidToken",
+        "InvalidSignatureException",
     }
 )
-_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
 @dataclass(frozen=True)
@@ -74,14 +92,14 @@ class AwsSettings:
         return cls(region=aws.region, profile=aws.profile, endpoint_url=aws.endpoint_url)
 
 
-def client_config(*, probe: bool = False, max_pool_connections: int = 16) -> Config:
+def client_config(*, max_pool_connections: int = 16) -> Config:
     """The botocore Config of every cloudtrain client (parameter validation stays on)."""
     from botocore.config import Config
 
     return Config(
-        retries=dict(PROBE_RETRIES if probe else RETRIES),  # type: ignore[arg-type]
-        connect_timeout=5 if probe else 10,
-        read_timeout=20 if probe else 60,
+        retries=dict(RETRIES),  # type: ignore[arg-type]
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
         max_pool_connections=max_pool_connections,
         user_agent_extra=f"cloudtrain/{__version__}",
         parameter_validation=True,
@@ -90,31 +108,55 @@ def client_config(*, probe: bool = False, max_pool_connections: int = 16) -> Con
 
 @dataclass
 class AwsSession:
-    """One boto3 session with its clients; probes reachability (STS GetCallerIdentity) once, on first use.
+    """One botocore session with its clients (cached by service) and the caller's account (asked once).
 
-    Instances hold their own clients and caller identity: there is no module-level state.
+    Instances hold their own clients, account and "has AWS answered yet": there is no module-level state.
     """
 
     settings: AwsSettings = field(default_factory=AwsSettings)
     _session: Any = field(default=None, init=False, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _account: str | None = field(default=None, init=False, repr=False)
+    _answered: bool = field(default=False, init=False, repr=False)
 
     @property
     def boto_session(self) -> Any:
         if self._session is None:
-            import boto3
+            import botocore.session
             from botocore.exceptions import ProfileNotFound
 
+            session = botocore.session.Session(profile=self.settings.profile)
             try:
-                self._session = boto3.Session(region_name=self.settings.region, profile_name=self.settings.profile)
+                if self.settings.profile:
+                    session.get_scoped_config()  # an unknown profile: said here, as one line
+                if self.settings.region:
+                    session.set_config_variable("region", self.settings.region)
             except ProfileNotFound:
                 raise UserError(f"AWS profile {self.settings.profile!r} not found in the AWS config files") from None
+            session.register("before-parse", _parse_cut_short_as_unavailable, unique_id="cloudtrain-parse-cut-short")
+            session.register("needs-retry", _retry_cut_short, unique_id="cloudtrain-retry-cut-short")
+            session.register("needs-retry", self._fail_fast, unique_id="cloudtrain-connect-fail-fast")
+            self._session = session
         return self._session
+
+    def _fail_fast(
+        self, response: Any = None, caught_exception: BaseException | None = None, attempts: int = 1, **_: Any
+    ) -> None:
+        """A botocore `needs-retry` handler: give up on a connection failure before AWS ever answered.
+
+        Raising ends the retries whatever the retry handler decided; once any answer came back, connection
+        failures are taken as a flaky network and retried as usual.
+        """
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        if response is not None:
+            self._answered = True
+        elif isinstance(caught_exception, BotoConnectionError) and not self._answered and attempts >= CONNECT_ATTEMPTS:
+            raise caught_exception
 
     @property
     def region(self) -> str:
-        region = self.boto_session.region_name
+        region = self.boto_session.get_config_variable("region")
         if not region:
             raise BackendUnavailable("no AWS region: set aws.region in the spec, --region, or AWS_REGION")
         return region
@@ -126,31 +168,71 @@ class AwsSession:
         if url:
             return f"AWS at {_display_url(url)}"
         try:
-            region = self.boto_session.region_name
+            region = self.boto_session.get_config_variable("region")
         except CloudtrainError:
             region = None
         return f"AWS in {region}" if region else "AWS"
 
-    def _make_client(self, service: str, config: Config) -> Any:
-        with translate_errors(self.where):
-            return self.boto_session.client(
-                service, region_name=self.region, endpoint_url=self.settings.endpoint_url, config=config
-            )
-
     def client(self, service: str) -> Any:
-        """A cached client of the service; the first one probes that AWS is reachable at all."""
+        """A cached client of the service (no request is made to create it)."""
         if service not in self._clients:
-            self.account_id()
-            self._clients[service] = self._make_client(service, client_config())
+            with translate_errors(self.where):
+                self._clients[service] = self.boto_session.create_client(
+                    service, region_name=self.region, endpoint_url=self.settings.endpoint_url, config=client_config()
+                )
         return self._clients[service]
 
     def account_id(self) -> str:
-        """The caller's account, from STS with a fail-fast client; also the reachability probe."""
+        """The caller's account (STS GetCallerIdentity, once per session)."""
         if self._account is None:
-            sts = self._make_client("sts", client_config(probe=True))
+            sts = self.client("sts")
             with translate_errors(self.where, "STS GetCallerIdentity"):
                 self._account = str(sts.get_caller_identity()["Account"])
         return self._account
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before attempt + 1: full jitter under an exponential cap."""
+    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt))
+
+
+def _whole_body_read(operation: Any) -> bool:
+    """Whether botocore reads this operation's response body whole (not GetObject's stream, nor a HEAD's none)."""
+    return not (
+        operation is None
+        or operation.has_streaming_output
+        or operation.has_event_stream_output
+        or operation.http.get("method") == "HEAD"
+    )
+
+
+def _cut_short(headers: Mapping[str, str], body: bytes) -> bool:
+    expected = headers.get("content-length", "")
+    return expected.isdigit() and len(body) < int(expected)
+
+
+def _parse_cut_short_as_unavailable(response_dict: dict[str, Any], operation_model: Any = None, **_: Any) -> None:
+    """A botocore `before-parse` handler: a body cut short is not parsed (as invalid XML it fails, as partial
+    JSON it passes for a result without its fields) but taken as a bodiless 503, for `_retry_cut_short`."""
+    body = response_dict.get("body")
+    if _whole_body_read(operation_model) and isinstance(body, bytes) and _cut_short(response_dict["headers"], body):
+        response_dict["status_code"], response_dict["body"] = 503, b""
+
+
+def _retry_cut_short(response: Any = None, operation: Any = None, attempts: int = 1, **_: Any) -> float | None:
+    """A botocore `needs-retry` handler: retry a response whose body was cut short, then call it a lost connection.
+
+    botocore reads bodies with urllib3's length check off, so a connection dropped mid-response (a FIN, or
+    TLS closed without close_notify) is otherwise taken for a whole response. (GetObject's streamed body is
+    not touched here: the SageMaker backend's downloader checks it as it reads.)
+    """
+    if response is None or not _whole_body_read(operation) or not _cut_short(response[0].headers, response[0].content):
+        return None
+    if attempts >= BODY_ATTEMPTS:
+        from botocore.exceptions import ConnectionClosedError
+
+        raise ConnectionClosedError(endpoint_url=response[0].url)
+    return backoff(attempts)
 
 
 def aws_configured(environ: Mapping[str, str] | None = None, home: Path | None = None) -> bool:
@@ -183,12 +265,9 @@ def aws_configured(environ: Mapping[str, str] | None = None, home: Path | None =
 
 
 def one_line(text: str, limit: int = 300) -> str:
-    """Collapse whitespace, drop secrets, shorten: error text shown to users is one line."""
-    text = " ".join(str(text).split())
-    for name in _SECRET_ENV:
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, "***")
+    """Collapse whitespace, drop secrets (the environment's AWS credentials, URL userinfo), shorten: error text
+    shown to users is one line."""
+    text = scrub(" ".join(str(text).split()))
     text = re.sub(r"(https?://)[^/@\s]+@", r"\1", text)  # userinfo in URLs
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -1,8 +1,9 @@
 """`cloudtrain compare`: jobs side by side: the spec fields that differ, the code hash, metrics and evaluation.
 
 The spec is the one cloudtrain recorded at submit (secret-looking environment values redacted); a SageMaker
-job submitted from another machine has none here. The code hash is the sha256 of the code tarball: the
-`cloudtrain:code-sha256` tag on SageMaker, the job folder's `sourcedir.tar.gz` locally. The evaluation is read
+job submitted from another machine has none here. The code hash is the code digest of `cloudtrain.packaging`
+(a sha256 of what the code tarball holds: names, modes and contents): the `cloudtrain:code-sha256` tag on
+SageMaker, computed from the job folder's `sourcedir.tar.gz` locally. The evaluation is read
 from eval_report.json: fetched already (`./JOB/output/`), else from the job's output.tar.gz.
 """
 
@@ -108,7 +109,8 @@ def side(be: Backend, job: str, *, aws: AwsOptions, fetched: Path | None, notes:
     from cloudtrain.errors import JobNotFound
     from cloudtrain.store import JobStore
 
-    info = be.describe(job)
+    # SageMaker's describe leaves the tags out unless asked (they cost a ListTags call): the code digest is one.
+    info = be.describe(job, tags=True) if be.name == "sagemaker" else be.describe(job)  # type: ignore[call-arg]
     try:
         spec: dict[str, Any] | None = JobStore(cloudtrain_home()).get(be.name, job).spec
     except JobNotFound:
@@ -117,7 +119,7 @@ def side(be: Backend, job: str, *, aws: AwsOptions, fetched: Path | None, notes:
     job_dir = be.job_dir(job) if isinstance(be, LocalBackend) else None
     if job_dir is not None:
         tarball = job_dir / "sourcedir.tar.gz"
-        code = _sha256(tarball) if tarball.is_file() else None
+        code = _code_digest(tarball) if tarball.is_file() else None
     else:
         code = info.tags.get(CODE_TAG)
     if code is None:
@@ -125,10 +127,16 @@ def side(be: Backend, job: str, *, aws: AwsOptions, fetched: Path | None, notes:
     return Side(info, spec, code, _evaluation(info, job_dir, aws, fetched, notes))
 
 
-def _sha256(path: Path) -> str:
-    from cloudtrain.archive import sha256_file
+def _code_digest(path: Path) -> str | None:
+    """The code digest of a local job's sourcedir.tar.gz; None when it cannot be read."""
+    import zlib
 
-    return sha256_file(path)
+    from cloudtrain.packaging import tarball_digest
+
+    try:
+        return tarball_digest(path)
+    except (OSError, EOFError, tarfile.TarError, zlib.error):
+        return None
 
 
 def _evaluation(

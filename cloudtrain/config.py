@@ -83,7 +83,7 @@ class Settings:
 
 def check_value(name: str, value: Any) -> str | None:
     """Why `value` is not a valid setting `name`, or None when it is."""
-    from cloudtrain.spec import PATTERN_HELP, REGION_PATTERN, ROLE_ARN_PATTERN, S3_URI, URL_PATTERN
+    from cloudtrain.patterns import PATTERN_HELP, REGION_PATTERN, ROLE_ARN_PATTERN, S3_URI, URL_PATTERN
 
     if not isinstance(value, str) or not value:
         return "expected a non-empty string"

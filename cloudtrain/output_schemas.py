@@ -181,7 +181,8 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                             "status": _STATUS,
                             "code_sha256": {
                                 **_OPT_STR,
-                                "description": "sha256 of the code tarball (the cloudtrain:code-sha256 tag).",
+                                "description": "sha256 of the code tarball's file names, modes and contents "
+                                "(the cloudtrain:code-sha256 tag).",
                             },
                             "metrics": {"type": "object", "additionalProperties": _NUM},
                             "evaluation": {

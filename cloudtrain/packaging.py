@@ -9,26 +9,43 @@ one package could mix incompatible files. When `code.requirements` is not the ro
 `requirements.txt`, it is packed as the root `requirements.txt`, the only one script mode installs.
 
 Everything is content-addressed, so an unchanged tree is uploaded once: code under
-`<prefix>/code/<sha256 of the tarball>/sourcedir.tar.gz` (skipped when HeadObject finds it), a local
-data channel under `<prefix>/data/<tree hash>/` with a manifest at `<prefix>/data/<tree hash>.json`
-written last (outside the channel's prefix, so SageMaker does not download it), skipped when the
-manifest exists. Uploads go through s3transfer (multipart above 16 MiB, 8 in flight).
+`<prefix>/code/<code digest>/sourcedir.tar.gz` (skipped when HeadObject finds it), a local data channel
+under `<prefix>/data/<tree hash>/` with a manifest at `<prefix>/data/<tree hash>.json` written last
+(outside the channel's prefix, so SageMaker does not download it), skipped when the manifest exists.
+Uploads go through s3transfer (multipart above 16 MiB, 8 in flight).
+
+The code digest is a sha256 over what the tarball holds, not over its gzip bytes: the packaging format
+version, then per entry in name order its name, mode, size and the sha256 of its contents (cloudtrain's
+runtime files and version stub are entries too). It is computed by streaming the files through sha256,
+about 1 GB/s, so an unchanged tree costs one HeadObject and no tarball; the tarball (gzip is the slow
+part: ~1 s for 50 MB at level 1, ~6 s at level 9) is built only when S3 lacks it, and the digest is
+computed again from the very bytes packed, so a file changed meanwhile is an error, never a tarball
+stored under another tree's name. `tarball_digest` gives the same digest from a built tarball (the
+local backend's job folder keeps one), so `compare` reads one hash for both backends.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
+import os
+import tarfile
+import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import cloudtrain
-from cloudtrain.archive import iter_tree, make_tarball, sha256_file
+from cloudtrain.archive import _tarinfo, atomic_path, iter_tree, sha256_file
 from cloudtrain.errors import UserError
-from cloudtrain.spec import S3_URI, CodeSpec
+from cloudtrain.patterns import S3_URI
+
+if TYPE_CHECKING:
+    from cloudtrain.spec import CodeSpec
 
 CODE_TARBALL = "sourcedir.tar.gz"
 RUNTIME_PACKAGE = "cloudtrain"
@@ -36,6 +53,12 @@ RUNTIME_STUB = (
     '"""cloudtrain\'s in-container runtime, shipped in sourcedir.tar.gz (only cloudtrain.runtime is included)."""\n'
     f'\n__version__ = "{cloudtrain.__version__}"\n'
 )
+# Part of every code digest: bump it when the tarball's layout or encoding changes, so no tarball of the
+# old format is taken for the new one.
+PACKAGE_FORMAT = "cloudtrain sourcedir.tar.gz format 1"
+# gzip level 1: ~5x faster than 9 for a few % more bytes; building costs more than sending the difference
+# on any uplink faster than about 1 MiB/s.
+GZIP_LEVEL = 1
 MIB = 1 << 20
 MULTIPART_THRESHOLD = 16 * MIB
 MULTIPART_CHUNKSIZE = 16 * MIB
@@ -67,13 +90,31 @@ class S3Location:
         return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
 
 
+Source = Path | bytes  # a file to pack, or the contents of a generated one (the runtime's stub)
+
+
+@dataclass(frozen=True)
+class CodeTree:
+    """What sourcedir.tar.gz holds, and its digest (which names it in S3), before any tarball is built."""
+
+    entries: tuple[tuple[str, Source], ...]  # (archive name, source) in name order
+    sha256: str
+    size: int  # bytes of the files, uncompressed
+    runtime_included: bool
+    note: str | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.entries)
+
+
 @dataclass(frozen=True)
 class CodePackage:
-    """A built sourcedir.tar.gz: its content hash names it in S3."""
+    """A built sourcedir.tar.gz and the digest of what it holds (`CodeTree.sha256`, not the gzip bytes' hash)."""
 
     path: Path
     sha256: str
-    size: int
+    size: int  # of the tarball
     names: tuple[str, ...]
     runtime_included: bool
     note: str | None = None
@@ -131,14 +172,12 @@ def _user_ships_cloudtrain(names: Iterable[str]) -> bool:
     return any(n == f"{RUNTIME_PACKAGE}.py" or n.startswith(f"{RUNTIME_PACKAGE}/") for n in names)
 
 
-def code_files(
-    code: CodeSpec, stub: Path, *, package_dir: Path | None = None
-) -> tuple[dict[str, Path], bool, str | None]:
-    """The archive's (name → file) map, whether cloudtrain's runtime is in it, and a note for the user."""
+def code_files(code: CodeSpec, *, package_dir: Path | None = None) -> tuple[dict[str, Source], bool, str | None]:
+    """The archive's (name → file or contents) map, whether cloudtrain's runtime is in it, and a note for the user."""
     source = Path(code.source_dir)
     if not source.is_dir():
         raise UserError(f"code.source_dir {str(source)!r} is not a folder")
-    files = dict(iter_tree(source))
+    files: dict[str, Source] = dict(iter_tree(source))
     note = None
     if code.requirements and PurePosixPath(code.requirements).as_posix() != "requirements.txt":
         if "requirements.txt" in files:
@@ -147,20 +186,120 @@ def code_files(
     if _user_ships_cloudtrain(files):
         extra = "source_dir has its own cloudtrain package: it is shipped instead of cloudtrain's runtime"
         return files, False, f"{note}; {extra}" if note else extra
-    files[f"{RUNTIME_PACKAGE}/__init__.py"] = stub
+    files[f"{RUNTIME_PACKAGE}/__init__.py"] = RUNTIME_STUB.encode()
     files.update(runtime_files(package_dir))
     return files, True, note
 
 
-def build_code_package(code: CodeSpec, workdir: Path, *, package_dir: Path | None = None) -> CodePackage:
-    """Write a reproducible sourcedir.tar.gz into workdir (same tree, same bytes, same hash)."""
+def _packable(source: Source) -> bool:
+    """Regular files and generated contents; symlinks and special files are left out (as make_tarball does)."""
+    return isinstance(source, bytes) or (not source.is_symlink() and source.is_file())
+
+
+def _mode(source: Source) -> int:
+    """The entry's mode in the tarball: 0o755 for an executable file, else 0o644."""
+    return 0o755 if isinstance(source, Path) and os.access(source, os.X_OK) else 0o644
+
+
+class _Digest:
+    """The code digest, fed one entry at a time in name order."""
+
+    def __init__(self) -> None:
+        self._outer = hashlib.sha256(f"{PACKAGE_FORMAT}\n".encode())
+        self.size = 0
+
+    def add(self, name: str, mode: int, size: int, sha256: str) -> None:
+        self._outer.update(json.dumps([name, f"{mode:o}", size, sha256]).encode() + b"\n")
+        self.size += size
+
+    def hexdigest(self) -> str:
+        return self._outer.hexdigest()
+
+
+class _HashingReader:
+    """A file object that hashes what tarfile reads from it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.sha256, self.size = raw, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        block = self.raw.read(n)
+        self.sha256.update(block)
+        self.size += len(block)
+        return block
+
+
+def code_tree(code: CodeSpec, *, package_dir: Path | None = None) -> CodeTree:
+    """The tarball's entries and digest, by streaming every file through sha256; no tarball is written."""
+    files, runtime_included, note = code_files(code, package_dir=package_dir)
+    entries = tuple((name, files[name]) for name in sorted(files) if _packable(files[name]))
+    digest = _Digest()
+    for name, source in entries:
+        if isinstance(source, bytes):
+            digest.add(name, _mode(source), len(source), hashlib.sha256(source).hexdigest())
+        else:
+            with open(source, "rb") as f:
+                reader = _HashingReader(f)
+                while reader.read(1 << 20):
+                    pass
+            digest.add(name, _mode(source), reader.size, reader.sha256.hexdigest())
+    return CodeTree(entries, digest.hexdigest(), digest.size, runtime_included, note)
+
+
+def write_code_tarball(dest: Path, entries: Sequence[tuple[str, Source]]) -> str:
+    """Write a reproducible .tar.gz of the entries (same contents, same bytes) and return the digest of what was
+    packed, hashed from the bytes as they went in."""
+    digest = _Digest()
+    with (
+        atomic_path(dest) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, source in sorted(entries, key=lambda e: e[0]):
+            mode = _mode(source)
+            with io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb") as f:
+                size = os.fstat(f.fileno()).st_size if isinstance(source, Path) else len(source)
+                reader = _HashingReader(f)
+                tar.addfile(_tarinfo(name, size, mode == 0o755), reader)  # type: ignore[arg-type]
+            digest.add(name, mode, reader.size, reader.sha256.hexdigest())
+    return digest.hexdigest()
+
+
+def tarball_digest(path: Path) -> str:
+    """The code digest of a built sourcedir.tar.gz (what `code_tree` gives for the tree it was packed from)."""
+    digest = _Digest()
+    with tarfile.open(path, "r:gz") as tar:
+        members = sorted((m for m in tar if m.isfile()), key=lambda m: m.name)
+        for member in members:
+            data = tar.extractfile(member)
+            assert data is not None
+            reader = _HashingReader(data)
+            while reader.read(1 << 20):
+                pass
+            digest.add(member.name, member.mode & 0o777, reader.size, reader.sha256.hexdigest())
+    return digest.hexdigest()
+
+
+def build_code_package(
+    code: CodeSpec, workdir: Path, *, package_dir: Path | None = None, tree: CodeTree | None = None
+) -> CodePackage:
+    """Write a reproducible sourcedir.tar.gz into workdir (same tree, same bytes, same digest).
+
+    With `tree` (the digest a submit already looked up in S3), a file that changed since is a UserError.
+    """
+    tree = tree or code_tree(code, package_dir=package_dir)
     workdir.mkdir(parents=True, exist_ok=True)
-    stub = workdir / "cloudtrain_runtime_stub.py"
-    stub.write_text(RUNTIME_STUB)
-    files, runtime_included, note = code_files(code, stub, package_dir=package_dir)
     dest = workdir / CODE_TARBALL
-    digest = make_tarball(dest, files.items())
-    return CodePackage(dest, digest, dest.stat().st_size, tuple(sorted(files)), runtime_included, note)
+    try:
+        packed = write_code_tarball(dest, tree.entries)
+    except OSError as e:  # a file deleted, shrunk or made unreadable since it was hashed
+        what = e.filename or "a file"
+        raise UserError(f"code.source_dir {code.source_dir!r}: cannot pack {what}: {e.strerror or e}") from None
+    if packed != tree.sha256:
+        dest.unlink(missing_ok=True)
+        raise UserError(f"code.source_dir {code.source_dir!r}: files changed while they were being packed; try again")
+    return CodePackage(dest, packed, dest.stat().st_size, tree.names, tree.runtime_included, tree.note)
 
 
 def tree_digest(location: Path) -> TreeDigest:
@@ -178,8 +317,8 @@ def tree_digest(location: Path) -> TreeDigest:
     return TreeDigest(outer.hexdigest(), files)
 
 
-def code_location(prefix: S3Location, package: CodePackage) -> S3Location:
-    return prefix.join("code", package.sha256, CODE_TARBALL)
+def code_location(prefix: S3Location, code: CodeTree | CodePackage) -> S3Location:
+    return prefix.join("code", code.sha256, CODE_TARBALL)
 
 
 def data_location(prefix: S3Location, digest: TreeDigest) -> tuple[S3Location, S3Location]:
@@ -270,18 +409,33 @@ class S3Uploader:
                 future.result()
         return total
 
-    def upload_code(self, package: CodePackage, prefix: S3Location) -> Upload:
-        dest = code_location(prefix, package)
-        exists = self.exists(dest)
-        sent = 0 if exists or self.dry_run else self._transfer([(package.path, dest)])
-        return Upload("code", CODE_TARBALL, str(package.path), dest.uri, package.sha256, package.size, exists, sent)
+    def upload_code(self, code: CodeSpec, tree: CodeTree, prefix: S3Location, *, exists: bool | None = None) -> Upload:
+        """The code tarball under its digest: built (in a temporary folder) and sent only when S3 lacks it.
+
+        `exists` is a HeadObject answer the caller has already; `size` is the files' bytes, `uploaded_bytes` the
+        tarball's when it was sent.
+        """
+        dest = code_location(prefix, tree)
+        exists = self.exists(dest) if exists is None else exists
+        sent = 0
+        if not exists and not self.dry_run:
+            with tempfile.TemporaryDirectory(prefix="cloudtrain-code-") as tmp:
+                package = build_code_package(code, Path(tmp), tree=tree)
+                sent = self._transfer([(package.path, dest)])
+        return Upload("code", CODE_TARBALL, str(code.source_dir), dest.uri, tree.sha256, tree.size, exists, sent)
 
     def upload_channel(
-        self, channel: str, location: Path, prefix: S3Location, digest: TreeDigest | None = None
+        self,
+        channel: str,
+        location: Path,
+        prefix: S3Location,
+        digest: TreeDigest | None = None,
+        *,
+        exists: bool | None = None,
     ) -> Upload:
         digest = digest or tree_digest(location)
         folder, manifest = data_location(prefix, digest)
-        exists = self.exists(manifest)
+        exists = self.exists(manifest) if exists is None else exists
         sent = 0
         if not exists and not self.dry_run:
             sent = self._transfer([(f.path, folder.join(f.name)) for f in digest.files])

@@ -32,6 +32,20 @@ from pydantic import (
 )
 
 from cloudtrain.errors import SpecError
+from cloudtrain.patterns import (  # defined apart (stdlib only) for the code paths that never load a spec
+    CHANNEL_PATTERN,
+    ENV_NAME_PATTERN,
+    INSTANCE_TYPE_PATTERN,
+    METRIC_NAME_PATTERN,
+    NAME_PATTERN,
+    PY_VERSION_PATTERN,
+    REGION_PATTERN,
+    ROLE_ARN_PATTERN,
+    S3_URI,
+    URL_PATTERN,
+    VERSION_PATTERN,
+)
+from cloudtrain.patterns import PATTERN_HELP as PATTERN_HELP  # re-exported: spec_errors words errors with it
 from cloudtrain.spec_source import SpecLoader, kind_of, read_text, short
 
 if TYPE_CHECKING:
@@ -40,36 +54,9 @@ if TYPE_CHECKING:
     from pydantic_core import CoreSchema
 
 JOB_NAME_MAX = 50
-NAME_PATTERN = r"^[A-Za-z0-9](-*[A-Za-z0-9])*$"
-CHANNEL_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
-VERSION_PATTERN = r"^\d+\.\d+(\.\d+)?$"
-PY_VERSION_PATTERN = r"^py3\d*$"
-METRIC_NAME_PATTERN = r"^[A-Za-z0-9_.:/=+\-@%]{1,255}$"
-REGION_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d$"
-ROLE_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$"
-URL_PATTERN = r"^https?://"
-S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = types.MappingProxyType({"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400})
-
-# What a pattern means, for error messages (a regex is no help to someone who misspelled a region).
-PATTERN_HELP = types.MappingProxyType(
-    {
-        NAME_PATTERN: "letters, digits and hyphens, starting and ending with a letter or digit",
-        CHANNEL_PATTERN: "1-64 letters, digits, '.', '_' or '-'",
-        ENV_NAME_PATTERN: "letters, digits and '_', not starting with a digit",
-        INSTANCE_TYPE_PATTERN: "a SageMaker instance type such as ml.g5.xlarge",
-        VERSION_PATTERN: "a version such as 2.19",
-        PY_VERSION_PATTERN: "a Python tag such as py310",
-        METRIC_NAME_PATTERN: "1-255 letters, digits or _.:/=+-@%",
-        REGION_PATTERN: "a region such as us-east-1",
-        ROLE_ARN_PATTERN: "a role ARN such as arn:aws:iam::123456789012:role/SageMakerRole",
-        URL_PATTERN: "a URL starting with http:// or https://",
-    }
-)
 
 
 def parse_duration(value: Any) -> int:

@@ -30,7 +30,7 @@ from cloudtrain.aws import aws_configured
 from cloudtrain.backends.sagemaker import CODE_TAG, GIT_TAG, LOG_GROUP, MANAGED_TAG, SPEC_TAG, SageMakerBackend
 from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError
 from cloudtrain.images import _sdk, _table, resolve_image
-from cloudtrain.packaging import RUNTIME_STUB, build_code_package, runtime_files
+from cloudtrain.packaging import RUNTIME_STUB, build_code_package, code_tree, runtime_files, tarball_digest
 from cloudtrain.pricing import SPOT_NOTE, estimate
 from cloudtrain.spec import ImageSpec, JobSpec, ResourcesSpec, spec_digest
 
@@ -255,6 +255,11 @@ def tar_members(path: Path) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
 
 
+def tar_modes(path: Path) -> dict[str, int]:
+    with tarfile.open(path, "r:gz") as tar:
+        return {m.name: m.mode for m in tar.getmembers() if m.isfile()}
+
+
 def test_code_tarball_is_reproducible_and_carries_the_runtime(tmp_path: Path) -> None:
     spec = make_spec(tmp_path)
     first = build_code_package(spec.code, tmp_path / "a")
@@ -262,7 +267,9 @@ def test_code_tarball_is_reproducible_and_carries_the_runtime(tmp_path: Path) ->
         os.utime(path, (1, 1))  # new mtimes must not change a byte
     second = build_code_package(spec.code, tmp_path / "b")
     assert first.path.read_bytes() == second.path.read_bytes()
-    assert first.sha256 == second.sha256 == hashlib.sha256(first.path.read_bytes()).hexdigest()
+    # Named by a digest of what it holds, known without building it, and read back from a built one alike.
+    assert first.sha256 == second.sha256 == code_tree(spec.code).sha256 == tarball_digest(first.path)
+    assert first.sha256 != hashlib.sha256(first.path.read_bytes()).hexdigest()  # not the gzip bytes' hash
 
     members = tar_members(first.path)
     runtime = runtime_files()
@@ -275,6 +282,35 @@ def test_code_tarball_is_reproducible_and_carries_the_runtime(tmp_path: Path) ->
     }
     assert members["cloudtrain/__init__.py"] == RUNTIME_STUB.encode()
     assert first.runtime_included and first.note is None
+
+
+def test_code_digest_follows_names_modes_and_contents(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    base = code_tree(spec.code)
+    assert base.names == tuple(sorted(base.names)) and "cloudtrain/__init__.py" in base.names
+    assert base.size == sum(len(s) if isinstance(s, bytes) else s.stat().st_size for _, s in base.entries)
+    train = tmp_path / "code" / "train.py"
+    train.chmod(0o755)
+    executable = code_tree(spec.code)
+    assert executable.sha256 != base.sha256  # the mode is in the tarball, so in the digest
+    assert tarball_digest(build_code_package(spec.code, tmp_path / "x").path) == executable.sha256
+    assert tar_modes(build_code_package(spec.code, tmp_path / "x").path)["train.py"] == 0o755
+    train.chmod(0o644)
+    assert code_tree(spec.code).sha256 == base.sha256
+    (tmp_path / "code" / "lib" / "util.py").rename(tmp_path / "code" / "lib" / "util2.py")
+    assert code_tree(spec.code).sha256 != base.sha256  # the names too
+
+
+def test_a_file_changed_after_hashing_is_never_packed_under_the_old_digest(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path)
+    tree = code_tree(spec.code)
+    (tmp_path / "code" / "train.py").write_text("print('edited while submitting')\n")
+    with pytest.raises(UserError, match="changed while they were being packed"):
+        build_code_package(spec.code, tmp_path / "out", tree=tree)
+    assert not (tmp_path / "out" / "sourcedir.tar.gz").exists()
+    (tmp_path / "code" / "train.py").unlink()
+    with pytest.raises(UserError, match="cannot pack"):
+        build_code_package(spec.code, tmp_path / "out", tree=tree)
 
 
 def test_runtime_files_come_from_the_package_folder(tmp_path: Path) -> None:
@@ -328,7 +364,8 @@ def test_second_submit_of_unchanged_code_and_data_uploads_nothing(aws_endpoint: 
     backend.submit(spec, "run-1")
     first = backend.last_plan
     assert first is not None
-    assert first.uploaded_bytes == sum(u.size for u in first.uploads) > 0
+    assert all(u.uploaded_bytes > 0 and u.exists is False for u in first.uploads)
+    assert first.uploads[1].uploaded_bytes == first.uploads[1].size  # data as is; code as a tarball
     after_first = all_objects(s3)
     code, data = first.uploads
     code_key = f"{DEFAULT_BUCKET}/cloudtrain/code/{code.sha256}/sourcedir.tar.gz"
@@ -338,7 +375,9 @@ def test_second_submit_of_unchanged_code_and_data_uploads_nothing(aws_endpoint: 
         f"{DEFAULT_BUCKET}/cloudtrain/data/{data.sha256}.json",  # the manifest, outside the channel's prefix
     }
     stored = s3.get_object(Bucket=DEFAULT_BUCKET, Key=code_key.split("/", 1)[1])["Body"].read()
-    assert hashlib.sha256(stored).hexdigest() == code.sha256
+    (tmp_path / "stored.tar.gz").write_bytes(stored)
+    assert tarball_digest(tmp_path / "stored.tar.gz") == code.sha256 == code_tree(spec.code).sha256
+    assert code.uploaded_bytes == len(stored)
 
     backend.submit(spec, "run-2")
     second = backend.last_plan
@@ -365,11 +404,16 @@ def test_submit_describe_list_stop_on_moto(aws_endpoint: str, tmp_path: Path) ->
     boto3.client("s3").create_bucket(Bucket="ct-test-out")
     info = backend.submit(spec, "digits-a")
     assert backend.last_plan is not None
-    assert info.name == "digits-a" and info.backend == "sagemaker" and info.status == "Completed"  # moto: at once
+    # What SageMaker says of a job it has just accepted, from the request: no DescribeTrainingJob, no ListTags.
+    assert info.name == "digits-a" and info.backend == "sagemaker" and info.status == "InProgress"
     assert info.tags[MANAGED_TAG] == "true" and info.tags[CODE_TAG] == backend.last_plan.code.sha256
     assert info.instance_type == "ml.g5.xlarge" and info.instance_count == 2
+    assert info.artifacts["model"] == "s3://ct-test-out/runs/digits-a/output/model.tar.gz"
 
     described = backend.describe("digits-a")
+    assert described.status == "Completed"  # moto: at once
+    assert described.tags == {}  # one DescribeTrainingJob: the tags only when asked for
+    assert backend.describe("digits-a", tags=True).tags[CODE_TAG] == backend.last_plan.code.sha256
     assert described.artifacts == {
         "model": "s3://ct-test-out/runs/digits-a/output/model.tar.gz",
         "output": "s3://ct-test-out/runs/digits-a/output/output.tar.gz",
@@ -441,6 +485,30 @@ def test_logs_merge_streams_in_time_order_tagged_by_host(aws_endpoint: str, tmp_
     assert [e.message for e in followed] == [e.message for e in merged]
     with pytest.raises(JobNotFound):
         list(backend.logs("nope"))
+
+
+def test_logs_follow_asks_for_at_most_100_streams_a_call(aws_endpoint: str, tmp_path: Path) -> None:
+    """FilterLogEvents takes up to 100 logStreamNames: a job with more streams (hosts, restarts) is asked in parts."""
+    backend = SageMakerBackend(poll_interval=0.01)
+    backend.submit(make_spec(tmp_path, {"resources": {"instance_count": 60}}), "wide")
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    now = int(time.time() * 1000) - 60_000
+    expected = []
+    for start in (1700000000, 1700000100):  # every host's container started twice: 120 streams
+        for i in range(1, 61):
+            stream = f"wide/algo-{i}-{start}"
+            logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+            event = {"timestamp": now + len(expected), "message": f"{start} {i}"}
+            logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
+            expected.append((f"algo-{i}", f"{start} {i}"))
+    asked: list[int] = []  # names per FilterLogEvents call (moto would take more than AWS does)
+    backend._session().boto_session.register(
+        "provide-client-params.logs.FilterLogEvents", lambda params, **_: asked.append(len(params["logStreamNames"]))
+    )
+    followed = list(backend.logs("wide", follow=True))  # terminal (moto): reads everything once, then ends
+    assert [(e.host, e.message) for e in followed] == expected
+    assert set(asked) == {100, 20}  # each poll: 100 names, then the other 20
 
 
 def test_logs_before_any_log_group_exist_are_empty(aws_endpoint: str, tmp_path: Path) -> None:
@@ -565,6 +633,28 @@ def test_importing_the_aws_modules_does_not_import_boto3() -> None:
 
 
 # --- images and prices ------------------------------------------------------------------------------
+
+
+def test_status_of_a_job_loads_neither_boto3_nor_the_spec_models(
+    aws_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status JOB --json` is botocore and one request: no boto3 (s3transfer), no pydantic spec models, no YAML,
+    no rich. (Checking CLOUDTRAIN_ROLE_ARN needs only the stdlib patterns.)"""
+    SageMakerBackend().submit(make_spec(tmp_path), "light")
+    monkeypatch.setenv("CLOUDTRAIN_ROLE_ARN", ROLE)
+    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path / "home"))
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['cloudtrain', 'status', 'light', '--backend', 'sagemaker', '--json']\n"
+        "try:\n    runpy.run_module('cloudtrain', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "heavy = ('boto3', 's3transfer', 'cloudtrain.spec', 'cloudtrain.spec_source', 'yaml', 'rich')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["name"] == "light"
+    assert done.stderr.strip().splitlines()[-1] == "[]"
 
 
 def test_builtin_image_table() -> None:

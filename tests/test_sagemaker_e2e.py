@@ -8,6 +8,7 @@ requests) or on what is in S3 and CloudWatch, not on cloudtrain's own report. Te
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -254,6 +256,14 @@ def test_second_submit_of_unchanged_code_uploads_no_code(
     again = ct("submit", str(spec), "--backend", "sagemaker", "--name", "tiny-again", "--json", home=home)
     assert again.code == 0, again.err
     later = sagemaker_endpoint.requests[seen:]
+    # Is the name free; the account (for the default bucket's name); are code and data there; create.
+    assert sorted(r.operation for r in later) == [
+        "CreateTrainingJob",
+        "DescribeTrainingJob",
+        "GetCallerIdentity",
+        "HeadObject",
+        "HeadObject",
+    ]
     assert uploads(later) == []  # no code bytes, and no data bytes either
     assert sum(len(r.body) for r in later if r.service == "s3") == 0
     assert any(r.operation == "HeadObject" and r.path.endswith("/sourcedir.tar.gz") for r in later)
@@ -261,6 +271,122 @@ def test_second_submit_of_unchanged_code_uploads_no_code(
     assert [c["TrainingJobName"] for c in created] == [first.json()["job"]["name"], again.json()["job"]["name"]]
     code_uris = {c["HyperParameters"]["sagemaker_submit_directory"] for c in created}
     assert code_uris == {json.dumps("s3:/" + code_writes[0].path)}  # both jobs run the one uploaded tarball
+
+
+def test_status_is_one_request(sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path) -> None:
+    """`status JOB` sends DescribeTrainingJob and nothing else (no STS probe, no ListTags); `compare` asks for tags."""
+    sagemaker_endpoint.run_jobs = False
+    submitted = ct("submit", str(write_job(tmp_path, TINY)), "--backend", "sagemaker", "--json", home=home)
+    assert submitted.code == 0, submitted.err
+    job = submitted.json()["job"]
+    assert job["status"] == "InProgress" and job["tags"]["cloudtrain:managed"] == "true"
+    seen = len(sagemaker_endpoint.requests)
+    status = ct("status", job["name"], "--json", home=home)
+    assert status.code == 0, status.err
+    assert [r.operation for r in sagemaker_endpoint.requests[seen:]] == ["DescribeTrainingJob"]
+    assert status.json()["status"] == "InProgress" and status.json()["tags"] == {}
+    compared = ct("compare", job["name"], job["name"], "--json", home=home)
+    assert compared.code == 0, compared.err
+    assert compared.json()["jobs"][0]["code_sha256"] == job["tags"]["cloudtrain:code-sha256"]
+
+
+def test_logs_follow_reads_every_host_with_one_call_per_poll(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
+) -> None:
+    """`logs --follow` of a running two-host job: one FilterLogEvents call per poll for both hosts (about one a
+    second while lines come), every line once, tagged by host, in time order and within a few seconds; a line
+    that reaches CloudWatch behind newer ones is still shown, a stream that appears late (a restarted
+    container) is read from its start, `--host` keeps to one host, and the follower ends after the job."""
+    sagemaker_endpoint.run_jobs = False  # held in Starting: the test writes the job's log lines itself
+    submitted = ct("submit", str(write_job(tmp_path, TINY)), "--backend", "sagemaker", "--json", home=home)
+    assert submitted.code == 0, submitted.err
+    job = submitted.json()["job"]["name"]
+    logs = boto3.client("logs")
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=LOG_GROUP)
+    streams = {host: f"{job}/{host}-1700000000" for host in ("algo-1", "algo-2")}
+    for stream in streams.values():
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+    written: dict[tuple[str, str], float] = {}
+
+    def put(host: str, message: str, stream: str | None = None, ts: int | None = None) -> None:
+        event = {"timestamp": ts or int(time.time() * 1000), "message": message}
+        logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream or streams[host], logEvents=[event])
+        written[(host, message)] = time.time()
+
+    put("algo-1", "early")
+    put("algo-2", "early")
+    everyone, second = Follower(job, home), Follower(job, home, "--host", "algo-2")
+    wait_for("the first lines", lambda: len(everyone.lines) == 2 and len(second.lines) == 1, timeout=60)
+    before = len(sagemaker_endpoint.requests)
+    started = time.monotonic()
+    for i in range(10):  # 5 s of lines from both hosts
+        put("algo-1", f"line-{i}")
+        put("algo-2", f"line-{i}")
+        time.sleep(0.5)
+    busy = sagemaker_endpoint.requests[before:]
+    busy_s = time.monotonic() - started
+    put("algo-1", "late", ts=int(time.time() * 1000) - 2000)  # behind algo-2's newest line already shown
+    restarted = f"{job}/algo-2-1700000100"
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=restarted)
+    put("algo-2", "restarted", stream=restarted, ts=int(time.time() * 1000) - 30_000)
+    wait_for("the late line", lambda: ("algo-1", "late") in everyone.messages(), timeout=30)
+    boto3.client("sagemaker").stop_training_job(TrainingJobName=job)  # a new status: streams are looked for
+    assert everyone.wait(60) == 0 and second.wait(60) == 0, everyone.err
+
+    lines = [(e["host"], e["message"]) for _, e in everyone.lines]
+    assert sorted(lines) == sorted(written), "every line once"
+    assert second.messages() == [("algo-2", m) for m in ["early", *(f"line-{i}" for i in range(10)), "restarted"]]
+    flowing = [e["timestamp"] for _, e in everyone.lines if e["message"].startswith("line-")]
+    assert flowing == sorted(flowing), "in time order"
+    latency = [at - written[(e["host"], e["message"])] for at, e in everyone.lines if e["message"].startswith("line-")]
+    assert max(latency) < 5, latency  # polled every second while lines come (generous: a shared machine)
+
+    def calls(operation: str, host: str) -> int:
+        return sum(r.operation == operation and f"{job}/{host}-".encode() in r.body for r in busy)
+
+    assert calls("GetLogEvents", "algo-1") == calls("GetLogEvents", "algo-2") == 0
+    both = calls("FilterLogEvents", "algo-1")  # only the follower of both hosts names algo-1's stream
+    assert 2 <= both <= busy_s + 2, (both, busy_s)  # about one a second, for both hosts at once
+    assert sum(r.operation == "DescribeLogStreams" for r in busy) <= 2
+
+
+class Follower:
+    """`cloudtrain logs JOB --follow --json` in the background, each line with when it arrived."""
+
+    def __init__(self, job: str, home: Path, *args: str) -> None:
+        self.lines: list[tuple[float, dict[str, Any]]] = []
+        self.err = ""
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cloudtrain", "logs", job, "--follow", "--json", *args],
+            cwd=REPO,
+            env=clean_env(home) | aws_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.time(), json.loads(line)))
+
+    def messages(self) -> list[tuple[str, str]]:
+        return [(e["host"], e["message"]) for _, e in list(self.lines)]
+
+    def wait(self, timeout: float) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        self._reader.join(10)
+        assert self.proc.stderr is not None
+        self.err = self.proc.stderr.read()
+        return code
 
 
 def test_retried_submit_with_an_idempotency_key_creates_one_job(

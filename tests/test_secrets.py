@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 import boto3
-import pytest
 
 from tests.clirun import Result, cloudtrain
 from tests.faultproxy import Fault, FaultProxy
@@ -199,11 +198,6 @@ def test_local_commands_and_job_files_never_show_secrets(tmp_path: Path) -> None
     assert leaked_in_files(home) == {}, "not in jobs.db, runner.json, host folders or log streams"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aws.one_line scrubs AWS_SECRET_ACCESS_KEY and the session token but not AWS_ACCESS_KEY_ID: it should "
-    "use cloudtrain.redact.scrub (aws.py is outside this change's files)",
-)
 def test_an_error_that_echoes_the_credentials_does_not_show_them(aws_endpoint: str, tmp_path: Path) -> None:
     """An endpoint (a proxy, a misconfigured gateway) whose error message repeats the request's credentials."""
     spec = project(tmp_path)

@@ -10,6 +10,13 @@ AWS's stock TensorFlow images run the job in script mode as they would for the S
 cloudtrain's jobs carry the tag `cloudtrain:managed=true`; `list_jobs` finds them with one SageMaker
 Search call filtered on that tag server-side (sorted newest first, tags included), rather than
 ListTrainingJobs plus one ListTags call per job, or a naming rule users could not choose freely.
+
+Requests are counted. `status JOB` is one DescribeTrainingJob (the tags, which it does not return, cost a
+ListTags call that only `describe(tags=True)` makes, for `compare`). A submit of unchanged code and data is
+DescribeTrainingJob (is the name free), GetCallerIdentity (the default bucket's name; not with
+output.s3_uri), one HeadObject per content-addressed upload, CreateTrainingJob; the JobInfo it returns is
+made from the request. HeadBucket, the tarball and the uploads come only when something is missing.
+`logs --follow` polls all hosts with one FilterLogEvents call (see `SageMakerBackend`).
 """
 
 from __future__ import annotations
@@ -20,10 +27,8 @@ import hashlib
 import heapq
 import json
 import os
-import random
 import re
 import subprocess
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -31,29 +36,31 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudtrain.archive import atomic_path, safe_extract, staging_folder, swap_in, writing_to
-from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, translate_errors
+from cloudtrain.aws import BODY_ATTEMPTS, AwsSession, AwsSettings, backoff, error_code, error_message, translate_errors
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound, UserError
-from cloudtrain.images import ImageChoice, resolve_image
 from cloudtrain.packaging import (
     CODE_TARBALL,
-    CodePackage,
+    CodeTree,
     Progress,
     ProgressCallback,
     S3Location,
     S3Uploader,
     Upload,
-    build_code_package,
     channel_uri,
     code_location,
+    code_tree,
     data_location,
     tree_digest,
 )
-from cloudtrain.pricing import CostEstimate, estimate
-from cloudtrain.spec import JobSpec, Strategy, spec_digest
+
+if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: `status` and `logs` never need them
+    from cloudtrain.images import ImageChoice
+    from cloudtrain.pricing import CostEstimate
+    from cloudtrain.spec import JobSpec
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 MANAGED_TAG = "cloudtrain:managed"
@@ -79,11 +86,9 @@ LARGE_PART_SIZE = 16 << 20
 LARGE_OBJECT = 1 << 30
 READ_CHUNK = 1 << 20
 OFFLINE_ACCOUNT = "ACCOUNT-ID"
-# A response body cut short (connection dropped mid-way): retried this many times in all, with full-jitter
-# backoff from BACKOFF_S doubling up to BACKOFF_MAX_S, then reported as a lost connection (exit 3).
-BODY_ATTEMPTS = 5
-BACKOFF_S = 0.25
-BACKOFF_MAX_S = 4.0
+MAX_FILTER_STREAMS = 100  # FilterLogEvents takes at most 100 logStreamNames
+LOOKBACK_S = 5  # `logs --follow` asks again for this much before the newest event seen (late arrivals)
+LOOKBACK_MS = LOOKBACK_S * 1000
 
 
 # --- the request --------------------------------------------------------------------------------
@@ -140,6 +145,8 @@ def _check_limits(spec: JobSpec, hyperparameters: Mapping[str, str], environment
 
 def job_tags(spec: JobSpec, code_sha256: str, commit: str | None) -> list[dict[str, str]]:
     """The spec's tags plus cloudtrain's own; `aws:` and `cloudtrain:` keys are reserved."""
+    from cloudtrain.spec import spec_digest
+
     tags = dict(spec.tags)
     for key, value in tags.items():
         if key.startswith(("aws:", "cloudtrain:")):
@@ -170,6 +177,8 @@ def build_request(
     tags: list[dict[str, str]],
 ) -> dict[str, Any]:
     """The CreateTrainingJob keyword arguments; pure, so dry-run and submit send the same thing."""
+    from cloudtrain.spec import Strategy
+
     res = spec.resources
     kms = spec.aws.kms_key_id
     script_mode: dict[str, Any] = {
@@ -266,7 +275,7 @@ class JobPlan:
     uploads: tuple[Upload, ...]
     image: ImageChoice
     cost: CostEstimate
-    code: CodePackage
+    code: CodeTree
     notes: tuple[str, ...] = ()
 
     @property
@@ -343,6 +352,22 @@ def job_info(raw: Mapping[str, Any], tags: list[dict[str, str]] | None = None) -
         spot_savings_percent=savings,
         tags={t["Key"]: t["Value"] for t in (tags if tags is not None else raw.get("Tags", []))},
     )
+
+
+def created_job_info(request: Mapping[str, Any], created: float) -> JobInfo:
+    """What DescribeTrainingJob would say of a job CreateTrainingJob has just accepted (InProgress, Starting),
+    from the request itself: a submit needs no DescribeTrainingJob and no ListTags after it."""
+    raw = {
+        "TrainingJobName": request["TrainingJobName"],
+        "TrainingJobStatus": "InProgress",
+        "SecondaryStatus": "Starting",
+        "CreationTime": created,
+        "ResourceConfig": request["ResourceConfig"],
+        "OutputDataConfig": request["OutputDataConfig"],
+        "CheckpointConfig": request.get("CheckpointConfig", {}),
+        "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
+    }
+    return job_info(raw, request.get("Tags", []))
 
 
 def _not_found(exc: Exception) -> bool:
@@ -470,7 +495,7 @@ class _Downloader:
                         f"lost the connection downloading {obj.location.uri} (bytes {start}-{end}) "
                         f"{BODY_ATTEMPTS} times in a row ({type(e).__name__}): try again later"
                     ) from None
-                time.sleep(_backoff(attempt))
+                time.sleep(backoff(attempt))
                 continue
             if written != end - start + 1:
                 raise CloudtrainError(f"{obj.location.uri}: short read of bytes {start}-{end}")
@@ -500,50 +525,6 @@ class _Downloader:
                 _verify(obj, tmp)
 
 
-def _backoff(attempt: int) -> float:
-    """Seconds to wait before attempt + 1: full jitter under an exponential cap."""
-    return random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt))
-
-
-def _whole_body_read(operation: Any) -> bool:
-    """Whether botocore reads this operation's response body whole (not GetObject's stream, nor a HEAD's none)."""
-    return not (
-        operation is None
-        or operation.has_streaming_output
-        or operation.has_event_stream_output
-        or operation.http.get("method") == "HEAD"
-    )
-
-
-def _cut_short(headers: Mapping[str, str], body: bytes) -> bool:
-    expected = headers.get("content-length", "")
-    return expected.isdigit() and len(body) < int(expected)
-
-
-def _parse_cut_short_as_unavailable(response_dict: dict[str, Any], operation_model: Any = None, **_: Any) -> None:
-    """A botocore `before-parse` handler: a body cut short is not parsed (as invalid XML it fails, as partial
-    JSON it passes for a result without its fields) but taken as a bodiless 503, for `_retry_cut_short`."""
-    body = response_dict.get("body")
-    if _whole_body_read(operation_model) and isinstance(body, bytes) and _cut_short(response_dict["headers"], body):
-        response_dict["status_code"], response_dict["body"] = 503, b""
-
-
-def _retry_cut_short(response: Any = None, operation: Any = None, attempts: int = 1, **_: Any) -> float | None:
-    """A botocore `needs-retry` handler: retry a response whose body was cut short, then call it a lost connection.
-
-    botocore reads bodies with urllib3's length check off, so a connection dropped mid-response (a FIN, or
-    TLS closed without close_notify) is otherwise taken for a whole response. (GetObject's streamed body is
-    not touched here: `_Downloader` checks it as it reads.)
-    """
-    if response is None or not _whole_body_read(operation) or not _cut_short(response[0].headers, response[0].content):
-        return None
-    if attempts >= BODY_ATTEMPTS:
-        from botocore.exceptions import ConnectionClosedError
-
-        raise ConnectionClosedError(endpoint_url=response[0].url)
-    return _backoff(attempts)
-
-
 def _relative_key(prefix: str, key: str) -> str | None:
     """A checkpoint object's path below the prefix, or None for folder markers; refuses escapes."""
     rel = key[len(prefix) :].lstrip("/") if prefix else key
@@ -569,16 +550,21 @@ class _Stream:
 class SageMakerBackend:
     """Training jobs on SageMaker. Constructor settings (the CLI's) win over the spec's `aws:` section.
 
-    `poll_interval`/`max_poll_interval` pace `logs(follow=True)`: at most one GetLogEvents per stream
-    per `poll_interval` while lines arrive, backing off to `max_poll_interval` when idle.
+    `logs(follow=True)` polls every host at once with one FilterLogEvents call (per 100 streams) every
+    `poll_interval` seconds while lines arrive, backing off by half each empty poll up to `max_poll_interval`
+    (so a line written after a quiet spell shows up within that); it checks the job's status every
+    `status_interval` and looks for new streams every `discover_interval`, at once when the status changes,
+    and at every status check while hosts still have no stream.
     """
 
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
     role_arn: str | None = None
-    poll_interval: float = 2.0
-    max_poll_interval: float = 10.0
+    poll_interval: float = 1.0
+    max_poll_interval: float = 4.0
+    status_interval: float = 5.0
+    discover_interval: float = 15.0
     download_workers: int = 8
     name: str = field(default="sagemaker", init=False)
     last_plan: JobPlan | None = field(default=None, init=False, repr=False)
@@ -602,11 +588,7 @@ class SageMakerBackend:
     def _session(self, spec: JobSpec | None = None) -> AwsSession:
         settings = self._settings(spec)
         if settings not in self._sessions:
-            session = AwsSession(settings)
-            events = session.boto_session.events
-            events.register("before-parse", _parse_cut_short_as_unavailable, unique_id="cloudtrain-parse-cut-short")
-            events.register("needs-retry", _retry_cut_short, unique_id="cloudtrain-retry-cut-short")
-            self._sessions[settings] = session
+            self._sessions[settings] = AwsSession(settings)
         return self._sessions[settings]
 
     def _role(self, spec: JobSpec) -> str:
@@ -636,15 +618,13 @@ class SageMakerBackend:
             return False
         return True
 
-    def _output_prefix(self, session: AwsSession, spec: JobSpec, *, offline: bool) -> tuple[S3Location, bool | None]:
-        """output.s3_uri, or the SDK's default bucket `sagemaker-<region>-<account>` + `/cloudtrain`;
-        and whether its bucket exists (None when AWS is not reached)."""
+    @staticmethod
+    def _output_prefix(session: AwsSession, spec: JobSpec, *, offline: bool) -> S3Location:
+        """output.s3_uri, or the SDK's default bucket `sagemaker-<region>-<account>` + `/cloudtrain`."""
         if spec.output.s3_uri:
-            location = S3Location.parse(spec.output.s3_uri)
-        else:
-            account = OFFLINE_ACCOUNT if offline else session.account_id()
-            location = S3Location(f"sagemaker-{session.region}-{account}", "cloudtrain")
-        return location, None if offline else self._bucket_exists(session, location.bucket)
+            return S3Location.parse(spec.output.s3_uri)
+        account = OFFLINE_ACCOUNT if offline else session.account_id()
+        return S3Location(f"sagemaker-{session.region}-{account}", "cloudtrain")
 
     @staticmethod
     def _bucket_exists(session: AwsSession, bucket: str) -> bool:
@@ -702,78 +682,84 @@ class SageMakerBackend:
         offline: bool = False,
         on_progress: ProgressCallback | None = None,
     ) -> JobPlan:
-        """Build the code tarball and the whole request, then upload what is missing (dry: only look).
+        """Digest the code and data, build the whole request, then upload what S3 lacks (dry: only look).
 
         Everything is content-addressed, so the request (with its limits and tags checked) is complete
-        before the first byte goes to S3 or a bucket is created.
+        before the first byte goes to S3 or a bucket is created. When HeadObject finds the code and every
+        data manifest, the bucket exists and nothing is built or sent: no tarball, no HeadBucket.
         """
+        from cloudtrain.images import resolve_image
+        from cloudtrain.pricing import estimate
+
         if not JOB_NAME.match(job_name):
             raise UserError(f"job name {job_name!r}: SageMaker wants 1-63 letters, digits and hyphens")
         role = self._role(spec)
         region = session.region
         built = self._built_image(session, spec, dry_run=dry_run, offline=offline)
         image = resolve_image(spec.image, region, spec.resources.instance_type, built_uri=built)
-        output, bucket_exists = self._output_prefix(session, spec, offline=offline)
+        output = self._output_prefix(session, spec, offline=offline)
         checkpoint_uri = self._checkpoint_uri(session, spec, job_name, output, resume_from)
         notes: list[str] = []
-        with tempfile.TemporaryDirectory(prefix="cloudtrain-code-") as tmp:
-            package = build_code_package(spec.code, Path(tmp))
-            if package.note:
-                notes.append(package.note)
-            local = {ch: Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")}
-            digests = {ch: tree_digest(path) for ch, path in local.items()}
-            channels = {
-                ch: channel_uri(data_location(output, digests[ch])[0]) if ch in digests else loc
-                for ch, loc in spec.data.items()
-            }
-            request = build_request(
-                spec,
-                job_name,
-                region=region,
-                role_arn=role,
-                image_uri=image.uri,
-                code_uri=code_location(output, package).uri,
-                channels=channels,
-                output=output,
-                checkpoint_uri=checkpoint_uri,
-                tags=job_tags(spec, package.sha256, git_commit(Path(spec.code.source_dir))),
-            )
-            if bucket_exists is False:
-                if spec.output.s3_uri and not dry_run:
-                    raise UserError(
-                        f"output.s3_uri: the S3 bucket {output.bucket!r} does not exist (create it, or leave "
-                        "output.s3_uri out to use SageMaker's default bucket)"
-                    )
-                if spec.output.s3_uri:
-                    notes.append(f"output.s3_uri: the S3 bucket {output.bucket} does not exist: submit would fail")
-                elif dry_run:
-                    notes.append(f"the S3 bucket {output.bucket} does not exist yet: submit creates it")
-                else:
-                    self._create_bucket(session, output.bucket)
-                    notes.append(f"created the S3 bucket {output.bucket}")
-            if offline:
-                uploads = [
-                    Upload(
-                        "code",
-                        CODE_TARBALL,
-                        str(package.path),
-                        request_code_uri(request),
-                        package.sha256,
-                        package.size,
-                        None,
-                    )
-                ]
-                uploads += [
-                    Upload("data", ch, str(local[ch]), channels[ch], d.sha256, d.size, None)
-                    for ch, d in digests.items()
-                ]
-            else:
-                uploader = S3Uploader(
-                    session.client("s3"), kms_key_id=spec.aws.kms_key_id, on_progress=on_progress, dry_run=dry_run
+        tree = code_tree(spec.code)
+        if tree.note:
+            notes.append(tree.note)
+        local = {ch: Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")}
+        digests = {ch: tree_digest(path) for ch, path in local.items()}
+        channels = {
+            ch: channel_uri(data_location(output, digests[ch])[0]) if ch in digests else loc
+            for ch, loc in spec.data.items()
+        }
+        request = build_request(
+            spec,
+            job_name,
+            region=region,
+            role_arn=role,
+            image_uri=image.uri,
+            code_uri=code_location(output, tree).uri,
+            channels=channels,
+            output=output,
+            checkpoint_uri=checkpoint_uri,
+            tags=job_tags(spec, tree.sha256, git_commit(Path(spec.code.source_dir))),
+        )
+        if offline:
+            uploads = [
+                Upload(
+                    "code",
+                    CODE_TARBALL,
+                    str(spec.code.source_dir),
+                    request_code_uri(request),
+                    tree.sha256,
+                    tree.size,
+                    None,
                 )
-                uploads = [uploader.upload_code(package, output)]
-                uploads += [uploader.upload_channel(ch, local[ch], output, d) for ch, d in digests.items()]
-        return JobPlan(request, tuple(uploads), image, estimate(spec.resources), package, tuple(notes))
+            ]
+            uploads += [
+                Upload("data", ch, str(local[ch]), channels[ch], d.sha256, d.size, None) for ch, d in digests.items()
+            ]
+            return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes))
+        uploader = S3Uploader(
+            session.client("s3"), kms_key_id=spec.aws.kms_key_id, on_progress=on_progress, dry_run=dry_run
+        )
+        code_exists = uploader.exists(code_location(output, tree))
+        data_exists = {ch: uploader.exists(data_location(output, d)[1]) for ch, d in digests.items()}
+        if not (code_exists and all(data_exists.values())) and not self._bucket_exists(session, output.bucket):
+            if spec.output.s3_uri and not dry_run:
+                raise UserError(
+                    f"output.s3_uri: the S3 bucket {output.bucket!r} does not exist (create it, or leave "
+                    "output.s3_uri out to use SageMaker's default bucket)"
+                )
+            if spec.output.s3_uri:
+                notes.append(f"output.s3_uri: the S3 bucket {output.bucket} does not exist: submit would fail")
+            elif dry_run:
+                notes.append(f"the S3 bucket {output.bucket} does not exist yet: submit creates it")
+            else:
+                self._create_bucket(session, output.bucket)
+                notes.append(f"created the S3 bucket {output.bucket}")
+        uploads = [uploader.upload_code(spec.code, tree, output, exists=code_exists)]
+        uploads += [
+            uploader.upload_channel(ch, local[ch], output, d, exists=data_exists[ch]) for ch, d in digests.items()
+        ]
+        return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes))
 
     # the Backend protocol
 
@@ -819,6 +805,7 @@ class SageMakerBackend:
             plan = self._prepare(
                 session, spec, job_name, resume_from=resume_from, dry_run=False, on_progress=on_progress
             )
+            created = time.time()
             try:
                 session.client("sagemaker").create_training_job(**plan.request)
             except ClientError as e:
@@ -826,21 +813,27 @@ class SageMakerBackend:
                     raise
                 # Taken since the check above: by this very request, if botocore sent it again after its answer
                 # was lost (the job carries this request's tags: spec and code digests), else by someone else.
-                info = self._info(session, job_name)
+                info = self._info(session, job_name, tags=True)
                 if not {t["Key"]: t["Value"] for t in plan.request["Tags"]}.items() <= info.tags.items():
                     raise JobExists(job_name) from None
+                self.last_plan = plan
+                return info
             self.last_plan = plan
-            return self._info(session, job_name)
+            return created_job_info(plan.request, created)
 
-    def _info(self, session: AwsSession, job_name: str) -> JobInfo:
+    def _info(self, session: AwsSession, job_name: str, *, tags: bool = False) -> JobInfo:
         raw = self._describe_raw(session, job_name)
-        tags = session.client("sagemaker").list_tags(ResourceArn=raw["TrainingJobArn"]).get("Tags", [])
-        return job_info(raw, tags)
+        if not tags:
+            return job_info(raw, [])
+        listed = session.client("sagemaker").list_tags(ResourceArn=raw["TrainingJobArn"]).get("Tags", [])
+        return job_info(raw, listed)
 
-    def describe(self, job_name: str) -> JobInfo:
+    def describe(self, job_name: str, *, tags: bool = False) -> JobInfo:
+        """One DescribeTrainingJob; `tags=True` adds a ListTags call (DescribeTrainingJob has no tags), for
+        `compare`'s code digest. Without it `JobInfo.tags` is empty."""
         session = self._session()
         with translate_errors(session.where):
-            return self._info(session, job_name)
+            return self._info(session, job_name, tags=tags)
 
     def list_jobs(self, limit: int = 20) -> list[JobInfo]:
         """cloudtrain's jobs (tag `cloudtrain:managed=true`), newest first, through SageMaker Search.
@@ -877,7 +870,7 @@ class SageMakerBackend:
         with translate_errors(session.where):
             raw = self._describe_raw(session, job_name)
             if raw["TrainingJobStatus"] in TERMINAL or raw["TrainingJobStatus"] == "Stopping":
-                return self._info(session, job_name)
+                return job_info(raw, [])
             try:
                 session.client("sagemaker").stop_training_job(TrainingJobName=job_name)
             except ClientError as e:
@@ -899,9 +892,7 @@ class SageMakerBackend:
                 streams = self._discover(client, job_name, host)
                 yield from heapq.merge(*(self._read_stream(client, s) for s in streams), key=lambda e: e.timestamp)
                 return
-            yield from self._follow(
-                session, client, job_name, host, int(raw.get("ResourceConfig", {}).get("InstanceCount", 1))
-            )
+            yield from self._follow(session, client, job_name, host, raw)
 
     @staticmethod
     def _discover(client: Any, job_name: str, host: str | None) -> list[_Stream]:
@@ -947,27 +938,82 @@ class SageMakerBackend:
             if stream.token == before:
                 return
 
+    @staticmethod
+    def _filter(client: Any, streams: Mapping[str, str], start_ms: int) -> list[dict[str, Any]]:
+        """Every event of these streams (name -> host) from start_ms on: FilterLogEvents, 100 names a call, every page.
+
+        Names are given explicitly rather than as logStreamNamePrefix: moto ignores the prefix, and AWS
+        allows one or the other.
+        """
+        names = sorted(streams)
+        events: list[dict[str, Any]] = []
+        for i in range(0, len(names), MAX_FILTER_STREAMS):
+            kwargs: dict[str, Any] = {
+                "logGroupName": LOG_GROUP,
+                "logStreamNames": names[i : i + MAX_FILTER_STREAMS],
+                "startTime": max(0, start_ms),
+            }
+            while True:
+                page = client.filter_log_events(**kwargs)
+                events.extend(page.get("events", []))
+                if not page.get("nextToken"):
+                    break
+                kwargs["nextToken"] = page["nextToken"]
+        return events
+
     def _follow(
-        self, session: AwsSession, client: Any, job_name: str, host: str | None, hosts: int
+        self, session: AwsSession, client: Any, job_name: str, host: str | None, raw: Mapping[str, Any]
     ) -> Iterator[LogEvent]:
-        streams: dict[str, _Stream] = {}
+        """Every host's new lines, one FilterLogEvents call per poll, until the job has ended and they are drained.
+
+        Each poll asks for the events from `LOOKBACK_S` before the newest one seen, so a line that reaches
+        CloudWatch after later lines of another host (agents ship in batches) is still caught; the event IDs
+        seen in that window drop the repeats. A stream found later is read once from its start.
+        """
+        hosts = 1 if host else int(raw.get("ResourceConfig", {}).get("InstanceCount", 1))
+        state = (raw["TrainingJobStatus"], raw.get("SecondaryStatus", ""))
+        streams: dict[str, str] = {}  # stream name -> host, read up to the newest event
+        fresh: dict[str, str] = {}  # found since the last poll: read from their start
+        seen: dict[str, int] = {}  # event ID -> timestamp (ms), for the events inside the look-back window
+        newest = 0  # ms
         interval = self.poll_interval
-        cycle = 0
+        now = time.monotonic()
+        next_status, next_discover = now + self.status_interval, now
         while True:
             started = time.monotonic()
-            status = self._describe_raw(session, job_name)["TrainingJobStatus"]
-            terminal = status in TERMINAL
-            if len(streams) < (1 if host else hosts) or terminal or cycle % 5 == 0:
+            if started >= next_status:
+                raw = self._describe_raw(session, job_name)
+                current = (raw["TrainingJobStatus"], raw.get("SecondaryStatus", ""))
+                if current != state or len(streams) + len(fresh) < hosts:
+                    next_discover = started  # a new phase (or hosts without a stream yet): look for streams now
+                state, next_status = current, started + self.status_interval
+            terminal = state[0] in TERMINAL
+            if started >= next_discover:
                 for s in self._discover(client, job_name, host):
-                    streams.setdefault(s.name, s)
-            batch = [e for s in streams.values() for e in self._fetch(client, s)]
-            batch.sort(key=lambda e: e.timestamp)
+                    if s.name not in streams:
+                        fresh[s.name] = s.host
+                next_discover = started + self.discover_interval
+            events = self._filter(client, streams, newest - LOOKBACK_MS) if streams else []
+            if fresh:
+                events += self._filter(client, fresh, 0)
+                streams.update(fresh)
+                fresh = {}
+            batch = []
+            for e in sorted(events, key=lambda e: e["timestamp"]):
+                if e["eventId"] in seen:
+                    continue
+                seen[e["eventId"]] = e["timestamp"]
+                newest = max(newest, e["timestamp"])
+                name = e.get("logStreamName", "")
+                batch.append(LogEvent(e["timestamp"] / 1000.0, streams.get(name, name), e["message"].rstrip("\n")))
+            seen = {k: ts for k, ts in seen.items() if ts >= newest - LOOKBACK_MS}
             yield from batch
             if terminal and not batch:
                 return  # drained after the job ended
             interval = self.poll_interval if batch else min(interval * 1.5, self.max_poll_interval)
+            if terminal:
+                interval = self.poll_interval  # ended: drain, no back-off
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
-            cycle += 1
 
     # artifacts
 
