@@ -44,7 +44,10 @@ class Context:
 
     @property
     def base_env(self) -> dict[str, str]:
-        env = clean_env({"XDG_CONFIG_HOME": str(self.scratch / "xdg-config")})
+        """Every child's environment: no settings of the person running the bench, temporary files in scratch."""
+        tmp = self.scratch / "tmp"  # whatever a child (or a killed worker) leaves behind goes with the scratch folder
+        tmp.mkdir(exist_ok=True)
+        env = clean_env({"XDG_CONFIG_HOME": str(self.scratch / "xdg-config"), "TMPDIR": str(tmp)})
         if self.cloudtrain_src is not None:
             env["PYTHONPATH"] = str(self.cloudtrain_src)
         return env

@@ -135,7 +135,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-fit-"))
+    with tempfile.TemporaryDirectory(prefix="bench-fit-") as root:
+        out = _train(args, Path(root))
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+def _train(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     os.environ["CLOUDTRAIN_OPT_ML"] = str(root)  # model, output and checkpoints of the runtime go here
     os.environ["CLOUDTRAIN_CHECKPOINT_DIR"] = str(root / "checkpoints")
     if args.mode == "runtime-mwms":
@@ -165,7 +170,7 @@ def main() -> None:
         epoch_cycles_s=cycles,
         steady_examples_per_s=examples / statistics.median(cycles),
     )
-    sys.stdout.write(json.dumps(out) + "\n")
+    return out
 
 
 if __name__ == "__main__":
