@@ -714,6 +714,53 @@ def test_builtin_table_agrees_with_the_sdk() -> None:
                 assert sdk.uri == builtin, (version, region, instance_type)
 
 
+SDK_PYTHON = Path(__file__).resolve().parent.parent / ".venv-sdk" / "bin" / "python"
+SDK_URIS = """
+import json, sys
+from sagemaker import image_uris
+out = {}
+for version, region, instance_type in json.load(sys.stdin):
+    try:
+        uri = image_uris.retrieve("tensorflow", region=region, version=version, instance_type=instance_type,
+                                  image_scope="training", py_version=None)
+    except Exception as e:  # the SDK knows no image there: the built-in table must not claim one either
+        uri = None
+    out[f"{version} {region} {instance_type}"] = uri
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason="no .venv-sdk (scripts/setup --with-sdk makes it)")
+def test_builtin_table_agrees_with_the_sdk_users_have() -> None:
+    """The table cloudtrain ships gives the URIs the sagemaker SDK (v2, in its own venv) gives."""
+    versions = [v for v in _table()["version_aliases"] if int(v.split(".")[1]) >= 12]
+    cases = [
+        (version, region, instance_type)
+        for version in versions
+        for region in ("us-east-1", "eu-west-1", "ap-southeast-2")
+        for instance_type in ("ml.g5.xlarge", "ml.m5.xlarge")
+    ]
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    run = subprocess.run(
+        [str(SDK_PYTHON), "-c", SDK_URIS], input=json.dumps(cases), capture_output=True, text=True, env=env, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    sdk = json.loads(run.stdout.strip().splitlines()[-1])
+    compared = 0
+    for version, region, instance_type in cases:
+        expected = sdk[f"{version} {region} {instance_type}"]
+        if expected is None:
+            continue
+        builtin = resolve_image(ImageSpec(framework_version=version), region, instance_type, use_sdk=False).uri
+        assert builtin == expected, (version, region, instance_type)
+        compared += 1
+    assert compared >= len(cases) // 2
+
+
 def test_cost_estimate() -> None:
     est = estimate(ResourcesSpec(instance_type="ml.g5.xlarge", instance_count=2, max_runtime=7200))
     assert est.total_usd == round(2 * 2 * 1.408, 2)
