@@ -16,28 +16,26 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def write_job(folder: Path, script: str, extra: str = "") -> Path:
+TINY_SPEC = """\
+name: tiny
+code: {source_dir: code, entry_point: train.py}
+resources: {instance_count: 2}
+data: {train: data}
+hyperparameters: {epochs: 2}
+metrics:
+  - {name: score, regex: "score=([0-9.]+)"}
+"""
+
+
+def write_job(folder: Path, script: str, extra: str = "", spec: str = TINY_SPEC) -> Path:
     """A small job whose entry point is plain Python: the contract without TensorFlow's start-up time."""
     (folder / "code").mkdir(parents=True)
     (folder / "code" / "train.py").write_text(textwrap.dedent(script))
     (folder / "data").mkdir()
     (folder / "data" / "numbers.txt").write_text("1 2 3\n")
-    spec = folder / "job.yaml"
-    spec.write_text(
-        textwrap.dedent(
-            """\
-            name: tiny
-            code: {source_dir: code, entry_point: train.py}
-            resources: {instance_count: 2}
-            data: {train: data}
-            hyperparameters: {epochs: 2}
-            metrics:
-              - {name: score, regex: "score=([0-9.]+)"}
-            """
-        )
-        + extra
-    )
-    return spec
+    path = folder / "job.yaml"
+    path.write_text(spec + extra)
+    return path
 
 
 TINY = """\

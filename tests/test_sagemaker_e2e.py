@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from botocore.exceptions import ClientError, ParamValidationError
 from cloudtrain.aws import AwsSession, AwsSettings
 from tests.clirun import REPO, Result, cloudtrain
 from tests.sagemaker_control_plane import LOG_GROUP, ControlPlane
+from tests.test_cli import write_job as write_tiny_job
 
 DIGITS = REPO / "job_specs" / "digits.yaml"
 SDK_PYTHON = REPO / ".venv-sdk" / "bin" / "python"
@@ -84,27 +84,20 @@ def ct(*args: str, home: Path, timeout: float = 300) -> Result:
     return cloudtrain(*args, home=home, env=aws_env(), timeout=timeout)
 
 
+SAGEMAKER_SPEC = """\
+name: tiny
+code: {source_dir: code, entry_point: train.py}
+image: {framework_version: "2.19"}
+resources: {instance_type: ml.m5.xlarge, instance_count: 2}
+distribution: {strategy: multi_worker_mirrored}
+data: {train: data}
+metrics: [{name: score, regex: "score=([0-9.]+)"}]
+"""
+
+
 def write_job(folder: Path, script: str) -> Path:
     """A two-host MWMS job whose entry point is plain Python: the SageMaker path without TensorFlow's start-up."""
-    (folder / "code").mkdir(parents=True)
-    (folder / "code" / "train.py").write_text(textwrap.dedent(script))
-    (folder / "data").mkdir()
-    (folder / "data" / "numbers.txt").write_text("1 2 3\n")
-    spec = folder / "job.yaml"
-    spec.write_text(
-        textwrap.dedent(
-            """\
-            name: tiny
-            code: {source_dir: code, entry_point: train.py}
-            image: {framework_version: "2.19"}
-            resources: {instance_type: ml.m5.xlarge, instance_count: 2}
-            distribution: {strategy: multi_worker_mirrored}
-            data: {train: data}
-            metrics: [{name: score, regex: "score=([0-9.]+)"}]
-            """
-        )
-    )
-    return spec
+    return write_tiny_job(folder, script, spec=SAGEMAKER_SPEC)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
