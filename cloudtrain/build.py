@@ -443,26 +443,19 @@ def _dry_run(
         json.dump({"image": image, "content_hash": found.digest, **found.document, "commands": shell}, f, indent=2)
         f.write("\n")
     say(f"wrote the build context ({found.files} files, {_size(found.size)}) to {final}")
-    return BuildResult(
-        image=image,
-        repository=repository,
-        tag=found.tag,
-        content_hash=found.digest,
-        platform=inputs.platform,
-        dry_run=True,
+    return _result(
+        inputs,
+        found,
+        image,
         exists=exists,
         built=False,
         pushed=False,
-        repository_created=False,
-        builder=builder.label,
-        context_dir=str(final),
-        manifest_path=str(manifest_path),
-        files=found.files,
-        context_bytes=found.size,
-        commands=tuple(c.shell for c in commands),
-        notes=tuple(notes),
+        builder=builder,
         skipped_reason="dry run",
-        argv=tuple(c.argv for c in commands),
+        commands=commands,
+        notes=notes,
+        context_dir=final,
+        manifest_path=manifest_path,
     )
 
 
@@ -597,21 +590,24 @@ def _result(
     skipped_reason: str | None = None,
     commands: list[Command] | None = None,
     notes: list[str] | None = None,
+    context_dir: Path | None = None,
+    manifest_path: Path | None = None,
 ) -> BuildResult:
+    """The one place a BuildResult is made; a dry run gives the folders it wrote."""
     return BuildResult(
         image=image,
         repository=inputs.build.repository,
         tag=found.tag,
         content_hash=found.digest,
         platform=inputs.platform,
-        dry_run=False,
+        dry_run=context_dir is not None,
         exists=exists,
         built=built,
         pushed=pushed,
         repository_created=created,
         builder=None if builder is None else builder.label,
-        context_dir=None,
-        manifest_path=None,
+        context_dir=None if context_dir is None else str(context_dir),
+        manifest_path=None if manifest_path is None else str(manifest_path),
         files=found.files,
         context_bytes=found.size,
         commands=tuple(c.shell for c in commands or ()),
