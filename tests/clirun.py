@@ -23,7 +23,9 @@ class Result:
         return json.loads(self.out)
 
 
-def cloudtrain(*args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
+def cloudtrain(
+    *args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path = REPO
+) -> Result:
     """`cloudtrain ARGS` with its own job home and no AWS configured unless `env` says otherwise."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDTRAIN_"))}
     base.update({"CLOUDTRAIN_HOME": str(home), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
@@ -31,7 +33,7 @@ def cloudtrain(*args: str, home: Path, env: dict[str, str] | None = None, timeou
     base.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-m", "cloudtrain", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=base,
         capture_output=True,
         text=True,

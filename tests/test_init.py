@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.clirun import Result
+from tests.clirun import Result, cloudtrain
 
 FILES = ("job.yaml", "code/train.py", "data/train/train.csv", "data/eval/eval.csv")
 
 
 def run(*args: str, cwd: Path, home: Path, timeout: float = 600) -> Result:
     """`cloudtrain ARGS` in `cwd`, as a user in that folder types it (no AWS, a config folder of its own)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDTRAIN_"))}
-    env.update(CLOUDTRAIN_HOME=str(home), XDG_CONFIG_HOME=str(home / "xdg"), COLUMNS="200", CI="true")
-    proc = subprocess.run(
-        [sys.executable, "-m", "cloudtrain", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    return cloudtrain(*args, home=home, env={"CI": "true"}, timeout=timeout, cwd=cwd)
 
 
 def next_commands(output: str) -> list[list[str]]:
