@@ -1,3 +1,3 @@
-from cloudtrain.cli import main
+from cloudtrain.entrypoint import main
 
 main()

@@ -34,7 +34,7 @@ app = typer.Typer(
         "  cloudtrain init my-job                                    a spec, a training script, sample data\n"
         "  cloudtrain submit my-job/job.yaml --backend local --wait  train; prints the job's name\n"
         "  cloudtrain fetch-model JOB --to model                     the model and its evaluation report\n"
-        "\b\nEach command's --help says more. Defaults (backend, region, role, output bucket) can live in\n"
+        "\nEach command's --help says more. Defaults (backend, region, role, output bucket) can live in\n"
         "CLOUDTRAIN_* variables or a config file: cloudtrain config --help."
     ),
     no_args_is_help=True,
@@ -155,7 +155,7 @@ def validate(
         "  cloudtrain logs JOB --follow     watch it (every host's lines)\n"
         "  cloudtrain status JOB            where it is\n"
         "  cloudtrain fetch-model JOB       the model and evaluation report, once Completed\n"
-        "\b\nWith --wait: exit code 0 if the job Completed, 1 if it Failed or was Stopped, 4 when --timeout\n"
+        "\nWith --wait: exit code 0 if the job Completed, 1 if it Failed or was Stopped, 4 when --timeout\n"
         "passes (the job keeps running), 130 on Ctrl-C (the job keeps running unless --stop-on-interrupt).\n"
         "With --json the document is printed once the job exists, whatever the exit code."
     )
@@ -452,7 +452,7 @@ def compare(
         "  endpoint_url: http://localhost:5000      # rarely: a stand-in for AWS\n"
         "  profiles:\n"
         "    dev: {backend: local}                  # --profile dev or CLOUDTRAIN_PROFILE=dev\n"
-        "\b\nThe first that gives a setting wins: the command line, CLOUDTRAIN_BACKEND / CLOUDTRAIN_REGION /\n"
+        "\nThe first that gives a setting wins: the command line, CLOUDTRAIN_BACKEND / CLOUDTRAIN_REGION /\n"
         "CLOUDTRAIN_ROLE_ARN / CLOUDTRAIN_OUTPUT_S3_URI / CLOUDTRAIN_ENDPOINT_URL, the job spec, the file."
     )
 )
@@ -540,6 +540,9 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except TyperException as e:  # usage errors: unknown option, missing argument, bad value
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare `cloudtrain` (narrow terminal): the help itself
+            sys.stderr.write(e.format_message() + "\n")
+            sys.exit(2)
         _fail(e.format_message(), 2)
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)

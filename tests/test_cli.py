@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -54,13 +57,53 @@ def test_help_is_fast_and_imports_nothing_heavy(home: Path) -> None:
     assert result.code == 0
     for command in ("submit", "status", "logs", "stop", "fetch-model", "validate", "schema"):
         assert command in result.out
-    import subprocess
-    import sys
-
     heavy = "('tensorflow', 'boto3', 'botocore', 'pydantic')"
     probe = f"import sys, cloudtrain.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert loaded.stdout.strip() == "[]"
+    # the top-level help does not even import typer: only os, sys and the text itself
+    timed = [sys.executable, "-X", "importtime", "-m", "cloudtrain", "--help"]
+    fast = subprocess.run(timed, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, cwd=REPO)
+    imported = {line.rsplit("|", 1)[1].strip() for line in fast.stderr.splitlines() if line.startswith("import time:")}
+    assert "cloudtrain.help_text" in imported and not {"typer", "shutil", "typing"} & imported
+
+
+def test_top_level_help_is_typers_own_text(home: Path) -> None:
+    """`cloudtrain --help` skips typer (cloudtrain.entrypoint); what it prints must be what typer renders."""
+    from cloudtrain.help_text import TOP_LEVEL_HELP
+
+    typer_help = "import sys; sys.argv = ['cloudtrain', '--help']; from cloudtrain.cli import main; main()"
+    env = {**os.environ, "COLUMNS": "200"}
+    rendered = subprocess.run([sys.executable, "-c", typer_help], env=env, capture_output=True, text=True, cwd=REPO)
+    assert rendered.stdout == TOP_LEVEL_HELP, "the app's help changed: run scripts/render-help"
+    assert cloudtrain("--help", home=home).out == TOP_LEVEL_HELP
+
+
+@pytest.mark.parametrize("columns", ["200", "60"])
+def test_bare_cloudtrain_prints_the_help_as_a_usage_mistake(home: Path, columns: str) -> None:
+    result = cloudtrain(home=home, env={"COLUMNS": columns})
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith("Usage: cloudtrain [OPTIONS] COMMAND") and "error:" not in result.err
+
+
+def test_no_help_text_shows_a_raw_formatting_mark(home: Path) -> None:
+    """click's \\b (keep this paragraph as written) only works at a paragraph's start; elsewhere it prints."""
+    for command in (
+        "",
+        "init",
+        "validate",
+        "submit",
+        "build",
+        "status",
+        "logs",
+        "stop",
+        "fetch-model",
+        "compare",
+        "config",
+        "schema",
+    ):
+        result = cloudtrain(*command.split(), "--help", home=home)
+        assert result.code == 0 and "\b" not in result.out, command
 
 
 def test_version(home: Path) -> None:

@@ -1,0 +1,48 @@
+"""The `cloudtrain` executable: the top-level help straight from text, every other call through `cli`.
+
+Importing typer and building the command tree takes about three times as long as Python's own start, so
+`cloudtrain` and `cloudtrain --help` print the text typer would (`help_text`, kept equal to it by a test)
+when the terminal is wide enough for that text to be the one typer would render. Only `os` and `sys` are
+imported on that path: even `shutil` or `typing` would add a third to it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args in ([], ["--help"]) and "_CLOUDTRAIN_COMPLETE" not in os.environ and _terminal_columns() >= 80:
+        from cloudtrain.help_text import TOP_LEVEL_HELP
+
+        # As typer: --help is an answer (stdout, 0); no arguments at all is a usage mistake (stderr, 2).
+        _print(TOP_LEVEL_HELP, err=not args)
+        sys.exit(2 if not args else 0)
+    from cloudtrain.cli import main as cli_main
+
+    cli_main()
+
+
+def _terminal_columns() -> int:
+    """`shutil.get_terminal_size().columns`, which click caps at 80 (less 2) for help, without importing shutil."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+def _print(text: str, *, err: bool) -> None:
+    stream = sys.stderr if err else sys.stdout
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:  # `cloudtrain --help | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
