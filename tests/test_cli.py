@@ -68,6 +68,16 @@ def test_help_is_fast_and_imports_nothing_heavy(home: Path) -> None:
     assert "cloudtrain.help_text" in imported and not {"typer", "shutil", "typing"} & imported
 
 
+def test_status_imports_neither_pydantic_nor_the_spec(home: Path) -> None:
+    """`status` is what CI loops call: no spec is read, so nothing validates (typer itself must not either)."""
+    timed = [sys.executable, "-X", "importtime", "-m", "cloudtrain", "status", "--json"]
+    env = {**os.environ, "CLOUDTRAIN_HOME": str(home)}
+    run = subprocess.run(timed, env=env, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-500:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    assert "cloudtrain.api" in imported and not {"pydantic", "cloudtrain.spec", "yaml"} & imported
+
+
 def test_top_level_help_is_typers_own_text(home: Path) -> None:
     """`cloudtrain --help` skips typer (cloudtrain.entrypoint); what it prints must be what typer renders."""
     from cloudtrain.help_text import TOP_LEVEL_HELP
