@@ -366,6 +366,8 @@ class SpecLoader(_BaseLoader):  # type: ignore[misc,valid-type]
         column = e.problem_mark.column if mark is e.problem_mark and mark is not None else -1
         if "\t" in indentation or text_line[column : column + 1] == "\t":
             message = "a tab character; YAML indents with spaces only"
+        elif "maximum nesting depth" in (e.problem or ""):  # libyaml 0.2.6+ scans ahead and stops first
+            message = f"nested more than {MAX_DEPTH} levels deep"
         else:
             message = f"invalid YAML: {one_line(e.problem or context or 'syntax error')}"
             if context and e.context_mark is not None and e.context_mark.line + 1 != line:

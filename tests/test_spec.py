@@ -195,8 +195,15 @@ def test_tags_that_construct_objects_are_refused(write: Write, tag: str) -> None
 
 
 def test_deep_nesting_is_refused(write: Write) -> None:
-    e = error_of(write(MINIMAL + "tags: " + "[" * 100_000 + "]" * 100_000 + "\n"))
+    e = error_of(write(MINIMAL + "tags: " + "[" * 60 + "]" * 60 + "\n"))
     assert_error(e, "job.yaml", 5, "tags" + ".0" * 49, "nested more than 50 levels deep")
+
+
+def test_nesting_past_libyamls_own_limit_reads_the_same(write: Write) -> None:
+    """libyaml (0.2.6+) scans far ahead and gives up at 1000 levels, before the loader sees level 51."""
+    e = error_of(write(MINIMAL + "tags: " + "[" * 100_000 + "]" * 100_000 + "\n"))
+    assert (e.file, e.line) == ("job.yaml", 5) and e.field is not None and e.field.startswith("tags"), str(e)
+    assert str(e).endswith("nested more than 50 levels deep"), str(e)
 
 
 # ------------------------------------------------------------------------------------------ duplicates

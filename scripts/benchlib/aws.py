@@ -283,40 +283,36 @@ class CountingProxy:
         """Copy the request body (Content-Length or chunked) upstream; its first bytes and its size on the wire."""
         start = b""
         size = 0
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            while True:
-                size_line = reader.readline(_PIECE)
-                upstream.sendall(size_line)
-                size += len(size_line)
-                n = int(size_line.split(b";")[0].strip() or b"0", 16)
-                if n == 0:
-                    while True:  # trailers up to the blank line
-                        line = reader.readline(_PIECE)
-                        upstream.sendall(line)
-                        size += len(line)
-                        if not line.strip():
-                            return start, size
-                left = n + 2  # data and its CRLF
-                while left:
-                    piece = reader.read(min(left, _PIECE))
-                    if not piece:
-                        raise OSError("client closed mid-body")
-                    upstream.sendall(piece)
-                    if len(start) < 256:
-                        start += piece[: 256 - len(start)]
-                    left -= len(piece)
-                    size += len(piece)
-        left = int(headers.get("content-length") or 0)
-        while left:
-            piece = reader.read(min(left, _PIECE))
-            if not piece:
-                raise OSError("client closed mid-body")
-            upstream.sendall(piece)
-            if len(start) < 256:
-                start += piece[: 256 - len(start)]
-            left -= len(piece)
-            size += len(piece)
-        return start, size
+
+        def send(data: bytes, *, framing: bool = False) -> None:
+            nonlocal start, size
+            upstream.sendall(data)
+            if not framing and len(start) < 256:
+                start += data[: 256 - len(start)]
+            size += len(data)
+
+        def copy(left: int) -> None:
+            while left:
+                piece = reader.read(min(left, _PIECE))
+                if not piece:
+                    raise OSError("client closed mid-body")
+                send(piece)
+                left -= len(piece)
+
+        if "chunked" not in headers.get("transfer-encoding", "").lower():
+            copy(int(headers.get("content-length") or 0))
+            return start, size
+        while True:
+            size_line = reader.readline(_PIECE)
+            send(size_line, framing=True)
+            n = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if n == 0:
+                while True:  # trailers up to the blank line
+                    line = reader.readline(_PIECE)
+                    send(line, framing=True)
+                    if not line.strip():
+                        return start, size
+            copy(n + 2)  # data and its CRLF
 
     def _pump(self, upstream: socket.socket, client: socket.socket) -> None:
         try:
