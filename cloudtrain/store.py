@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.base import TERMINAL, JobInfo, Transition
-from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound
 from cloudtrain.redact import REDACTED as REDACTED  # re-exported: what a redacted value reads
 from cloudtrain.redact import redact_environment
 
@@ -33,30 +33,34 @@ if TYPE_CHECKING:
 DB_NAME = "jobs.db"
 BUSY_TIMEOUT_S = 30.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    name TEXT NOT NULL,
-    backend TEXT NOT NULL,
-    status TEXT NOT NULL,
-    secondary_status TEXT NOT NULL DEFAULT '',
-    failure_reason TEXT,
-    created REAL,
-    ended REAL,
-    instance_type TEXT NOT NULL DEFAULT '',
-    instance_count INTEGER NOT NULL DEFAULT 1,
-    transitions TEXT NOT NULL DEFAULT '[]',
-    metrics TEXT NOT NULL DEFAULT '{}',
-    artifacts TEXT NOT NULL DEFAULT '{}',
-    billable_seconds INTEGER,
-    spot_savings_percent REAL,
-    tags TEXT NOT NULL DEFAULT '{}',
-    spec TEXT NOT NULL DEFAULT '{}',
-    spec_digest TEXT NOT NULL DEFAULT '',
-    pid INTEGER,
-    PRIMARY KEY (backend, name)
-);
-CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created DESC);
-"""
+SCHEMA_VERSION = 1  # PRAGMA user_version; a newer file is refused, an older one gains the missing columns
+# Every column a release adds needs a DEFAULT, so that rows written before it read as that default.
+_TABLE_COLUMNS = (
+    ("name", "TEXT NOT NULL"),
+    ("backend", "TEXT NOT NULL"),
+    ("status", "TEXT NOT NULL"),
+    ("secondary_status", "TEXT NOT NULL DEFAULT ''"),
+    ("failure_reason", "TEXT"),
+    ("created", "REAL"),
+    ("ended", "REAL"),
+    ("instance_type", "TEXT NOT NULL DEFAULT ''"),
+    ("instance_count", "INTEGER NOT NULL DEFAULT 1"),
+    ("transitions", "TEXT NOT NULL DEFAULT '[]'"),
+    ("metrics", "TEXT NOT NULL DEFAULT '{}'"),
+    ("artifacts", "TEXT NOT NULL DEFAULT '{}'"),
+    ("billable_seconds", "INTEGER"),
+    ("spot_savings_percent", "REAL"),
+    ("tags", "TEXT NOT NULL DEFAULT '{}'"),
+    ("spec", "TEXT NOT NULL DEFAULT '{}'"),
+    ("spec_digest", "TEXT NOT NULL DEFAULT ''"),
+    ("pid", "INTEGER"),
+)
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS jobs ("
+    + ", ".join(f"{name} {definition}" for name, definition in _TABLE_COLUMNS)
+    + ", PRIMARY KEY (backend, name))",
+    "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created DESC)",
+)
 _INFO_COLUMNS = tuple(f.name for f in fields(JobInfo))  # one column per JobInfo field, in the same order
 _JSON_COLUMNS = frozenset({"transitions", "metrics", "artifacts", "tags", "spec"})
 _COLUMNS = ", ".join((*_INFO_COLUMNS, "spec", "spec_digest", "pid"))
@@ -163,8 +167,24 @@ class JobStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
         with self._write() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
+            self._migrate(db)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Create the table, or bring one an older cloudtrain wrote up to this schema (its rows kept)."""
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CloudtrainError(
+                f"job store {self.path} was written by a newer cloudtrain (schema {version}, this one reads "
+                f"{SCHEMA_VERSION}): upgrade cloudtrain, or point CLOUDTRAIN_HOME elsewhere"
+            )
+        for statement in _SCHEMA:
+            db.execute(statement)
+        present = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _TABLE_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+        if version != SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -26,7 +26,8 @@ from cloudtrain.backends.base import JobInfo
 from cloudtrain.backends.local import LocalBackend
 from cloudtrain.errors import JobExists, JobNotFound, UserError
 from cloudtrain.spec import JobSpec
-from cloudtrain.store import REDACTED, JobRecord, JobStore
+from cloudtrain.store import REDACTED, SCHEMA_VERSION, JobRecord, JobStore
+from tests.clirun import cloudtrain
 
 WAIT_S = 20.0
 API_KEY_SHA256 = hashlib.sha256(b"s3cr3t").hexdigest()
@@ -382,6 +383,35 @@ def test_store_transitions_keep_stops_and_ends(tmp_path: Path) -> None:
     assert [t.status for t in final.info.transitions] == ["Stopping", "Uploading", "Stopped"]
     assert store.backend_of("j") == "sagemaker" and store.backend_of("k") is None
     assert [r.info.backend for r in store.list_jobs()] == ["sagemaker", "local"]
+
+
+def test_a_job_store_an_older_cloudtrain_wrote_gains_the_new_columns_and_keeps_its_jobs(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "jobs.db") as db:  # as the first release wrote it: no tags, spec or pid yet
+        db.execute(
+            "CREATE TABLE jobs (name TEXT NOT NULL, backend TEXT NOT NULL, status TEXT NOT NULL, "
+            "secondary_status TEXT NOT NULL DEFAULT '', failure_reason TEXT, created REAL, ended REAL, "
+            "instance_type TEXT NOT NULL DEFAULT '', instance_count INTEGER NOT NULL DEFAULT 1, "
+            "transitions TEXT NOT NULL DEFAULT '[]', metrics TEXT NOT NULL DEFAULT '{}', "
+            "artifacts TEXT NOT NULL DEFAULT '{}', billable_seconds INTEGER, spot_savings_percent REAL, "
+            "PRIMARY KEY (backend, name))"
+        )
+        db.execute("INSERT INTO jobs (name, backend, status, created) VALUES ('old', 'local', 'Completed', 1.0)")
+    store = JobStore(tmp_path)
+    old = store.get("local", "old")
+    assert (old.info.status, old.info.tags, old.spec, old.pid) == ("Completed", {}, {}, None)
+    store.create(JobRecord(JobInfo("new", "local", "InProgress", created=2.0, tags={"team": "a"})))
+    assert [r.name for r in store.list_jobs()] == ["new", "old"]
+    with sqlite3.connect(tmp_path / "jobs.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_job_store_a_newer_cloudtrain_wrote_is_refused_in_one_line(tmp_path: Path, home: Path) -> None:
+    JobStore(home)
+    with sqlite3.connect(home / "jobs.db") as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    result = cloudtrain("status", home=home)
+    assert result.code == 1 and result.err.count("\n") == 1, result.err
+    assert "was written by a newer cloudtrain" in result.err and "Traceback" not in result.err
 
 
 WRITER = """
