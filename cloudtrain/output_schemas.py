@@ -129,6 +129,12 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                 "checkpoints": _OPT_STR,
                 "eval_report": {**_OPT_STR, "description": "Path of eval_report.json; null if the job wrote none."},
                 "evaluation": _EVALUATION,
+                "checked": {
+                    "type": "object",
+                    "additionalProperties": _STR,
+                    "description": "How each downloaded tarball was verified: SHA256, SHA1, CRC64NVME, CRC32C, "
+                    "CRC32 (S3's full-object checksum), MD5 (a plain ETag) or 'size only ...'; {} locally.",
+                },
             }
         ),
     ),

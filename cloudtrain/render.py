@@ -121,7 +121,10 @@ def artifacts(found: Artifacts) -> None:
     out = console()
     for kind in ("model", "output", "checkpoints"):
         path = getattr(found, kind)
-        out.print(f"  {kind:<12} {path if path else '- (none)'}")
+        out.print(f"  {kind:<12} {path if path else '- (none)'}", markup=False)
+    if found.checked:
+        checked = ", ".join(f"{name} {how}" for name, how in sorted(found.checked.items()))
+        out.print(f"  {'checked':<12} {checked}", markup=False)
 
 
 def evaluation(found: Artifacts) -> tuple[Path, dict[str, float | None]] | None:
@@ -148,6 +151,7 @@ def fetched_json(job: str, found: Artifacts) -> dict[str, Any]:
         "checkpoints": str(found.checkpoints) if found.checkpoints else None,
         "eval_report": str(report[0]) if report else None,
         "evaluation": report[1] if report else None,
+        "checked": dict(found.checked),
     }
 
 

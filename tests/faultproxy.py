@@ -11,7 +11,9 @@ control plane stand-in in front of it), and on a schedule:
   nor, since it reads without checking Content-Length, notices a short JSON or XML one);
 - answers in the endpoint's place with a throttling error: S3's `503 SlowDown` XML, the JSON services'
   `400 ThrottlingException`, the query services' (STS) `400 Throttling` XML;
-- answers with any other error (action `error`), for instance one whose message echoes a credential.
+- answers with any other error (action `error`), for instance one whose message echoes a credential;
+- adds response headers (action `add_headers`): what AWS sends and moto does not, such as the
+  CRC64NVME checksum S3 computes for every object uploaded without one.
 
 A schedule is a list of `Fault`s, each matching requests by service (from the SigV4 credential scope),
 operation (`X-Amz-Target` for JSON services, inferred from method and query for S3) and a regex on the
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-Action = Literal["drop_request", "drop_response", "throttle", "error"]
+Action = Literal["drop_request", "drop_response", "throttle", "error", "add_headers"]
 _CHUNK = 1 << 16
 _HEAD_LIMIT = 1 << 16
 _KEPT_BODY = 1 << 20  # request bodies kept in the log, but for S3's (uploads)
@@ -92,6 +94,7 @@ class Fault:
     status: int = 400  # error: the status, error code and message answered
     code: str = ""
     message: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  # add_headers: added to the response's head
     matched: int = field(default=0, init=False)
     hits: int = field(default=0, init=False)
 
@@ -233,6 +236,9 @@ class FaultProxy:
                     response_head = upstream_reader.head()
                     if response_head is None:
                         return
+                    if fault is not None and fault.action == "add_headers":
+                        added = "".join(f"{name}: {value}\r\n" for name, value in fault.headers.items())
+                        response_head = response_head[:-2] + added.encode() + b"\r\n"
                     client.sendall(response_head)
                     status, response_headers = _parse_response(response_head)
                     limit = fault.after if fault is not None and fault.action == "drop_response" else None

@@ -17,8 +17,10 @@ ten times, each run resumed from the one before: no checkpointed epoch is lost a
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
+import functools
 import hashlib
 import io
 import json
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
 
 from cloudtrain.archive import bytes_tarball
 from cloudtrain.packaging import tarball_digest
@@ -328,6 +331,100 @@ def test_fetch_model_gives_up_on_a_part_that_keeps_failing_and_leaves_the_old_mo
     assert "model.tar.gz" in line and "connection" in line, line
     assert elapsed < 60, "bounded attempts, bounded backoff"
     assert always.hits >= 3 * 2, "each part was retried before giving up"
+    assert tree(dest) == before and leftovers(dest) == []
+
+
+# --- S3's own checksums -------------------------------------------------------------------------------------
+
+CRT_PATH = REPO / ".venv-crt"  # awscrt alone (scripts/setup --with-sdk): cloudtrain as `cloudtrain[crt]` runs
+
+
+@functools.cache
+def crc64nvme(data: bytes) -> int:
+    """CRC-64/NVME, bit by bit from its definition (reflected, poly 0x9A6C9329AC4BC9B5): the test's own oracle."""
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x9A6C9329AC4BC9B5 if c & 1 else c >> 1
+        table.append(c)
+    crc = 0xFFFFFFFFFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+
+
+def test_the_crc64nvme_oracle_gives_the_standard_check_value() -> None:
+    assert crc64nvme(b"123456789") == 0xAE8B14860A799888
+
+
+def model_with_only_s3s_default_checksum(name: str) -> tuple[bytes, str]:
+    """A finished job whose model.tar.gz was uploaded in parts without a checksum, as SageMaker's uploader may.
+
+    Its ETag is of the parts (not an MD5 of the file). Real S3 keeps a full-object CRC64NVME of it (its
+    default since December 2024); moto cannot compute one without awscrt, so the fault proxy adds the headers
+    S3 would send. Returns the model and its base64 CRC64NVME.
+    """
+    objects = finished_sagemaker_job(name, model_mib=6)
+    key = f"runs/{name}/output/model.tar.gz"
+    model = objects[key]
+    plain = boto3.client("s3", config=Config(request_checksum_calculation="when_required"))
+    parts = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    plain.upload_fileobj(io.BytesIO(model), BUCKET, key, Config=parts)
+    head = plain.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+    assert head["ETag"].endswith('-2"'), head["ETag"]
+    assert not [k for k in head if k.startswith("Checksum")], "moto keeps no checksum of its own here"
+    return model, base64.b64encode(crc64nvme(model).to_bytes(8, "big")).decode()
+
+
+def s3_reports_crc64nvme(value: str) -> Fault:
+    headers = {"x-amz-checksum-crc64nvme": value, "x-amz-checksum-type": "FULL_OBJECT"}
+    return Fault("add_headers", service="s3", operation="HeadObject", target="model.tar.gz", headers=headers)
+
+
+def fetch(name: str, dest: Path, proxy: FaultProxy, home: Path, *, crt: bool) -> Result:
+    env = aws_env(proxy.url)
+    if crt:
+        env["PYTHONPATH"] = str(CRT_PATH)
+    return cloudtrain("fetch-model", name, "--to", str(dest), "--backend", "sagemaker", "--json", home=home, env=env)
+
+
+def test_fetch_model_without_awscrt_says_the_crc64nvme_went_unchecked(aws_endpoint: str, tmp_path: Path) -> None:
+    model, crc = model_with_only_s3s_default_checksum("plain")
+    with FaultProxy(aws_endpoint, [s3_reports_crc64nvme(crc)]) as proxy:
+        fetched = fetch("plain", tmp_path / "artifacts", proxy, tmp_path / "home", crt=False)
+    assert fetched.code == 0, fetched.err
+    assert fetched.json()["checked"] == {
+        "model.tar.gz": "size only (S3's CRC64NVME needs awscrt: pip install 'cloudtrain[crt]')",
+        "output.tar.gz": "CRC32",  # botocore's default for an upload: S3 keeps it
+    }
+    assert (tmp_path / "artifacts" / "model.tar.gz").read_bytes() == model
+
+
+@pytest.mark.skipif(not CRT_PATH.is_dir(), reason="no .venv-crt (scripts/setup --with-sdk makes it)")
+def test_fetch_model_with_awscrt_checks_s3s_crc64nvme(aws_endpoint: str, tmp_path: Path) -> None:
+    model, crc = model_with_only_s3s_default_checksum("checked")
+    with FaultProxy(aws_endpoint, [s3_reports_crc64nvme(crc)]) as proxy:
+        fetched = fetch("checked", tmp_path / "artifacts", proxy, tmp_path / "home", crt=True)
+    assert fetched.code == 0, fetched.err
+    assert fetched.json()["checked"] == {"model.tar.gz": "CRC64NVME", "output.tar.gz": "CRC32"}
+    assert (tmp_path / "artifacts" / "model.tar.gz").read_bytes() == model
+
+
+@pytest.mark.skipif(not CRT_PATH.is_dir(), reason="no .venv-crt (scripts/setup --with-sdk makes it)")
+def test_fetch_model_refuses_a_model_whose_crc64nvme_differs_and_keeps_the_old_one(
+    aws_endpoint: str, tmp_path: Path
+) -> None:
+    _, crc = model_with_only_s3s_default_checksum("corrupt")
+    wrong = base64.b64encode((int.from_bytes(base64.b64decode(crc), "big") ^ 1).to_bytes(8, "big")).decode()
+    dest = tmp_path / "artifacts"
+    (dest / "model").mkdir(parents=True)
+    (dest / "model" / "model.keras").write_bytes(b"the previous model")
+    before = tree(dest)
+    with FaultProxy(aws_endpoint, [s3_reports_crc64nvme(wrong)]) as proxy:
+        fetched = fetch("corrupt", dest, proxy, tmp_path / "home", crt=True)
+    assert fetched.code == 1, fetched.err
+    assert one_line_error(fetched).endswith("model.tar.gz: CRC64NVME checksum mismatch after download")
     assert tree(dest) == before and leftovers(dest) == []
 
 

@@ -543,6 +543,7 @@ def test_fetch_artifacts_downloads_in_parts_and_extracts(aws_endpoint: str, tmp_
     dest = tmp_path / "artifacts"
     got = backend.fetch_artifacts("fetch-me", dest, on_progress=lambda done, total: progress.append((done, total)))
     assert got.model == dest / "model" and got.output == dest / "output" and got.checkpoints == dest / "checkpoints"
+    assert got.checked == {"model.tar.gz": "size only", "output.tar.gz": "SHA256"}
     assert (dest / "model" / "model.keras").read_bytes() == weights
     assert (dest / "model" / "1" / "saved_model.pb").read_bytes() == b"pb"
     assert (dest / "model.tar.gz").read_bytes() == model

@@ -73,6 +73,7 @@ class Artifacts:
     model: Path | None
     output: Path | None
     checkpoints: Path | None
+    checked: dict[str, str] = field(default_factory=dict)  # downloaded tarball -> how it was verified
 
 
 class Backend(Protocol):

@@ -21,7 +21,6 @@ made from the request. HeadBucket, the tarball and the uploads come only when so
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import heapq
@@ -30,17 +29,18 @@ import os
 import re
 import subprocess
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain import checksums
 from cloudtrain.archive import atomic_path, safe_extract, staging_folder, swap_in, writing_to
 from cloudtrain.aws import BODY_ATTEMPTS, AwsSession, AwsSettings, backoff, error_code, error_message, translate_errors
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
+from cloudtrain.checksums import Reported
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound, UserError
 from cloudtrain.packaging import (
     CODE_TARBALL,
@@ -384,45 +384,35 @@ class _Object:
     size: int
     etag: str
     dest: Path
-    checksum: tuple[str, str] | None = None  # (algorithm, base64 value) of the whole object
+    reported: Reported = field(default_factory=lambda: Reported({}))  # S3's full-object checksums
     verify_etag: bool = True  # False where the ETag may not be an MD5 (SSE-KMS, unknown from a listing)
 
 
-def _verify(obj: _Object, path: Path) -> None:
-    """Size always; then a full-object SHA256/CRC32 checksum, or the ETag when it is a plain MD5."""
+def _verify(obj: _Object, path: Path) -> str:
+    """Size always; then S3's strongest full-object checksum this install computes, else a plain-MD5 ETag.
+
+    Returns how the file was checked, for fetch-model to say.
+    """
     size = path.stat().st_size
     if size != obj.size:
         raise CloudtrainError(f"{obj.location.uri}: downloaded {size} bytes, expected {obj.size}")
-    if obj.checksum is not None:
-        algorithm, expected = obj.checksum
-        if algorithm == "SHA256":
-            digest = hashlib.sha256()
-            _feed(path, digest.update)
-            got = base64.b64encode(digest.digest()).decode()
-        else:
-            crc = 0
-
-            def update(block: bytes) -> None:
-                nonlocal crc
-                crc = zlib.crc32(block, crc)
-
-            _feed(path, update)
-            got = base64.b64encode(crc.to_bytes(4, "big")).decode()
-        if got != expected:
+    if usable := obj.reported.usable():
+        algorithm, expected = usable
+        if checksums.of_file(path, algorithm) != expected:
             raise CloudtrainError(f"{obj.location.uri}: {algorithm} checksum mismatch after download")
-        return
+        return algorithm
     etag = obj.etag.strip('"')
     if obj.verify_etag and re.fullmatch(r"[0-9a-f]{32}", etag):
         md5 = hashlib.md5(usedforsecurity=False)
-        _feed(path, md5.update)
+        with open(path, "rb") as f:
+            while block := f.read(READ_CHUNK):
+                md5.update(block)
         if md5.hexdigest() != etag:
             raise CloudtrainError(f"{obj.location.uri}: MD5 does not match the ETag after download")
-
-
-def _feed(path: Path, update: Callable[[bytes], Any]) -> None:
-    with open(path, "rb") as f:
-        while block := f.read(READ_CHUNK):
-            update(block)
+        return "MD5"
+    if missing := obj.reported.unverifiable():
+        return f"size only (S3's {missing[0]} needs awscrt: pip install 'cloudtrain[crt]')"
+    return "size only"
 
 
 def _head(s3: Any, location: S3Location, dest: Path) -> _Object | None:
@@ -434,19 +424,8 @@ def _head(s3: Any, location: S3Location, dest: Path) -> _Object | None:
         if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 or error_code(e) in ("404", "NoSuchKey"):
             return None
         raise
-    checksum = None
-    etag = head.get("ETag", "")
-    # A multipart object's checksum may be of its parts (COMPOSITE); trust it only when it is of the
-    # whole object: said so, or implied by a single-part upload (an ETag without "-N").
-    whole = head.get("ChecksumType") == "FULL_OBJECT" or ("ChecksumType" not in head and "-" not in etag)
-    if whole:
-        for algorithm in ("SHA256", "CRC32"):
-            value = head.get(f"Checksum{algorithm}")
-            if value and "-" not in value:
-                checksum = (algorithm, value)
-                break
     plain = head.get("ServerSideEncryption") != "aws:kms"  # SSE-KMS ETags are not MD5s
-    return _Object(location, int(head["ContentLength"]), etag, dest, checksum, plain)
+    return _Object(location, int(head["ContentLength"]), head.get("ETag", ""), dest, Reported.of_head(head), plain)
 
 
 class _Downloader:
@@ -501,7 +480,8 @@ class _Downloader:
                 raise CloudtrainError(f"{obj.location.uri}: short read of bytes {start}-{end}")
             return
 
-    def fetch(self, objects: list[_Object]) -> None:
+    def fetch(self, objects: list[_Object]) -> dict[Path, str]:
+        """Every object to its dest; how each was checked (`_verify`), by dest."""
         with contextlib.ExitStack() as stack:
             temps: list[tuple[_Object, Path]] = []
             for obj in objects:
@@ -521,8 +501,7 @@ class _Downloader:
                     future.result()
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
-            for obj, tmp in temps:
-                _verify(obj, tmp)
+            return {obj.dest: _verify(obj, tmp) for obj, tmp in temps}
 
 
 def _relative_key(prefix: str, key: str) -> str | None:
@@ -1044,8 +1023,7 @@ class SageMakerBackend:
                     checkpoints = self._list_objects(s3, location, staging / "checkpoints")
                 objects = [*tarballs.values(), *checkpoints]
                 progress = Progress(sum(o.size for o in objects), on_progress)
-                if objects:
-                    _Downloader(s3, self.download_workers, progress).fetch(objects)
+                checked = _Downloader(s3, self.download_workers, progress).fetch(objects) if objects else {}
                 for kind, obj in tarballs.items():
                     safe_extract(obj.dest, staging / kind)
                 names = [*tarballs, *(f"{kind}.tar.gz" for kind in tarballs), *(["checkpoints"] if checkpoints else [])]
@@ -1055,6 +1033,7 @@ class SageMakerBackend:
             model=dest / "model" if "model" in tarballs else None,
             output=dest / "output" if "output" in tarballs else None,
             checkpoints=dest / "checkpoints" if checkpoints else None,
+            checked={obj.dest.name: checked[obj.dest] for obj in tarballs.values()},
         )
 
     @staticmethod
