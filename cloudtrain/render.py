@@ -72,8 +72,16 @@ def duration(info: JobInfo) -> str:
 
 def styled_status(info: JobInfo) -> str:
     style = STATUS_STYLE.get(info.status, "")
-    text = info.status + (f" ({info.secondary_status})" if info.secondary_status else "")
+    text = _markup_safe(info.status + (f" ({info.secondary_status})" if info.secondary_status else ""))
     return f"[{style}]{text}[/]" if style else text
+
+
+def _markup_safe(value: object) -> str:
+    """Text from outside (a failure reason, a path, a metric's name) inside a line that uses rich markup:
+    `[/opt/ml/model]` in a failure reason is a closing tag to rich, and an unmatched one is an exception."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def job_table(jobs: list[JobInfo]) -> None:
@@ -90,22 +98,28 @@ def job_table(jobs: list[JobInfo]) -> None:
 
 def job_detail(info: JobInfo) -> None:
     out = console()
-    out.print(f"[bold]{info.name}[/]  {styled_status(info)}  backend={info.backend}")
-    out.print(f"  instances  {info.instance_count} x {info.instance_type or '-'}")
-    out.print(f"  created    {when(info.created)}   duration {duration(info)}")
+    safe = _markup_safe
+
+    def field(label: str, value: str, style: str = "") -> None:
+        text = f"  {label:<12}{safe(value)}"
+        out.print(f"[{style}]{text}[/]" if style else text)
+
+    out.print(f"[bold]{safe(info.name)}[/]  {styled_status(info)}  backend={safe(info.backend)}")
+    field("instances", f"{info.instance_count} x {info.instance_type or '-'}")
+    field("created", f"{when(info.created)}   duration {duration(info)}")
     if info.billable_seconds is not None:
         savings = f"  spot savings {info.spot_savings_percent:.0f}%" if info.spot_savings_percent else ""
-        out.print(f"  billable   {info.billable_seconds}s{savings}")
+        field("billable", f"{info.billable_seconds}s{savings}")
     if info.failure_reason:
-        out.print(f"  [red]failure    {scrub(info.failure_reason)}[/]")
+        field("failure", scrub(info.failure_reason), "red")
     for name, value in sorted(info.metrics.items()):
-        out.print(f"  metric     {name} = {value:g}")
+        field("metric", f"{name} = {value:g}")
     for kind, location in sorted(info.artifacts.items()):
-        out.print(f"  {kind:<10} {location}")
+        field(kind, location)
     if info.transitions:
         out.print("  history")
         for t in info.transitions:
-            out.print(f"    {when(t.start)}  {t.status:<12} {scrub(t.message)}")
+            out.print(f"    {when(t.start)}  {t.status:<12} {scrub(t.message)}", markup=False)
 
 
 def log_line(event: LogEvent, out: Console | None = None) -> None:
@@ -161,7 +175,7 @@ def eval_summary(found: Artifacts) -> None:
     if report is None:
         return
     parts = [f"{k}={v:.4f}" for k, v in report[1].items() if v is not None]
-    console().print(f"evaluation: {' '.join(parts)}  ({report[0]})")
+    console().print(f"evaluation: {' '.join(parts)}  ({report[0]})", markup=False)
 
 
 def next_steps(info: JobInfo) -> None:
@@ -264,9 +278,9 @@ def plan(plan: dict[str, Any]) -> None:
     cost = plan.get("estimated_cost_usd")
     note = plan.get("cost_note", "")
     if cost is not None:
-        out.print(f"estimated cost: up to ${cost:.2f} {note}".rstrip())
+        out.print(f"estimated cost: up to ${cost:.2f} {note}".rstrip(), markup=False)
     elif note:
-        out.print(f"estimated cost: {note}")
+        out.print(f"estimated cost: {note}", markup=False)
     out.print("dry run: nothing was created")
 
 
@@ -275,12 +289,12 @@ def build_result(result: BuildResult) -> None:
     out = console()
     if result.dry_run:
         size = f"{result.files} files, {result.context_bytes} bytes"
-        out.print(f"{result.image}: dry run; the build context ({size}) is in {result.context_dir}")
+        out.print(f"{result.image}: dry run; the build context ({size}) is in {result.context_dir}", markup=False)
         for command in result.commands:
             out.print(f"  $ {command}", markup=False)
     elif result.skipped_reason:
-        out.print(f"{result.image}: {result.skipped_reason}")
+        out.print(f"{result.image}: {result.skipped_reason}", markup=False)
     else:
-        out.print(f"{result.image}: {'built and pushed' if result.pushed else 'built'}")
+        out.print(f"{result.image}: {'built and pushed' if result.pushed else 'built'}", markup=False)
     for note in result.notes:
         out.print(f"  note: {note}", markup=False)

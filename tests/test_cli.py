@@ -202,6 +202,17 @@ def test_failed_job_exits_1_with_reason(tmp_path: Path, home: Path) -> None:
     assert "Traceback" not in result.err.strip().splitlines()[-1]
 
 
+def test_a_failure_reason_that_looks_like_markup_is_shown_as_written(tmp_path: Path, home: Path) -> None:
+    """`[/opt/ml/...]` is a closing tag to rich: printed as markup, an unmatched one is a traceback."""
+    reason = "no such file: [/opt/ml/input/data/train] [bold]x"
+    spec = write_job(tmp_path, f"import sys\nsys.exit({reason!r})\n")
+    submitted = cloudtrain("submit", str(spec), "--backend", "local", "--wait", "--json", home=home)
+    assert submitted.code == 1, submitted.err
+    shown = cloudtrain("status", submitted.json()["job"]["name"], home=home)
+    assert shown.code == 0 and "Traceback" not in shown.err, shown.err
+    assert any(line.startswith("  failure ") and line.endswith(reason) for line in shown.out.splitlines()), shown.out
+
+
 def test_idempotent_submit(tmp_path: Path, home: Path) -> None:
     spec = write_job(tmp_path, TINY)
     first = cloudtrain("submit", str(spec), "--backend", "local", "--idempotency-key", "pr-42", "--json", home=home)
