@@ -11,6 +11,7 @@ dependency because botocore loads it, about 40 ms, in every process that makes a
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import zlib
 from collections.abc import Callable, Mapping
@@ -53,6 +54,7 @@ class Reported:
         return [a for a in ALGORITHMS if a in self.values and a in NEEDS_CRT and not has_crt()]
 
 
+@functools.cache
 def has_crt() -> bool:
     try:
         import awscrt.checksums  # noqa: F401
@@ -63,16 +65,21 @@ def has_crt() -> bool:
 
 def of_file(path: Path, algorithm: str) -> str:
     """The base64 checksum of the file, as S3 writes it (x-amz-checksum-*)."""
+    return base64.b64encode(digest_of_file(path, algorithm)).decode()
+
+
+def digest_of_file(path: Path, algorithm: str) -> bytes:
+    """The raw digest of one of S3's algorithms, or MD5 (what a single-part upload's ETag is, in hex)."""
     update, result = _accumulator(algorithm)
     with open(path, "rb") as f:
         while block := f.read(READ_CHUNK):
             update(block)
-    return base64.b64encode(result()).decode()
+    return result()
 
 
 def _accumulator(algorithm: str) -> tuple[Callable[[bytes], None], Callable[[], bytes]]:
-    if algorithm in ("SHA256", "SHA1"):
-        digest = hashlib.new(algorithm.lower())
+    if algorithm in ("SHA256", "SHA1", "MD5"):
+        digest = hashlib.new(algorithm.lower(), usedforsecurity=algorithm != "MD5")
         return digest.update, digest.digest
     step = _crc_step(algorithm)
     width = 8 if algorithm == "CRC64NVME" else 4

@@ -22,7 +22,6 @@ made from the request. HeadBucket, the tarball and the uploads come only when so
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import json
 import os
@@ -403,11 +402,7 @@ def _verify(obj: _Object, path: Path) -> str:
         return algorithm
     etag = obj.etag.strip('"')
     if obj.verify_etag and re.fullmatch(r"[0-9a-f]{32}", etag):
-        md5 = hashlib.md5(usedforsecurity=False)
-        with open(path, "rb") as f:
-            while block := f.read(READ_CHUNK):
-                md5.update(block)
-        if md5.hexdigest() != etag:
+        if checksums.digest_of_file(path, "MD5").hex() != etag:
             raise CloudtrainError(f"{obj.location.uri}: MD5 does not match the ETag after download")
         return "MD5"
     if missing := obj.reported.unverifiable():
