@@ -166,17 +166,23 @@ class JobStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-        with self._write() as db:
-            self._migrate(db)
+            current = self._schema_version(db) == SCHEMA_VERSION
+        if not current:  # a new home, or one an older cloudtrain wrote: the only time opening writes
+            with self._write() as db:
+                self._migrate(db)
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        """Create the table, or bring one an older cloudtrain wrote up to this schema (its rows kept)."""
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+    def _schema_version(self, db: sqlite3.Connection) -> int:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise CloudtrainError(
                 f"job store {self.path} was written by a newer cloudtrain (schema {version}, this one reads "
                 f"{SCHEMA_VERSION}): upgrade cloudtrain, or point CLOUDTRAIN_HOME elsewhere"
             )
+        return version
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Create the table, or bring one an older cloudtrain wrote up to this schema (its rows kept)."""
+        version = self._schema_version(db)  # again, under the write lock: another process may have done it
         for statement in _SCHEMA:
             db.execute(statement)
         present = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
