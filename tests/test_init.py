@@ -95,7 +95,7 @@ def test_init_then_the_printed_commands_train_and_fetch_a_model(tmp_path: Path) 
     assert trained.code == 0, trained.err[-3000:]
     job = re.search(r"job (\S+) submitted on local", trained.err).group(1)
     assert f"cloudtrain fetch-model {job}" in trained.out
-    assert "metric     val_accuracy" in trained.out
+    assert "  metric      val_accuracy = " in trained.out
 
     fetched = run(*[job if word == "JOB" else word for word in fetch], cwd=tmp_path, home=home)
     assert fetched.code == 0, fetched.err
