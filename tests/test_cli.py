@@ -62,19 +62,21 @@ def test_help_is_fast_and_imports_nothing_heavy(home: Path) -> None:
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert loaded.stdout.strip() == "[]"
     # the top-level help does not even import typer: only os, sys and the text itself
-    timed = [sys.executable, "-X", "importtime", "-m", "cloudtrain", "--help"]
-    fast = subprocess.run(timed, env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, cwd=REPO)
-    imported = {line.rsplit("|", 1)[1].strip() for line in fast.stderr.splitlines() if line.startswith("import time:")}
+    imported = modules_imported_by("--help", env={"COLUMNS": "200"})
     assert "cloudtrain.help_text" in imported and not {"typer", "shutil", "typing"} & imported
+
+
+def modules_imported_by(*args: str, env: dict[str, str]) -> set[str]:
+    """Every module `python -m cloudtrain ARGS` imports (from -X importtime); the command must succeed."""
+    timed = [sys.executable, "-X", "importtime", "-m", "cloudtrain", *args]
+    run = subprocess.run(timed, env={**os.environ, **env}, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-500:]
+    return {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
 
 
 def test_status_imports_neither_pydantic_nor_the_spec(home: Path) -> None:
     """`status` is what CI loops call: no spec is read, so nothing validates (typer itself must not either)."""
-    timed = [sys.executable, "-X", "importtime", "-m", "cloudtrain", "status", "--json"]
-    env = {**os.environ, "CLOUDTRAIN_HOME": str(home)}
-    run = subprocess.run(timed, env=env, capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 0, run.stderr[-500:]
-    imported = {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    imported = modules_imported_by("status", "--json", env={"CLOUDTRAIN_HOME": str(home)})
     assert "cloudtrain.api" in imported and not {"pydantic", "cloudtrain.spec", "yaml"} & imported
 
 
