@@ -46,7 +46,7 @@ from cloudtrain.patterns import (  # defined apart (stdlib only) for the code pa
     VERSION_PATTERN,
 )
 from cloudtrain.patterns import PATTERN_HELP as PATTERN_HELP  # re-exported: spec_errors words errors with it
-from cloudtrain.spec_source import SpecLoader, kind_of, read_text, short
+from cloudtrain.spec_source import SpecLoader, kind_of, quoted, read_text
 
 if TYPE_CHECKING:
     from pydantic import GetJsonSchemaHandler
@@ -67,8 +67,10 @@ def parse_duration(value: Any) -> int:
         return value
     if isinstance(value, str) and (m := _DURATION.match(value)):
         return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    shown = repr(value) if isinstance(value, str) else str(value)
-    raise ValueError(f"{shown} is not a duration such as 90s, 30m, 2h, 1d or seconds")
+    if isinstance(value, (str, float)):
+        shown = quoted(value) if isinstance(value, str) else str(value)
+        raise ValueError(f"{shown} is not a duration such as 90s, 30m, 2h, 1d or seconds")
+    raise ValueError(f"expected a duration such as 90s, 30m, 2h, 1d or seconds (got {kind_of(value)})")
 
 
 def format_duration(seconds: int) -> str:
@@ -104,9 +106,10 @@ def check_s3_uri(value: Any) -> Any:
     if not isinstance(value, str) or S3_URI.match(value):
         return value  # not a string: pydantic's type check reports it
     if not value.startswith("s3://"):
-        raise ValueError(f"{value!r} is not an S3 URI of the form s3://bucket/prefix")
+        raise ValueError(f"{quoted(value)} is not an S3 URI of the form s3://bucket/prefix")
     bucket = value[len("s3://") :].split("/", 1)[0]
-    raise ValueError(f"{value!r} has an invalid bucket name {bucket!r} (3-63 lowercase letters, digits, '.' and '-')")
+    rule = "3-63 lowercase letters, digits, '.' and '-'"
+    raise ValueError(f"{quoted(value)} has an invalid bucket name {quoted(bucket)} ({rule})")
 
 
 S3Uri = Annotated[str, BeforeValidator(check_s3_uri)]
@@ -119,11 +122,11 @@ def _existing_path(base: Any, value: Path, kind: Literal["file", "folder", "any"
         ok = path.is_file() if kind == "file" else path.is_dir() if kind == "folder" else path.exists()
         exists = path.exists()
     except (OSError, RuntimeError, ValueError) as e:  # name too long, symlink loop, NUL byte
-        raise ValueError(f"{short(str(value))!r} cannot be read: {_reason(e)}") from None
+        raise ValueError(f"{quoted(str(value))} cannot be read: {_reason(e)}") from None
     if not exists:
-        raise ValueError(f"{str(value)!r} does not exist")
+        raise ValueError(f"{quoted(str(value))} does not exist")
     if not ok:
-        raise ValueError(f"{str(value)!r} is not a {kind}")
+        raise ValueError(f"{quoted(str(value))} is not a {kind}")
     return path
 
 
@@ -163,14 +166,13 @@ class CodeSpec(Strict):
                 path = (self.source_dir / rel).resolve()
                 is_file = path.is_file()
             except (OSError, RuntimeError, ValueError) as e:  # name too long, symlink loop, NUL byte
-                raise FieldError(name, f"{short(rel)!r} cannot be read: {_reason(e)}") from None
+                raise FieldError(name, f"{quoted(str(rel))} cannot be read: {_reason(e)}") from None
             if not path.is_relative_to(self.source_dir):
                 # Only source_dir is shipped to the instances: a file outside it would not be there.
-                raise FieldError(name, f"{rel!r} is outside source_dir {self.source_dir.name}/")
+                raise FieldError(name, f"{quoted(str(rel))} is outside source_dir {self.source_dir.name}/")
             if not is_file:
-                raise FieldError(
-                    name, f"{rel!r} not found in {self.source_dir.name}/" + _suggest_file(self.source_dir, rel)
-                )
+                hint = _suggest_file(self.source_dir, rel)
+                raise FieldError(name, f"{quoted(str(rel))} not found in {self.source_dir.name}/{hint}")
         return self
 
 
@@ -339,7 +341,7 @@ class JobSpec(Strict):
                 raise FieldError((channel,), "is empty; give a folder or an s3:// URI")
             if _URI_SCHEME.match(location):  # a URI, not a path: s3:/bucket must not become a folder named "s3:"
                 if not location.lower().startswith("s3"):
-                    raise FieldError((channel,), f"{location!r}: only s3:// URIs and local folders are supported")
+                    raise FieldError((channel,), f"{quoted(location)}: only s3:// URIs and local folders are supported")
                 try:
                     check_s3_uri(location)
                 except ValueError as e:
@@ -376,7 +378,7 @@ def _suggest_file(folder: Path, name: str) -> str:
     except OSError:
         names = []
     close = difflib.get_close_matches(name, names, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f" (did you mean {quoted(close[0])}?)" if close else ""
 
 
 # ----------------------------------------------------------------------------------------------------------

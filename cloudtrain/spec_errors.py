@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -20,14 +20,9 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from cloudtrain.errors import SpecError
-
-if TYPE_CHECKING:
-    pass
-
-
 from cloudtrain.redact import is_secret_name
 from cloudtrain.spec import PATTERN_HELP, FieldError, JobSpec, format_duration, parse_duration
-from cloudtrain.spec_source import Loc, SourceMap, SpecLoader, dotted_path, kind_of, one_line, short
+from cloudtrain.spec_source import Loc, SourceMap, SpecLoader, dotted_path, kind_of, one_line, quoted, short
 
 # ----------------------------------------------------------------------------------------------------------
 # --set overrides
@@ -88,7 +83,7 @@ def _override_value(dotted: str, text: str) -> Any:
     try:
         return SpecLoader(text, "--set").load()
     except SpecError as e:
-        raise SpecError("--set", None, dotted, f"cannot read the value {short(text.strip())!r}: {e.message}") from None
+        raise SpecError("--set", None, dotted, f"cannot read the value {quoted(text.strip())}: {e.message}") from None
 
 
 def _typed_override(path: Loc, value: Any, text: str) -> Any:
@@ -266,7 +261,7 @@ def _common(a: Loc, b: Loc) -> int:
 def _got(value: Any, raw: str | None) -> str:
     """What the user wrote, as they wrote it."""
     if isinstance(value, str):
-        return repr(short(value))
+        return quoted(value)
     if raw is not None:
         return short(raw) if raw else "nothing"
     if value is None:
@@ -310,10 +305,10 @@ def _message(problem: _Problem, value: Any, raw: str | None) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     got = _got(value, raw)
     if problem.about_key:
-        name = loc[-1] if loc else "?"
+        name = quoted(str(loc[-1])) if loc else "?"
         if kind == "string_pattern_mismatch":
-            return f"the name {name!r} is not allowed: use {PATTERN_HELP.get(ctx.get('pattern'), ctx.get('pattern'))}"
-        return f"the name {name!r} is not allowed: {one_line(error['msg']).lower()}"
+            return f"the name {name} is not allowed: use {PATTERN_HELP.get(ctx.get('pattern'), ctx.get('pattern'))}"
+        return f"the name {name} is not allowed: {one_line(error['msg']).lower()}"
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
@@ -323,7 +318,7 @@ def _message(problem: _Problem, value: Any, raw: str | None) -> str:
         limit = ctx.get(key)
         if _is_duration(_field_at(loc)):
             limit = format_duration(limit) if isinstance(limit, int) and limit else limit
-            got = value if isinstance(value, str) else got  # 30d, as written
+            got = short(one_line(value)) if isinstance(value, str) else got  # 30d, as written
         return f"must be {op} {limit} (got {got})"
     if kind == "string_too_short":
         n = ctx.get("min_length")

@@ -229,7 +229,7 @@ class SpecLoader(_BaseLoader):  # type: ignore[misc,valid-type]
                 if len(stack) >= MAX_DEPTH:
                     raise self._fail(event.start_mark, path, f"nested more than {MAX_DEPTH} levels deep")
                 if event.tag not in _PLAIN_COLLECTION_TAGS:
-                    raise self._fail(event.start_mark, path, f"the tag {event.tag!r} is not supported")
+                    raise self._fail(event.start_mark, path, f"the tag {quoted(event.tag)} is not supported")
                 self._count(1, event, path, alias=False)
                 obj: dict[str, Any] | list[Any] = {} if isinstance(event, yaml.MappingStartEvent) else []
                 frame = _Frame(obj, _Lines(line), path, event.anchor)
@@ -327,10 +327,10 @@ class SpecLoader(_BaseLoader):  # type: ignore[misc,valid-type]
         try:
             value = self.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError:
-            raise self._fail(event.start_mark, path, f"the tag {tag!r} is not supported") from None
+            raise self._fail(event.start_mark, path, f"the tag {quoted(tag)} is not supported") from None
         except (ValueError, OverflowError) as e:  # an int of 5000 digits, a bad !!binary or timestamp
             reason = "too many digits" if "digits" in str(e) else one_line(str(e))
-            raise self._fail(event.start_mark, path, f"cannot read {short(event.value, 40)!r}: {reason}") from None
+            raise self._fail(event.start_mark, path, f"cannot read {quoted(event.value, 40)}: {reason}") from None
         self.constructed_objects.pop(node, None)
         return value
 
@@ -445,3 +445,13 @@ def kind_of(value: Any) -> str:
 
 def short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    """`text` in quotes as Python writes it, cut to `limit` characters with its escapes counted.
+
+    A user's value is shown this way in an error: one line of a terminal, however long the value is
+    or however many control characters (each four to ten characters once escaped) it holds.
+    """
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 4] + "..." + r[-1]

@@ -13,6 +13,7 @@ command line is checked too (`cloudtrain validate`: exit 0 or 2, one line, no tr
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -185,7 +186,8 @@ def random_documents(workspace: Path, document: object, flow: bool, base: str) -
 
 
 FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
-FUZZ_MORE = settings(FUZZ, max_examples=3000)
+# A longer hunt: CLOUDTRAIN_FUZZ_EXAMPLES=100000 pytest --slow -k many tests/test_fuzz_spec.py
+FUZZ_MORE = settings(FUZZ, max_examples=int(os.environ.get("CLOUDTRAIN_FUZZ_EXAMPLES", "3000")))
 BASES = st.sampled_from(["digits.yaml", "full.yaml", "uri.yaml"])
 
 
@@ -342,6 +344,13 @@ OVERRIDE = st.one_of(
 @FUZZ
 @given(overrides=st.lists(OVERRIDE, max_size=4), base=BASES)
 def test_random_overrides(workspace: Path, overrides: list[str], base: str) -> None:
+    check(workspace / "specs" / base, overrides)
+
+
+@pytest.mark.slow
+@FUZZ_MORE
+@given(overrides=st.lists(OVERRIDE, max_size=4), base=BASES)
+def test_random_overrides_many(workspace: Path, overrides: list[str], base: str) -> None:
     check(workspace / "specs" / base, overrides)
 
 

@@ -314,6 +314,27 @@ def test_a_long_name(write: Write) -> None:
     assert_error(e, "job.yaml", 1, "name", "must be at most 50 characters (got 60)")
 
 
+LONG_ESCAPED = '"' + "\\U00018cd6\\x1f" * 400 + '"'  # 800 characters, each 4-10 once escaped in a message
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        (f"resources:\n  max_runtime: {LONG_ESCAPED}\n", "resources.max_runtime"),
+        (f"resources:\n  max_runtime: [{LONG_ESCAPED}, {{a: {LONG_ESCAPED}}}]\n", "resources.max_runtime"),
+        (f"data:\n  train: {LONG_ESCAPED}\n", "data.train"),
+        (f"data:\n  train: s3://{LONG_ESCAPED[1:]}\n", "data.train"),
+        (f"backend: {LONG_ESCAPED}\n", "backend"),
+        (f"environment:\n  {LONG_ESCAPED}: x\n", None),
+    ],
+    ids=["duration", "duration-list", "data-folder", "data-s3", "literal", "environment-name"],
+)
+def test_a_long_value_is_cut_in_the_message(write: Write, extra: str, field: str | None) -> None:
+    e = error_of(write(MINIMAL + extra))
+    assert len(e.message) < 200, e.message
+    assert field is None or e.field == field, str(e)
+
+
 def test_a_name_with_underscores(write: Write) -> None:
     e = error_of(write(MINIMAL.replace("name: demo", "name: my_job")))
     assert_error(e, "job.yaml", 1, "name", "letters, digits and hyphens")
@@ -600,7 +621,10 @@ def test_durations(write: Write, written: str, seconds: int) -> None:
         ("2 hours", "'2 hours' is not a duration"),
         ("1.5h", "'1.5h' is not a duration"),
         ("true", "expected a duration"),
+        ("1.5", "1.5 is not a duration"),
+        ("[1h, {a: 2h}]", "expected a duration such as 90s, 30m, 2h, 1d or seconds (got a list)"),
         ("30d", "must be <= 28d (got 30d)"),
+        ("'30" + " " * 500 + "d'", "must be <= 28d (got 30 d)"),
     ],
 )
 def test_bad_durations(write: Write, written: str, message: str) -> None:
