@@ -12,6 +12,8 @@ command line is checked too (`cloudtrain validate`: exit 0 or 2, one line, no tr
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import os
 import random
@@ -27,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloudtrain.errors import SpecError
-from cloudtrain.spec import JobSpec, load_spec
+from cloudtrain.spec import JobSpec, json_schema, load_spec
 from tests.clirun import REPO, cloudtrain
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the huge scalars, on purpose
@@ -142,6 +144,56 @@ def test_a_field_is_shown_on_one_short_line(workspace: Path, key: str) -> None:
         error = load_or_error(write(workspace / "specs" / "fuzzed.yaml", text + where))
         assert isinstance(error, SpecError), error
         assert len(str(error).splitlines()) == 1 and len(str(error)) < 1000, str(error)[:300]
+
+
+Place = tuple[str | int, ...]
+
+
+def _schema_paths(schema: dict, node: dict, prefix: Place = ()) -> list[Place]:
+    """Every place in the spec's JSON Schema: fields, an entry of each mapping, the first item of each list."""
+    paths: list[Place] = []
+    for name, child in _resolve(schema, node).get("properties", {}).items():
+        here = (*prefix, name)
+        paths.append(here)
+        for shape in (child := _resolve(schema, child), *map(lambda n: _resolve(schema, n), child.get("anyOf", []))):
+            if "properties" in shape:
+                paths += _schema_paths(schema, shape, here)
+            if shape.get("additionalProperties", False) is not False or "patternProperties" in shape:
+                paths += [(*here, "KEY"), (*here, LONG)]
+            if "items" in shape:
+                paths += [(*here, 0), *_schema_paths(schema, shape["items"], (*here, 0))]
+    return list(dict.fromkeys(paths))
+
+
+def _has(container: dict | list, key: str | int) -> bool:
+    return key in container if isinstance(container, dict) else key < len(container)
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    ref = node.get("$ref", "")
+    return schema["$defs"][ref.rsplit("/", 1)[-1]] if ref else node
+
+
+LONG = "\U00018cd6\x1f" * 400  # 800 characters, each four to ten once escaped
+HOSTILE = [LONG, [LONG, {LONG: LONG}], {LONG: [LONG]}, 10**40, -(10**40), 1e308, True, None, ""]
+
+
+def test_every_field_with_every_hostile_value_gives_one_short_line(workspace: Path) -> None:
+    """The sweep behind the fuzz: each field of the schema, in turn, given each value built to blow up a message."""
+    spec = yaml.safe_load(FULL)
+    paths = _schema_paths(json_schema(), json_schema())
+    assert len(paths) > 40, paths
+    for path in paths:
+        for value in HOSTILE:
+            document = copy.deepcopy(spec)
+            parent = document
+            for segment, following in itertools.pairwise(path):
+                shape = list if isinstance(following, int) else dict
+                if not isinstance(parent[segment] if _has(parent, segment) else None, shape):
+                    parent[segment] = shape([{}]) if shape is list else {}
+                parent = parent[segment]
+            parent[path[-1]] = value
+            check(write(workspace / "specs" / "fuzzed.yaml", dump(document, flow=False)))
 
 
 def test_the_unmutated_specs_load(workspace: Path) -> None:
