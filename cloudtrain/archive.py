@@ -19,6 +19,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from cloudtrain.errors import UserError
 
@@ -151,10 +152,11 @@ def writing_to(dest: Path) -> Iterator[None]:
         raise UserError(f"cannot write to {dest}: {e.strerror or type(e).__name__}") from None
 
 
-def safe_extract(archive: Path, dest: Path) -> Path:
+def safe_extract(archive: Path, dest: Path, *, stream: IO[bytes] | None = None) -> Path:
     """Extract a .tar.gz into dest (replacing it) via a temporary folder; refuse unsafe entries.
 
-    dest is left as it was on any failure: a refused entry, a broken archive, a full disk.
+    The archive is read from `stream` when given (`archive` then only names it in errors). dest is left
+    as it was on any failure: a refused entry, a broken archive, a full disk.
     """
     with writing_to(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +165,7 @@ def safe_extract(archive: Path, dest: Path) -> Path:
             try:
                 # One pass, as a stream: a .tar.gz opened for random access is inflated twice or more
                 # (listing the members, then seeking back to extract them), three times as slow.
-                with tarfile.open(archive, "r|*") as tar:
+                with tarfile.open(archive, "r|*", fileobj=stream) as tar:
                     # tarfile's own "data" filter backs ours up where Python has it (3.10.12+, 3.11.4+).
                     extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                     tar.extractall(tmp, members=_checked_members(tar, archive.name), **extra)

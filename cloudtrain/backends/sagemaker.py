@@ -21,7 +21,6 @@ made from the request. HeadBucket, the tarball and the uploads come only when so
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import json
 import os
@@ -29,18 +28,16 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain import checksums
-from cloudtrain.archive import atomic_path, safe_extract, staging_folder, swap_in, writing_to
-from cloudtrain.aws import BODY_ATTEMPTS, AwsSession, AwsSettings, backoff, error_code, error_message, translate_errors
+from cloudtrain.archive import staging_folder, swap_in, writing_to
+from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, translate_errors
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
-from cloudtrain.checksums import Reported
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound, UserError
+from cloudtrain.downloads import Downloader, S3Object, head_object, list_objects
+from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError
 from cloudtrain.packaging import (
     CODE_TARBALL,
     CodeTree,
@@ -80,10 +77,6 @@ SCRIPT_MODE_HPS = (
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 TAG_TEXT = re.compile(r"^[\w\s.:/=+\-@]*$")
-PART_SIZE = 8 << 20
-LARGE_PART_SIZE = 16 << 20
-LARGE_OBJECT = 1 << 30
-READ_CHUNK = 1 << 20
 OFFLINE_ACCOUNT = "ACCOUNT-ID"
 MAX_FILTER_STREAMS = 100  # FilterLogEvents takes at most 100 logStreamNames
 LOOKBACK_S = 5  # `logs --follow` asks again for this much before the newest event seen (late arrivals)
@@ -372,142 +365,6 @@ def created_job_info(request: Mapping[str, Any], created: float) -> JobInfo:
 def _not_found(exc: Exception) -> bool:
     message = error_message(exc).lower()
     return error_code(exc) == "ValidationException" and ("not found" in message or "could not find" in message)
-
-
-# --- downloads ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Object:
-    location: S3Location
-    size: int
-    etag: str
-    dest: Path
-    reported: Reported = field(default_factory=lambda: Reported({}))  # S3's full-object checksums
-    verify_etag: bool = True  # False where the ETag may not be an MD5 (SSE-KMS, unknown from a listing)
-
-
-def _verify(obj: _Object, path: Path) -> str:
-    """Size always; then S3's strongest full-object checksum this install computes, else a plain-MD5 ETag.
-
-    Returns how the file was checked, for fetch-model to say.
-    """
-    size = path.stat().st_size
-    if size != obj.size:
-        raise CloudtrainError(f"{obj.location.uri}: downloaded {size} bytes, expected {obj.size}")
-    if usable := obj.reported.usable():
-        algorithm, expected = usable
-        if checksums.of_file(path, algorithm) != expected:
-            raise CloudtrainError(f"{obj.location.uri}: {algorithm} checksum mismatch after download")
-        return algorithm
-    etag = obj.etag.strip('"')
-    if obj.verify_etag and re.fullmatch(r"[0-9a-f]{32}", etag):
-        if checksums.digest_of_file(path, "MD5").hex() != etag:
-            raise CloudtrainError(f"{obj.location.uri}: MD5 does not match the ETag after download")
-        return "MD5"
-    if missing := obj.reported.unverifiable():
-        return f"size only (S3's {missing[0]} needs awscrt: pip install 'cloudtrain[crt]')"
-    return "size only"
-
-
-def _head(s3: Any, location: S3Location, dest: Path) -> _Object | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        head = s3.head_object(Bucket=location.bucket, Key=location.key, ChecksumMode="ENABLED")
-    except ClientError as e:
-        if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404 or error_code(e) in ("404", "NoSuchKey"):
-            return None
-        raise
-    plain = head.get("ServerSideEncryption") != "aws:kms"  # SSE-KMS ETags are not MD5s
-    return _Object(location, int(head["ContentLength"]), head.get("ETag", ""), dest, Reported.of_head(head), plain)
-
-
-class _Downloader:
-    """Parallel ranged GETs (8-16 MiB parts) streamed to temporary files, so memory stays bounded.
-
-    Every part is fetched with If-Match on the ETag seen by HeadObject, so a file changed mid-way fails
-    instead of mixing two versions; each file is renamed into place only once complete and verified.
-    """
-
-    def __init__(self, s3: Any, workers: int, progress: Progress) -> None:
-        self.s3, self.workers, self.progress = s3, workers, progress
-
-    def _part(self, obj: _Object, tmp: Path, start: int, end: int) -> None:
-        """One ranged GET into its place in tmp; a body cut short is fetched again (botocore does not retry reads)."""
-        from botocore.exceptions import ClientError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
-
-        for attempt in range(1, BODY_ATTEMPTS + 1):
-            written = 0
-            try:
-                kwargs: dict[str, Any] = {
-                    "Bucket": obj.location.bucket,
-                    "Key": obj.location.key,
-                    "Range": f"bytes={start}-{end}",
-                }
-                if obj.etag:
-                    kwargs["IfMatch"] = obj.etag
-                try:
-                    body = self.s3.get_object(**kwargs)["Body"]
-                except ClientError as e:
-                    if error_code(e) == "PreconditionFailed":
-                        raise CloudtrainError(f"{obj.location.uri} changed during the download: fetch again") from None
-                    raise
-                fd = os.open(tmp, os.O_WRONLY)
-                try:
-                    for chunk in body.iter_chunks(READ_CHUNK):
-                        os.pwrite(fd, chunk, start + written)
-                        written += len(chunk)
-                        self.progress.add(len(chunk))
-                finally:
-                    os.close(fd)
-                    body.close()
-            except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError) as e:
-                self.progress.add(-written)
-                if attempt == BODY_ATTEMPTS:
-                    raise BackendUnavailable(
-                        f"lost the connection downloading {obj.location.uri} (bytes {start}-{end}) "
-                        f"{BODY_ATTEMPTS} times in a row ({type(e).__name__}): try again later"
-                    ) from None
-                time.sleep(backoff(attempt))
-                continue
-            if written != end - start + 1:
-                raise CloudtrainError(f"{obj.location.uri}: short read of bytes {start}-{end}")
-            return
-
-    def fetch(self, objects: list[_Object]) -> dict[Path, str]:
-        """Every object to its dest; how each was checked (`_verify`), by dest."""
-        with contextlib.ExitStack() as stack:
-            temps: list[tuple[_Object, Path]] = []
-            for obj in objects:
-                tmp = stack.enter_context(atomic_path(obj.dest))
-                with open(tmp, "wb") as f:
-                    f.truncate(obj.size)
-                temps.append((obj, tmp))
-            pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cloudtrain-get")
-            try:
-                futures = []
-                for obj, tmp in temps:
-                    part = LARGE_PART_SIZE if obj.size > LARGE_OBJECT else PART_SIZE
-                    for start in range(0, obj.size, part):
-                        futures.append(pool.submit(self._part, obj, tmp, start, min(start + part, obj.size) - 1))
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    future.result()
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-            return {obj.dest: _verify(obj, tmp) for obj, tmp in temps}
-
-
-def _relative_key(prefix: str, key: str) -> str | None:
-    """A checkpoint object's path below the prefix, or None for folder markers; refuses escapes."""
-    rel = key[len(prefix) :].lstrip("/") if prefix else key
-    if not rel or rel.endswith("/"):
-        return None
-    parts = PurePosixPath(rel).parts
-    if ".." in parts or rel.startswith("/") or "\\" in rel:
-        raise UserError(f"refusing checkpoint object with unsafe key {key!r}")
-    return rel
 
 
 # --- the backend --------------------------------------------------------------------------------
@@ -1006,21 +863,19 @@ class SageMakerBackend:
             uris = artifact_uris(raw)
             s3 = session.client("s3")
             with staging_folder(dest) as staging:
-                tarballs: dict[str, _Object] = {}
+                tarballs: dict[str, S3Object] = {}
                 for kind in ("model", "output"):
                     if kind in uris:
-                        obj = _head(s3, S3Location.parse(uris[kind]), staging / f"{kind}.tar.gz")
+                        obj = head_object(s3, S3Location.parse(uris[kind]), staging / f"{kind}.tar.gz")
                         if obj is not None:
                             tarballs[kind] = obj
-                checkpoints: list[_Object] = []
+                checkpoints: list[S3Object] = []
                 if "checkpoints" in uris:
-                    location = S3Location.parse(uris["checkpoints"])
-                    checkpoints = self._list_objects(s3, location, staging / "checkpoints")
+                    checkpoints = list_objects(s3, S3Location.parse(uris["checkpoints"]), staging / "checkpoints")
                 objects = [*tarballs.values(), *checkpoints]
                 progress = Progress(sum(o.size for o in objects), on_progress)
-                checked = _Downloader(s3, self.download_workers, progress).fetch(objects) if objects else {}
-                for kind, obj in tarballs.items():
-                    safe_extract(obj.dest, staging / kind)
+                extract = {obj.dest: staging / kind for kind, obj in tarballs.items()}
+                checked = Downloader(s3, self.download_workers, progress).fetch(objects, extract) if objects else {}
                 names = [*tarballs, *(f"{kind}.tar.gz" for kind in tarballs), *(["checkpoints"] if checkpoints else [])]
                 for name in names:
                     swap_in(staging / name, dest / name)
@@ -1030,22 +885,3 @@ class SageMakerBackend:
             checkpoints=dest / "checkpoints" if checkpoints else None,
             checked={obj.dest.name: checked[obj.dest] for obj in tarballs.values()},
         )
-
-    @staticmethod
-    def _list_objects(s3: Any, prefix: S3Location, into: Path) -> list[_Object]:
-        """Every object under the prefix, bound for the same relative path under `into`.
-
-        Sizes and ETags come from the listing (no HeadObject per checkpoint file); the ETag pins each
-        ranged GET but is not checked as an MD5, since a listing does not tell whether it is one.
-        """
-        key_prefix = prefix.key + "/" if prefix.key else ""
-        found: list[_Object] = []
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=prefix.bucket, Prefix=key_prefix):
-            for item in page.get("Contents", []):
-                rel = _relative_key(key_prefix, item["Key"])
-                if rel is not None:
-                    location = S3Location(prefix.bucket, item["Key"])
-                    found.append(
-                        _Object(location, int(item["Size"]), item.get("ETag", ""), into / rel, verify_etag=False)
-                    )
-        return found

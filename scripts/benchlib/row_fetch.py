@@ -136,8 +136,8 @@ def run(ctx: Context) -> Row:
     profile = top_functions(ctx.processes, ct_cmd[1:], env, work, count=7)
     _reset(ct_out)
     details.append(
-        "cloudtrain, one profiled run (its main thread: waiting for the download threads, then "
-        "extracting): " + "; ".join(profile)
+        "cloudtrain, one profiled run (its main thread waits while the download threads fetch and one more "
+        "thread extracts what has landed): " + "; ".join(profile)
     )
     return Row(
         name="fetch",
