@@ -19,12 +19,13 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO
 
 from cloudtrain.errors import UserError
 
 EXCLUDED_NAMES = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", ".DS_Store", ".pytest_cache"})
 _FIXED_MTIME = 0
+GZIP_MAGIC = b"\x1f\x8b"
+INFLATE_CHUNK = 64 << 10  # compressed bytes a read inflates at once
 
 
 def iter_tree(root: Path) -> Iterator[tuple[str, Path]]:
@@ -152,26 +153,80 @@ def writing_to(dest: Path) -> Iterator[None]:
         raise UserError(f"cannot write to {dest}: {e.strerror or type(e).__name__}") from None
 
 
-def safe_extract(archive: Path, dest: Path, *, stream: IO[bytes] | None = None) -> Path:
+class _BadGzip(Exception):
+    """Raised through tarfile (which would turn a zlib.error into a vaguer ReadError): the message says what."""
+
+
+class _Gunzip:
+    """A gzip stream inflated as it is read, each member's CRC-32 and length checked at its end.
+
+    tarfile's own streaming reader checks neither: a flipped byte in a stored (incompressible) block,
+    which is most of a model's weights, would be extracted without a word.
+    """
+
+    def __init__(self, source: io.BufferedIOBase) -> None:
+        self._source, self._inflate = source, zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self._out, self._pos = b"", 0
+
+    def read(self, size: int) -> bytes:
+        while self._pos >= len(self._out):
+            if self._inflate.eof:  # a member ended, its check passed; another may follow
+                rest = self._inflate.unused_data or self._source.read(2)
+                if not rest or not rest.startswith(GZIP_MAGIC[: len(rest)]):
+                    return b""  # what follows is not gzip: ignored, as gzip -d does
+                self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                self._out, self._pos = self._inflated(rest), 0
+                continue
+            chunk = self._source.read(INFLATE_CHUNK)
+            if not chunk:
+                raise EOFError("the archive ends before its gzip stream does")
+            self._out, self._pos = self._inflated(chunk), 0
+        data = self._out[self._pos : self._pos + size]
+        self._pos += len(data)
+        return data
+
+    def _inflated(self, data: bytes) -> bytes:
+        try:
+            return self._inflate.decompress(data)
+        except zlib.error as e:
+            for check, what in (("incorrect data check", "CRC-32"), ("incorrect length check", "length")):
+                if check in str(e):
+                    raise _BadGzip(f"corrupt (its gzip {what} does not match its contents)") from None
+            raise _BadGzip(f"not a readable tar.gz archive ({e})") from None
+
+    def drain(self) -> None:
+        """Read to the end, so that the last member's check runs (tarfile stops at the archive's end marker)."""
+        while self.read(INFLATE_CHUNK):
+            pass
+
+
+def safe_extract(archive: Path, dest: Path, *, stream: io.BufferedReader | None = None) -> Path:
     """Extract a .tar.gz into dest (replacing it) via a temporary folder; refuse unsafe entries.
 
-    The archive is read from `stream` when given (`archive` then only names it in errors). dest is left
-    as it was on any failure: a refused entry, a broken archive, a full disk.
+    The archive is read from `stream` when given (`archive` then only names it in errors). A gzip
+    archive's CRC-32 is checked. dest is left as it was on any failure: a refused entry, a broken or
+    corrupt archive, a full disk.
     """
-    with writing_to(dest):
+    with writing_to(dest), contextlib.ExitStack() as stack:
+        source = stream if stream is not None else stack.enter_context(open(archive, "rb"))
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
         try:
             try:
                 # One pass, as a stream: a .tar.gz opened for random access is inflated twice or more
                 # (listing the members, then seeking back to extract them), three times as slow.
-                with tarfile.open(archive, "r|*", fileobj=stream) as tar:
+                gunzip = _Gunzip(source) if source.peek(2)[:2] == GZIP_MAGIC else None
+                with tarfile.open(archive, "r|" if gunzip else "r|*", fileobj=gunzip or source) as tar:
                     # tarfile's own "data" filter backs ours up where Python has it (3.10.12+, 3.11.4+).
                     extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                     tar.extractall(tmp, members=_checked_members(tar, archive.name), **extra)
+                if gunzip:
+                    gunzip.drain()
+            except _BadGzip as e:
+                raise UserError(f"{archive.name}: {e}") from None
             except tarfile.FilterError as e:  # tarfile's own check, behind ours
                 raise UserError(f"{archive.name}: refusing unsafe entry ({e})") from None
-            except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+            except (tarfile.TarError, EOFError) as e:
                 raise UserError(f"{archive.name}: not a readable tar.gz archive ({e})") from None
             swap_in(tmp, dest)
         finally:

@@ -8,7 +8,9 @@ model in it), and still extract an honest archive that uses links inside itself.
 
 from __future__ import annotations
 
+import gzip
 import io
+import random
 import shutil
 import tarfile
 import uuid
@@ -192,3 +194,54 @@ def test_fetch_model_extracts_an_archive_with_links_inside_it(fetch: Fetch, tmp_
     assert (model / "1" / "model.keras").read_text() == "weights"
     assert (model / "copy.keras").read_text() == "weights"
     assert leftovers(dest) == []
+
+
+def flip_a_byte_of_the_weights() -> bytes:
+    """An archive whose weights (incompressible: stored, not deflated) have one byte flipped, CRC-32 left as it was.
+
+    Inflating stored blocks checks nothing, and S3's own checksums are of the corrupt bytes (they were
+    uploaded so): only gzip's CRC-32 of the contents can tell.
+    """
+    weights = random.Random(7).randbytes(256 * 1024)
+    archive = bytearray(tarball(("file", "model.keras", weights)))
+    at = archive.index(weights[100_000:100_064])
+    archive[at] ^= 0x01
+    return bytes(archive)
+
+
+def in_gzip_members(parts: int, padding: bytes = b"") -> bytes:
+    """HONEST's tar split across several gzip members (as `cat a.gz b.gz` makes), then `padding`."""
+    raw = gzip.decompress(HONEST)
+    size = -(-len(raw) // parts)
+    return b"".join(gzip.compress(raw[i : i + size]) for i in range(0, len(raw), size)) + padding
+
+
+def test_fetch_model_refuses_a_corrupt_archive_and_keeps_the_old_model(fetch: Fetch, tmp_path: Path) -> None:
+    dest = tmp_path / "artifacts"
+    assert fetch(HONEST, dest).code == 0
+    before = tree(dest / "model")
+
+    fetched = fetch(flip_a_byte_of_the_weights(), dest)
+
+    assert fetched.code == 2, fetched.err
+    line = one_line_error(fetched)
+    assert "model.tar.gz: corrupt" in line and "CRC-32" in line, line
+    assert tree(dest / "model") == before and leftovers(dest) == []
+
+
+@pytest.mark.parametrize(
+    ("archive", "refused"),
+    [
+        pytest.param(in_gzip_members(3), None, id="several-gzip-members"),
+        pytest.param(in_gzip_members(2, b"\0" * 1024), None, id="zero-padding-after"),
+        pytest.param(HONEST[: len(HONEST) - 5], "ends before its gzip stream", id="truncated"),
+        pytest.param(HONEST[:-8] + b"\0" * 8, "corrupt", id="trailer-zeroed"),
+    ],
+)
+def test_fetch_model_reads_gzip_as_gzip_does(fetch: Fetch, tmp_path: Path, archive: bytes, refused: str | None) -> None:
+    fetched = fetch(archive, tmp_path / "artifacts")
+    if refused is None:
+        assert fetched.code == 0, fetched.err
+        assert (tmp_path / "artifacts" / "model" / "current" / "saved_model.pb").read_text() == "pb"
+    else:
+        assert fetched.code == 2 and refused in one_line_error(fetched), fetched.err
