@@ -26,6 +26,7 @@ EXCLUDED_NAMES = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", ".DS_St
 _FIXED_MTIME = 0
 GZIP_MAGIC = b"\x1f\x8b"
 INFLATE_CHUNK = 64 << 10  # compressed bytes a read inflates at once
+INFLATED_MAX = 1 << 20  # and the most it makes of them (zeros inflate a thousandfold)
 
 
 def iter_tree(root: Path) -> Iterator[tuple[str, Path]]:
@@ -177,7 +178,7 @@ class _Gunzip:
                 self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
                 self._out, self._pos = self._inflated(rest), 0
                 continue
-            chunk = self._source.read(INFLATE_CHUNK)
+            chunk = self._inflate.unconsumed_tail or self._source.read(INFLATE_CHUNK)
             if not chunk:
                 raise EOFError("the archive ends before its gzip stream does")
             self._out, self._pos = self._inflated(chunk), 0
@@ -187,7 +188,7 @@ class _Gunzip:
 
     def _inflated(self, data: bytes) -> bytes:
         try:
-            return self._inflate.decompress(data)
+            return self._inflate.decompress(data, INFLATED_MAX)
         except zlib.error as e:
             for check, what in (("incorrect data check", "CRC-32"), ("incorrect length check", "length")):
                 if check in str(e):
