@@ -13,7 +13,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -222,7 +222,7 @@ class Downloader:
         """Every object to its dest; how each was checked (`verify`), by dest.
 
         An object whose dest is a key of `extract` is also extracted (`safe_extract`) into the folder it
-        maps to, while it downloads. A failure of either stops both; the download's error is the one raised.
+        maps to, while it downloads. A failure of either stops both, and is the one raised.
         """
         extract = extract or {}
         with contextlib.ExitStack() as stack:
@@ -247,11 +247,18 @@ class Downloader:
                     for start in range(0, obj.size, obj.part_size):
                         end = min(start + obj.part_size, obj.size) - 1
                         parts.append(pool.submit(self._part, obj, tmp, start, end, landed))
-                done, _ = wait([*parts, extraction], return_when=FIRST_EXCEPTION)
-                _raise_first(f for f in parts if f in done)
-                if extraction in done:
-                    extraction.result()  # it failed while parts were still coming: a refused member, say
-                checked = {obj.dest: verify(obj, tmp) for obj, tmp in temps}
+
+                def cancel_parts_if_failed(future: Future[None]) -> None:
+                    if future.exception() is not None:  # a refused member, say: the rest is not wanted
+                        for part in parts:
+                            part.cancel()
+
+                extraction.add_done_callback(cancel_parts_if_failed)
+                done, _ = wait(parts, return_when=FIRST_EXCEPTION)
+                _raise_first(f for f in done if not f.cancelled())
+                if extraction.done() and extraction.exception() is not None:
+                    extraction.result()
+                checked = {obj.dest: verify(obj, tmp) for obj, tmp in temps}  # beside the extraction's tail
                 extraction.result()
                 return checked
             finally:
@@ -267,7 +274,7 @@ class Downloader:
                 safe_extract(dest, into[dest], stream=stream)
 
 
-def _raise_first(futures: Any) -> None:
+def _raise_first(futures: Iterable[Future[None]]) -> None:
     for future in futures:
         if future.exception() is not None:
             future.result()
