@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
-from cloudtrain.errors import UserError
+from cloudtrain.errors import UserError, quoted
 
 EXCLUDED_NAMES = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", ".DS_Store", ".pytest_cache"})
 _FIXED_MTIME = 0
@@ -100,17 +100,19 @@ def _check_member(member: tarfile.TarInfo, archive: str, links: set[PurePosixPat
     """Refuse what could write outside the extraction folder; `links` are the archive's symlinks seen so far."""
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts or member.name.startswith(("/", "\\")):
-        raise UserError(f"{archive}: refusing unsafe path {member.name!r}")
+        raise UserError(f"{archive}: refusing unsafe path {quoted(member.name)}")
     if member.isdev() or member.isfifo():
-        raise UserError(f"{archive}: refusing device or fifo entry {member.name!r}")
+        raise UserError(f"{archive}: refusing device or fifo entry {quoted(member.name)}")
     if any(parent in links for parent in name.parents):
         # A path through a symlink goes wherever the link points: lexical checks cannot follow it.
-        raise UserError(f"{archive}: refusing {member.name!r}, which goes through a link in the archive")
+        raise UserError(f"{archive}: refusing {quoted(member.name)}, which goes through a link in the archive")
     if member.issym() or member.islnk():
         target = PurePosixPath(member.linkname)
         start = PurePosixPath() if member.islnk() else name.parent
         if target.is_absolute() or not _stays_inside(start, target, links):
-            raise UserError(f"{archive}: refusing link {member.name!r} -> {member.linkname!r} outside the archive")
+            raise UserError(
+                f"{archive}: refusing link {quoted(member.name)} -> {quoted(member.linkname)} outside the archive"
+            )
         if member.issym():
             links.add(name)
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cloudtrain import __version__
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError, quoted
 from cloudtrain.redact import scrub
 
 if TYPE_CHECKING:
@@ -132,7 +132,9 @@ class AwsSession:
                 if self.settings.region:
                     session.set_config_variable("region", self.settings.region)
             except ProfileNotFound:
-                raise UserError(f"AWS profile {self.settings.profile!r} not found in the AWS config files") from None
+                raise UserError(
+                    f"AWS profile {quoted(self.settings.profile)} not found in the AWS config files"
+                ) from None
             session.register("before-parse", _parse_cut_short_as_unavailable, unique_id="cloudtrain-parse-cut-short")
             session.register("needs-retry", _retry_cut_short, unique_id="cloudtrain-retry-cut-short")
             session.register("needs-retry", self._fail_fast, unique_id="cloudtrain-connect-fail-fast")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cloudtrain import __version__
-from cloudtrain.errors import UserError
+from cloudtrain.errors import UserError, quoted
 
 if TYPE_CHECKING:
     from cloudtrain.spec import ImageBuild, JobSpec
@@ -154,7 +154,7 @@ def collect_inputs(spec: JobSpec, platform: str = DEFAULT_PLATFORM) -> BuildInpu
             "(image.uri and image.framework_version name existing images)"
         )
     if not _PLATFORM.match(platform):
-        raise UserError(f"--platform {platform!r}: expected os/arch such as linux/amd64")
+        raise UserError(f"--platform {quoted(platform)}: expected os/arch such as linux/amd64")
     if not (2 <= len(build.repository) <= 256 and _REPOSITORY.match(build.repository)):
         raise UserError(
             f"image.build.repository {build.repository!r}: ECR wants lowercase letters, digits and . _ - / "
@@ -162,7 +162,7 @@ def collect_inputs(spec: JobSpec, platform: str = DEFAULT_PLATFORM) -> BuildInpu
         )
     for name in build.build_args:
         if not _BUILD_ARG.match(name):
-            raise UserError(f"image.build.build_args: {name!r} is not a Dockerfile ARG name")
+            raise UserError(f"image.build.build_args: {quoted(name)} is not a Dockerfile ARG name")
     context = Path(build.context)
     ignore = ignore_file_for(build)
     rules = IgnoreRules()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cloudtrain import __version__
-from cloudtrain.errors import CloudtrainError, JobFailed, UserError
+from cloudtrain.errors import CloudtrainError, JobFailed, UserError, quoted
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -518,7 +518,7 @@ def schema(
         from cloudtrain.output_schemas import names, output_schema
 
         if output_of not in names():
-            raise UserError(f"--output-of: {output_of!r} is not one of {', '.join(names())}")
+            raise UserError(f"--output-of: {quoted(output_of)} is not one of {', '.join(names())}")
         document = output_schema(output_of)
     text = jsonlib.dumps(document, indent=2) + "\n"
     if out is None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.errors import SpecError, UserError
+from cloudtrain.errors import SpecError, UserError, quoted
 
 if TYPE_CHECKING:
     from cloudtrain.backends import AwsOptions
@@ -189,7 +189,7 @@ class Config:
         path = config_path(environ)
         if not path.exists():
             if profile:
-                raise UserError(f"profile {profile!r}: there is no config file ({path})")
+                raise UserError(f"profile {quoted(profile)}: there is no config file ({path})")
             return cls(env_settings(environ))
         top, chosen = read_config_file(path, profile)
         return cls(env_settings(environ), top, chosen, path, profile)

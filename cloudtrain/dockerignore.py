@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from cloudtrain.errors import UserError
+from cloudtrain.errors import UserError, quoted
 
 if TYPE_CHECKING:
     from cloudtrain.spec import ImageBuild
@@ -137,7 +137,7 @@ class IgnoreRules:
             try:
                 patterns.append(_Pattern.compile(pattern, exclusion=invert))
             except ValueError as e:
-                raise UserError(f"{where}: {line.strip()!r}: {e}") from None
+                raise UserError(f"{where}: {quoted(line.strip())}: {e}") from None
         return cls(tuple(patterns), source)
 
     def excluded(self, path: str) -> bool:

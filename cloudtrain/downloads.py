@@ -23,7 +23,7 @@ from cloudtrain import checksums
 from cloudtrain.archive import atomic_path, safe_extract
 from cloudtrain.aws import BODY_ATTEMPTS, backoff, error_code
 from cloudtrain.checksums import Reported
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError, quoted
 from cloudtrain.packaging import Progress, S3Location
 
 PART_SIZE = 8 << 20
@@ -85,7 +85,7 @@ def _relative_key(prefix: str, key: str) -> str | None:
         return None
     parts = PurePosixPath(rel).parts
     if ".." in parts or rel.startswith("/") or "\\" in rel:
-        raise UserError(f"refusing checkpoint object with unsafe key {key!r}")
+        raise UserError(f"refusing checkpoint object with unsafe key {quoted(key)}")
     return rel
 
 

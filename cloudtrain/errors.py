@@ -46,3 +46,13 @@ class JobExists(UserError):
     def __init__(self, job_name: str) -> None:
         self.job_name = job_name
         super().__init__(f"a job named {job_name!r} exists already")
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    """`text` in quotes as Python writes it, cut to `limit` characters with its escapes counted.
+
+    A user's value is shown this way in an error: one line of a terminal, however long the value is
+    or however many control characters (each four to ten characters once escaped) it holds.
+    """
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 4] + "..." + r[-1]

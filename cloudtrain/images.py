@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Any
 
 from cloudtrain.aws import one_line
-from cloudtrain.errors import UserError
+from cloudtrain.errors import UserError, quoted
 from cloudtrain.spec import ImageSpec
 
 FRAMEWORK = "tensorflow"
@@ -41,7 +41,7 @@ class ImageChoice:
 def instance_family(instance_type: str) -> str:
     m = _FAMILY.match(instance_type)
     if not m:
-        raise UserError(f"resources.instance_type {instance_type!r} is not of the form ml.<family>.<size>")
+        raise UserError(f"resources.instance_type {quoted(instance_type)} is not of the form ml.<family>.<size>")
     return m.group("family")
 
 

@@ -41,7 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import cloudtrain
 from cloudtrain.archive import _tarinfo, atomic_path, iter_tree, sha256_file
-from cloudtrain.errors import UserError
+from cloudtrain.errors import UserError, quoted
 from cloudtrain.patterns import S3_URI
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class S3Location:
     def parse(cls, uri: str) -> S3Location:
         m = S3_URI.match(uri)
         if not m:
-            raise UserError(f"{uri!r} is not an S3 URI of the form s3://bucket/prefix")
+            raise UserError(f"{quoted(uri)} is not an S3 URI of the form s3://bucket/prefix")
         return cls(m.group("bucket"), (m.group("key") or "").strip("/"))
 
     def join(self, *parts: str) -> S3Location:
@@ -176,7 +176,7 @@ def code_files(code: CodeSpec, *, package_dir: Path | None = None) -> tuple[dict
     """The archive's (name → file or contents) map, whether cloudtrain's runtime is in it, and a note for the user."""
     source = Path(code.source_dir)
     if not source.is_dir():
-        raise UserError(f"code.source_dir {str(source)!r} is not a folder")
+        raise UserError(f"code.source_dir {quoted(str(source), 200)} is not a folder")
     files: dict[str, Source] = dict(iter_tree(source))
     note = None
     if code.requirements and PurePosixPath(code.requirements).as_posix() != "requirements.txt":
@@ -295,10 +295,14 @@ def build_code_package(
         packed = write_code_tarball(dest, tree.entries)
     except OSError as e:  # a file deleted, shrunk or made unreadable since it was hashed
         what = e.filename or "a file"
-        raise UserError(f"code.source_dir {code.source_dir!r}: cannot pack {what}: {e.strerror or e}") from None
+        raise UserError(
+            f"code.source_dir {quoted(str(code.source_dir), 200)}: cannot pack {what}: {e.strerror or e}"
+        ) from None
     if packed != tree.sha256:
         dest.unlink(missing_ok=True)
-        raise UserError(f"code.source_dir {code.source_dir!r}: files changed while they were being packed; try again")
+        raise UserError(
+            f"code.source_dir {quoted(str(code.source_dir), 200)}: files changed while being packed: try again"
+        )
     return CodePackage(dest, packed, dest.stat().st_size, tree.names, tree.runtime_included, tree.note)
 
 
@@ -309,7 +313,7 @@ def tree_digest(location: Path) -> TreeDigest:
     elif location.is_dir():
         entries = list(iter_tree(location))
     else:
-        raise UserError(f"data {str(location)!r} does not exist")
+        raise UserError(f"data {quoted(str(location), 200)} does not exist")
     files = tuple(TreeFile(name, path, path.stat().st_size, sha256_file(path)) for name, path in sorted(entries))
     outer = hashlib.sha256()
     for f in files:

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from cloudtrain.errors import SpecError
+from cloudtrain.errors import SpecError, quoted
 from cloudtrain.patterns import (  # defined apart (stdlib only) for the code paths that never load a spec
     CHANNEL_PATTERN,
     ENV_NAME_PATTERN,
@@ -46,7 +46,7 @@ from cloudtrain.patterns import (  # defined apart (stdlib only) for the code pa
     VERSION_PATTERN,
 )
 from cloudtrain.patterns import PATTERN_HELP as PATTERN_HELP  # re-exported: spec_errors words errors with it
-from cloudtrain.spec_source import SpecLoader, kind_of, quoted, read_text
+from cloudtrain.spec_source import SpecLoader, kind_of, read_text
 
 if TYPE_CHECKING:
     from pydantic import GetJsonSchemaHandler

@@ -19,10 +19,10 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from cloudtrain.errors import SpecError
+from cloudtrain.errors import SpecError, quoted
 from cloudtrain.redact import is_secret_name
 from cloudtrain.spec import PATTERN_HELP, FieldError, JobSpec, format_duration, parse_duration
-from cloudtrain.spec_source import Loc, SourceMap, SpecLoader, dotted_path, kind_of, one_line, quoted, short
+from cloudtrain.spec_source import Loc, SourceMap, SpecLoader, dotted_path, kind_of, one_line, short
 
 # ----------------------------------------------------------------------------------------------------------
 # --set overrides

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from cloudtrain.errors import SpecError
+from cloudtrain.errors import SpecError, quoted
 
 if TYPE_CHECKING:
     pass
@@ -445,13 +445,3 @@ def kind_of(value: Any) -> str:
 
 def short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def quoted(text: str, limit: int = 60) -> str:
-    """`text` in quotes as Python writes it, cut to `limit` characters with its escapes counted.
-
-    A user's value is shown this way in an error: one line of a terminal, however long the value is
-    or however many control characters (each four to ten characters once escaped) it holds.
-    """
-    r = repr(text)
-    return r if len(r) <= limit else r[: limit - 4] + "..." + r[-1]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.base import TERMINAL, JobInfo, Transition
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound, quoted
 from cloudtrain.redact import REDACTED as REDACTED  # re-exported: what a redacted value reads
 from cloudtrain.redact import redact_environment
 
@@ -223,7 +223,7 @@ class JobStore:
     def _fetch(db: sqlite3.Connection, backend: str, name: str) -> JobRecord:
         row = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE backend = ? AND name = ?", (backend, name)).fetchone()
         if row is None:
-            raise JobNotFound(f"no {backend} job named {name!r}")
+            raise JobNotFound(f"no {backend} job named {quoted(name)}")
         return _record(row)
 
     def create(self, record: JobRecord) -> JobRecord:
@@ -288,7 +288,7 @@ class JobStore:
         with self._write() as db:
             cursor = db.execute(f"UPDATE jobs SET {column} = ? WHERE backend = ? AND name = ?", (value, backend, name))
             if cursor.rowcount == 0:
-                raise JobNotFound(f"no {backend} job named {name!r}")
+                raise JobNotFound(f"no {backend} job named {quoted(name)}")
 
     def set_metrics(self, backend: str, name: str, metrics: Mapping[str, float]) -> None:
         """The final value of each metric so far (SageMaker's FinalMetricDataList)."""

@@ -226,3 +226,10 @@ def test_idempotent_submit(tmp_path: Path, home: Path) -> None:
     assert first.json()["job"]["name"] == again.json()["job"]["name"]
     table = cloudtrain("status", "--json", "--backend", "local", home=home).json()
     assert len(table) == 1
+
+
+def test_a_long_or_odd_job_name_is_shown_cut_and_escaped_in_the_error(tmp_path: Path) -> None:
+    for name in ("a" * 5000, "a\x1b[31mred"):
+        result = cloudtrain("status", name, home=tmp_path)
+        assert result.code == 2 and result.out == "", result.err
+        assert result.err.count("\n") == 1 and len(result.err) < 120 and "\x1b" not in result.err, result.err

@@ -305,7 +305,7 @@ def test_a_file_changed_after_hashing_is_never_packed_under_the_old_digest(tmp_p
     spec = make_spec(tmp_path)
     tree = code_tree(spec.code)
     (tmp_path / "code" / "train.py").write_text("print('edited while submitting')\n")
-    with pytest.raises(UserError, match="changed while they were being packed"):
+    with pytest.raises(UserError, match="changed while being packed"):
         build_code_package(spec.code, tmp_path / "out", tree=tree)
     assert not (tmp_path / "out" / "sourcedir.tar.gz").exists()
     (tmp_path / "code" / "train.py").unlink()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloudtrain.errors import UserError
+from cloudtrain.errors import UserError, quoted
 
 if TYPE_CHECKING:
     from cloudtrain.backends.base import Backend
@@ -39,7 +39,7 @@ def resolve_backend_name(explicit: str | None, spec: JobSpec | None = None, job:
     """Command line, then the spec, then the job's record, then sagemaker where AWS is configured, else local."""
     if explicit:
         if explicit not in BACKENDS:
-            raise UserError(f"--backend: {explicit!r} is not one of {', '.join(BACKENDS)}")
+            raise UserError(f"--backend: {quoted(explicit)} is not one of {', '.join(BACKENDS)}")
         return explicit
     if spec is not None and spec.backend:
         return spec.backend

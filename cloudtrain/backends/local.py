@@ -35,7 +35,7 @@ from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extrac
 from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
-from cloudtrain.errors import JobExists, UserError
+from cloudtrain.errors import JobExists, UserError, quoted
 from cloudtrain.packaging import build_code_package
 from cloudtrain.store import JobRecord, JobStore
 
@@ -68,7 +68,9 @@ class LocalBackend:
     def submit(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> JobInfo:
         """Lay the job folder out and start its runner; raises JobExists if the name is taken."""
         if not JOB_NAME.match(job_name):
-            raise UserError(f"job name {job_name!r}: 1-63 letters, digits and hyphens, not starting with a hyphen")
+            raise UserError(
+                f"job name {quoted(job_name)}: 1-63 letters, digits and hyphens, not starting with a hyphen"
+            )
         channels = local_channels(spec.data)
         restore = self._chief_checkpoints(resume_from) if resume_from else None
         job_dir = self.job_dir(job_name)
@@ -92,7 +94,7 @@ class LocalBackend:
         self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
         path = self.job_dir(job_name) / "hosts" / CHIEF / "checkpoints"
         if not path.is_dir():
-            raise UserError(f"resume: job {job_name!r} has no checkpoints folder ({path})")
+            raise UserError(f"resume: job {quoted(job_name)} has no checkpoints folder ({path})")
         return path
 
     def _lay_out(
@@ -192,7 +194,7 @@ class LocalBackend:
         record = self.store.get(LOCAL, job_name)
         hosts = host_names(record.info.instance_count)
         if host is not None and host not in hosts:
-            raise UserError(f"job {job_name} has no host {host!r} (hosts: {', '.join(hosts)})")
+            raise UserError(f"job {job_name} has no host {quoted(host)} (hosts: {', '.join(hosts)})")
         logs_dir = self.job_dir(job_name) / "logs"
         tails = [LogTail(h, logs_dir / f"{h}.jsonl") for h in ([host] if host else hosts)]
         if not follow:

@@ -37,7 +37,7 @@ from cloudtrain.archive import staging_folder, swap_in, writing_to
 from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, translate_errors
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
 from cloudtrain.downloads import Downloader, S3Object, head_object, list_objects
-from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError
+from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError, quoted
 from cloudtrain.packaging import (
     CODE_TARBALL,
     CodeTree,
@@ -429,7 +429,7 @@ class SageMakerBackend:
                 f"no IAM role for SageMaker: set aws.role_arn in the spec, pass --role-arn, or set {ROLE_ENV}"
             )
         if not ROLE_ARN.match(role):
-            raise UserError(f"aws.role_arn {role!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
+            raise UserError(f"aws.role_arn {quoted(role)} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
         return role
 
     def _describe_raw(self, session: AwsSession, job_name: str) -> dict[str, Any]:
@@ -439,7 +439,7 @@ class SageMakerBackend:
             return dict(session.client("sagemaker").describe_training_job(TrainingJobName=job_name))
         except ClientError as e:
             if _not_found(e):
-                raise JobNotFound(f"no SageMaker training job named {job_name!r} in {session.region}") from None
+                raise JobNotFound(f"no SageMaker training job named {quoted(job_name)} in {session.region}") from None
             raise
 
     def _job_exists(self, session: AwsSession, job_name: str) -> bool:
@@ -486,7 +486,7 @@ class SageMakerBackend:
             previous = self._describe_raw(session, resume_from)
             uri = previous.get("CheckpointConfig", {}).get("S3Uri")
             if not uri:
-                raise UserError(f"job {resume_from!r} has no checkpoint configuration to resume from")
+                raise UserError(f"job {quoted(resume_from)} has no checkpoint configuration to resume from")
             return str(uri)
         return spec.checkpoints.s3_uri or output.join(job_name, "checkpoints").uri
 
@@ -523,7 +523,7 @@ class SageMakerBackend:
         from cloudtrain.pricing import estimate
 
         if not JOB_NAME.match(job_name):
-            raise UserError(f"job name {job_name!r}: SageMaker wants 1-63 letters, digits and hyphens")
+            raise UserError(f"job name {quoted(job_name)}: SageMaker wants 1-63 letters, digits and hyphens")
         role = self._role(spec)
         region = session.region
         built = self._built_image(session, spec, dry_run=dry_run, offline=offline)
