@@ -132,8 +132,9 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                 "checked": {
                     "type": "object",
                     "additionalProperties": _STR,
-                    "description": "How each downloaded tarball was verified: SHA256, SHA1, CRC64NVME, CRC32C, "
-                    "CRC32 (S3's full-object checksum), MD5 (a plain ETag) or 'size only ...'; {} locally.",
+                    "description": "How each downloaded tarball was verified against S3: SHA256, SHA1, CRC64NVME, "
+                    "CRC32C, CRC32 (S3's full-object checksum), MD5 (a plain ETag) or 'size only ...'; {} locally. "
+                    "Every tarball's gzip CRC-32 is checked besides, on both backends.",
                 },
             }
         ),
