@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +316,20 @@ def test_wait_timeout_exits_4_and_leaves_the_job_running(tmp_path: Path, home: P
     assert wait_status(job, home, {"Completed", "Failed"})["status"] == "Completed"
 
 
+@pytest.fixture
+def takes_ctrl_c() -> Iterator[None]:
+    """Children that take SIGINT as Ctrl-C, however the tests were started.
+
+    A shell that runs a command in the background (`.ci/run &`) starts it with SIGINT ignored, and an
+    ignored signal stays ignored through exec: the child would never see the test's Ctrl-C. A handled
+    one is reset to the default in the child, which Python then turns into KeyboardInterrupt.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("takes_ctrl_c")
 def test_ctrl_c_detaches_and_the_job_keeps_running(tmp_path: Path, home: Path) -> None:
     spec, release = waiting_job(tmp_path)
     waiting = Running(
@@ -336,6 +350,7 @@ def test_ctrl_c_detaches_and_the_job_keeps_running(tmp_path: Path, home: Path) -
     assert wait_status(job, home, {"Completed", "Failed"})["status"] == "Completed"
 
 
+@pytest.mark.usefixtures("takes_ctrl_c")
 def test_ctrl_c_with_stop_on_interrupt_stops_the_job(tmp_path: Path, home: Path) -> None:
     spec, release = waiting_job(tmp_path)
     args = ("submit", str(spec), "--backend", "local", "--set", "resources.instance_count=1")
