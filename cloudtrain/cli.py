@@ -1,14 +1,18 @@
 """The `cloudtrain` command: parse arguments, call `cloudtrain.api`, render the result.
 
 Exit codes: 0 success; 1 the job failed or was stopped (when waited for); 2 bad input;
-3 the backend could not be reached; 4 `--timeout` passed while waiting; 130 interrupted.
+3 the backend could not be reached; 4 `--timeout` passed while waiting; 130 interrupted
+(143 when a wait is ended by SIGTERM).
 Every user mistake is one line on stderr, never a traceback. Nothing heavy is imported until a
 command runs, so `cloudtrain --help` and shell completion stay fast.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
     from cloudtrain.config import Config
 
 STOP_WAIT_S = 120.0  # how long Ctrl-C with --stop-on-interrupt waits for the job to reach Stopped
+INTERRUPTED = 130  # 128 + SIGINT
+TERMINATED = 143  # 128 + SIGTERM
 
 app = typer.Typer(
     help="Launch multi-worker TensorFlow training jobs on AWS SageMaker, or locally under the same contract.",
@@ -156,7 +162,8 @@ def validate(
         "  cloudtrain status JOB            where it is\n"
         "  cloudtrain fetch-model JOB       the model and evaluation report, once Completed\n"
         "\nWith --wait: exit code 0 if the job Completed, 1 if it Failed or was Stopped, 4 when --timeout\n"
-        "passes (the job keeps running), 130 on Ctrl-C (the job keeps running unless --stop-on-interrupt).\n"
+        "passes (the job keeps running), 130 on Ctrl-C and 143 on SIGTERM (the job keeps running unless\n"
+        "--stop-on-interrupt).\n"
         "With --json the document is printed once the job exists, whatever the exit code."
     )
 )
@@ -184,7 +191,8 @@ def submit(
         float | None, typer.Option("--timeout", help="With --wait: stop waiting after this many seconds (exit 4).")
     ] = None,
     stop_on_interrupt: Annotated[
-        bool, typer.Option("--stop-on-interrupt", help="With --wait: Ctrl-C stops the job instead of detaching.")
+        bool,
+        typer.Option("--stop-on-interrupt", help="With --wait: Ctrl-C or SIGTERM stops the job instead of detaching."),
     ] = False,
     role_arn: Annotated[
         str | None, typer.Option("--role-arn", help="SageMaker's IAM role. Default: CLOUDTRAIN_ROLE_ARN, spec, config.")
@@ -240,48 +248,90 @@ def _wait(
     json: bool,
     err: Console,
 ) -> JobInfo:
-    """Follow the job to its end; a timeout or Ctrl-C leaves it running (or stops it) and exits 4 or 130."""
+    """Follow the job to its end; a timeout, Ctrl-C or SIGTERM leaves it running (or stops it): exit 4, 130, 143.
+
+    SIGTERM is what most CI systems (GitLab, Jenkins, Kubernetes, `timeout`) send a cancelled run, where
+    GitHub Actions sends SIGINT: both mean the same here.
+    """
     from cloudtrain import api, render
     from cloudtrain.api import WaitTimeout
-    from cloudtrain.backends.base import LogEvent
 
     job, backend = result.job.name, result.job.backend
-    final = result.job
-    shown = ""
     try:
-        for item in api.watch(job, backend=backend, aws=aws, timeout=timeout, config=config):
-            if isinstance(item, LogEvent):
-                render.log_line(item, err)
-                continue
-            final = item
-            if (state := render.styled_status(item)) != shown:
-                err.print(f"status {state}")
-                shown = state
-        return final
+        with _sigterm_interrupts():
+            return _follow(job, backend, aws, timeout, config, err)
     except WaitTimeout as e:
         if json:
             current = api.status(job, backend=backend, aws=aws, config=config)
             render.print_json({**result.to_json(), "job": current.to_json()})
         raise WaitTimeout(f"{e}; it keeps running: cloudtrain logs {job} --follow, or cloudtrain stop {job}") from None
-    except KeyboardInterrupt:
-        if stop_on_interrupt:
-            err.print(f"interrupted: stopping job {job}", markup=False)
-            final = api.stop(job, backend=backend, aws=aws, config=config)
-            try:
-                final = api.wait(job, backend=backend, aws=aws, timeout=STOP_WAIT_S, config=config)
-                err.print(f"job {job} {final.status}", markup=False)
-            except (KeyboardInterrupt, WaitTimeout):
-                err.print(f"job {job} is still stopping: cloudtrain status {job}", markup=False)
-        else:
-            final = api.status(job, backend=backend, aws=aws, config=config)
-            err.print(
-                f"detached: job {job} keeps running. Follow it: cloudtrain logs {job} --follow; "
-                f"stop it: cloudtrain stop {job}",
-                markup=False,
-            )
+    except KeyboardInterrupt as interrupt:
+        final = _interrupted(job, backend, aws, config, stop_on_interrupt, err)
         if json:
             render.print_json({**result.to_json(), "job": final.to_json()})
-        raise typer.Exit(130) from None
+        raise typer.Exit(TERMINATED if isinstance(interrupt, _Terminated) else INTERRUPTED) from None
+
+
+def _follow(job: str, backend: str, aws: AwsOptions, timeout: float | None, config: Config, err: Console) -> JobInfo:
+    """The job's status changes and log lines on stderr until it ends; its final state."""
+    from cloudtrain import api, render
+    from cloudtrain.backends.base import LogEvent
+
+    final, shown = None, ""
+    for item in api.watch(job, backend=backend, aws=aws, timeout=timeout, config=config):
+        if isinstance(item, LogEvent):
+            render.log_line(item, err)
+            continue
+        final = item
+        if (state := render.styled_status(item)) != shown:
+            err.print(f"status {state}")
+            shown = state
+    assert final is not None  # watch always ends with the final JobInfo
+    return final
+
+
+def _interrupted(
+    job: str, backend: str, aws: AwsOptions, config: Config, stop_on_interrupt: bool, err: Console
+) -> JobInfo:
+    """Stop the job and wait (a while) for it to be Stopped, or leave it running; either way say so."""
+    from cloudtrain import api
+    from cloudtrain.api import WaitTimeout
+
+    if not stop_on_interrupt:
+        err.print(
+            f"detached: job {job} keeps running. Follow it: cloudtrain logs {job} --follow; "
+            f"stop it: cloudtrain stop {job}",
+            markup=False,
+        )
+        return api.status(job, backend=backend, aws=aws, config=config)
+    err.print(f"interrupted: stopping job {job}", markup=False)
+    try:
+        with _sigterm_interrupts():
+            api.stop(job, backend=backend, aws=aws, config=config)
+            final = api.wait(job, backend=backend, aws=aws, timeout=STOP_WAIT_S, config=config)
+        err.print(f"job {job} {final.status}", markup=False)
+        return final
+    except (KeyboardInterrupt, WaitTimeout):  # a second signal, or a job slow to stop
+        err.print(f"job {job} may still be stopping: cloudtrain status {job}", markup=False)
+        return api.status(job, backend=backend, aws=aws, config=config)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a wait, handled as Ctrl-C is (exit code 143 rather than 130)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises `_Terminated` in the main thread inside the block, instead of ending the process at once."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command(epilog="\b\nThen: cloudtrain submit SPEC (it uses the image, and builds it first if ECR lacks the tag)")

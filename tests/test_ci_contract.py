@@ -329,18 +329,25 @@ def takes_ctrl_c() -> Iterator[None]:
     signal.signal(signal.SIGINT, previous)
 
 
+INTERRUPTS = [
+    pytest.param(signal.SIGINT, 130, id="ctrl-c"),
+    pytest.param(signal.SIGTERM, 143, id="sigterm"),  # what GitLab, Jenkins, Kubernetes send a cancelled run
+]
+
+
 @pytest.mark.usefixtures("takes_ctrl_c")
-def test_ctrl_c_detaches_and_the_job_keeps_running(tmp_path: Path, home: Path) -> None:
+@pytest.mark.parametrize(("sent", "exit_code"), INTERRUPTS)
+def test_ctrl_c_detaches_and_the_job_keeps_running(tmp_path: Path, home: Path, sent: int, exit_code: int) -> None:
     spec, release = waiting_job(tmp_path)
     waiting = Running(
         "submit", str(spec), "--backend", "local", "--set", "resources.instance_count=1", "--wait", home=home
     )
     try:
         waiting.wait_line("err", lambda line: "tick from algo-1" in line)  # it is in the wait, streaming logs
-        waiting.proc.send_signal(signal.SIGINT)
+        waiting.proc.send_signal(sent)
         code, _, err = waiting.finish()
         job = re.search(r"job (\S+) submitted", err).group(1)
-        assert code == 130, err
+        assert code == exit_code, err
         assert f"detached: job {job} keeps running" in err and f"cloudtrain logs {job} --follow" in err
         assert "Traceback" not in err
         assert ct("status", job, "--json", home=home).json()["status"] == "InProgress"
@@ -351,18 +358,19 @@ def test_ctrl_c_detaches_and_the_job_keeps_running(tmp_path: Path, home: Path) -
 
 
 @pytest.mark.usefixtures("takes_ctrl_c")
-def test_ctrl_c_with_stop_on_interrupt_stops_the_job(tmp_path: Path, home: Path) -> None:
+@pytest.mark.parametrize(("sent", "exit_code"), INTERRUPTS)
+def test_ctrl_c_with_stop_on_interrupt_stops_the_job(tmp_path: Path, home: Path, sent: int, exit_code: int) -> None:
     spec, release = waiting_job(tmp_path)
     args = ("submit", str(spec), "--backend", "local", "--set", "resources.instance_count=1")
     waiting = Running(*args, "--wait", "--stop-on-interrupt", "--json", home=home)
     try:
         waiting.wait_line("err", lambda line: "tick from algo-1" in line)
-        waiting.proc.send_signal(signal.SIGINT)
+        waiting.proc.send_signal(sent)
         code, out, err = waiting.finish()
     finally:
         release.touch()
         waiting.proc.kill()
-    assert code == 130, err
+    assert code == exit_code, err
     doc = json.loads(out)
     assert doc["job"]["status"] == "Stopped", err
     assert f"job {doc['job']['name']} Stopped" in err
