@@ -45,7 +45,7 @@ class JobExists(UserError):
 
     def __init__(self, job_name: str) -> None:
         self.job_name = job_name
-        super().__init__(f"a job named {job_name!r} exists already")
+        super().__init__(f"a job named {quoted(job_name)} exists already")
 
 
 def quoted(text: str, limit: int = 60) -> str:

@@ -13,15 +13,11 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from cloudtrain.errors import SpecError, quoted
-
-if TYPE_CHECKING:
-    pass
-
 
 # The loader's limits. A job spec is a page of YAML; these bound the time and memory a hostile or
 # broken file can cost (a "billion laughs" expands a few hundred bytes into gigabytes).
