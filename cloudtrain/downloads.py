@@ -154,9 +154,10 @@ class ArrivingFile(io.RawIOBase):
             if self._abandoned:
                 raise _Abandoned("the download stopped")
             n = min(len(buffer), self._ready - self._pos)
-        n = os.preadv(self._fd, [memoryview(buffer)[:n]], self._pos) if n > 0 else 0
-        self._pos += n
-        return n
+        data = os.pread(self._fd, n, self._pos) if n > 0 else b""  # pread: macOS before 11 has no preadv
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
     def close(self) -> None:
         if not self.closed:
