@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
 import os
 import shutil
@@ -20,6 +19,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
+from cloudtrain import checksums
 from cloudtrain.errors import UserError, quoted
 
 EXCLUDED_NAMES = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", ".DS_Store", ".pytest_cache"})
@@ -74,12 +74,9 @@ def tar_directory(src: Path, dest: Path) -> str:
     return make_tarball(dest, iter_tree(src))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256 in hex: how code and data are addressed in S3."""
+    return checksums.digest_of_file(path, "SHA256").hex()
 
 
 @contextlib.contextmanager
