@@ -27,17 +27,21 @@ def cloudtrain(
     *args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path = REPO
 ) -> Result:
     """`cloudtrain ARGS` with its own job home and no AWS configured unless `env` says otherwise."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDTRAIN_"))}
-    base.update({"CLOUDTRAIN_HOME": str(home), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
-    base["XDG_CONFIG_HOME"] = str(home / "xdg")  # a developer's own config file never leaks into a test
-    base.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-m", "cloudtrain", *args],
         cwd=cwd,
-        env=base,
+        env=environment(home, env),
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def environment(home: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment `cloudtrain` runs in: this one without AWS or cloudtrain settings, its own job home."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDTRAIN_"))}
+    base.update({"CLOUDTRAIN_HOME": str(home), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"})
+    base["XDG_CONFIG_HOME"] = str(home / "xdg")  # a developer's own config file never leaks into a test
+    return base | (env or {})

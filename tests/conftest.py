@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.sagemaker_control_plane import ControlPlane
+    from tests.toolkit_runner import Toolkit
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,9 +81,52 @@ def sagemaker_endpoint(
     AWS_ENDPOINT_URL points at it (it forwards S3, Logs, STS ... to moto) and CLOUDTRAIN_ROLE_ARN is set;
     on teardown every job it started is killed.
     """
+    with _control_plane(aws_endpoint, monkeypatch, tmp_path_factory, toolkit=None) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def _namespaces_missing() -> str | None:
+    """Why network namespaces cannot be made here, or None (probed once: it makes and deletes one)."""
+    from tests.netns import missing
+
+    return missing()
+
+
+@pytest.fixture(params=["4.8.3", "5.1.4"], ids=lambda version: f"toolkit-{version}")
+def toolkit_endpoint(
+    request: pytest.FixtureRequest,
+    aws_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+    _namespaces_missing: str | None,
+) -> Iterator[ControlPlane]:
+    """The control plane running stock-image jobs under AWS's sagemaker-training toolkit, once per version.
+
+    Skipped, with what is missing, where namespaces cannot be made or .venv-toolkit is not there (jobs
+    then run on the local runner in the sagemaker_endpoint tests only).
+    """
+    from tests.toolkit_runner import Toolkit
+
+    toolkit = Toolkit(request.param)
+    missing = _namespaces_missing or toolkit.missing()
+    if missing:
+        pytest.skip(f"AWS's toolkit cannot run here: {missing}")
+    with _control_plane(aws_endpoint, monkeypatch, tmp_path_factory, toolkit=toolkit) as plane:
+        yield plane
+
+
+@contextlib.contextmanager
+def _control_plane(
+    aws_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
+    toolkit: Toolkit | None,
+) -> Iterator[ControlPlane]:
     from tests.sagemaker_control_plane import ControlPlane
 
-    plane = ControlPlane(aws_endpoint, tmp_path_factory.mktemp("sagemaker-control-plane")).start()
+    home = tmp_path_factory.mktemp("sagemaker-control-plane")
+    plane = ControlPlane(aws_endpoint, home, toolkit=toolkit).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", plane.url)
     monkeypatch.setenv("CLOUDTRAIN_ROLE_ARN", SAGEMAKER_ROLE)
     try:

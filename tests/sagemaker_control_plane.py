@@ -8,7 +8,10 @@ endpoint URL (AWS_ENDPOINT_URL) while S3, CloudWatch Logs, STS, ECR and IAM stay
 
 A job really runs, on the local backend's machinery: the code tarball (`sagemaker_submit_directory`)
 and every S3 channel are downloaded from S3 into a job folder, laid out per host with HostLayout, and
-run by the local runner under the container contract. While it runs, each host's lines go to
+run by the local runner under the container contract. With a `toolkit` (tests/toolkit_runner.py), a job
+on AWS's stock TensorFlow training image runs as on AWS instead: each host is AWS's own sagemaker-training
+`train` in network, mount, UTS and PID namespaces of its own, and fetches the code from S3 itself.
+While it runs, each host's lines go to
 CloudWatch Logs (`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seconds>`), the chief's
 checkpoint folder is synced to CheckpointConfig.S3Uri, and at the end model.tar.gz and output.tar.gz
 go to `<S3OutputPath>/<job>/output/`. Not simulated: pulling or running the TrainingImage (the job
@@ -46,11 +49,15 @@ from cloudtrain.backends.local import HostLayout, LocalBackend, LogTail
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.store import JobRecord
+from tests.netns import HostNetwork
+from tests.toolkit_runner import MODULE as TOOLKIT_RUNNER
+from tests.toolkit_runner import REPO, Toolkit, ToolkitPlan, stand_ins
 
 LOCAL = "local"  # the store's backend name for the jobs the runner supervises
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 ACCOUNT = "123456789012"  # moto's
 MWMS_HP = "sagemaker_multi_worker_mirrored_strategy_enabled"
+STOCK_TF_IMAGE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/tensorflow-training:")
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
 S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<key>.*)$")
@@ -105,6 +112,7 @@ class _Job:
     synced: dict[str, tuple[int, int]] = field(default_factory=dict)  # checkpoint file -> (size, mtime_ns)
     synced_index: bytes | None = None
     model_uploaded: bool = False
+    toolkit: bool = False  # run by AWS's toolkit in namespaces (a stock-image job on a plane with a toolkit)
 
     @property
     def hosts(self) -> list[str]:
@@ -135,10 +143,12 @@ class ControlPlane:
     """SageMaker's training-job API on 127.0.0.1, moto behind it for everything else.
 
     `run_jobs = False` holds new jobs in Starting (no capacity), for tests that only look at requests.
+    With a `toolkit`, stock-image jobs run under that version of AWS's sagemaker-training toolkit.
     """
 
-    def __init__(self, moto_url: str, home: Path, *, region: str = "us-east-1") -> None:
+    def __init__(self, moto_url: str, home: Path, *, region: str = "us-east-1", toolkit: Toolkit | None = None) -> None:
         self.moto_url, self.region = moto_url.rstrip("/"), region
+        self.toolkit = toolkit
         self.home = Path(home)
         self.local = LocalBackend(self.home)  # its store and stop/refresh logic; jobs live in <home>/jobs/<job>
         self.run_jobs = True
@@ -438,6 +448,10 @@ class ControlPlane:
             channels[channel["ChannelName"]] = dest = job.folder / "channels" / channel["ChannelName"]
             _download_prefix(s3, source["S3Uri"], dest)
         job.layout = HostLayout(job.hosts, hyperparameters, channels, sourcedir)
+        image = job.request["AlgorithmSpecification"].get("TrainingImage", "")
+        job.toolkit = self.toolkit is not None and bool(STOCK_TF_IMAGE.match(image))
+        if job.toolkit:
+            self._plan_toolkit(job)
         self._lay_out_hosts(job)
         environment = job.request.get("Environment", {})
         RunPlan(
@@ -453,27 +467,60 @@ class ControlPlane:
             ),
         ).save(job.folder)
 
+    def _plan_toolkit(self, job: _Job) -> None:
+        """Namespaces unique to this job, and each host's environment: the image's, the platform's, stand-ins."""
+        assert self.toolkit is not None and self._server is not None
+        HostNetwork.new(job.hosts).save(job.folder)
+        platform = {"TRAINING_JOB_NAME": job.name, "TRAINING_JOB_ARN": job.arn}
+        base = {h: self.toolkit.image_environment(h) | platform | stand_ins(self.region) for h in job.hosts}
+        host, port = self._server.server_address[:2]
+        plan = ToolkitPlan(self.toolkit.version, base, dict(job.request.get("Environment", {})), (str(host), port))
+        plan.save(job.folder)
+
     def _lay_out_hosts(self, job: _Job) -> None:
-        """Fresh host folders, each with the checkpoints already in S3 (SageMaker restores them before training)."""
+        """Fresh host folders, each with the checkpoints already in S3 (SageMaker restores them before training).
+
+        For the toolkit, /opt/ml/code starts empty (the toolkit downloads the code itself) and the resource
+        config is an instance's: the request's instance type, and eth0.
+        """
         assert job.layout is not None
         shutil.rmtree(job.folder / "hosts", ignore_errors=True)
         (job.folder / WORKERS_FILE).unlink(missing_ok=True)
         uri = job.request.get("CheckpointConfig", {}).get("S3Uri")
         for host in job.hosts:
             job.layout.create(job.folder / "hosts" / host, host)
+            if job.toolkit:
+                self._as_on_an_instance(job, job.folder / "hosts" / host)
             if uri:
                 _download_prefix(self.moto("s3"), uri, job.folder / "hosts" / host / "checkpoints")
         job.synced, job.synced_index = {}, None
 
+    def _as_on_an_instance(self, job: _Job, host_dir: Path) -> None:
+        shutil.rmtree(host_dir / "code")
+        config = host_dir / "input" / "config" / "resourceconfig.json"
+        resources = json.loads(config.read_text())
+        instance_type = job.request["ResourceConfig"]["InstanceType"]
+        resources.update(current_instance_type=instance_type, network_interface_name="eth0")
+        for group in resources["instance_groups"]:
+            group["instance_type"] = instance_type
+        config.write_text(json.dumps(resources))
+
     def _start_runner(self, job: _Job) -> None:
-        """The local runner with the request's Environment; a new set of log streams, as a container start makes."""
+        """The local runner with the request's Environment; a new set of log streams, as a container start makes.
+
+        A toolkit job's runner (tests/toolkit_runner.py) gives each host a clean environment of its own.
+        """
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(job.request.get("Environment", {}))
         env["TMPDIR"] = str(job.folder / "tmp")  # the workers' scratch folders go away with the job folder
         (job.folder / "tmp").mkdir(exist_ok=True)
+        command = [sys.executable, "-m", RUNNER_MODULE, str(job.folder)]
+        if job.toolkit:
+            command = [sys.executable, "-m", TOOLKIT_RUNNER, "--in-place-of", RUNNER_MODULE, str(job.folder)]
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         with open(job.folder / "runner.log", "ab") as log:
             job.runner = subprocess.Popen(
-                [sys.executable, "-m", RUNNER_MODULE, str(job.folder)],
+                command,
                 cwd=job.folder,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -560,6 +607,9 @@ class ControlPlane:
             deadline = time.monotonic() + 10
             while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
                 time.sleep(0.05)
+        network = HostNetwork.load(job.folder)
+        if network is not None:  # a toolkit job: its namespaces go with its processes
+            network.delete()
 
     def interrupt(self, job_name: str) -> None:
         """A spot interruption: the instances vanish mid-training and replacements resume from S3's checkpoints.

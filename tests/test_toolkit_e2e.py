@@ -1,0 +1,215 @@
+"""AWS's own container code is the judge: jobs on the stock TF image run under the sagemaker-training toolkit.
+
+The `toolkit_endpoint` fixture is the SageMaker control plane (tests/sagemaker_control_plane.py) running
+each host of a stock-image job through AWS's `train` entry point (sagemaker-training 4.8.3, what AWS's TF
+images run, and 5.1.4, the newest), each in namespaces of its own (tests/toolkit_runner.py). A user submits
+with the real CLI and gets the model back with `fetch-model`; the contract test runs one script under the
+toolkit and under `cloudtrain submit --backend local` and compares what each handed it, key by key.
+Every test here starts TensorFlow (the TF toolkit imports it), so all are slow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clirun import cloudtrain, environment
+from tests.sagemaker_control_plane import ControlPlane
+from tests.test_sagemaker_e2e import DIGITS, aws_env, ct, digits_data, digits_overrides, home  # noqa: F401
+from tests.toolkit_runner import Toolkit, stand_ins
+
+pytestmark = pytest.mark.slow
+
+# --- the contract: one script, run under AWS's toolkit and under the local backend -------------------------
+
+DUMPER = """\
+    \"\"\"Writes what it was handed: argv, environment, working folder, and the files of /opt/ml and the code.\"\"\"
+    import json, os, sys
+    from pathlib import Path
+
+    root = Path(os.environ["SM_MODEL_DIR"]).parent  # /opt/ml on an instance
+
+
+    def listing(folder):
+        found = []
+        for top, dirs, files in os.walk(folder, followlinks=True):
+            rel = Path(top).relative_to(folder)
+            found += [(rel / d).as_posix() + "/" for d in dirs] + [(rel / f).as_posix() for f in files]
+        return sorted(found)
+
+
+    seen = {
+        "argv": sys.argv[1:],
+        "environment": dict(os.environ),
+        "cwd": os.getcwd(),
+        "opt_ml": listing(root),
+        "code": listing(root / "code"),
+    }
+    out = Path(os.environ["SM_OUTPUT_DATA_DIR"]) / ("contract-" + os.environ["SM_CURRENT_HOST"] + ".json")
+    out.write_text(json.dumps(seen, indent=1, sort_keys=True))
+    """
+CONTRACT_SPEC = """\
+name: contract
+code: {source_dir: code, entry_point: train.py}
+image: {framework_version: "2.19"}
+resources: {instance_type: ml.m5.xlarge, instance_count: 2}
+distribution: {strategy: multi_worker_mirrored}
+data: {train: data}
+hyperparameters: {epochs: 3, learning_rate: 0.002, optimizer: adam}
+environment: {MY_SETTING: "on"}
+"""
+HOSTS = ("algo-1", "algo-2")
+OPT_ML = "/opt/ml"
+INSTANCE_TYPE = "ml.m5.xlarge"
+JOB = "<job>"
+
+# Every difference allowed between AWS's toolkit and the local backend, normalised away before comparing;
+# each is documented in docs/container-contract.md. Anything else that differs fails the test.
+ALLOWED_DIFFERENCES = {
+    "instance type": "SM_CURRENT_INSTANCE_TYPE and resource_config: the request's on AWS, `local` locally",
+    "network interface": "SM_NETWORK_INTERFACE_NAME and resource_config: eth0 on an instance, lo locally",
+    "root folder": "paths under /opt/ml on an instance are under the host's folder locally",
+    "job name": "each run is a job of its own name (TRAINING_JOB_NAME, job_name, model_dir, TRAINING_JOB_ARN)",
+    "worker addresses": "TF_CONFIG's cluster: algo-N:8890 on instances; 127.0.0.1 and a free port each locally",
+    "code location": "sagemaker_submit_directory / SM_MODULE_DIR: S3 on AWS, the job folder's tarball locally",
+    "model_dir": "--model_dir / SM_HP_MODEL_DIR: an S3 URI on AWS, a local folder locally",
+    "python": "the interpreter: the image's Python on AWS, the submitting Python locally (sys.path in PYTHONPATH)",
+}
+
+BY_KEY = {  # values normalised by the key they are under (instance type, network interface)
+    "current_instance_type": "<instance type>",
+    "instance_type": "<instance type>",
+    "SM_CURRENT_INSTANCE_TYPE": "<instance type>",
+    "network_interface_name": "<interface>",
+    "SM_NETWORK_INTERFACE_NAME": "<interface>",
+}
+
+
+def environment_added(seen: dict[str, str], surroundings: dict[str, str]) -> dict[str, str]:
+    """What the runtime handed the script beyond the environment it was started in (a removal shows as None)."""
+    added: dict[str, Any] = {k: v for k, v in seen.items() if surroundings.get(k) != v}
+    added.update({k: None for k in surroundings if k not in seen})
+    return added
+
+
+class Normaliser:
+    """Rewrites one side's values so that the allowed differences, and only those, go away."""
+
+    def __init__(self, root: str, job: str, model_dir: str, code_location: str) -> None:
+        self.replacements = [(model_dir, "<model_dir>"), (code_location, "<code location>"), (root, OPT_ML)]
+        self.job = job
+
+    def text(self, value: str) -> str:
+        for old, new in self.replacements:
+            value = value.replace(old, new)
+        value = value.replace(self.job, JOB)
+        return re.sub(r"(algo-\d|127\.0\.0\.1):\d+", "<worker>", value)
+
+    def value(self, value: Any, key: str = "") -> Any:
+        if key in BY_KEY and isinstance(value, str):
+            return BY_KEY[key]
+        if key == "PYTHONPATH" and isinstance(value, str):  # the code folder first, then the interpreter's own
+            return self.text(value.split(":")[0]) + ":<interpreter's paths>"
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.value(v, k) for k, v in value.items()}
+        return value
+
+
+def differences(aws: dict[str, Any], local: dict[str, Any], where: str = "") -> list[str]:
+    """Every key whose normalised value differs, as `path: aws=… local=…`."""
+    if isinstance(aws, dict) and isinstance(local, dict):
+        found = []
+        for key in sorted(set(aws) | set(local)):
+            found += differences(aws.get(key, "<absent>"), local.get(key, "<absent>"), f"{where}.{key}")
+        return found
+    if aws != local:
+        return [f"{where.lstrip('.')}: aws={aws!r} local={local!r}"]
+    return []
+
+
+def _decode_json_values(env: dict[str, Any]) -> dict[str, Any]:
+    """JSON-valued variables (SM_TRAINING_ENV, TF_CONFIG ...) decoded, so a difference names its inner key."""
+    decoded = {}
+    for k, v in env.items():
+        try:
+            decoded[k] = json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v
+        except ValueError:
+            decoded[k] = v
+    return decoded
+
+
+def write_contract_job(folder: Path) -> Path:
+    (folder / "code").mkdir(parents=True)
+    (folder / "code" / "train.py").write_text(textwrap.dedent(DUMPER))
+    (folder / "data").mkdir()
+    (folder / "data" / "numbers.txt").write_text("1 2 3\n")
+    spec = folder / "job.yaml"
+    spec.write_text(CONTRACT_SPEC)
+    return spec
+
+
+def test_toolkit_and_local_backend_hand_a_script_the_same(
+    toolkit_endpoint: ControlPlane,
+    tmp_path: Path,
+    home: Path,  # noqa: F811
+) -> None:
+    """One script, run by AWS's toolkit (control plane) and by the local backend: what each hands it is the same,
+    key by key, once the ALLOWED_DIFFERENCES are normalised away."""
+    spec = write_contract_job(tmp_path / "job")
+    on_aws = ct("submit", str(spec), "--backend", "sagemaker", "--wait", "--json", home=home)
+    assert on_aws.code == 0, on_aws.err[-3000:]
+    aws_job = on_aws.json()["job"]["name"]
+    fetched = ct("fetch-model", aws_job, "--to", str(tmp_path / "aws"), home=home)
+    assert fetched.code == 0, fetched.err
+    local_home = tmp_path / "local-home"
+    cli_env = environment(local_home)
+    on_local = cloudtrain("submit", str(spec), "--backend", "local", "--wait", "--json", home=local_home)
+    assert on_local.code == 0, on_local.err[-3000:]
+    local_job = on_local.json()["job"]["name"]
+
+    request = toolkit_endpoint.calls("CreateTrainingJob")[0].json()
+    aws_dumps = toolkit_endpoint.home / "jobs" / aws_job / "hosts"
+    local_dumps = local_home / "jobs" / local_job / "hosts"
+    assert json.loads((tmp_path / "aws" / "output" / "contract-algo-1.json").read_text()) == json.loads(
+        (aws_dumps / "algo-1" / "output" / "data" / "contract-algo-1.json").read_text()
+    )  # fetch-model brought the chief's output back
+    toolkit = Toolkit(toolkit_endpoint.toolkit.version)  # type: ignore[union-attr]
+    found: list[str] = []
+    for host in HOSTS:
+        aws = json.loads((aws_dumps / host / "output" / "data" / f"contract-{host}.json").read_text())
+        local = json.loads((local_dumps / host / "output" / "data" / f"contract-{host}.json").read_text())
+        aws_hps, local_hps = (
+            request["HyperParameters"],
+            json.loads((local_dumps / host / "input" / "config" / "hyperparameters.json").read_text()),
+        )
+        on_aws_side = Normaliser(
+            OPT_ML,
+            aws_job,
+            json.loads(aws_hps.get("model_dir", '""')) or "<none>",
+            json.loads(aws_hps["sagemaker_submit_directory"]),
+        )
+        on_local_side = Normaliser(
+            str(local_dumps / host),
+            local_job,
+            json.loads(local_hps.get("model_dir", '""')) or "<none>",
+            json.loads(local_hps["sagemaker_submit_directory"]),
+        )
+        aws["environment"] = environment_added(
+            aws["environment"], toolkit.image_environment(host) | stand_ins(toolkit_endpoint.region)
+        )
+        local["environment"] = environment_added(local["environment"], cli_env)
+        for seen, normaliser in ((aws, on_aws_side), (local, on_local_side)):
+            seen["environment"] = _decode_json_values(seen["environment"])
+            seen.update(normaliser.value(seen))
+            seen["opt_ml"] = [p for p in seen["opt_ml"] if not p.startswith("output/data/contract-")]
+        found += [f"{host} {d}" for d in differences(aws, local)]
+    assert found == [], "\n" + "\n".join(found)
