@@ -12,18 +12,173 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from tests.clirun import cloudtrain, environment
+from tests.netns import HostNetwork
 from tests.sagemaker_control_plane import ControlPlane
-from tests.test_sagemaker_e2e import DIGITS, aws_env, ct, digits_data, digits_overrides, home  # noqa: F401
+from tests.test_sagemaker_e2e import (  # noqa: F401  (digits_data and home are fixtures)
+    DIGITS,
+    cloudwatch,
+    ct,
+    digits_data,
+    digits_overrides,
+    home,
+    log_events,
+    wait_for,
+)
+from tests.test_sagemaker_e2e import write_job as write_sagemaker_job
 from tests.toolkit_runner import Toolkit, stand_ins
 
 pytestmark = pytest.mark.slow
+
+# --- users' jobs on two hosts under AWS's toolkit ------------------------------------------------------------
+
+PLAIN_KERAS = """\
+    \"\"\"A script-mode script as SageMaker's documentation shows them: argparse, SM_* variables, plain Keras fit.\"\"\"
+    import argparse, json, os, tempfile
+
+    import numpy as np
+    import tensorflow as tf
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--model_dir", type=str)  # SageMaker passes an S3 URI; the model goes to SM_MODEL_DIR
+    args = parser.parse_args()
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with np.load(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "digits.npz")) as data:
+        x, y = data["x"], data["y"]
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(2048, seed=0).repeat().batch(args.batch_size)
+    with strategy.scope():
+        model = tf.keras.Sequential(
+            [tf.keras.Input(shape=(8, 8)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(64, activation="relu"),
+             tf.keras.layers.Dense(10)]
+        )
+        model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    history = model.fit(dataset.with_options(options), epochs=args.epochs, steps_per_epoch=20, verbose=2)
+    print(f"final accuracy={history.history['accuracy'][-1]:.4f}", flush=True)
+    chief = json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 0
+    model.save(os.environ["SM_MODEL_DIR"] if chief else tempfile.mkdtemp())  # every worker saves (tf_keras)
+    """
+PLAIN_KERAS_SPEC = """\
+name: plain-keras
+code: {{source_dir: code, entry_point: train.py}}
+image: {{framework_version: "2.19"}}
+resources: {{instance_type: ml.m5.xlarge, instance_count: 2}}
+distribution: {{strategy: multi_worker_mirrored}}
+data: {{train: {train}}}
+hyperparameters: {{epochs: 5, batch_size: 64}}
+environment: {{TF_USE_LEGACY_KERAS: "1"}}  # tf-keras is in AWS's TF 2.19 image; Keras 3's fit fails under MWMS
+metrics: [{{name: accuracy, regex: "final accuracy=([0-9.]+)"}}]
+"""
+SLEEPER = """\
+    import time
+    print("sleeping", flush=True)
+    time.sleep(300)
+    """
+
+
+def toolkit_downloads(plane: ControlPlane, job: str) -> tuple[int, int]:
+    """How many times the code tarball was downloaded through the endpoint, and GetBucketLocation was asked.
+
+    The CLI never downloads the code and the control plane reads S3 from moto directly, so these are the
+    toolkit's own requests (sagemaker_submit_directory, and s3_utils.configure for --model_dir).
+    """
+    request = next(r.json() for r in plane.calls("CreateTrainingJob") if r.json()["TrainingJobName"] == job)
+    code = json.loads(request["HyperParameters"]["sagemaker_submit_directory"]).removeprefix("s3://")
+    gets = [r for r in plane.requests if r.method == "GET" and r.path.split("?")[0] == f"/{code}"]
+    locations = [r for r in plane.requests if r.method == "GET" and r.path.endswith("?location")]
+    return len(gets), len(locations)
+
+
+def assert_torn_down(plane: ControlPlane, job: str) -> None:
+    """The job's namespaces are gone (and with them every process and mount of its hosts)."""
+    network = HostNetwork.load(plane.home / "jobs" / job)
+    assert network is not None  # it ran under the toolkit
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert f"ct-{network.token}-" not in listed
+
+
+def test_digits_trains_on_two_hosts_under_awss_toolkit(
+    toolkit_endpoint: ControlPlane,
+    digits_data: Path,  # noqa: F811
+    tmp_path: Path,
+    home: Path,  # noqa: F811
+) -> None:
+    """job_specs/digits.yaml on AWS's stock image: the toolkit fetches the code itself, both hosts train, the
+    model comes back with fetch-model."""
+    done = ct(
+        "submit", str(DIGITS), "--backend", "sagemaker", *digits_overrides(digits_data), "--wait", "--json", home=home
+    )
+    assert done.code == 0, done.err[-3000:]
+    name = done.json()["job"]["name"]
+    assert toolkit_downloads(toolkit_endpoint, name) == (2, 2)  # one of each per host
+    events = log_events(name, home)
+    assert any("Invoking user script" in e["message"] for e in events if e["host"] == "algo-2")  # the toolkit's
+    assert any(e["message"].startswith("epoch=12 ") for e in events if e["host"] == "algo-1")
+    info = ct("status", name, "--json", home=home).json()
+    assert info["status"] == "Completed" and info["metrics"]["val_accuracy"] >= 0.9
+    out = tmp_path / "fetched"
+    fetched = ct("fetch-model", name, "--to", str(out), home=home)
+    assert fetched.code == 0, fetched.err
+    assert json.loads((out / "output" / "eval_report.json").read_text())["accuracy"] >= 0.9
+    assert any((out / "model").iterdir())
+    assert_torn_down(toolkit_endpoint, name)
+
+
+def test_plain_keras_script_trains_on_two_hosts_under_awss_toolkit(
+    toolkit_endpoint: ControlPlane,
+    digits_data: Path,  # noqa: F811
+    tmp_path: Path,
+    home: Path,  # noqa: F811
+) -> None:
+    """An unchanged SageMaker-documentation script (strict argparse that knows --model_dir, model.fit under
+    MultiWorkerMirroredStrategy, the chief saving to SM_MODEL_DIR) trains, and its SavedModel comes back."""
+    (tmp_path / "job" / "code").mkdir(parents=True)
+    (tmp_path / "job" / "code" / "train.py").write_text(textwrap.dedent(PLAIN_KERAS))
+    spec = tmp_path / "job" / "job.yaml"
+    spec.write_text(PLAIN_KERAS_SPEC.format(train=digits_data / "train"))
+    done = ct("submit", str(spec), "--backend", "sagemaker", "--wait", "--json", home=home)
+    assert done.code == 0, done.err[-3000:]
+    name = done.json()["job"]["name"]
+    info = ct("status", name, "--json", home=home).json()
+    assert info["status"] == "Completed" and info["metrics"]["accuracy"] >= 0.8
+    hosts = {e["host"] for e in log_events(name, home) if e["message"].startswith("final accuracy=")}
+    assert hosts == {"algo-1", "algo-2"}  # both workers trained, in sync
+    out = tmp_path / "fetched"
+    assert ct("fetch-model", name, "--to", str(out), home=home).code == 0
+    assert (out / "model" / "saved_model.pb").is_file()
+    assert_torn_down(toolkit_endpoint, name)
+
+
+def test_stop_ends_the_toolkits_hosts_and_their_namespaces(
+    toolkit_endpoint: ControlPlane,
+    tmp_path: Path,
+    home: Path,  # noqa: F811
+) -> None:
+    """StopTrainingJob: SIGTERM to each host's PID 1 (the toolkit has no handler, as on AWS), SIGKILL after the
+    grace; the job ends Stopped and its namespaces are gone."""
+    spec = write_sagemaker_job(tmp_path, SLEEPER)
+    submitted = ct("submit", str(spec), "--backend", "sagemaker", "--json", home=home)
+    assert submitted.code == 0, submitted.err
+    name = submitted.json()["job"]["name"]
+    logs = boto3.client("logs")
+    wait_for("both hosts to sleep", lambda: sum("sleeping" in ls for ls in cloudwatch(name, logs).values()) == 2)
+    stopped = ct("stop", name, "--wait", "--json", home=home)
+    assert stopped.code == 0, stopped.err
+    assert stopped.json()["status"] == "Stopped"
+    assert_torn_down(toolkit_endpoint, name)
+
 
 # --- the contract: one script, run under AWS's toolkit and under the local backend -------------------------
 
@@ -157,7 +312,7 @@ def write_contract_job(folder: Path) -> Path:
     return spec
 
 
-def test_toolkit_and_local_backend_hand_a_script_the_same(
+def test_contract_the_toolkit_and_the_local_backend_hand_a_script_the_same(
     toolkit_endpoint: ControlPlane,
     tmp_path: Path,
     home: Path,  # noqa: F811
