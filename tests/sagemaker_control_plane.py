@@ -8,15 +8,17 @@ endpoint URL (AWS_ENDPOINT_URL) while S3, CloudWatch Logs, STS, ECR and IAM stay
 
 A job really runs, on the local backend's machinery: the code tarball (`sagemaker_submit_directory`)
 and every S3 channel are downloaded from S3 into a job folder, laid out per host with HostLayout, and
-run by the local runner under the container contract. With a `toolkit` (tests/toolkit_runner.py), a job
-on AWS's stock TensorFlow training image runs as on AWS instead: each host is AWS's own sagemaker-training
-`train` in network, mount, UTS and PID namespaces of its own, and fetches the code from S3 itself.
-While it runs, each host's lines go to
+run by the local runner under the container contract. While it runs, each host's lines go to
 CloudWatch Logs (`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seconds>`), the chief's
 checkpoint folder is synced to CheckpointConfig.S3Uri, and at the end model.tar.gz and output.tar.gz
 go to `<S3OutputPath>/<job>/output/`. Not simulated: pulling or running the TrainingImage (the job
 runs under this Python), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
 already under CheckpointConfig.S3Uri are put in every host's checkpoints folder before training.
+
+With a `toolkit` (tests/toolkit_runner.py), a job on AWS's stock TensorFlow training image runs as on
+AWS instead: each host is AWS's own sagemaker-training `train` entry point in network, mount, UTS and
+PID namespaces of its own, and downloads the code from S3 itself (through this endpoint); the rest
+(logs, checkpoints, artifacts, statuses, failure reasons, stops) is as above.
 
 Every request is recorded (`requests`), so a test can count calls and bytes; `interrupt(job)` plays a
 spot interruption: the instances vanish (SIGKILL) and replacements start from the checkpoints in S3.
