@@ -220,12 +220,14 @@ environment: {MY_SETTING: "on"}
 """
 HOSTS = ("algo-1", "algo-2")
 OPT_ML = "/opt/ml"
-INSTANCE_TYPE = "ml.m5.xlarge"
 JOB = "<job>"
 
-# Every difference allowed between AWS's toolkit and the local backend, normalised away before comparing;
-# each is documented in docs/container-contract.md. Anything else that differs fails the test.
+# Every difference allowed between AWS's toolkit and the local backend, each one docs/container-contract.md
+# names; `normalised` (BY_KEY, Normaliser, environment_added) takes out these and nothing else, so anything
+# else that differs fails the test.
 ALLOWED_DIFFERENCES = {
+    "surroundings": "the environment each started in (the image's ENV and the test's stand-ins for the instance "
+    "role and S3 endpoint; the submitting shell's locally) is taken out: only what the runtime added is compared",
     "instance type": "SM_CURRENT_INSTANCE_TYPE and resource_config: the request's on AWS, `local` locally",
     "network interface": "SM_NETWORK_INTERFACE_NAME and resource_config: eth0 on an instance, lo locally",
     "root folder": "paths under /opt/ml on an instance are under the host's folder locally",
@@ -236,12 +238,13 @@ ALLOWED_DIFFERENCES = {
     "python": "the interpreter: the image's Python on AWS, the submitting Python locally (sys.path in PYTHONPATH)",
 }
 
-BY_KEY = {  # values normalised by the key they are under (instance type, network interface)
+BY_KEY = {  # values normalised by the key they are under (instance type, network interface, model_dir)
     "current_instance_type": "<instance type>",
     "instance_type": "<instance type>",
     "SM_CURRENT_INSTANCE_TYPE": "<instance type>",
     "network_interface_name": "<interface>",
     "SM_NETWORK_INTERFACE_NAME": "<interface>",
+    "SM_HP_MODEL_DIR": "<model_dir>",
 }
 
 
@@ -255,17 +258,17 @@ def environment_added(seen: dict[str, str], surroundings: dict[str, str]) -> dic
 class Normaliser:
     """Rewrites one side's values so that the allowed differences, and only those, go away."""
 
-    def __init__(self, root: str, job: str, model_dir: str, code_location: str) -> None:
-        self.replacements = [(model_dir, "<model_dir>"), (code_location, "<code location>"), (root, OPT_ML)]
-        self.job = job
+    def __init__(self, root: str, job: str, code_location: str) -> None:
+        self.replacements = [(code_location, "<code location>"), (root, OPT_ML), (job, JOB)]
 
     def text(self, value: str) -> str:
         for old, new in self.replacements:
             value = value.replace(old, new)
-        value = value.replace(self.job, JOB)
         return re.sub(r"(algo-\d|127\.0\.0\.1):\d+", "<worker>", value)
 
-    def value(self, value: Any, key: str = "") -> Any:
+    def value(self, value: Any, key: str = "", parent: str = "") -> Any:
+        if key == "model_dir" and parent in ("SM_HPS", "hyperparameters"):  # a hyperparameter, not SM_MODEL_DIR
+            return "<model_dir>"
         if key in BY_KEY and isinstance(value, str):
             return BY_KEY[key]
         if key == "PYTHONPATH" and isinstance(value, str):  # the code folder first, then the interpreter's own
@@ -273,10 +276,22 @@ class Normaliser:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, list):
-            return [self.value(v) for v in value]
+            values = [self.value(v) for v in value]
+            if "--model_dir" in value[:-1]:  # argv and SM_USER_ARGS
+                values[value.index("--model_dir") + 1] = "<model_dir>"
+            return values
         if isinstance(value, dict):
-            return {k: self.value(v, k) for k, v in value.items()}
+            return {k: self.value(v, k, key) for k, v in value.items()}
         return value
+
+
+def normalised(seen: dict[str, Any], *, root: str, job: str, surroundings: dict[str, str]) -> dict[str, Any]:
+    """One side's dump without the environment it was started in, and with the ALLOWED_DIFFERENCES normalised."""
+    environment = _decode_json_values(environment_added(seen["environment"], surroundings))
+    normaliser = Normaliser(root, job, seen["environment"].get("SM_MODULE_DIR") or "<none>")
+    out: dict[str, Any] = normaliser.value(seen | {"environment": environment})
+    out["opt_ml"] = [p for p in out["opt_ml"] if not p.startswith("output/data/contract-")]
+    return out
 
 
 def differences(aws: dict[str, Any], local: dict[str, Any], where: str = "") -> list[str]:
@@ -331,7 +346,6 @@ def test_contract_the_toolkit_and_the_local_backend_hand_a_script_the_same(
     assert on_local.code == 0, on_local.err[-3000:]
     local_job = on_local.json()["job"]["name"]
 
-    request = toolkit_endpoint.calls("CreateTrainingJob")[0].json()
     aws_dumps = toolkit_endpoint.home / "jobs" / aws_job / "hosts"
     local_dumps = local_home / "jobs" / local_job / "hosts"
     assert json.loads((tmp_path / "aws" / "output" / "contract-algo-1.json").read_text()) == json.loads(
@@ -342,29 +356,8 @@ def test_contract_the_toolkit_and_the_local_backend_hand_a_script_the_same(
     for host in HOSTS:
         aws = json.loads((aws_dumps / host / "output" / "data" / f"contract-{host}.json").read_text())
         local = json.loads((local_dumps / host / "output" / "data" / f"contract-{host}.json").read_text())
-        aws_hps, local_hps = (
-            request["HyperParameters"],
-            json.loads((local_dumps / host / "input" / "config" / "hyperparameters.json").read_text()),
-        )
-        on_aws_side = Normaliser(
-            OPT_ML,
-            aws_job,
-            json.loads(aws_hps.get("model_dir", '""')) or "<none>",
-            json.loads(aws_hps["sagemaker_submit_directory"]),
-        )
-        on_local_side = Normaliser(
-            str(local_dumps / host),
-            local_job,
-            json.loads(local_hps.get("model_dir", '""')) or "<none>",
-            json.loads(local_hps["sagemaker_submit_directory"]),
-        )
-        aws["environment"] = environment_added(
-            aws["environment"], toolkit.image_environment(host) | stand_ins(toolkit_endpoint.region)
-        )
-        local["environment"] = environment_added(local["environment"], cli_env)
-        for seen, normaliser in ((aws, on_aws_side), (local, on_local_side)):
-            seen["environment"] = _decode_json_values(seen["environment"])
-            seen.update(normaliser.value(seen))
-            seen["opt_ml"] = [p for p in seen["opt_ml"] if not p.startswith("output/data/contract-")]
+        image = toolkit.image_environment(host) | stand_ins(toolkit_endpoint.region)
+        aws = normalised(aws, root=OPT_ML, job=aws_job, surroundings=image)
+        local = normalised(local, root=str(local_dumps / host), job=local_job, surroundings=cli_env)
         found += [f"{host} {d}" for d in differences(aws, local)]
     assert found == [], "\n" + "\n".join(found)
