@@ -25,6 +25,7 @@ from tests.netns import HostNetwork
 from tests.sagemaker_control_plane import ControlPlane
 from tests.test_sagemaker_e2e import (  # noqa: F401  (digits_data and home are fixtures)
     DIGITS,
+    FAILER,
     cloudwatch,
     ct,
     digits_data,
@@ -177,6 +178,25 @@ def test_stop_ends_the_toolkits_hosts_and_their_namespaces(
     stopped = ct("stop", name, "--wait", "--json", home=home)
     assert stopped.code == 0, stopped.err
     assert stopped.json()["status"] == "Stopped"
+    assert_torn_down(toolkit_endpoint, name)
+
+
+def test_failure_reason_is_what_the_toolkit_wrote(
+    toolkit_endpoint: ControlPlane,
+    tmp_path: Path,
+    home: Path,  # noqa: F811
+) -> None:
+    """A script that exits 1: the toolkit writes /opt/ml/output/failure and that is the job's FailureReason, as on
+    AWS (where it names the exit code and the command, not the script's message)."""
+    result = ct("submit", str(write_sagemaker_job(tmp_path, FAILER)), "--backend", "sagemaker", "--wait", home=home)
+    assert result.code == 1
+    (job,) = toolkit_endpoint.calls("CreateTrainingJob")
+    name = job.json()["TrainingJobName"]
+    reason = boto3.client("sagemaker").describe_training_job(TrainingJobName=name)["FailureReason"]
+    assert reason.startswith("ExecuteUserScriptError:\nExitCode 1\n")
+    failure = toolkit_endpoint.home / "jobs" / name / "hosts" / "algo-1" / "output" / "failure"
+    assert reason == failure.read_text()
+    assert any(e["message"] == "CUDA out of memory" for e in log_events(name, home))
     assert_torn_down(toolkit_endpoint, name)
 
 
