@@ -476,7 +476,7 @@ class ControlPlane:
         platform = {"TRAINING_JOB_NAME": job.name, "TRAINING_JOB_ARN": job.arn}
         base = {h: self.toolkit.image_environment(h) | platform | stand_ins(self.region) for h in job.hosts}
         host, port = self._server.server_address[:2]
-        plan = ToolkitPlan(self.toolkit.version, base, dict(job.request.get("Environment", {})), (str(host), port))
+        plan = ToolkitPlan(base, dict(job.request.get("Environment", {})), (str(host), port))
         plan.save(job.folder)
 
     def _lay_out_hosts(self, job: _Job) -> None:

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cloudtrain.backends.local_runner import CHIEF, Graces, Outcome, Runner, Worker, _stop_event, pump_output
@@ -117,7 +117,6 @@ def stand_ins(region: str) -> dict[str, str]:
 class ToolkitPlan:
     """What the runner needs beyond RunPlan: each host's base environment, the request's, and the relay's target."""
 
-    version: str
     base: dict[str, dict[str, str]]  # host -> image + platform + stand-ins
     job_environment: dict[str, str]  # the request's Environment (the spec's), on top
     target: tuple[str, int]  # the control plane, in the root namespace
@@ -126,13 +125,12 @@ class ToolkitPlan:
         return {**self.base[host], **self.job_environment}
 
     def save(self, job_dir: Path) -> None:
-        data = {"version": self.version, "base": self.base, "job_environment": self.job_environment}
-        (job_dir / TOOLKIT_FILE).write_text(json.dumps(data | {"target": list(self.target)}, indent=2))
+        (job_dir / TOOLKIT_FILE).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, job_dir: Path) -> ToolkitPlan:
         data = json.loads((job_dir / TOOLKIT_FILE).read_text())
-        return cls(data["version"], data["base"], data["job_environment"], (data["target"][0], data["target"][1]))
+        return cls(data["base"], data["job_environment"], (data["target"][0], data["target"][1]))
 
 
 class ToolkitWorker(Worker):
