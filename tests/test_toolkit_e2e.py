@@ -38,6 +38,9 @@ from tests.test_sagemaker_e2e import write_job as write_sagemaker_job
 from tests.toolkit_runner import Toolkit, stand_ins
 
 pytestmark = pytest.mark.slow
+# The control plane's own behaviour (stop, failure reason) under the version AWS's TF images run; jobs that
+# train run under both versions.
+AWS_IMAGES_TOOLKIT_ONLY = pytest.mark.parametrize("toolkit_endpoint", ["4.8.3"], indirect=True, ids=["toolkit-4.8.3"])
 
 # --- users' jobs on two hosts under AWS's toolkit ------------------------------------------------------------
 
@@ -162,13 +165,16 @@ def test_plain_keras_script_trains_on_two_hosts_under_awss_toolkit(
     assert_torn_down(toolkit_endpoint, name)
 
 
+@AWS_IMAGES_TOOLKIT_ONLY
 def test_stop_ends_the_toolkits_hosts_and_their_namespaces(
     toolkit_endpoint: ControlPlane,
     tmp_path: Path,
     home: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """StopTrainingJob: SIGTERM to each host's PID 1 (the toolkit has no handler, as on AWS), SIGKILL after the
     grace; the job ends Stopped and its namespaces are gone."""
+    monkeypatch.setenv("CLOUDTRAIN_STOP_GRACE", "2")  # the runner's; AWS waits 120 s
     spec = write_sagemaker_job(tmp_path, SLEEPER)
     submitted = ct("submit", str(spec), "--backend", "sagemaker", "--json", home=home)
     assert submitted.code == 0, submitted.err
@@ -181,6 +187,7 @@ def test_stop_ends_the_toolkits_hosts_and_their_namespaces(
     assert_torn_down(toolkit_endpoint, name)
 
 
+@AWS_IMAGES_TOOLKIT_ONLY
 def test_failure_reason_is_what_the_toolkit_wrote(
     toolkit_endpoint: ControlPlane,
     tmp_path: Path,
