@@ -492,20 +492,25 @@ class ControlPlane:
         for host in job.hosts:
             job.layout.create(job.folder / "hosts" / host, host)
             if job.toolkit:
-                self._as_on_an_instance(job, job.folder / "hosts" / host)
+                self._as_on_an_instance(job, host)
             if uri:
                 _download_prefix(self.moto("s3"), uri, job.folder / "hosts" / host / "checkpoints")
         job.synced, job.synced_index = {}, None
 
-    def _as_on_an_instance(self, job: _Job, host_dir: Path) -> None:
+    def _as_on_an_instance(self, job: _Job, host: str) -> None:
+        """No code yet (the toolkit downloads it) and the resourceconfig.json an instance gets from SageMaker."""
+        host_dir = job.folder / "hosts" / host
         shutil.rmtree(host_dir / "code")
-        config = host_dir / "input" / "config" / "resourceconfig.json"
-        resources = json.loads(config.read_text())
-        instance_type = job.request["ResourceConfig"]["InstanceType"]
-        resources.update(current_instance_type=instance_type, network_interface_name="eth0")
-        for group in resources["instance_groups"]:
-            group["instance_type"] = instance_type
-        config.write_text(json.dumps(resources))
+        instance_type, group = job.request["ResourceConfig"]["InstanceType"], "homogeneousCluster"
+        resources = {
+            "current_host": host,
+            "current_instance_type": instance_type,
+            "current_group_name": group,
+            "hosts": job.hosts,
+            "instance_groups": [{"instance_group_name": group, "instance_type": instance_type, "hosts": job.hosts}],
+            "network_interface_name": "eth0",
+        }
+        (host_dir / "input" / "config" / "resourceconfig.json").write_text(json.dumps(resources))
 
     def _start_runner(self, job: _Job) -> None:
         """The local runner with the request's Environment; a new set of log streams, as a container start makes.
