@@ -53,7 +53,7 @@ from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.store import JobRecord
 from tests.netns import HostNetwork
 from tests.toolkit_runner import MODULE as TOOLKIT_RUNNER
-from tests.toolkit_runner import REPO, Toolkit, ToolkitPlan, stand_ins
+from tests.toolkit_runner import REPO, Toolkit, ToolkitPlan, platform_environment, stand_ins
 
 LOCAL = "local"  # the store's backend name for the jobs the runner supervises
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -473,8 +473,8 @@ class ControlPlane:
         """Namespaces unique to this job, and each host's environment: the image's, the platform's, stand-ins."""
         assert self.toolkit is not None and self._server is not None
         HostNetwork.new(job.hosts).save(job.folder)
-        platform = {"TRAINING_JOB_NAME": job.name, "TRAINING_JOB_ARN": job.arn}
-        base = {h: self.toolkit.image_environment(h) | platform | stand_ins(self.region) for h in job.hosts}
+        platform = platform_environment(job.name, job.arn, self.region)
+        base = {h: self.toolkit.image_environment(h) | stand_ins() | platform for h in job.hosts}
         host, port = self._server.server_address[:2]
         plan = ToolkitPlan(base, dict(job.request.get("Environment", {})), (str(host), port))
         plan.save(job.folder)

@@ -383,7 +383,7 @@ def test_contract_the_toolkit_and_the_local_backend_hand_a_script_the_same(
     for host in HOSTS:
         aws = json.loads((aws_dumps / host / "output" / "data" / f"contract-{host}.json").read_text())
         local = json.loads((local_dumps / host / "output" / "data" / f"contract-{host}.json").read_text())
-        image = toolkit.image_environment(host) | stand_ins(toolkit_endpoint.region)
+        image = toolkit.image_environment(host) | stand_ins()
         aws = normalised(aws, root=OPT_ML, job=aws_job, surroundings=image)
         local = normalised(local, root=str(local_dumps / host), job=local_job, surroundings=cli_env)
         found += [f"{host} {d}" for d in differences(aws, local)]

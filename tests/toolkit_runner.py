@@ -102,22 +102,26 @@ class Toolkit:
         return env
 
 
-def stand_ins(region: str) -> dict[str, str]:
+def stand_ins() -> dict[str, str]:
     """What replaces the instance's role and AWS's network here: dummy keys and S3 through the host's relay."""
     return {
         "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{RELAY_PORT}",
         "AWS_ACCESS_KEY_ID": "instance-role",
         "AWS_SECRET_ACCESS_KEY": "instance-role",
         "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_REGION": region,
     }
+
+
+def platform_environment(job_name: str, job_arn: str, region: str) -> dict[str, str]:
+    """What SageMaker itself sets in a training container (AWS's DLC and Experiments code read these)."""
+    return {"TRAINING_JOB_NAME": job_name, "TRAINING_JOB_ARN": job_arn, "AWS_REGION": region}
 
 
 @dataclass(frozen=True)
 class ToolkitPlan:
     """What the runner needs beyond RunPlan: each host's base environment, the request's, and the relay's target."""
 
-    base: dict[str, dict[str, str]]  # host -> image + platform + stand-ins
+    base: dict[str, dict[str, str]]  # host -> image + stand-ins + platform
     job_environment: dict[str, str]  # the request's Environment (the spec's), on top
     target: tuple[str, int]  # the control plane, in the root namespace
 
