@@ -177,6 +177,11 @@ def test_control_plane_answers_as_aws_does(sagemaker_endpoint: ControlPlane, tmp
     assert plan.code == 0, plan.err
     request = plan.json()["plan"]["request"]
     sm = boto3.client("sagemaker")
+    with pytest.raises(ClientError, match="No S3 objects found under S3 URL"):  # a dry run uploads no data
+        sm.create_training_job(**request)
+    for channel in request["InputDataConfig"]:
+        bucket, _, prefix = channel["DataSource"]["S3DataSource"]["S3Uri"].removeprefix("s3://").partition("/")
+        boto3.client("s3").put_object(Bucket=bucket, Key=prefix + "numbers.txt", Body=b"1 2 3\n")
     sm.create_training_job(**request)
     with pytest.raises(ClientError) as taken:
         sm.create_training_job(**request)
