@@ -9,7 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from tests.clirun import REPO, cloudtrain
 
@@ -149,7 +151,15 @@ def test_validate_ok_and_schema(tmp_path: Path, home: Path) -> None:
     assert result.json() == [{"file": str(spec), "name": "tiny", "valid": True}]
     schema = cloudtrain("schema", home=home)
     assert schema.code == 0
-    assert "instance_count" in json.dumps(schema.json())
+    # What an editor does with it: the spec that validates passes, a wrong type or an unknown field does not.
+    validator = jsonschema.Draft202012Validator(schema.json())
+    validator.check_schema(schema.json())
+    document = yaml.safe_load(spec.read_text())
+    assert list(validator.iter_errors(document)) == []
+    wrong = [e.json_path for e in validator.iter_errors({**document, "resources": {"instance_count": "two"}})]
+    assert wrong == ["$.resources.instance_count"]
+    unknown = list(validator.iter_errors({**document, "resource": {"instance_count": 2}}))
+    assert len(unknown) == 1 and "'resource'" in unknown[0].message
 
 
 def test_status_of_unknown_job_is_bad_input(home: Path) -> None:
