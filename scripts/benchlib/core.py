@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -25,17 +24,13 @@ CLOUDTRAIN = REPO / ".venv" / "bin" / "cloudtrain"
 SDK_PY = REPO / ".venv-sdk" / "bin" / "python"
 
 
+AWS_VENV = REPO / ".venv-awscli"  # scripts/setup installs the AWS CLI (`awscli` from PyPI) there
+
+
 def _aws_cli() -> str:
-    """The AWS CLI's own executable: a pyenv shim (a bash script re-dispatching through pyenv) is skipped, so
-    the baseline is the AWS CLI's start-up and not pyenv's."""
-    found = shutil.which("aws")
-    if found is None:
-        return "aws"
-    if "/shims/" in found and shutil.which("pyenv"):
-        real = subprocess.run(["pyenv", "which", "aws"], capture_output=True, text=True, check=False).stdout.strip()
-        if real and Path(real).exists():
-            return real
-    return found
+    """The AWS CLI scripts/setup installed, always: never whatever `aws` PATH has (a version manager's shim adds
+    its own start-up; another version is another baseline)."""
+    return str(AWS_VENV / "bin" / "aws")
 
 
 AWS = _aws_cli()
