@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_PY = REPO / ".venv" / "bin" / "python"
 CLOUDTRAIN = REPO / ".venv" / "bin" / "cloudtrain"
 SDK_PY = REPO / ".venv-sdk" / "bin" / "python"
+CRT_PATH = REPO / ".venv-crt"  # awscrt alone (scripts/setup)
 
 
 AWS_VENV = REPO / ".venv-awscli"  # scripts/setup installs the AWS CLI (`awscli` from PyPI) there
@@ -348,6 +349,12 @@ def markdown(rows: Sequence[Row], info: Mapping[str, str], command: str) -> str:
 
 def dump_json(path: Path, rows: Sequence[Row], info: Mapping[str, str], command: str) -> None:
     path.write_text(json.dumps({"machine": info, "command": command, "rows": [asdict(r) for r in rows]}, indent=2))
+
+
+def render_json(path: Path) -> str:
+    """markdown() of a dump_json file: the same text the run printed, from the file alone."""
+    saved = json.loads(path.read_text())
+    return markdown([Row(**row) for row in saved["rows"]], saved["machine"], saved["command"])
 
 
 def poll(condition: Callable[[], T | None], timeout: float, interval: float = 0.1, what: str = "condition") -> T:
