@@ -549,9 +549,10 @@ class ControlPlane:
 
         As on SageMaker, each host's /opt/ml/checkpoints goes to the same prefix (a file two hosts write
         lands twice, the later one wins), and nothing orders the uploads: TensorFlow's `checkpoint` index
-        may reach S3 before the files it names, so a job interrupted between them resumes from a torn
-        checkpoint. `checkpoint_order` picks the order (shuffled by default). Temporary (`*_temp*`) files
-        are skipped.
+        may reach S3 before the files it names, and a reader of S3 meanwhile sees a torn checkpoint.
+        `checkpoint_order` picks the order (shuffled by default). Not simulated: `interrupt` waits for a
+        pass to end (it takes the job's lock), where a real interruption may cut one. Temporary (`*_temp*`)
+        files are skipped.
         """
         uri = job.request.get("CheckpointConfig", {}).get("S3Uri")
         if not uri:
