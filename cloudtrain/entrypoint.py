@@ -1,9 +1,11 @@
-"""The `cloudtrain` executable: the top-level help straight from text, every other call through `cli`.
+"""The `cloudtrain` executable: help and version straight from text, every other call through `cli`.
 
 Importing typer and building the command tree takes about three times as long as Python's own start, so
-`cloudtrain` and `cloudtrain --help` print the text typer would (`help_text`, kept equal to it by a test)
-when the terminal is wide enough for that text to be the one typer would render. Only `os` and `sys` are
-imported on that path: even `shutil` or `typing` would add a third to it.
+`cloudtrain`, `cloudtrain --help`, `cloudtrain --version` and `cloudtrain COMMAND --help` print the text typer
+would (`help_text`, rendered ahead for every command by scripts/render-help and kept equal to typer's by a
+test) when the terminal is wide enough for that text to be the one typer would render. Only `os` and `sys`
+are imported on that path: even `shutil` or `typing` would add a third to it. Anything else, or a command the
+text does not have yet, goes through typer as usual.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import sys
 
 def main() -> None:
     args = sys.argv[1:]
-    if args in ([], ["--help"]) and "_CLOUDTRAIN_COMPLETE" not in os.environ and _terminal_columns() >= 80:
-        from cloudtrain.help_text import TOP_LEVEL_HELP
+    if (not args or args[-1] in ("--help", "--version")) and "_CLOUDTRAIN_COMPLETE" not in os.environ:
+        from cloudtrain.help_text import HELP
 
-        # As typer: --help is an answer (stdout, 0); no arguments at all is a usage mistake (stderr, 2).
-        _print(TOP_LEVEL_HELP, err=not args)
-        sys.exit(2 if not args else 0)
+        text = HELP.get(tuple(args) or ("--help",))
+        if text is not None and _terminal_columns() >= 80:
+            # As typer: --help is an answer (stdout, 0); no arguments at all is a usage mistake (stderr, 2).
+            _print(text, err=not args)
+            sys.exit(2 if not args else 0)
     from cloudtrain.cli import main as cli_main
 
     cli_main()

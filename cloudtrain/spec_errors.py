@@ -43,7 +43,9 @@ def apply_overrides(
         dotted, sep, text = override.partition("=")
         segments = [segment.strip() for segment in dotted.split(".")]
         if not sep or not all(segments):
-            raise SpecError("--set", None, dotted.strip() or None, f"expected dotted.path=value (got {override!r})")
+            raise SpecError(
+                "--set", None, dotted_path((dotted.strip(),)) or None, f"expected dotted.path=value (got {override!r})"
+            )
         value = _override_value(dotted.strip(), text)
         path: list[str | int] = []
         parent: Any = root
@@ -83,7 +85,9 @@ def _override_value(dotted: str, text: str) -> Any:
     try:
         return SpecLoader(text, "--set").load()
     except SpecError as e:
-        raise SpecError("--set", None, dotted, f"cannot read the value {quoted(text.strip())}: {e.message}") from None
+        raise SpecError(
+            "--set", None, dotted_path((dotted,)), f"cannot read the value {quoted(text.strip())}: {e.message}"
+        ) from None
 
 
 def _typed_override(path: Loc, value: Any, text: str) -> Any:

@@ -9,9 +9,11 @@ endpoint URL (AWS_ENDPOINT_URL) while S3, CloudWatch Logs, STS, ECR and IAM stay
 A job really runs, on the local backend's machinery: the code tarball (`sagemaker_submit_directory`)
 and every S3 channel are downloaded from S3 into a job folder, laid out per host with HostLayout, and
 run by the local runner under the container contract. While it runs, each host's lines go to
-CloudWatch Logs (`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seconds>`), the chief's
-checkpoint folder is synced to CheckpointConfig.S3Uri, and at the end model.tar.gz and output.tar.gz
-go to `<S3OutputPath>/<job>/output/`. Not simulated: pulling or running the TrainingImage (the job
+CloudWatch Logs (`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seconds>`), every host's
+checkpoint folder is synced to CheckpointConfig.S3Uri (in no set order), and at the end model.tar.gz and
+output.tar.gz go to `<S3OutputPath>/<job>/output/` with S3's CRC64NVME checksum (a missing bucket fails
+the job). Requests are refused as AWS refuses them (tests/sagemaker_api_rules.py), channels that name no
+object included. Not simulated: pulling or running the TrainingImage (the job
 runs under this Python), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
 already under CheckpointConfig.S3Uri are put in every host's checkpoints folder before training.
 
@@ -30,6 +32,7 @@ import http.client
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -37,8 +40,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -48,9 +52,10 @@ import boto3
 
 from cloudtrain.backends.base import JobInfo, Transition
 from cloudtrain.backends.local import HostLayout, LocalBackend, LogTail
-from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
+from cloudtrain.backends.local_runner import WORKERS_FILE, RunPlan, host_names
 from cloudtrain.store import JobRecord
+from tests import sagemaker_api_rules
 from tests.netns import HostNetwork
 from tests.toolkit_runner import MODULE as TOOLKIT_RUNNER
 from tests.toolkit_runner import REPO, Toolkit, ToolkitPlan, platform_environment, stand_ins
@@ -60,8 +65,6 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 ACCOUNT = "123456789012"  # moto's
 MWMS_HP = "sagemaker_multi_worker_mirrored_strategy_enabled"
 STOCK_TF_IMAGE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/tensorflow-training:")
-JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
 S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<key>.*)$")
 CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/(?P<service>[^/]+)/aws4_request")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "expect", "te", "upgrade", "content-length"})
@@ -71,7 +74,29 @@ SUMMARY_FIELDS = frozenset(
     {"TrainingJobName", "TrainingJobArn", "CreationTime", "TrainingEndTime", "LastModifiedTime"}
     | {"TrainingJobStatus", "SecondaryStatus"}
 )
-SPOT_PRICE = 0.3  # billable share of spot time, a stand-in for the market price (gives 70% savings)
+# The billable share of a spot job's time by instance type: a stand-in for the spot market, which prices each
+# type apart (tests compute the savings they expect from DescribeTrainingJob's times, never from this table).
+SPOT_SHARE = {"ml.m5.xlarge": 0.34, "ml.c5.xlarge": 0.29, "ml.g5.xlarge": 0.41, "ml.g4dn.xlarge": 0.27}
+SPOT_SHARE_OTHER = 0.45
+CRT_PATH = Path(__file__).resolve().parent.parent / ".venv-crt"  # awscrt alone (scripts/setup)
+UPLOADER = """
+import json, sys
+import boto3, botocore.exceptions
+url, region, *files = sys.argv[1:]
+s3 = boto3.client("s3", endpoint_url=url, region_name=region, aws_access_key_id="control-plane",
+                  aws_secret_access_key="control-plane")
+for path, uri in zip(files[::2], files[1::2]):
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    try:
+        with open(path, "rb") as body:
+            s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="CRC64NVME")
+    except botocore.exceptions.ClientError as e:
+        print(json.dumps({"uri": uri, "code": e.response["Error"]["Code"], "message": e.response["Error"]["Message"]}))
+        sys.exit(1)
+"""
+
+
+CheckpointFile = tuple[str, str, Path]  # host, path below its checkpoints folder, the file
 
 
 @dataclass(frozen=True)
@@ -111,8 +136,7 @@ class _Job:
     tails: dict[str, LogTail] = field(default_factory=dict)
     streams: dict[str, str] = field(default_factory=dict)  # host -> its current log stream
     created_streams: set[str] = field(default_factory=set)
-    synced: dict[str, tuple[int, int]] = field(default_factory=dict)  # checkpoint file -> (size, mtime_ns)
-    synced_index: bytes | None = None
+    synced: dict[str, tuple[int, int]] = field(default_factory=dict)  # host/checkpoint file -> (size, mtime_ns)
     model_uploaded: bool = False
     toolkit: bool = False  # run by AWS's toolkit in namespaces (a stock-image job on a plane with a toolkit)
 
@@ -154,12 +178,12 @@ class ControlPlane:
         self.home = Path(home)
         self.local = LocalBackend(self.home)  # its store and stop/refresh logic; jobs live in <home>/jobs/<job>
         self.run_jobs = True
+        self.checkpoint_order: Callable[[list[CheckpointFile]], list[CheckpointFile]] = _shuffled
         self._jobs: dict[str, _Job] = {}
         self._requests: list[Request] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._server: ThreadingHTTPServer | None = None
-        self._service_model: Any = None
         self._ops = {
             "CreateTrainingJob": self._create,
             "DescribeTrainingJob": lambda p: self._describe(self._job(p["TrainingJobName"])),
@@ -262,15 +286,11 @@ class ControlPlane:
             return 400, {"__type": e.code, "message": str(e)}
 
     def _validate(self, action: str, params: dict[str, Any]) -> None:
-        """botocore's validator on the service model, as AWS checks shapes before anything else."""
-        from botocore.session import get_session
-        from botocore.validate import ParamValidator
-
-        if self._service_model is None:
-            self._service_model = get_session().get_service_model("sagemaker")
-        report = ParamValidator().validate(params, self._service_model.operation_model(action).input_shape)
-        if report.has_errors():
-            raise ApiError("ValidationException", report.generate_report())
+        """AWS's checks before anything else: the service model's constraints and AWS's documented rules."""
+        try:
+            sagemaker_api_rules.check(action, params)
+        except sagemaker_api_rules.Invalid as e:
+            raise ApiError("ValidationException", str(e)) from None
 
     def _job(self, name: str) -> _Job:
         job = self._jobs.get(name)
@@ -286,7 +306,7 @@ class ControlPlane:
 
     def _create(self, p: dict[str, Any]) -> dict[str, Any]:
         name = p["TrainingJobName"]
-        _check_create(p)
+        self._check_channels(p)
         arn = f"arn:aws:sagemaker:{self.region}:{ACCOUNT}:training-job/{name.lower()}"
         now = time.time()
         resources = p["ResourceConfig"]
@@ -315,6 +335,21 @@ class ControlPlane:
             job.thread.start()
         return {"TrainingJobArn": arn}
 
+    def _check_channels(self, p: dict[str, Any]) -> None:
+        """Every S3Prefix channel must name at least one object, or AWS refuses the job as it is created."""
+        s3 = self.moto("s3")
+        for channel in p.get("InputDataConfig", []):
+            uri = channel["DataSource"].get("S3DataSource", {}).get("S3Uri")
+            if uri is None or channel["DataSource"]["S3DataSource"].get("S3DataType") != "S3Prefix":
+                continue
+            bucket, prefix = _split_s3(uri)
+            try:
+                found = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0)
+            except s3.exceptions.NoSuchBucket:
+                found = 0
+            if not found:
+                raise ApiError("ValidationException", sagemaker_api_rules.empty_channel(uri, self.region, p["RoleArn"]))
+
     def _describe(self, job: _Job) -> dict[str, Any]:
         info = job.info
         out = {k: v for k, v in job.request.items() if k != "Tags"}  # AWS echoes the request's settings
@@ -340,11 +375,15 @@ class ControlPlane:
             out["FailureReason"] = info.failure_reason
         if info.ended is not None and started is not None:  # a job stopped before it started bills nothing
             seconds = max(1, math.ceil(info.ended - started))
-            spot = bool(job.request.get("EnableManagedSpotTraining"))
+            spot = (
+                SPOT_SHARE.get(info.instance_type, SPOT_SHARE_OTHER)
+                if job.request.get("EnableManagedSpotTraining")
+                else 0
+            )
             out.update(
                 TrainingEndTime=info.ended,
                 TrainingTimeInSeconds=seconds,
-                BillableTimeInSeconds=max(1, round(seconds * SPOT_PRICE)) if spot else seconds,
+                BillableTimeInSeconds=max(1, round(seconds * spot)) if spot else seconds,
             )
         if info.metrics:
             stamp = info.ended or out["LastModifiedTime"]
@@ -424,7 +463,9 @@ class ControlPlane:
                     self._sync_checkpoints(job)
                     next_sync = time.monotonic() + SYNC_S
                 if info.done:
-                    self._upload_artifacts(job)
+                    failure = self._upload_artifacts(job)
+                    if failure is not None:
+                        info = _upload_failed(info, failure)
                     if job.runner is not None:
                         job.runner.wait()
                 job.info = info
@@ -495,7 +536,7 @@ class ControlPlane:
                 self._as_on_an_instance(job, host)
             if uri:
                 _download_prefix(self.moto("s3"), uri, job.folder / "hosts" / host / "checkpoints")
-        job.synced, job.synced_index = {}, None
+        job.synced = {}
 
     def _as_on_an_instance(self, job: _Job, host: str) -> None:
         """No code yet (the toolkit downloads it) and the resourceconfig.json an instance gets from SageMaker."""
@@ -558,47 +599,71 @@ class ControlPlane:
                 logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=events[i : i + 1000])
 
     def _sync_checkpoints(self, job: _Job) -> None:
-        """New or changed files of the chief's checkpoint folder to CheckpointConfig.S3Uri.
+        """New or changed files of every host's checkpoint folder to CheckpointConfig.S3Uri, in no set order.
 
-        TensorFlow's `checkpoint` index is read first and uploaded last, so S3 never names a checkpoint
-        whose files are not there yet; temporary (`*_temp*`) files are skipped.
+        As on SageMaker, each host's /opt/ml/checkpoints goes to the same prefix (a file two hosts write
+        lands twice, the later one wins), and nothing orders the uploads: TensorFlow's `checkpoint` index
+        may reach S3 before the files it names, and a reader of S3 meanwhile sees a torn checkpoint.
+        `checkpoint_order` picks the order (shuffled by default). Not simulated: `interrupt` waits for a
+        pass to end (it takes the job's lock), where a real interruption may cut one. Temporary (`*_temp*`)
+        files are skipped.
         """
         uri = job.request.get("CheckpointConfig", {}).get("S3Uri")
-        local = job.folder / "hosts" / CHIEF / "checkpoints"
-        if not uri or not local.is_dir():
+        if not uri:
             return
         bucket, prefix = _split_s3(uri)
         key = (prefix.rstrip("/") + "/") if prefix.strip("/") else ""
-        index = local / "checkpoint"
-        index_bytes = index.read_bytes() if index.is_file() else None
+        found = []
+        for host in job.hosts:
+            local = job.folder / "hosts" / host / "checkpoints"
+            if local.is_dir():
+                found += [(host, p.relative_to(local).as_posix(), p) for p in sorted(local.rglob("*"))]
         s3 = self.moto("s3")
-        for path in sorted(local.rglob("*")):
-            rel = path.relative_to(local).as_posix()
-            if path == index or "_temp" in rel or not path.is_file():
-                continue
+        for host, rel, path in self.checkpoint_order([f for f in found if "_temp" not in f[1]]):
             try:
                 stat = path.stat()
-                if job.synced.get(rel) == (stat.st_size, stat.st_mtime_ns):
+                if not path.is_file() or job.synced.get(f"{host}/{rel}") == (stat.st_size, stat.st_mtime_ns):
                     continue
                 data = path.read_bytes()
             except FileNotFoundError:  # an old checkpoint removed by max_to_keep meanwhile
                 continue
             s3.put_object(Bucket=bucket, Key=key + rel, Body=data)
-            job.synced[rel] = (stat.st_size, stat.st_mtime_ns)
-        if index_bytes is not None and index_bytes != job.synced_index:
-            s3.put_object(Bucket=bucket, Key=key + "checkpoint", Body=index_bytes)
-            job.synced_index = index_bytes
+            job.synced[f"{host}/{rel}"] = (stat.st_size, stat.st_mtime_ns)
 
     def _output_uri(self, job: _Job, name: str) -> str:
         return f"{job.request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{job.name}/output/{name}"
 
-    def _upload_artifacts(self, job: _Job) -> None:
-        """The runner's model.tar.gz and output.tar.gz (made for Completed and Stopped jobs) to S3."""
-        s3 = self.moto("s3")
-        for name in ("model.tar.gz", "output.tar.gz"):
-            if (job.folder / name).is_file():
-                s3.upload_file(str(job.folder / name), *_split_s3(self._output_uri(job, name)))
-                job.model_uploaded = True
+    def _upload_artifacts(self, job: _Job) -> str | None:
+        """The runner's model.tar.gz and output.tar.gz (made for Completed and Stopped jobs) to S3, as SageMaker
+        writes them: each with a full-object CRC64NVME (S3's default checksum) that fetch-model can verify.
+
+        botocore computes CRC64NVME only with awscrt, which the tests keep out of their own process (botocore
+        would load it into every client): the upload runs in a child with `.venv-crt` on its path. One
+        PutObject each: moto (without awscrt) cannot combine a multipart upload's CRC64NVME parts. Returns
+        the job's failure reason when S3 refuses (a missing bucket), as SageMaker's "Artifact upload failed".
+        """
+        files = [(job.folder / n, self._output_uri(job, n)) for n in ("model.tar.gz", "output.tar.gz")]
+        files = [(path, uri) for path, uri in files if path.is_file()]
+        if not files:
+            return None
+        if not CRT_PATH.is_dir():
+            return f"ClientError: Artifact upload failed: {CRT_PATH} is missing (scripts/setup makes it)"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
+            "PYTHONPATH": str(CRT_PATH),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        args = [sys.executable, "-c", UPLOADER, self.moto_url, self.region, *(str(x) for pair in files for x in pair)]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, check=False)
+        if done.returncode != 0:
+            refused = json.loads(done.stdout) if done.stdout.startswith("{") else None
+            if refused is None:
+                raise RuntimeError(f"artifact upload failed: {done.stderr[-2000:]}")
+            return (
+                f"ClientError: Artifact upload failed:Unable to upload file to {refused['uri']} "
+                f"({refused['code']}: {refused['message']})"
+            )
+        job.model_uploaded = True
+        return None
 
     def _kill(self, job: _Job) -> None:
         """SIGKILL the runner's and every worker's process group, and wait for them to go."""
@@ -639,33 +704,15 @@ class ControlPlane:
             self._start_runner(job)
 
 
-def _check_create(p: dict[str, Any]) -> None:
-    """AWS's checks beyond the shapes botocore validates (patterns, maximum sizes, spot, S3 URIs)."""
-    errors = []
-    if not JOB_NAME.match(p["TrainingJobName"]):
-        errors.append(f"Value '{p['TrainingJobName']}' at 'trainingJobName' must match {JOB_NAME.pattern}")
-    if not ROLE_ARN.match(p["RoleArn"]):
-        errors.append(f"Value '{p['RoleArn']}' at 'roleArn' is not an IAM role ARN")
-    algorithm, resources, stopping = p["AlgorithmSpecification"], p["ResourceConfig"], p["StoppingCondition"]
-    if not algorithm.get("TrainingImage") and not algorithm.get("AlgorithmName"):
-        errors.append("AlgorithmSpecification needs a TrainingImage or an AlgorithmName")
-    if not resources.get("InstanceType") and not resources.get("InstanceGroups"):
-        errors.append("ResourceConfig needs an InstanceType")
-    hps = p.get("HyperParameters", {})
-    if len(hps) > 100 or any(len(k) > 256 or len(v) > 2500 for k, v in hps.items()):
-        errors.append("HyperParameters: at most 100, names up to 256 characters, values up to 2500")
-    uris = [p["OutputDataConfig"]["S3OutputPath"], p.get("CheckpointConfig", {}).get("S3Uri", "s3://x")]
-    uris += [c["DataSource"].get("S3DataSource", {}).get("S3Uri", "s3://x") for c in p.get("InputDataConfig", [])]
-    errors += [f"Value '{u}' is not an s3:// URI" for u in uris if not S3_URI.match(u)]
-    names = [c["ChannelName"] for c in p.get("InputDataConfig", [])]
-    if len(names) != len(set(names)):
-        errors.append("InputDataConfig: channel names must be unique")
-    if p.get("EnableManagedSpotTraining"):
-        wait = stopping.get("MaxWaitTimeInSeconds")
-        if wait is None or wait < stopping.get("MaxRuntimeInSeconds", 86400):
-            errors.append("MaxWaitTimeInSeconds is required with managed spot training and must be >= MaxRuntime")
-    if errors:
-        raise ApiError("ValidationException", f"{len(errors)} validation error(s) detected: " + "; ".join(errors))
+def _upload_failed(info: JobInfo, reason: str) -> JobInfo:
+    """An ended job whose artifacts S3 refused: SageMaker fails it after Uploading, with the reason."""
+    kept = tuple(t for t in info.transitions if t.status not in ("Completed", "Stopped"))
+    failed = Transition("Failed", info.ended or time.time(), None, "Training job failed")
+    return replace(info, status="Failed", secondary_status="Failed", failure_reason=reason, transitions=(*kept, failed))
+
+
+def _shuffled(files: list[CheckpointFile]) -> list[CheckpointFile]:
+    return random.sample(files, len(files))
 
 
 def _matches(record: dict[str, Any], f: dict[str, str]) -> bool:

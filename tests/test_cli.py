@@ -9,7 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from tests.clirun import REPO, cloudtrain
 
@@ -80,15 +82,34 @@ def test_status_imports_neither_pydantic_nor_the_spec(home: Path) -> None:
     assert "cloudtrain.api" in imported and not {"pydantic", "cloudtrain.spec", "yaml"} & imported
 
 
-def test_top_level_help_is_typers_own_text(home: Path) -> None:
-    """`cloudtrain --help` skips typer (cloudtrain.entrypoint); what it prints must be what typer renders."""
-    from cloudtrain.help_text import TOP_LEVEL_HELP
+def test_help_and_version_are_typers_own_text_for_every_command(home: Path) -> None:
+    """`--help`, `--version` and each command's `--help` skip typer (cloudtrain.entrypoint, help_text); what they
+    print must be what typer renders now, and every command the app has must be there."""
+    import typer
 
-    typer_help = "import sys; sys.argv = ['cloudtrain', '--help']; from cloudtrain.cli import main; main()"
+    from cloudtrain.cli import app
+    from cloudtrain.help_text import HELP
+
+    commands = list(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    expected = [("--help",), ("--version",), *((name, "--help") for name in commands)]
+    assert sorted(HELP) == sorted(expected), "commands changed: run scripts/render-help"
     env = {**os.environ, "COLUMNS": "200"}
-    rendered = subprocess.run([sys.executable, "-c", typer_help], env=env, capture_output=True, text=True, cwd=REPO)
-    assert rendered.stdout == TOP_LEVEL_HELP, "the app's help changed: run scripts/render-help"
-    assert cloudtrain("--help", home=home).out == TOP_LEVEL_HELP
+    for args in expected:
+        code = f"import sys; sys.argv = ['cloudtrain', *{list(args)!r}]; from cloudtrain.cli import main; main()"
+        rendered = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+        assert rendered.stdout == HELP[args], f"`cloudtrain {' '.join(args)}` changed: run scripts/render-help"
+        assert cloudtrain(*args, home=home).out == HELP[args]
+    imported = modules_imported_by("submit", "--help", env={"COLUMNS": "200"})
+    assert "cloudtrain.help_text" in imported and not {"typer", "shutil", "typing"} & imported
+
+
+def test_help_on_a_narrow_terminal_is_typers(home: Path) -> None:
+    """Below 80 columns click wraps help to the terminal: the text rendered ahead is not that, typer answers."""
+    from cloudtrain.help_text import HELP
+
+    narrow = cloudtrain("submit", "--help", home=home, env={"COLUMNS": "60"})
+    assert narrow.code == 0 and narrow.out.startswith("Usage: cloudtrain submit")
+    assert narrow.out != HELP[("submit", "--help")]  # rewrapped at 60 columns
 
 
 @pytest.mark.parametrize("columns", ["200", "60"])
@@ -149,7 +170,15 @@ def test_validate_ok_and_schema(tmp_path: Path, home: Path) -> None:
     assert result.json() == [{"file": str(spec), "name": "tiny", "valid": True}]
     schema = cloudtrain("schema", home=home)
     assert schema.code == 0
-    assert "instance_count" in json.dumps(schema.json())
+    # What an editor does with it: the spec that validates passes, a wrong type or an unknown field does not.
+    validator = jsonschema.Draft202012Validator(schema.json())
+    validator.check_schema(schema.json())
+    document = yaml.safe_load(spec.read_text())
+    assert list(validator.iter_errors(document)) == []
+    wrong = [e.json_path for e in validator.iter_errors({**document, "resources": {"instance_count": "two"}})]
+    assert wrong == ["$.resources.instance_count"]
+    unknown = list(validator.iter_errors({**document, "resource": {"instance_count": 2}}))
+    assert len(unknown) == 1 and "'resource'" in unknown[0].message
 
 
 def test_status_of_unknown_job_is_bad_input(home: Path) -> None:

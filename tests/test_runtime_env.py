@@ -19,15 +19,32 @@ RUNTIME = REPO / "cloudtrain" / "runtime"
 # --- TF_CONFIG ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("count", [1, 2, 4])
-def test_tf_config_like_the_sagemaker_toolkit(count: int) -> None:
-    hosts = [f"algo-{i + 1}" for i in range(count)]
-    for index, host in enumerate(hosts):
-        assert build_tf_config(hosts, host) == {
-            "cluster": {"worker": [f"{h}:8890" for h in hosts]},
-            "environment": "cloud",
-            "task": {"index": index, "type": "worker"},
-        }
+# TF_CONFIG as AWS's toolkit sets it: `json.dumps(_build_tf_config_for_mwms(hosts, current_host))` in
+# sagemaker-tensorflow-training 20.5.0 (sagemaker_tensorflow_container/training.py), run for these inputs.
+TOOLKIT_TF_CONFIG = [
+    (
+        ["algo-1"],
+        "algo-1",
+        '{"cluster": {"worker": ["algo-1:8890"]}, "environment": "cloud", "task": {"index": 0, "type": "worker"}}',
+    ),
+    (
+        ["algo-1", "algo-2"],
+        "algo-2",
+        '{"cluster": {"worker": ["algo-1:8890", "algo-2:8890"]}, "environment": "cloud", '
+        '"task": {"index": 1, "type": "worker"}}',
+    ),
+    (
+        ["algo-1", "algo-2", "algo-3", "algo-4"],
+        "algo-3",
+        '{"cluster": {"worker": ["algo-1:8890", "algo-2:8890", "algo-3:8890", "algo-4:8890"]}, '
+        '"environment": "cloud", "task": {"index": 2, "type": "worker"}}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("hosts", "current", "toolkit"), TOOLKIT_TF_CONFIG)
+def test_tf_config_is_the_sagemaker_toolkits(hosts: list[str], current: str, toolkit: str) -> None:
+    assert json.dumps(build_tf_config(hosts, current)) == toolkit
 
 
 def test_tf_config_with_loopback_addresses() -> None:

@@ -29,9 +29,9 @@ from cloudtrain.archive import bytes_tarball
 from cloudtrain.aws import aws_configured
 from cloudtrain.backends.sagemaker import CODE_TAG, GIT_TAG, LOG_GROUP, MANAGED_TAG, SPEC_TAG, SageMakerBackend
 from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError
-from cloudtrain.images import _sdk, _table, resolve_image
+from cloudtrain.images import _table, resolve_image
 from cloudtrain.packaging import RUNTIME_STUB, build_code_package, code_tree, runtime_files, tarball_digest
-from cloudtrain.pricing import SPOT_NOTE, estimate
+from cloudtrain.pricing import SPOT_NOTE, estimate, price_per_hour
 from cloudtrain.spec import ImageSpec, JobSpec, ResourcesSpec, spec_digest
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
@@ -192,7 +192,7 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
     assert tags[CODE_TAG] == code_upload["sha256"]
     assert tags[SPEC_TAG] == spec_digest(spec)
     assert GIT_TAG not in tags  # tmp_path is no git checkout
-    assert plan["estimated_cost_usd"] == round(2 * 2 * 1.408, 2)
+    assert plan["estimated_cost_usd"] == round(2 * 2 * price_per_hour("ml.g5.xlarge"), 2)  # 2 instances, 2 h
     assert "approximate, us-east-1" in plan["cost"]["summary"] and "approximate, us-east-1" in plan["cost_note"]
 
     # Without KMS, spot, VPC or retries those fields are absent; an EBS-backed type gets VolumeKmsKeyId.
@@ -420,7 +420,7 @@ def test_submit_describe_list_stop_on_moto(aws_endpoint: str, tmp_path: Path) ->
         "checkpoints": "s3://ct-test-out/runs/digits-a/checkpoints",
     }
     assert described.transitions and described.transitions[0].status == "Starting"
-    assert described.metrics  # FinalMetricDataList
+    assert described.metrics == {"train:progress": 100.0}  # moto's FinalMetricDataList, name and value read
     assert described.created is not None and described.to_json()["name"] == "digits-a"
 
     time.sleep(0.01)
@@ -698,24 +698,68 @@ def test_image_uri_and_build() -> None:
     assert resolve_image(build, "us-east-1", "ml.g5.xlarge", built_uri="x/y:z").uri == "x/y:z"
 
 
-@pytest.mark.skipif(_sdk() is None, reason="no sagemaker SDK (cloudtrain[images]) installed")
-def test_builtin_table_agrees_with_the_sdk() -> None:
-    table = _table()
-    versions = [v for v in table["version_aliases"] if int(v.split(".")[1]) >= 12]  # the ones in use; ~40 ms a call
-    for version in versions:
-        for region in ("us-east-1", "ap-southeast-2", "cn-north-1", "us-gov-west-1"):
-            for instance_type in ("ml.g5.xlarge", "ml.m5.xlarge"):
-                spec = ImageSpec(framework_version=version)
-                sdk = resolve_image(spec, region, instance_type)
-                assert sdk.source != "image.uri"
-                try:
-                    builtin = resolve_image(spec, region, instance_type, use_sdk=False).uri
-                except UserError:
-                    continue
-                assert sdk.uri == builtin, (version, region, instance_type)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SDK_PYTHON = REPO_ROOT / ".venv-sdk" / "bin" / "python"
+SDK_BRANCH = """
+import json, sys
+from cloudtrain.errors import UserError
+from cloudtrain.images import resolve_image
+from cloudtrain.spec import ImageSpec
+out = {}
+for version, region, instance_type in json.load(sys.stdin):
+    for use_sdk in (True, False):
+        try:
+            choice = resolve_image(ImageSpec(framework_version=version), region, instance_type, use_sdk=use_sdk)
+            result = {"uri": choice.uri, "source": choice.source}
+        except UserError as e:
+            result = {"refused": str(e)}
+        out[f"{version} {region} {instance_type} {'sdk' if use_sdk else 'table'}"] = result
+print(json.dumps(out))
+"""
 
 
-SDK_PYTHON = Path(__file__).resolve().parent.parent / ".venv-sdk" / "bin" / "python"
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason="no .venv-sdk (scripts/setup --with-sdk makes it)")
+def test_image_resolution_through_the_sdk_agrees_with_the_builtin_table() -> None:
+    """cloudtrain's SDK branch (`cloudtrain[images]` installed), run where the SDK is: .venv-sdk, with this
+    checkout's cloudtrain on its path. It must pick the SDK's URI, agree with the built-in table wherever the
+    table claims to cover (TF 2.12+, commercial, China and GovCloud regions), and refuse what the table refuses
+    with a one-line UserError naming the field."""
+    versions = [v for v in _table()["version_aliases"] if int(v.split(".")[1]) >= 12]
+    regions = ("us-east-1", "ap-southeast-2", "cn-north-1", "us-gov-west-1")
+    cases = [(v, r, t) for v in versions for r in regions for t in ("ml.g5.xlarge", "ml.m5.xlarge")]
+    cases += [("2.99", "us-east-1", "ml.g5.xlarge"), ("2.19", "us-east-1", "ml.inf2.xlarge")]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "HOME": "/nonexistent"}
+    done = subprocess.run(
+        [str(SDK_PYTHON), "-c", SDK_BRANCH],
+        input=json.dumps(cases),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])  # the SDK may log to stdout before
+    newer = []  # versions newer than the SDK in .venv-sdk (sagemaker v2) knows: its answer is a refusal
+    for version, region, instance_type in cases:
+        sdk, table = (results[f"{version} {region} {instance_type} {kind}"] for kind in ("sdk", "table"))
+        if "uri" in table and "Unsupported tensorflow version" in sdk.get("refused", ""):
+            newer.append(version)
+        elif "uri" in table:
+            assert sdk.get("uri") == table["uri"], (version, region, instance_type, sdk)
+            assert sdk["source"].startswith("sagemaker "), sdk  # the SDK answered, not the table
+        else:
+            assert "refused" in sdk, (version, region, instance_type, sdk)
+            assert len(sdk["refused"].splitlines()) == 1
+    known = [v for v in versions if v not in newer]
+
+    def release(v: str) -> tuple[int, ...]:
+        return tuple(map(int, v.split(".")))
+
+    assert len(known) >= 5 and all(release(v) > max(map(release, known)) for v in newer), (known, set(newer))
+    assert "image.framework_version 2.99" in results["2.99 us-east-1 ml.g5.xlarge sdk"]["refused"]
+    assert "Inferentia" in results["2.19 us-east-1 ml.inf2.xlarge sdk"]["refused"]
+
+
 SDK_URIS = """
 import json, sys
 from sagemaker import image_uris
@@ -763,15 +807,37 @@ def test_builtin_table_agrees_with_the_sdk_users_have() -> None:
 
 
 def test_cost_estimate() -> None:
-    est = estimate(ResourcesSpec(instance_type="ml.g5.xlarge", instance_count=2, max_runtime=7200))
-    assert est.total_usd == round(2 * 2 * 1.408, 2)
-    assert "approximate, us-east-1" in est.summary() and SPOT_NOTE not in est.summary()
+    """count x max_runtime hours x the listed price, for any listed type; unlisted types say so."""
+    for instance_type in ("ml.g5.xlarge", "ml.m5.4xlarge"):
+        price = price_per_hour(instance_type)
+        assert price is not None
+        est = estimate(ResourcesSpec(instance_type=instance_type, instance_count=3, max_runtime=5400))
+        assert est.total_usd == round(3 * 1.5 * price, 2)
+        assert f"${price:g}/h" in est.summary() and "approximate, us-east-1" in est.summary()
+        assert SPOT_NOTE not in est.summary()
     spot = estimate(
         ResourcesSpec.model_validate({"instance_type": "ml.p4d.24xlarge", "spot": {"enabled": True, "max_wait": 90000}})
     )
-    assert spot.total_usd == round(24 * 37.688, 2) and SPOT_NOTE in spot.summary()
+    assert spot.total_usd == round(24 * price_per_hour("ml.p4d.24xlarge"), 2) and SPOT_NOTE in spot.summary()
     unknown = estimate(ResourcesSpec(instance_type="ml.x9.huge"))
     assert unknown.total_usd is None and "no price" in unknown.summary()
+
+
+def test_price_table_names_real_instance_types_at_plausible_prices() -> None:
+    """Checks of prices.json against what does not come from it: botocore's list of SageMaker training instance
+    types (a misspelt type would never be priced), and AWS's linear pricing of the m5 and c5 sizes (a mistyped
+    digit breaks it)."""
+    from botocore.session import get_session
+
+    table = json.loads((Path(__file__).parent.parent / "cloudtrain/data/prices.json").read_text())["prices"]
+    known = set(get_session().get_service_model("sagemaker").shape_for("TrainingInstanceType").enum)
+    assert sorted(set(table) - known) == []
+    assert all(isinstance(p, (int, float)) and p > 0 for p in table.values())
+    for family in ("m5", "c5"):
+        base = table[f"ml.{family}.xlarge"]
+        for size, price in ((k.split(".")[2], v) for k, v in table.items() if k.split(".")[1] == family):
+            times = 0.5 if size == "large" else float(size.removesuffix("xlarge") or 1)
+            assert price == pytest.approx(times * base, rel=0.02), (family, size, price, base)
 
 
 def test_tar_helper_sanity() -> None:

@@ -132,6 +132,7 @@ class Served:
     size: int
     etag: str
     modified: float
+    crc64nvme: str | None = None
 
 
 def _operation(service: str, method: str, target: str, headers: dict[str, str], body_start: bytes) -> str:
@@ -191,13 +192,14 @@ class CountingProxy:
         with self._lock:
             return self._seen[mark:]
 
-    def serve(self, bucket: str, key: str, path: Path) -> None:
-        """Answer GET/HEAD of s3://bucket/key from `path` (a multipart-style ETag, so no MD5 is implied)."""
+    def serve(self, bucket: str, key: str, path: Path, crc64nvme: str | None = None) -> None:
+        """Answer GET/HEAD of s3://bucket/key from `path` (a multipart-style ETag, so no MD5 is implied), with
+        S3's full-object CRC64NVME where given (sent, as S3 does, to whole-object requests asking for checksums)."""
         stat = path.stat()
         parts = max(1, -(-stat.st_size // (8 << 20)))
         etag = f'"{uuid.uuid4().hex}-{parts}"'
         with self._lock:
-            self._served[f"{bucket}/{key}"] = Served(path, stat.st_size, etag, stat.st_mtime)
+            self._served[f"{bucket}/{key}"] = Served(path, stat.st_size, etag, stat.st_mtime, crc64nvme)
 
     def close(self) -> None:
         self._closed = True
@@ -364,6 +366,8 @@ class CountingProxy:
                 first = max(0, served.size - int(m.group(2)))
             status = "206 Partial Content"
             extra.append(("Content-Range", f"bytes {first}-{last}/{served.size}"))
+        elif served.crc64nvme and headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+            extra += [("x-amz-checksum-crc64nvme", served.crc64nvme), ("x-amz-checksum-type", "FULL_OBJECT")]
         length = last - first + 1
         _send_head(
             client,

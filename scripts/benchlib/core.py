@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -23,19 +22,16 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_PY = REPO / ".venv" / "bin" / "python"
 CLOUDTRAIN = REPO / ".venv" / "bin" / "cloudtrain"
 SDK_PY = REPO / ".venv-sdk" / "bin" / "python"
+CRT_PATH = REPO / ".venv-crt"  # awscrt alone (scripts/setup)
+
+
+AWS_VENV = REPO / ".venv-awscli"  # scripts/setup installs the AWS CLI (`awscli` from PyPI) there
 
 
 def _aws_cli() -> str:
-    """The AWS CLI's own executable: a pyenv shim (a bash script re-dispatching through pyenv) is skipped, so
-    the baseline is the AWS CLI's start-up and not pyenv's."""
-    found = shutil.which("aws")
-    if found is None:
-        return "aws"
-    if "/shims/" in found and shutil.which("pyenv"):
-        real = subprocess.run(["pyenv", "which", "aws"], capture_output=True, text=True, check=False).stdout.strip()
-        if real and Path(real).exists():
-            return real
-    return found
+    """The AWS CLI scripts/setup installed, always: never whatever `aws` PATH has (a version manager's shim adds
+    its own start-up; another version is another baseline)."""
+    return str(AWS_VENV / "bin" / "aws")
 
 
 AWS = _aws_cli()
@@ -353,6 +349,12 @@ def markdown(rows: Sequence[Row], info: Mapping[str, str], command: str) -> str:
 
 def dump_json(path: Path, rows: Sequence[Row], info: Mapping[str, str], command: str) -> None:
     path.write_text(json.dumps({"machine": info, "command": command, "rows": [asdict(r) for r in rows]}, indent=2))
+
+
+def render_json(path: Path) -> str:
+    """markdown() of a dump_json file: the same text the run printed, from the file alone."""
+    saved = json.loads(path.read_text())
+    return markdown([Row(**row) for row in saved["rows"]], saved["machine"], saved["command"])
 
 
 def poll(condition: Callable[[], T | None], timeout: float, interval: float = 0.1, what: str = "condition") -> T:

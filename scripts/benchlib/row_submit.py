@@ -1,4 +1,4 @@
-"""Row `submit`: a second submit of 50 MB of unchanged code, against the sagemaker SDK's TensorFlow estimator.
+"""Row `submit`: the first and a second submit of 50 MB of code, against the sagemaker SDK's TensorFlow estimator.
 
 The code folder is half Python-like text (compresses about 3x) and half incompressible binary files (vendored
 assets), made from a fixed seed so it is identical for every run. Both tools go through the counting proxy in
@@ -89,7 +89,7 @@ def run(ctx: Context) -> Row:
 
     ctx.log(f"submit: first submits ({code_mib:.0f} MiB of code): cloudtrain uploads it once")
     first_wall, first_bytes, _ = measure(ct, env, "first cloudtrain submit")
-    measure(sdk, sdk_env, "first SDK fit")
+    sdk_first_wall, sdk_first_bytes, _ = measure(sdk, sdk_env, "first SDK fit")
     runs = ctx.runs(7, 2)
     ctx.log(f"submit: {runs} interleaved runs of `cloudtrain submit` and the SDK's fit(wait=False)")
     results = interleave(
@@ -112,12 +112,14 @@ def run(ctx: Context) -> Row:
     sdk_fit = statistics.median(t["fit_s"] for t in sdk_times[1:])
     return Row(
         name="submit",
-        title=f"submit with {code_mib:.0f} MiB of unchanged code, second time",
-        figure=f"{Stats.of(ct_walls).fmt()}; uploaded {max(ct_bytes)} bytes (every run)",
-        against=f"SDK TensorFlow `fit(wait=False)` {Stats.of(sdk_walls).fmt()}; uploaded "
+        title=f"submit with {code_mib:.0f} MiB of code: first time, and again unchanged",
+        figure=f"first {first_wall:.2f} s, uploaded {first_bytes / MIB:.1f} MiB (n=1); again "
+        f"{Stats.of(ct_walls).fmt()}, uploaded {max(ct_bytes)} bytes (every run)",
+        against=f"SDK TensorFlow `fit(wait=False)`: first {sdk_first_wall:.2f} s, uploaded "
+        f"{sdk_first_bytes / MIB:.1f} MiB (n=1); again {Stats.of(sdk_walls).fmt()}, uploaded "
         f"{statistics.median(sdk_bytes) / MIB:.1f} MiB per run",
         ratio=text,
-        target="≤ 0.5x, 0 bytes uploaded",
+        target="again: ≤ 0.5x, 0 bytes uploaded",
         met=ratio <= 0.5 and max(ct_bytes) == 0,
         commands=[
             f"AWS_ENDPOINT_URL=<proxy in front of moto> {' '.join(ct)}",
@@ -125,13 +127,20 @@ def run(ctx: Context) -> Row:
         ],
         details=[
             f"Code: {code_mib:.0f} MiB, half Python-like text, half random binary files (fixed seed, so unchanged).",
-            f"First cloudtrain submit (not in the ratio): {first_wall:.2f} s, uploaded {first_bytes / MIB:.1f} MiB.",
+            "The ratio is of the unchanged-code submits (again); the first of each is one run, before them.",
             f"cloudtrain's requests per submit: {_fmt(requests)}.",
             f"The SDK's requests per fit: {_fmt(sdk_requests)}.",
             f"SDK time: import {sdk_import:.2f} s, then Session + estimator + fit {sdk_fit:.2f} s (medians).",
             "cloudtrain, one profiled run: " + "; ".join(profile),
         ],
-        data={"cloudtrain_s": ct_walls, "sdk_s": sdk_walls, "cloudtrain_bytes": ct_bytes, "sdk_bytes": sdk_bytes},
+        data={
+            "cloudtrain_s": ct_walls,
+            "sdk_s": sdk_walls,
+            "cloudtrain_bytes": ct_bytes,
+            "sdk_bytes": sdk_bytes,
+            "first": {"cloudtrain_s": first_wall, "cloudtrain_bytes": first_bytes},
+            "sdk_first": {"sdk_s": sdk_first_wall, "sdk_bytes": sdk_first_bytes},
+        },
     )
 
 
