@@ -10,7 +10,8 @@ A job really runs, on the local backend's machinery: the code tarball (`sagemake
 and every S3 channel are downloaded from S3 into a job folder, laid out per host with HostLayout, and
 run by the local runner under the container contract. While it runs, each host's lines go to
 CloudWatch Logs (`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seconds>`), the chief's
-checkpoint folder is synced to CheckpointConfig.S3Uri, and at the end model.tar.gz and output.tar.gz
+checkpoint folder is synced to CheckpointConfig.S3Uri (and its TensorBoard folder to
+TensorBoardOutputConfig.S3OutputPath), and at the end model.tar.gz and output.tar.gz
 go to `<S3OutputPath>/<job>/output/`. Not simulated: pulling or running the TrainingImage (the job
 runs under this Python), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
 already under CheckpointConfig.S3Uri are put in every host's checkpoints folder before training.
@@ -104,6 +105,7 @@ class _Job:
     created_streams: set[str] = field(default_factory=set)
     synced: dict[str, tuple[int, int]] = field(default_factory=dict)  # checkpoint file -> (size, mtime_ns)
     synced_index: bytes | None = None
+    synced_events: dict[str, tuple[int, int]] = field(default_factory=dict)  # TensorBoard file -> (size, mtime_ns)
     model_uploaded: bool = False
 
     @property
@@ -410,6 +412,7 @@ class ControlPlane:
                 self._ship_logs(job)
                 if info.done or time.monotonic() >= next_sync:
                     self._sync_checkpoints(job)
+                    self._sync_tensorboard(job)
                     next_sync = time.monotonic() + SYNC_S
                 if info.done:
                     self._upload_artifacts(job)
@@ -534,6 +537,29 @@ class ControlPlane:
         if index_bytes is not None and index_bytes != job.synced_index:
             s3.put_object(Bucket=bucket, Key=key + "checkpoint", Body=index_bytes)
             job.synced_index = index_bytes
+
+    def _sync_tensorboard(self, job: _Job) -> None:
+        """New or grown files of the chief's TensorBoardOutputConfig.LocalPath to `<S3OutputPath>/<job>/
+        tensorboard-output/`, where SageMaker uploads them while the job runs (the SDK's
+        `latest_job_tensorboard_artifacts_path`); each changed file is put whole again."""
+        config = job.request.get("TensorBoardOutputConfig")
+        local_path = PurePosixPath((config or {}).get("LocalPath") or "/opt/ml/output/tensorboard")
+        if not config or not local_path.is_relative_to("/opt/ml"):
+            return
+        local = job.folder / "hosts" / CHIEF / local_path.relative_to("/opt/ml")
+        bucket, prefix = _split_s3(config["S3OutputPath"])
+        key = "/".join(p for p in (prefix.strip("/"), job.name, "tensorboard-output") if p)
+        for path in sorted(local.rglob("*")) if local.is_dir() else []:
+            rel = path.relative_to(local).as_posix()
+            try:
+                stat = path.stat()
+                if not path.is_file() or job.synced_events.get(rel) == (stat.st_size, stat.st_mtime_ns):
+                    continue
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            self.moto("s3").put_object(Bucket=bucket, Key=f"{key}/{rel}", Body=data)
+            job.synced_events[rel] = (stat.st_size, stat.st_mtime_ns)
 
     def _output_uri(self, job: _Job, name: str) -> str:
         return f"{job.request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{job.name}/output/{name}"

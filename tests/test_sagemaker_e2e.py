@@ -496,14 +496,19 @@ def guard(event, args):
 sys.addaudithook(guard)
 
 import boto3
+from sagemaker.debugger import TensorBoardOutputConfig
 from sagemaker.session import Session
 from sagemaker.tensorflow import TensorFlow
 
 cfg = json.loads(sys.argv[1])
 session = Session(boto_session=boto3.Session(region_name=cfg.pop("region")), default_bucket=cfg.pop("bucket"))
 inputs, job_name = cfg.pop("inputs"), cfg.pop("job_name")
+tensorboard = TensorBoardOutputConfig(**cfg.pop("tensorboard"))
 estimator = TensorFlow(
-    sagemaker_session=session, distribution={"multi_worker_mirrored_strategy": {"enabled": True}}, **cfg
+    sagemaker_session=session,
+    distribution={"multi_worker_mirrored_strategy": {"enabled": True}},
+    tensorboard_output_config=tensorboard,
+    **cfg,
 )
 estimator.fit(inputs, job_name=job_name, wait=False, logs=False)
 sent = list(blocked)
@@ -528,6 +533,7 @@ SHARED_FIELDS = (
     "ResourceConfig",
     "StoppingCondition",
     "CheckpointConfig",
+    "TensorBoardOutputConfig",
     "InputDataConfig",
     "Environment",
     "EnableManagedSpotTraining",
@@ -582,6 +588,10 @@ def test_request_matches_the_sagemaker_sdks_tensorflow_estimator(
         "environment": mine["Environment"],
         "output_path": mine["OutputDataConfig"]["S3OutputPath"],
         "checkpoint_s3_uri": mine["CheckpointConfig"]["S3Uri"],
+        "tensorboard": {
+            "s3_output_path": mine["TensorBoardOutputConfig"]["S3OutputPath"],
+            "container_local_output_path": "/opt/ml/output/tensorboard",
+        },
         "inputs": {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in mine["InputDataConfig"]},
     }
     env = {
