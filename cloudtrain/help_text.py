@@ -26,6 +26,7 @@ LINES = (
     "  logs         Print a job's log lines.",
     "  stop         Stop a running job (its model so far is still saved).",
     "  fetch-model  Download a job's model and evaluation report.",
+    "  tensorboard  Watch jobs' learning curves in TensorBoard.",
     "  compare      Compare jobs side by side.",
     "  config       Show the default settings and where each comes from.",
     "  schema       Print the job spec's JSON Schema, or an output's.",
