@@ -326,7 +326,7 @@ def screenshot(chromium: str, url: str, folder: Path) -> Path:
             "--window-size=1600,1200",
             "--virtual-time-budget=15000",
             f"--screenshot={dest}",
-            url + "#timeseries",
+            url + "#scalars",  # the Scalars dashboard: headless Chromium draws its charts without a GPU
         ],
         check=True,
         capture_output=True,
