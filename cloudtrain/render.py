@@ -189,7 +189,10 @@ def next_steps(info: JobInfo) -> None:
     elif info.status == "NotCreated":
         return
     else:
-        hint = f"follow it: cloudtrain logs {job} --follow   (then: cloudtrain fetch-model {job})"
+        hint = (
+            f"follow it: cloudtrain logs {job} --follow, or its curves: cloudtrain tensorboard {job}   "
+            f"(then: cloudtrain fetch-model {job})"
+        )
     console().print(f"next: {hint}", markup=False)
 
 
