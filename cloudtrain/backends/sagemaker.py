@@ -53,7 +53,6 @@ from cloudtrain.packaging import (
     data_location,
     tree_digest,
 )
-from cloudtrain.runtime.env import DEFAULT_ROOT, TENSORBOARD_FOLDER
 
 if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: `status` and `logs` never need them
     from cloudtrain.images import ImageChoice
@@ -61,7 +60,7 @@ if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: 
     from cloudtrain.spec import JobSpec
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-TENSORBOARD_LOCAL_PATH = f"{DEFAULT_ROOT}/output/{TENSORBOARD_FOLDER}"  # where cloudtrain.runtime writes
+TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # SageMaker's default LocalPath; cloudtrain.runtime's too
 TENSORBOARD_S3_FOLDER = "tensorboard-output"  # AWS uploads to <S3OutputPath>/<job>/tensorboard-output/
 MANAGED_TAG = "cloudtrain:managed"
 SPEC_TAG = "cloudtrain:spec-sha256"
