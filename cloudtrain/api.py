@@ -295,6 +295,33 @@ def fetch_model(
     return be.fetch_artifacts(job, dest)
 
 
+def tensorboard(
+    jobs: Sequence[str],
+    *,
+    port: int | None = None,
+    backend: str | None = None,
+    aws: AwsOptions = AwsOptions(),
+    config: Config | None = None,
+    on_ready: Callable[[str], None] = lambda url: None,
+    on_note: Callable[[str], None] = lambda line: None,
+) -> None:
+    """Serve TensorBoard on the jobs' event files, each job a run named after it, downloading new ones while a job
+    runs; `on_ready(url)` once it answers. Returns only by an exception: KeyboardInterrupt (Ctrl-C) stops it and
+    leaves nothing running; a CloudtrainError if TensorBoard exits by itself."""
+    from cloudtrain import board
+
+    if not jobs:
+        raise UserError("tensorboard: give at least one job")
+    command = board.tensorboard_command()  # before reaching any backend: a missing TensorBoard is one line
+    cfg = config if config is not None else Config.load()
+    watched = []
+    for job in dict.fromkeys(jobs):
+        be = _backend_for(job, backend, aws, cfg)
+        be.describe(job)  # JobNotFound now, before anything starts
+        watched.append((job, be))
+    board.serve(command, watched, port=port, on_ready=on_ready, on_note=on_note)
+
+
 class WaitTimeout(UserError):
     """`--timeout` passed with the job still running. Exit code 4."""
 

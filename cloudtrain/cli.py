@@ -472,6 +472,55 @@ def fetch_model(
     render.eval_summary(found)
 
 
+@app.command(
+    epilog=(
+        "\b\nEach job is a run named after it. While a job runs its new event files are fetched every few seconds\n"
+        "(from S3 for SageMaker jobs). The files come from cloudtrain.runtime's fit, or from any script that writes\n"
+        "to /opt/ml/output/tensorboard, e.g. tf.keras.callbacks.TensorBoard(log_dir=...). Needs tensorboard\n"
+        "(pip install tensorboard). Ctrl-C stops it (exit code 130) and leaves nothing running."
+    )
+)
+def tensorboard(
+    jobs: Annotated[list[str], typer.Argument(help="One or more job names.")],
+    port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.1 (default 6006, or a free one).")] = None,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Do not open a browser; just print the URL.")
+    ] = False,
+    backend: JobBackendOpt = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Watch jobs' learning curves in TensorBoard.
+
+    Serves TensorBoard on 127.0.0.1 with the jobs' event files, updated while they run.
+    """
+    from cloudtrain import api, board, render
+
+    config, aws = _settings(profile, endpoint_url, region)
+    err = render.console(stderr=True)
+
+    def ready(url: str) -> None:
+        render.console().print(f"TensorBoard at {url}  (Ctrl-C to stop)", markup=False)
+        if not no_browser:
+            board.open_browser(url)
+
+    try:
+        with _sigterm_interrupts():
+            api.tensorboard(
+                jobs,
+                port=port,
+                backend=backend,
+                aws=aws,
+                config=config,
+                on_ready=ready,
+                on_note=lambda line: err.print(f"note: {line}", markup=False),
+            )
+    except KeyboardInterrupt as interrupt:
+        err.print("TensorBoard stopped", markup=False)
+        raise typer.Exit(TERMINATED if isinstance(interrupt, _Terminated) else INTERRUPTED) from None
+
+
 @app.command()
 def compare(
     jobs: Annotated[list[str], typer.Argument(help="Two (or more) job names.")],

@@ -57,7 +57,8 @@ JOB = _object(
         "artifacts": {
             "type": "object",
             "additionalProperties": _STR,
-            "description": "Where model.tar.gz, output.tar.gz and the checkpoints are: s3:// URIs, or paths locally.",
+            "description": "Where model.tar.gz, output.tar.gz, the checkpoints and the TensorBoard event files are: "
+            "s3:// URIs, or paths locally.",
         },
         "billable_seconds": {"type": ["integer", "null"]},
         "spot_savings_percent": _OPT_NUM,
@@ -127,6 +128,11 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                 "model": {**_OPT_STR, "description": "Folder holding the extracted model.tar.gz; null if none."},
                 "output": {**_OPT_STR, "description": "Folder holding the extracted output.tar.gz; null if none."},
                 "checkpoints": _OPT_STR,
+                "tensorboard": {
+                    **_OPT_STR,
+                    "description": "Folder holding the job's TensorBoard event files (tensorboard --logdir); null if "
+                    "none.",
+                },
                 "eval_report": {**_OPT_STR, "description": "Path of eval_report.json; null if the job wrote none."},
                 "evaluation": _EVALUATION,
                 "checked": {

@@ -133,7 +133,7 @@ def log_line(event: LogEvent, out: Console | None = None) -> None:
 
 def artifacts(found: Artifacts) -> None:
     out = console()
-    for kind in ("model", "output", "checkpoints"):
+    for kind in ("model", "output", "checkpoints", "tensorboard"):
         path = getattr(found, kind)
         out.print(f"  {kind:<12} {path if path else '- (none)'}", markup=False)
     if found.checked:
@@ -163,6 +163,7 @@ def fetched_json(job: str, found: Artifacts) -> dict[str, Any]:
         "job": job,
         **paths,
         "checkpoints": str(found.checkpoints) if found.checkpoints else None,
+        "tensorboard": str(found.tensorboard) if found.tensorboard else None,
         "eval_report": str(report[0]) if report else None,
         "evaluation": report[1] if report else None,
         "checked": dict(found.checked),
@@ -188,7 +189,10 @@ def next_steps(info: JobInfo) -> None:
     elif info.status == "NotCreated":
         return
     else:
-        hint = f"follow it: cloudtrain logs {job} --follow   (then: cloudtrain fetch-model {job})"
+        hint = (
+            f"follow it: cloudtrain logs {job} --follow, or its curves: cloudtrain tensorboard {job}   "
+            f"(then: cloudtrain fetch-model {job})"
+        )
     console().print(f"next: {hint}", markup=False)
 
 

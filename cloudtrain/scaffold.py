@@ -133,6 +133,9 @@ def main() -> None:
         env=env,
         strategy=strategy,
     )
+    # fit also wrote TensorBoard curves to env.tensorboard_dir (/opt/ml/output/tensorboard): `cloudtrain tensorboard
+    # JOB` shows them, live. With Keras' own model.fit, write there with its callback instead:
+    #   tf.keras.callbacks.TensorBoard(log_dir=os.path.join(os.environ["SM_OUTPUT_DIR"], "tensorboard"))
     save_model(model, env)  # every worker must call it; the chief's copy lands in the model folder
     write_report(result, env, class_names=[f"class {i}" for i in range(classes)])  # eval_report.json
 

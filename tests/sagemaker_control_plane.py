@@ -13,7 +13,8 @@ CloudWatch Logs (`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seco
 checkpoint folder is synced to CheckpointConfig.S3Uri (in no set order), and at the end model.tar.gz and
 output.tar.gz go to `<S3OutputPath>/<job>/output/` with S3's CRC64NVME checksum (a missing bucket fails
 the job). Requests are refused as AWS refuses them (tests/sagemaker_api_rules.py), channels that name no
-object included. Not simulated: pulling or running the TrainingImage (the job
+object included; the chief's TensorBoard folder goes to
+TensorBoardOutputConfig.S3OutputPath while it runs. Not simulated: pulling or running the TrainingImage (the job
 runs under this Python), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
 already under CheckpointConfig.S3Uri are put in every host's checkpoints folder before training.
 
@@ -53,7 +54,7 @@ import boto3
 from cloudtrain.backends.base import JobInfo, Transition
 from cloudtrain.backends.local import HostLayout, LocalBackend, LogTail
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
-from cloudtrain.backends.local_runner import WORKERS_FILE, RunPlan, host_names
+from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.store import JobRecord
 from tests import sagemaker_api_rules
 from tests.netns import HostNetwork
@@ -137,6 +138,7 @@ class _Job:
     streams: dict[str, str] = field(default_factory=dict)  # host -> its current log stream
     created_streams: set[str] = field(default_factory=set)
     synced: dict[str, tuple[int, int]] = field(default_factory=dict)  # host/checkpoint file -> (size, mtime_ns)
+    synced_events: dict[str, tuple[int, int]] = field(default_factory=dict)  # TensorBoard file -> (size, mtime_ns)
     model_uploaded: bool = False
     toolkit: bool = False  # run by AWS's toolkit in namespaces (a stock-image job on a plane with a toolkit)
 
@@ -461,6 +463,7 @@ class ControlPlane:
                 self._ship_logs(job)
                 if info.done or time.monotonic() >= next_sync:
                     self._sync_checkpoints(job)
+                    self._sync_tensorboard(job)
                     next_sync = time.monotonic() + SYNC_S
                 if info.done:
                     failure = self._upload_artifacts(job)
@@ -629,6 +632,29 @@ class ControlPlane:
                 continue
             s3.put_object(Bucket=bucket, Key=key + rel, Body=data)
             job.synced[f"{host}/{rel}"] = (stat.st_size, stat.st_mtime_ns)
+
+    def _sync_tensorboard(self, job: _Job) -> None:
+        """New or grown files of the chief's TensorBoardOutputConfig.LocalPath to `<S3OutputPath>/<job>/
+        tensorboard-output/`, where SageMaker uploads them while the job runs (the SDK's
+        `latest_job_tensorboard_artifacts_path`); each changed file is put whole again."""
+        config = job.request.get("TensorBoardOutputConfig")
+        local_path = PurePosixPath((config or {}).get("LocalPath") or "/opt/ml/output/tensorboard")
+        if not config or not local_path.is_relative_to("/opt/ml"):
+            return
+        local = job.folder / "hosts" / CHIEF / local_path.relative_to("/opt/ml")
+        bucket, prefix = _split_s3(config["S3OutputPath"])
+        key = "/".join(p for p in (prefix.strip("/"), job.name, "tensorboard-output") if p)
+        for path in sorted(local.rglob("*")) if local.is_dir() else []:
+            rel = path.relative_to(local).as_posix()
+            try:
+                stat = path.stat()
+                if not path.is_file() or job.synced_events.get(rel) == (stat.st_size, stat.st_mtime_ns):
+                    continue
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            self.moto("s3").put_object(Bucket=bucket, Key=f"{key}/{rel}", Body=data)
+            job.synced_events[rel] = (stat.st_size, stat.st_mtime_ns)
 
     def _output_uri(self, job: _Job, name: str) -> str:
         return f"{job.request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{job.name}/output/{name}"

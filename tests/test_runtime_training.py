@@ -26,6 +26,7 @@ import pytest
 
 from cloudtrain.runtime.env import build_tf_config
 from cloudtrain.runtime.report import classification_metrics
+from tests.tbevents import METRICS, scalars
 
 REPO = Path(__file__).resolve().parent.parent
 METRIC_LINE = re.compile(
@@ -278,6 +279,11 @@ def test_one_worker_trains_then_resumes(code: Path, data: Path, tmp_path: Path) 
     assert second.epochs == list(range(4, 13))  # one metric line per epoch, only the remaining epochs
     report = _check_outputs(root, epochs=12, resumed_from=3)
     assert report["accuracy"] >= 0.90, report["accuracy"]
+    # TensorBoard: one point per epoch for each metric, the first run's and the resumed run's files together
+    points = scalars(root / "output" / "tensorboard")
+    assert {tag: [step for step, _ in points[tag]] for tag in METRICS} == {tag: list(range(1, 13)) for tag in METRICS}
+    assert [v for _, v in points["learning_rate"]] == pytest.approx([0.002] * 12)
+    assert len(points["steps_per_second"]) == 12 and all(v > 0 for _, v in points["steps_per_second"])
 
 
 @pytest.mark.slow

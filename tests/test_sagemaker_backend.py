@@ -418,6 +418,7 @@ def test_submit_describe_list_stop_on_moto(aws_endpoint: str, tmp_path: Path) ->
         "model": "s3://ct-test-out/runs/digits-a/output/model.tar.gz",
         "output": "s3://ct-test-out/runs/digits-a/output/output.tar.gz",
         "checkpoints": "s3://ct-test-out/runs/digits-a/checkpoints",
+        "tensorboard": "s3://ct-test-out/runs/digits-a/tensorboard-output",  # where SageMaker uploads them
     }
     assert described.transitions and described.transitions[0].status == "Starting"
     assert described.metrics == {"train:progress": 100.0}  # moto's FinalMetricDataList, name and value read

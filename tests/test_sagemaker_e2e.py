@@ -527,14 +527,19 @@ def guard(event, args):
 sys.addaudithook(guard)
 
 import boto3
+from sagemaker.debugger import TensorBoardOutputConfig
 from sagemaker.session import Session
 from sagemaker.tensorflow import TensorFlow
 
 cfg = json.loads(sys.argv[1])
 session = Session(boto_session=boto3.Session(region_name=cfg.pop("region")), default_bucket=cfg.pop("bucket"))
 inputs, job_name = cfg.pop("inputs"), cfg.pop("job_name")
+tensorboard = TensorBoardOutputConfig(**cfg.pop("tensorboard"))
 estimator = TensorFlow(
-    sagemaker_session=session, distribution={"multi_worker_mirrored_strategy": {"enabled": True}}, **cfg
+    sagemaker_session=session,
+    distribution={"multi_worker_mirrored_strategy": {"enabled": True}},
+    tensorboard_output_config=tensorboard,
+    **cfg,
 )
 estimator.fit(inputs, job_name=job_name, wait=False, logs=False)
 sent = list(blocked)
@@ -614,6 +619,11 @@ def test_request_matches_the_sagemaker_sdks_tensorflow_estimator(
         "environment": dict(spec.environment),
         "checkpoint_s3_uri": f"s3://{sdk_bucket}/sdk-checkpoints",
         "inputs": {channel: f"s3://{sdk_bucket}/sdk-data/{channel}/" for channel in ("train", "eval")},
+        # the user's own choice of where TensorBoard's files go, beside the output, as cloudtrain puts them
+        "tensorboard": {
+            "s3_output_path": f"s3://{sdk_bucket}/",
+            "container_local_output_path": "/opt/ml/output/tensorboard",
+        },
     }
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGEMAKER_"))},
@@ -652,6 +662,11 @@ def test_request_matches_the_sagemaker_sdks_tensorflow_estimator(
     # own table, the SDK's from its own). Only the SDK adds Debugger settings; only cloudtrain tags.
     assert theirs["OutputDataConfig"]["S3OutputPath"] == f"s3://{sdk_bucket}/"
     assert mine["OutputDataConfig"]["S3OutputPath"].startswith(f"s3://{sdk_bucket}/")
+    for request in (mine, theirs):  # TensorBoard's files sync beside the job's output, to the same local folder
+        assert request["TensorBoardOutputConfig"] == {
+            "S3OutputPath": request["OutputDataConfig"]["S3OutputPath"],
+            "LocalPath": "/opt/ml/output/tensorboard",
+        }
     for field in SHARED_FIELDS:
         assert with_defaults(mine)[field] == with_defaults(theirs)[field], field
     assert (

@@ -73,6 +73,7 @@ class Artifacts:
     model: Path | None
     output: Path | None
     checkpoints: Path | None
+    tensorboard: Path | None = None  # the job's TensorBoard event files
     checked: dict[str, str] = field(default_factory=dict)  # downloaded tarball -> how it was verified
 
 
@@ -95,4 +96,8 @@ class Backend(Protocol):
         """Ask the job to stop; returns at once (status Stopping or already terminal)."""
 
     def fetch_artifacts(self, job_name: str, dest: Path) -> Artifacts:
-        """Download and safely extract model, output and checkpoints under dest."""
+        """Download and safely extract model, output, checkpoints and TensorBoard files under dest."""
+
+    def sync_tensorboard(self, job_name: str, dest: Path) -> int:
+        """Mirror the job's TensorBoard event files into dest, appending what each gained since the last call
+        (TensorBoard reads open files on); returns the bytes fetched. Works while the job runs."""

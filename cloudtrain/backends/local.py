@@ -36,7 +36,9 @@ from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.errors import JobExists, UserError, quoted
+from cloudtrain.eventfiles import mirror_folder
 from cloudtrain.packaging import build_code_package
+from cloudtrain.runtime.env import TENSORBOARD_FOLDER
 from cloudtrain.store import JobRecord, JobStore
 
 if TYPE_CHECKING:
@@ -209,8 +211,18 @@ class LocalBackend:
                 return
             time.sleep(LOG_POLL_S)
 
+    def _tensorboard(self, job_name: str) -> Path:
+        """The chief's TensorBoard folder (`output/tensorboard`, as on SageMaker): written while the job runs."""
+        return self.job_dir(job_name) / "hosts" / CHIEF / "output" / TENSORBOARD_FOLDER
+
+    def sync_tensorboard(self, job_name: str, dest: Path) -> int:
+        """The chief's TensorBoard files mirrored into dest, appending what is new (see `cloudtrain.eventfiles`)."""
+        self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
+        return mirror_folder(self._tensorboard(job_name), dest)
+
     def fetch_artifacts(self, job_name: str, dest: Path) -> Artifacts:
-        """Extract model.tar.gz and output.tar.gz, and copy the chief's checkpoints, under dest (safely).
+        """Extract model.tar.gz and output.tar.gz, and copy the chief's checkpoints and TensorBoard files, under
+        dest (safely).
 
         All of it is staged inside dest first and then swapped in, so a failed fetch leaves dest as it was.
         """
@@ -221,14 +233,14 @@ class LocalBackend:
             found = [kind for kind in ("model", "output") if (job_dir / f"{kind}.tar.gz").is_file()]
             for kind in found:
                 safe_extract(job_dir / f"{kind}.tar.gz", staging / kind)
-            chief_checkpoints = job_dir / "hosts" / CHIEF / "checkpoints"
-            if _copy_tree_safely(chief_checkpoints, staging / "checkpoints", scratch=job_dir) is not None:
-                found.append("checkpoints")
+            chief = job_dir / "hosts" / CHIEF
+            for kind, folder in (("checkpoints", chief / "checkpoints"), ("tensorboard", self._tensorboard(job_name))):
+                if _copy_tree_safely(folder, staging / kind, scratch=job_dir) is not None:
+                    found.append(kind)
             for name in found:
                 swap_in(staging / name, dest / name)
-        return Artifacts(
-            **{kind: dest / kind if kind in found else None for kind in ("model", "output", "checkpoints")}
-        )
+        kinds = ("model", "output", "checkpoints", "tensorboard")
+        return Artifacts(**{kind: dest / kind if kind in found else None for kind in kinds})
 
 
 def runner_alive(pid: int, job_name: str) -> bool:

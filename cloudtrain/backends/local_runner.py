@@ -27,7 +27,7 @@ from pathlib import Path
 
 from cloudtrain.archive import atomic_path, tar_directory
 from cloudtrain.redact import REDACTED, secret_values
-from cloudtrain.runtime.env import FAILURE_REASON_MAX
+from cloudtrain.runtime.env import FAILURE_REASON_MAX, TENSORBOARD_FOLDER
 from cloudtrain.store import JobStore
 
 BACKEND = "local"
@@ -349,6 +349,8 @@ class Runner:
         tar_directory(chief / "model", model)
         tar_directory(chief / "output" / "data", output)
         artifacts = {"model": str(model), "output": str(output), "checkpoints": str(chief / "checkpoints")}
+        if (chief / "output" / TENSORBOARD_FOLDER).is_dir():
+            artifacts["tensorboard"] = str(chief / "output" / TENSORBOARD_FOLDER)
         self.store.set_artifacts(BACKEND, self.plan.job_name, artifacts)
 
     def _kill_all(self) -> None:

@@ -38,6 +38,7 @@ from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, t
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
 from cloudtrain.downloads import Downloader, S3Object, head_object, list_objects
 from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError, quoted
+from cloudtrain.eventfiles import EventFile, mirror
 from cloudtrain.packaging import (
     CODE_TARBALL,
     CodeTree,
@@ -59,6 +60,8 @@ if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: 
     from cloudtrain.spec import JobSpec
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # SageMaker's default LocalPath; cloudtrain.runtime's too
+TENSORBOARD_S3_FOLDER = "tensorboard-output"  # AWS uploads to <S3OutputPath>/<job>/tensorboard-output/
 MANAGED_TAG = "cloudtrain:managed"
 SPEC_TAG = "cloudtrain:spec-sha256"
 CODE_TAG = "cloudtrain:code-sha256"
@@ -225,6 +228,8 @@ def build_request(
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": res.spot.enabled,
         "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": spec.checkpoints.local_path},
+        # SageMaker uploads the event files cloudtrain.runtime writes there while the job runs.
+        "TensorBoardOutputConfig": {"S3OutputPath": output.uri, "LocalPath": TENSORBOARD_LOCAL_PATH},
         "Environment": environment,
         "Tags": tags,
     }
@@ -299,7 +304,9 @@ def _ts(value: Any) -> float | None:
 
 
 def artifact_uris(raw: Mapping[str, Any]) -> dict[str, str]:
-    """Where a job's model.tar.gz, output.tar.gz (beside it) and checkpoints are, from its description."""
+    """Where a job's model.tar.gz, output.tar.gz (beside it), checkpoints and TensorBoard files are, from its
+    description. The last are under `<S3OutputPath>/<job>/tensorboard-output`, where AWS uploads them (the
+    sagemaker SDK's `latest_job_tensorboard_artifacts_path`)."""
     job = raw["TrainingJobName"]
     model = raw.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if not model:
@@ -312,6 +319,9 @@ def artifact_uris(raw: Mapping[str, Any]) -> dict[str, str]:
     checkpoints = raw.get("CheckpointConfig", {}).get("S3Uri")
     if checkpoints:
         uris["checkpoints"] = checkpoints
+    tensorboard = raw.get("TensorBoardOutputConfig", {}).get("S3OutputPath")
+    if tensorboard:
+        uris["tensorboard"] = S3Location.parse(tensorboard).join(job, TENSORBOARD_S3_FOLDER).uri
     return uris
 
 
@@ -357,6 +367,7 @@ def created_job_info(request: Mapping[str, Any], created: float) -> JobInfo:
         "ResourceConfig": request["ResourceConfig"],
         "OutputDataConfig": request["OutputDataConfig"],
         "CheckpointConfig": request.get("CheckpointConfig", {}),
+        "TensorBoardOutputConfig": request.get("TensorBoardOutputConfig", {}),
         "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
     }
     return job_info(raw, request.get("Tags", []))
@@ -400,6 +411,7 @@ class SageMakerBackend:
     name: str = field(default="sagemaker", init=False)
     last_plan: JobPlan | None = field(default=None, init=False, repr=False)
     _sessions: dict[AwsSettings, AwsSession] = field(default_factory=dict, init=False, repr=False)
+    _tensorboard_uris: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_spec(cls, spec: JobSpec, **overrides: Any) -> SageMakerBackend:
@@ -850,7 +862,8 @@ class SageMakerBackend:
 
     def fetch_artifacts(self, job_name: str, dest: Path, *, on_progress: ProgressCallback | None = None) -> Artifacts:
         """model.tar.gz and output.tar.gz downloaded beside and extracted into dest/model, dest/output;
-        the checkpoints prefix mirrored into dest/checkpoints. A missing one gives None.
+        the checkpoints and TensorBoard prefixes mirrored into dest/checkpoints, dest/tensorboard. A missing one
+        gives None.
 
         Everything is downloaded and extracted in a staging folder in dest first, then swapped in: a fetch
         that fails (a dropped connection, a full disk, a refused archive) leaves dest as it was.
@@ -872,16 +885,42 @@ class SageMakerBackend:
                 checkpoints: list[S3Object] = []
                 if "checkpoints" in uris:
                     checkpoints = list_objects(s3, S3Location.parse(uris["checkpoints"]), staging / "checkpoints")
-                objects = [*tarballs.values(), *checkpoints]
+                events: list[S3Object] = []
+                if "tensorboard" in uris:
+                    events = list_objects(s3, S3Location.parse(uris["tensorboard"]), staging / "tensorboard")
+                objects = [*tarballs.values(), *checkpoints, *events]
                 progress = Progress(sum(o.size for o in objects), on_progress)
                 extract = {obj.dest: staging / kind for kind, obj in tarballs.items()}
                 checked = Downloader(s3, self.download_workers, progress).fetch(objects, extract) if objects else {}
-                names = [*tarballs, *(f"{kind}.tar.gz" for kind in tarballs), *(["checkpoints"] if checkpoints else [])]
+                folders = [name for name, found in (("checkpoints", checkpoints), ("tensorboard", events)) if found]
+                names = [*tarballs, *(f"{kind}.tar.gz" for kind in tarballs), *folders]
                 for name in names:
                     swap_in(staging / name, dest / name)
         return Artifacts(
             model=dest / "model" if "model" in tarballs else None,
             output=dest / "output" if "output" in tarballs else None,
             checkpoints=dest / "checkpoints" if checkpoints else None,
+            tensorboard=dest / "tensorboard" if events else None,
             checked={obj.dest.name: checked[obj.dest] for obj in tarballs.values()},
         )
+
+    def sync_tensorboard(self, job_name: str, dest: Path) -> int:
+        """The job's TensorBoard event files in S3 mirrored into dest: one listing, then a ranged GET of what each
+        file gained since the last call (see `cloudtrain.eventfiles`). Nothing before SageMaker uploads any."""
+        session = self._session()
+        with translate_errors(session.where):
+            if job_name not in self._tensorboard_uris:  # fixed at CreateTrainingJob: described once
+                uris = artifact_uris(self._describe_raw(session, job_name))
+                self._tensorboard_uris[job_name] = uris.get("tensorboard")
+            uri = self._tensorboard_uris[job_name]
+            if uri is None:
+                return 0
+            s3 = session.client("s3")
+            objects = {o.dest.relative_to(dest).as_posix(): o for o in list_objects(s3, S3Location.parse(uri), dest)}
+
+            def read(file: EventFile, start: int) -> bytes:
+                where = objects[file.name].location
+                answer = s3.get_object(Bucket=where.bucket, Key=where.key, Range=f"bytes={start}-{file.size - 1}")
+                return bytes(answer["Body"].read())
+
+            return mirror((EventFile(name, o.size) for name, o in objects.items()), dest, read)

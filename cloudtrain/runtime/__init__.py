@@ -35,8 +35,10 @@ What each piece does:
 - `fit(...)`: a custom distributed loop (Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy on TF 2.21),
   one `tf.function` call per epoch (the steps loop on the device), evaluating on all workers every epoch,
   printing one line per epoch on the chief
-  (`epoch=3 loss=0.1234 accuracy=0.9500 val_loss=0.2000 val_accuracy=0.9300`), checkpointing every epoch and
-  resuming from the latest checkpoint (`resumed from epoch N`). Returns a `FitResult`.
+  (`epoch=3 loss=0.1234 accuracy=0.9500 val_loss=0.2000 val_accuracy=0.9300`) and writing the same as TensorBoard
+  scalars (with learning rate and steps/s) to `env.tensorboard_dir` (`<root>/output/tensorboard`, which SageMaker
+  uploads while the job runs), checkpointing every epoch and resuming from the latest checkpoint
+  (`resumed from epoch N`). Returns a `FitResult`.
 - `save_model(model, env)`: `model.keras` and a SavedModel under `model_dir/1/` (for TF Serving).
 - `write_report(result, env, class_names=None)`: `eval_report.json` (loss, accuracy, per-class precision, recall,
   F1 and support, macro and weighted averages, confusion matrix, history, resume info), `learning_curves.png`,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 DEFAULT_ROOT = "/opt/ml"
+TENSORBOARD_FOLDER = "tensorboard"  # under output/: SageMaker's TensorBoardOutputConfig.LocalPath default
 MWMS_PORT = 8890  # the port the SageMaker TensorFlow toolkit gives every worker
 FAILURE_REASON_MAX = 1024  # SageMaker's FailureReason limit
 _SCRIPT_MODE_PREFIX = "sagemaker_"  # script-mode hyperparameters, never passed to the user's script
@@ -177,6 +178,7 @@ class TrainingEnv:
     output_dir: Path
     output_data_dir: Path
     checkpoint_dir: Path
+    tensorboard_dir: Path
     num_gpus: int
     num_cpus: int
     tf_config: dict[str, Any] | None = None
@@ -184,7 +186,11 @@ class TrainingEnv:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> TrainingEnv:
-        """Read SM_*, TF_CONFIG and CLOUDTRAIN_* variables, falling back to files and defaults under the root."""
+        """Read SM_*, TF_CONFIG and CLOUDTRAIN_* variables, falling back to files and defaults under the root.
+
+        `tensorboard_dir` (CLOUDTRAIN_TENSORBOARD_DIR, default `<output>/tensorboard`) is where event files go:
+        SageMaker syncs it to S3 while the job runs, the local backend shows it to `cloudtrain tensorboard`.
+        """
         environ = dict(environ)
         root = opt_ml_root(environ)
         config_dir = Path(environ.get("SM_INPUT_CONFIG_DIR") or root / "input" / "config")
@@ -215,6 +221,7 @@ class TrainingEnv:
             output_dir=output_dir,
             output_data_dir=Path(environ.get("SM_OUTPUT_DATA_DIR") or output_dir / "data"),
             checkpoint_dir=Path(environ.get("CLOUDTRAIN_CHECKPOINT_DIR") or root / "checkpoints"),
+            tensorboard_dir=Path(environ.get("CLOUDTRAIN_TENSORBOARD_DIR") or output_dir / TENSORBOARD_FOLDER),
             num_gpus=int(environ.get("SM_NUM_GPUS") or 0),
             num_cpus=int(environ.get("SM_NUM_CPUS") or _cpu_count()),
             tf_config=_json_env(environ, "TF_CONFIG"),

@@ -29,6 +29,7 @@ import numpy as np
 
 from cloudtrain.runtime.env import TrainingEnv
 from cloudtrain.runtime.report import write_json_atomic
+from cloudtrain.runtime.summaries import EpochSummaries, learning_rate
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -142,7 +143,8 @@ def fit(
 
     Resumes from the latest checkpoint in env.checkpoint_dir (printing `resumed from epoch N`), so a restarted job
     trains only the remaining epochs. The chief prints one metric line per epoch and keeps the history next to
-    the checkpoints so the learning curves survive a resume.
+    the checkpoints so the learning curves survive a resume. It also writes each epoch's metrics, learning rate
+    and training steps per second as TensorBoard scalars to env.tensorboard_dir (see `summaries`).
     """
     import tensorflow as tf
 
@@ -196,7 +198,7 @@ def fit(
         count = confusion.sum()
         return float(loss_sum / max(count, 1)), float(np.trace(confusion) / max(count, 1)), confusion.round()
 
-    with _checkpoint_manager(checkpoint, env, max_checkpoints) as manager:
+    with _checkpoint_manager(checkpoint, env, max_checkpoints) as manager, EpochSummaries(env) as summaries:
         start = _restore(checkpoint, epoch_var, env, strategy)
         history = _load_history(env.checkpoint_dir, start)
         if start:
@@ -213,6 +215,7 @@ def fit(
             began = time.perf_counter()
             sums = train_epoch(train_batches.iterator(epoch, strategy))
             loss_sum, correct, count = (float(t) for t in sums[0].numpy())
+            train_seconds = time.perf_counter() - began
             val_loss, val_accuracy, confusion = evaluate()
             record = {
                 "epoch": epoch,
@@ -228,6 +231,9 @@ def fit(
                 f"epoch={epoch} loss={record['loss']:.4f} accuracy={record['accuracy']:.4f} "
                 f"val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f}",
             )
+            steps = train_batches.steps or -(-int(count) // global_batch_size)
+            rates = {"learning_rate": learning_rate(optimizer), "steps_per_second": steps / max(train_seconds, 1e-9)}
+            summaries.write(epoch, {k: v for k, v in record.items() if k not in ("epoch", "seconds")} | rates)
             epoch_var.assign(epoch)
             if env.is_chief:  # before the checkpoint: a history entry without its checkpoint is dropped on resume
                 write_json_atomic(env.checkpoint_dir / HISTORY_FILE, history)
