@@ -53,8 +53,8 @@ import boto3
 
 from cloudtrain.backends.base import JobInfo, Transition
 from cloudtrain.backends.local import HostLayout, LocalBackend, LogTail
-from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
+from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.store import JobRecord
 from tests import sagemaker_api_rules
 from tests.netns import HostNetwork
