@@ -84,8 +84,7 @@ FULL: dict[str, Any] = {
     "resources": {
         "volume_size_gb": 50,
         "max_runtime": "2h",
-        "spot": {"enabled": True, "max_wait": "3h"},
-        "keep_alive": "10m",
+        "spot": {"enabled": True, "max_wait": "3h"},  # so no keep_alive: AWS has no warm pools for spot
         "max_retry_attempts": 2,
     },
     "distribution": {"strategy": "multi_worker_mirrored", "communication": "nccl"},
@@ -171,7 +170,6 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
         "InstanceType": "ml.g5.xlarge",
         "InstanceCount": 2,
         "VolumeSizeInGB": 50,
-        "KeepAlivePeriodInSeconds": 600,
     }
     assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 10800}
     assert req["EnableManagedSpotTraining"] is True
@@ -203,9 +201,13 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
     assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
     assert req["EnableManagedSpotTraining"] is False
     assert req["CheckpointConfig"]["S3Uri"] == f"s3://{DEFAULT_BUCKET}/cloudtrain/digits-2/checkpoints"
-    m5 = make_spec(tmp_path / "m5", {"resources": {"instance_type": "ml.m5.xlarge"}, "aws": {"kms_key_id": "k"}})
+    m5 = make_spec(
+        tmp_path / "m5",
+        {"resources": {"instance_type": "ml.m5.xlarge", "keep_alive": "10m"}, "aws": {"kms_key_id": "k"}},
+    )
     req = SageMakerBackend().plan(m5, "digits-3")["request"]
     assert req["ResourceConfig"]["VolumeKmsKeyId"] == "k"
+    assert req["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600
     assert req["AlgorithmSpecification"]["TrainingImage"].endswith("tensorflow-training:2.19-cpu-py312")
 
 

@@ -34,10 +34,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.archive import staging_folder, swap_in, writing_to
-from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, translate_errors
+from cloudtrain.aws import (
+    AwsSession,
+    AwsSettings,
+    default_bucket_owner,
+    error_code,
+    error_message,
+    translate_errors,
+)
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
 from cloudtrain.downloads import Downloader, S3Object, head_object, list_objects
-from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError, quoted
+from cloudtrain.errors import AwsRefused, BackendUnavailable, JobExists, JobNotFound, UserError, quoted
 from cloudtrain.packaging import (
     CODE_TARBALL,
     CodeTree,
@@ -76,7 +83,6 @@ SCRIPT_MODE_HPS = (
 )
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
-TAG_TEXT = re.compile(r"^[\w\s.:/=+\-@]*$")
 OFFLINE_ACCOUNT = "ACCOUNT-ID"
 MAX_FILTER_STREAMS = 100  # FilterLogEvents takes at most 100 logStreamNames
 LOOKBACK_S = 5  # `logs --follow` asks again for this much before the newest event seen (late arrivals)
@@ -111,10 +117,14 @@ def git_commit(folder: Path) -> str | None:
     return f"{head}-dirty" if dirty else head
 
 
+INSTANCE_STORAGE_FAMILIES = ("g5", "g6", "p5", "trn1")  # the SDK's `volume_size_supported`: no EBS volume
+
+
 def _has_instance_storage(instance_type: str) -> bool:
-    """Instance types with local NVMe storage take no EBS volume key: the SDK's rule ("d" in the family, or g5)."""
+    """Instance types with local NVMe storage take no EBS volume key (AWS refuses VolumeKmsKeyId there): the
+    SDK's rule, a "d" in the family (c5d, p4d, r5d) or one of `INSTANCE_STORAGE_FAMILIES` (g6e, p5en, trn1n too)."""
     family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
-    return "d" in family or family.startswith("g5")
+    return "d" in family or family.startswith(INSTANCE_STORAGE_FAMILIES)
 
 
 def _check_limits(spec: JobSpec, hyperparameters: Mapping[str, str], environment: Mapping[str, str]) -> None:
@@ -140,11 +150,9 @@ def job_tags(spec: JobSpec, code_sha256: str, commit: str | None) -> list[dict[s
     from cloudtrain.spec import spec_digest
 
     tags = dict(spec.tags)
-    for key, value in tags.items():
+    for key in tags:
         if key.startswith(("aws:", "cloudtrain:")):
             raise UserError(f"tags.{key}: the aws: and cloudtrain: prefixes are reserved")
-        if not (1 <= len(key) <= 128) or len(value) > 256 or not TAG_TEXT.match(key) or not TAG_TEXT.match(value):
-            raise UserError(f"tags.{key}: keys are 1-128 and values up to 256 of letters, digits, spaces and _.:/=+-@")
     tags[MANAGED_TAG] = "true"
     tags[SPEC_TAG] = spec_digest(spec)
     tags[CODE_TAG] = code_sha256
@@ -459,6 +467,11 @@ class SageMakerBackend:
 
     @staticmethod
     def _bucket_exists(session: AwsSession, bucket: str) -> bool:
+        """HeadBucket (with ExpectedBucketOwner on a default-named bucket: see `aws.expect_default_bucket_owner`).
+
+        A 403 on a bucket named as SageMaker's default bucket means another account owns it (or it denies us):
+        refused, nothing is sent there. On a bucket the user named, 403 is left to the uploads to tell.
+        """
         from botocore.exceptions import ClientError
 
         try:
@@ -467,9 +480,53 @@ class SageMakerBackend:
             if error_code(e) in ("404", "NoSuchBucket", "NotFound"):
                 return False
             if error_code(e) in ("403", "AccessDenied"):
+                if default_bucket_owner(bucket):
+                    raise AwsRefused(
+                        f"the S3 bucket {bucket} is not account {default_bucket_owner(bucket)}'s (another account "
+                        "owns it, or it denies you): nothing was sent; set output.s3_uri to a bucket of yours"
+                    ) from None
                 return True  # someone's bucket: the uploads will tell whether we may write to it
             raise
         return True
+
+    @staticmethod
+    def _check_instance_type(session: AwsSession, instance_type: str) -> None:
+        """AWS refuses a type outside the TrainingInstanceType enum of its API (botocore's copy of it does not
+        check enums): said here, before any upload, with the closest types SageMaker trains on."""
+        import difflib
+
+        known = session.client("sagemaker").meta.service_model.shape_for("TrainingInstanceType").enum
+        if known and instance_type not in known:
+            close = difflib.get_close_matches(instance_type, known, n=3, cutoff=0.8)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            raise UserError(f"resources.instance_type: SageMaker does not train on {quoted(instance_type)}{hint}")
+
+    @staticmethod
+    def _check_bucket_regions(session: AwsSession, spec: JobSpec) -> None:
+        """SageMaker reads and writes only buckets of the job's region: each bucket the spec names is asked its
+        region (one HeadBucket; S3 gives it even with a 403), and one elsewhere is refused before any upload."""
+        from botocore.exceptions import ClientError
+
+        named = {"output.s3_uri": spec.output.s3_uri, "checkpoints.s3_uri": spec.checkpoints.s3_uri}
+        named |= {f"data.{ch}": loc for ch, loc in spec.data.items() if loc.startswith("s3://")}
+        regions: dict[str, str | None] = {}
+        for where, uri in named.items():
+            if not uri:
+                continue
+            bucket = S3Location.parse(uri).bucket
+            if bucket not in regions:
+                try:
+                    answer = session.client("s3").head_bucket(Bucket=bucket)
+                except ClientError as e:
+                    answer = e.response
+                headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+                regions[bucket] = headers.get("x-amz-bucket-region") or answer.get("BucketRegion")
+            region = regions[bucket]
+            if region and region != session.region:
+                raise UserError(
+                    f"{where}: the S3 bucket {bucket} is in {region}, the job would run in {session.region}: "
+                    "SageMaker uses buckets of its own region only"
+                )
 
     @staticmethod
     def _create_bucket(session: AwsSession, bucket: str) -> None:
@@ -526,6 +583,9 @@ class SageMakerBackend:
             raise UserError(f"job name {quoted(job_name)}: SageMaker wants 1-63 letters, digits and hyphens")
         role = self._role(spec)
         region = session.region
+        self._check_instance_type(session, spec.resources.instance_type)
+        if not offline:
+            self._check_bucket_regions(session, spec)
         built = self._built_image(session, spec, dry_run=dry_run, offline=offline)
         image = resolve_image(spec.image, region, spec.resources.instance_type, built_uri=built)
         output = self._output_prefix(session, spec, offline=offline)
