@@ -99,8 +99,11 @@ def client_config(*, max_pool_connections: int = 16) -> Config:
     """The botocore Config of every cloudtrain client (parameter validation stays on)."""
     from botocore.config import Config
 
+    retries = dict(RETRIES)
+    if (attempts := os.environ.get("AWS_MAX_ATTEMPTS", "")).isdigit() and int(attempts) > 0:
+        retries["max_attempts"] = int(attempts)  # botocore's own setting, which an explicit Config would override
     return Config(
-        retries=dict(RETRIES),  # type: ignore[arg-type]
+        retries=retries,  # type: ignore[arg-type]
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         max_pool_connections=max_pool_connections,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cloudtrain import __version__
-from cloudtrain.errors import CloudtrainError, JobFailed, UserError, quoted
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobFailed, UserError, quoted
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -260,6 +260,11 @@ def _wait(
     try:
         with _sigterm_interrupts():
             return _follow(job, backend, aws, timeout, config, err)
+    except BackendUnavailable as e:  # credentials expired mid-wait (a CI role's session), or AWS unreachable
+        raise BackendUnavailable(
+            f"{e} while waiting; job {job} keeps running: cloudtrain status {job} (or logs {job} --follow) "
+            "once AWS answers again"
+        ) from None
     except WaitTimeout as e:
         if json:
             current = api.status(job, backend=backend, aws=aws, config=config)
@@ -275,12 +280,15 @@ def _wait(
 def _follow(job: str, backend: str, aws: AwsOptions, timeout: float | None, config: Config, err: Console) -> JobInfo:
     """The job's status changes and log lines on stderr until it ends; its final state."""
     from cloudtrain import api, render
-    from cloudtrain.backends.base import LogEvent
+    from cloudtrain.backends.base import LogEvent, LogsStopped
 
     final, shown = None, ""
     for item in api.watch(job, backend=backend, aws=aws, timeout=timeout, config=config):
         if isinstance(item, LogEvent):
             render.log_line(item, err)
+            continue
+        if isinstance(item, LogsStopped):
+            err.print(f"logs stopped: {item.reason}; still waiting for the job's status", markup=False)
             continue
         final = item
         if (state := render.styled_status(item)) != shown:

@@ -361,7 +361,6 @@ class JobSpec(Strict):
                     raise FieldError((channel,), str(e)) from None
         return out
 
-
     @field_validator("tags")
     @classmethod
     def _tags(cls, v: dict[str, str]) -> dict[str, str]:

@@ -489,28 +489,31 @@ def test_logs_merge_streams_in_time_order_tagged_by_host(aws_endpoint: str, tmp_
         list(backend.logs("nope"))
 
 
-def test_logs_follow_asks_for_at_most_100_streams_a_call(aws_endpoint: str, tmp_path: Path) -> None:
-    """FilterLogEvents takes up to 100 logStreamNames: a job with more streams (hosts, restarts) is asked in parts."""
+def test_logs_follow_reads_each_of_many_streams_with_its_own_token(aws_endpoint: str, tmp_path: Path) -> None:
+    """120 streams (60 hosts, each container started twice): each read from its start with GetLogEvents and its
+    forward token, every line once, merged by time; FilterLogEvents (5 requests/s per account) is never used."""
     backend = SageMakerBackend(poll_interval=0.01)
     backend.submit(make_spec(tmp_path, {"resources": {"instance_count": 60}}), "wide")
     logs = boto3.client("logs")
     logs.create_log_group(logGroupName=LOG_GROUP)
     now = int(time.time() * 1000) - 60_000
     expected = []
-    for start in (1700000000, 1700000100):  # every host's container started twice: 120 streams
+    for start in (1700000000, 1700000100):
         for i in range(1, 61):
             stream = f"wide/algo-{i}-{start}"
             logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
             event = {"timestamp": now + len(expected), "message": f"{start} {i}"}
             logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
             expected.append((f"algo-{i}", f"{start} {i}"))
-    asked: list[int] = []  # names per FilterLogEvents call (moto would take more than AWS does)
+    asked: list[tuple[str, str]] = []
     backend._session().boto_session.register(
-        "provide-client-params.logs.FilterLogEvents", lambda params, **_: asked.append(len(params["logStreamNames"]))
+        "provide-client-params.logs", lambda params, model, **_: asked.append((model.name, params.get("logStreamName")))
     )
-    followed = list(backend.logs("wide", follow=True))  # terminal (moto): reads everything once, then ends
+    followed = list(backend.logs("wide", follow=True))  # terminal (moto): reads everything, then ends
     assert [(e.host, e.message) for e in followed] == expected
-    assert set(asked) == {100, 20}  # each poll: 100 names, then the other 20
+    reads = [stream for operation, stream in asked if operation == "GetLogEvents"]
+    assert {op for op, _ in asked} == {"DescribeLogStreams", "GetLogEvents"}
+    assert set(reads) == {f"wide/algo-{i}-{start}" for start in (1700000000, 1700000100) for i in range(1, 61)}
 
 
 def test_logs_before_any_log_group_exist_are_empty(aws_endpoint: str, tmp_path: Path) -> None:

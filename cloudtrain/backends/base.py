@@ -67,6 +67,14 @@ class LogEvent:
 
 
 @dataclass(frozen=True)
+class LogsStopped:
+    """A wait's log stream failed (throttled past every retry, access denied, credentials expired): the wait
+    goes on with the job's status alone; `reason` is one line."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Artifacts:
     """Where `fetch-model` put things, each an extracted folder or None when the job made none."""
 

@@ -16,7 +16,7 @@ ListTags call that only `describe(tags=True)` makes, for `compare`). A submit of
 DescribeTrainingJob (is the name free), GetCallerIdentity (the default bucket's name; not with
 output.s3_uri), one HeadObject per content-addressed upload, CreateTrainingJob; the JobInfo it returns is
 made from the request. HeadBucket, the tarball and the uploads come only when something is missing.
-`logs --follow` polls all hosts with one FilterLogEvents call (see `SageMakerBackend`).
+`logs --follow` reads each host's stream with GetLogEvents, at most once per 2 s (see `SageMakerBackend._follow`).
 """
 
 from __future__ import annotations
@@ -84,9 +84,7 @@ SCRIPT_MODE_HPS = (
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 OFFLINE_ACCOUNT = "ACCOUNT-ID"
-MAX_FILTER_STREAMS = 100  # FilterLogEvents takes at most 100 logStreamNames
-LOOKBACK_S = 5  # `logs --follow` asks again for this much before the newest event seen (late arrivals)
-LOOKBACK_MS = LOOKBACK_S * 1000
+MAX_LAG_S = 60.0  # the longest CloudWatch ingestion lag `logs --follow` waits out after a job has ended
 
 
 # --- the request --------------------------------------------------------------------------------
@@ -380,28 +378,33 @@ def _not_found(exc: Exception) -> bool:
 
 @dataclass
 class _Stream:
+    """One log stream, followed from its start: its forward token, when it is next read (monotonic), and how
+    many reads in a row found nothing."""
+
     name: str
     host: str
     token: str | None = None
+    due: float = 0.0
+    quiet: int = 0
 
 
 @dataclass
 class SageMakerBackend:
     """Training jobs on SageMaker. Constructor settings (the CLI's) win over the spec's `aws:` section.
 
-    `logs(follow=True)` polls every host at once with one FilterLogEvents call (per 100 streams) every
-    `poll_interval` seconds while lines arrive, backing off by half each empty poll up to `max_poll_interval`
-    (so a line written after a quiet spell shows up within that); it checks the job's status every
-    `status_interval` and looks for new streams every `discover_interval`, at once when the status changes,
-    and at every status check while hosts still have no stream.
+    `logs(follow=True)` reads each host's stream at most every `poll_interval` seconds (GetLogEvents with its
+    forward token), backing off by half while it is quiet up to `max_poll_interval` (so a line written after a
+    quiet spell shows up within that); it checks the job's status every `status_interval` and looks for new
+    streams every `discover_interval`, at once when the status changes, and at every status check while hosts
+    still have no stream (see `_follow`).
     """
 
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
     role_arn: str | None = None
-    poll_interval: float = 1.0
-    max_poll_interval: float = 4.0
+    poll_interval: float = 2.0
+    max_poll_interval: float = 6.0
     status_interval: float = 5.0
     discover_interval: float = 15.0
     download_workers: int = 8
@@ -829,82 +832,69 @@ class SageMakerBackend:
             if stream.token == before:
                 return
 
-    @staticmethod
-    def _filter(client: Any, streams: Mapping[str, str], start_ms: int) -> list[dict[str, Any]]:
-        """Every event of these streams (name -> host) from start_ms on: FilterLogEvents, 100 names a call, every page.
-
-        Names are given explicitly rather than as logStreamNamePrefix: moto ignores the prefix, and AWS
-        allows one or the other.
-        """
-        names = sorted(streams)
-        events: list[dict[str, Any]] = []
-        for i in range(0, len(names), MAX_FILTER_STREAMS):
-            kwargs: dict[str, Any] = {
-                "logGroupName": LOG_GROUP,
-                "logStreamNames": names[i : i + MAX_FILTER_STREAMS],
-                "startTime": max(0, start_ms),
-            }
-            while True:
-                page = client.filter_log_events(**kwargs)
-                events.extend(page.get("events", []))
-                if not page.get("nextToken"):
-                    break
-                kwargs["nextToken"] = page["nextToken"]
-        return events
-
     def _follow(
         self, session: AwsSession, client: Any, job_name: str, host: str | None, raw: Mapping[str, Any]
     ) -> Iterator[LogEvent]:
-        """Every host's new lines, one FilterLogEvents call per poll, until the job has ended and they are drained.
+        """Every host's new lines until the job has ended and its streams are drained.
 
-        Each poll asks for the events from `LOOKBACK_S` before the newest one seen, so a line that reaches
-        CloudWatch after later lines of another host (agents ship in batches) is still caught; the event IDs
-        seen in that window drop the repeats. A stream found later is read once from its start.
+        Each stream is followed on its own with GetLogEvents and its forward token, as the SDK's `logs_for_job`
+        does: a host whose lines reach CloudWatch late loses none (each stream keeps its own position, where a
+        time window over all hosts skips a lagging one), and GetLogEvents is limited per stream where
+        FilterLogEvents is limited per account and region (5 requests/s, shared by every follower). A stream is
+        read at most once per `poll_interval`, less often while it is quiet (up to `max_poll_interval`); each
+        round's lines are merged by time. Streams are looked for every `discover_interval`, at once when the
+        status changes, and at every status check while hosts have none (a host that starts late, a container
+        restarted after a spot interruption: read from its start). Once the job has ended, every stream is read
+        until no line has come for the longest ingestion lag seen (the age of the newest line a read of a
+        caught-up stream brings, at most `MAX_LAG_S`) plus two rounds, and up to `MAX_LAG_S` for a host that
+        has no stream yet.
         """
         hosts = 1 if host else int(raw.get("ResourceConfig", {}).get("InstanceCount", 1))
         state = (raw["TrainingJobStatus"], raw.get("SecondaryStatus", ""))
-        streams: dict[str, str] = {}  # stream name -> host, read up to the newest event
-        fresh: dict[str, str] = {}  # found since the last poll: read from their start
-        seen: dict[str, int] = {}  # event ID -> timestamp (ms), for the events inside the look-back window
-        newest = 0  # ms
-        interval = self.poll_interval
+        streams: dict[str, _Stream] = {}
+        lag = 0.0
+        ended: float | None = None  # when the job was seen ended (monotonic)
+        last_line = 0.0
         now = time.monotonic()
         next_status, next_discover = now + self.status_interval, now
         while True:
-            started = time.monotonic()
-            if started >= next_status:
+            now = time.monotonic()
+            if now >= next_status:
                 raw = self._describe_raw(session, job_name)
                 current = (raw["TrainingJobStatus"], raw.get("SecondaryStatus", ""))
-                if current != state or len(streams) + len(fresh) < hosts:
-                    next_discover = started  # a new phase (or hosts without a stream yet): look for streams now
-                state, next_status = current, started + self.status_interval
-            terminal = state[0] in TERMINAL
-            if started >= next_discover:
+                if current != state or len(streams) < hosts:
+                    next_discover = now  # a new phase (or hosts without a stream yet): look for streams now
+                state, next_status = current, now + self.status_interval
+            if ended is None and state[0] in TERMINAL:
+                ended, next_discover = now, now
+                for s in streams.values():
+                    s.due = now  # drain: no more back-off
+            if now >= next_discover:
                 for s in self._discover(client, job_name, host):
-                    if s.name not in streams:
-                        fresh[s.name] = s.host
-                next_discover = started + self.discover_interval
-            events = self._filter(client, streams, newest - LOOKBACK_MS) if streams else []
-            if fresh:
-                events += self._filter(client, fresh, 0)
-                streams.update(fresh)
-                fresh = {}
-            batch = []
-            for e in sorted(events, key=lambda e: e["timestamp"]):
-                if e["eventId"] in seen:
+                    streams.setdefault(s.name, s)
+                next_discover = now + self.discover_interval
+            batch: list[LogEvent] = []
+            for s in streams.values():
+                if s.due > now:
                     continue
-                seen[e["eventId"]] = e["timestamp"]
-                newest = max(newest, e["timestamp"])
-                name = e.get("logStreamName", "")
-                batch.append(LogEvent(e["timestamp"] / 1000.0, streams.get(name, name), e["message"].rstrip("\n")))
-            seen = {k: ts for k, ts in seen.items() if ts >= newest - LOOKBACK_MS}
-            yield from batch
-            if terminal and not batch:
-                return  # drained after the job ended
-            interval = self.poll_interval if batch else min(interval * 1.5, self.max_poll_interval)
-            if terminal:
-                interval = self.poll_interval  # ended: drain, no back-off
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+                caught_up = s.token is not None  # past its backlog: a new line's age is how late it came
+                lines = self._fetch(client, s)
+                if lines and caught_up:
+                    lag = max(lag, min(MAX_LAG_S, time.time() - lines[-1].timestamp))
+                s.quiet = 0 if lines else s.quiet + 1
+                quiet_wait = min(self.poll_interval * 1.5**s.quiet, self.max_poll_interval)
+                s.due = now + (self.poll_interval if lines or ended is not None else quiet_wait)
+                batch += lines
+            if batch:
+                last_line = now
+            yield from sorted(batch, key=lambda e: e.timestamp)
+            if ended is not None:
+                since = time.monotonic() - max(ended, last_line)
+                silent = len({s.host for s in streams.values()}) < hosts  # a host whose first lines are late
+                if since >= lag + 2 * self.poll_interval and not (silent and since < MAX_LAG_S):
+                    return  # drained: nothing for longer than lines have been seen to lag
+            due = min((s.due for s in streams.values()), default=now + self.poll_interval)
+            time.sleep(max(0.0, min(due, next_status, next_discover) - time.monotonic()))
 
     # artifacts
 
