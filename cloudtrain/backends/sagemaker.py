@@ -404,7 +404,7 @@ class SageMakerBackend:
     endpoint_url: str | None = None
     role_arn: str | None = None
     poll_interval: float = 2.0
-    max_poll_interval: float = 6.0
+    max_poll_interval: float = 2.5
     status_interval: float = 5.0
     discover_interval: float = 15.0
     download_workers: int = 8
