@@ -442,20 +442,34 @@ def test_failed_job_exits_1_with_its_reason(sagemaker_endpoint: ControlPlane, tm
     assert "Failed" in last and "CUDA out of memory" in last and "Traceback" not in last
 
 
-def test_resume_starts_from_the_previous_jobs_checkpoints(
-    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
+@pytest.mark.parametrize("backend", ["sagemaker", "local"])
+def test_resuming_is_explicit_and_the_same_on_both_backends(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path, backend: str
 ) -> None:
-    """`submit --resume`: the new job uses the old one's checkpoint prefix, restored on every host before training."""
-    spec = str(write_job(tmp_path, RESUMER))
-    first = ct("submit", spec, "--backend", "sagemaker", "--wait", "--json", home=home)
-    assert first.code == 0, first.err
-    name = first.json()["job"]["name"]
-    second = ct("submit", spec, "--backend", "sagemaker", "--resume", name, "--wait", "--json", home=home)
-    assert second.code == 0, second.err
-    requests = [r.json() for r in sagemaker_endpoint.calls("CreateTrainingJob")]
-    assert requests[1]["CheckpointConfig"]["S3Uri"] == requests[0]["CheckpointConfig"]["S3Uri"]
-    lines = [f"{e['host']} {e['message']}" for e in log_events(second.json()["job"]["name"], home)]
-    assert "algo-1 algo-1 starts at step 5" in lines and "algo-2 algo-2 starts at step 5" in lines
+    """With a fixed `checkpoints.s3_uri` (as job_specs/digits.yaml suggests), a second run starts afresh: each
+    job checkpoints under a prefix of its own. `--resume JOB` starts from that job's checkpoints, restored on
+    every host, and leaves them as they were (on SageMaker they are copied to the new job's prefix first)."""
+    boto3.client("s3").create_bucket(Bucket="ct-checkpoints")
+    spec = write_job(tmp_path, RESUMER)
+    spec.write_text(spec.read_text() + "checkpoints: {s3_uri: s3://ct-checkpoints/tiny}\n")
+
+    def run(*args: str) -> tuple[str, list[str]]:
+        done = ct("submit", str(spec), "--backend", backend, *args, "--wait", "--json", home=home)
+        assert done.code == 0, done.err
+        name = done.json()["job"]["name"]
+        return name, [f"{e['host']} {e['message']}" for e in log_events(name, home) if "starts at" in e["message"]]
+
+    first, starts = run()
+    assert starts and all(line.endswith("starts at step 0") for line in starts), starts
+    _, starts = run()
+    assert starts and all(line.endswith("starts at step 0") for line in starts), "no resume unless asked"
+    _, starts = run("--resume", first)
+    assert sorted(starts) == ["algo-1 algo-1 starts at step 5", "algo-2 algo-2 starts at step 5"]
+    if backend == "sagemaker":
+        prefixes = [r.json()["CheckpointConfig"]["S3Uri"] for r in sagemaker_endpoint.calls("CreateTrainingJob")]
+        assert len(set(prefixes)) == 3 and all(p.startswith("s3://ct-checkpoints/tiny/tiny-") for p in prefixes)
+        kept = boto3.client("s3").get_object(Bucket="ct-checkpoints", Key=f"tiny/{first}/state.json")["Body"].read()
+        assert json.loads(kept) == {"step": 5}  # the resumed job wrote step 10 to its own prefix
 
 
 def test_stop_of_a_running_job_ends_stopped(sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path) -> None:

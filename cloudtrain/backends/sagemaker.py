@@ -539,16 +539,48 @@ class SageMakerBackend:
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": session.region}
         s3.create_bucket(**kwargs)
 
-    def _checkpoint_uri(
-        self, session: AwsSession, spec: JobSpec, job_name: str, output: S3Location, resume_from: str | None
-    ) -> str:
-        if resume_from:
-            previous = self._describe_raw(session, resume_from)
-            uri = previous.get("CheckpointConfig", {}).get("S3Uri")
-            if not uri:
-                raise UserError(f"job {quoted(resume_from)} has no checkpoint configuration to resume from")
-            return str(uri)
-        return spec.checkpoints.s3_uri or output.join(job_name, "checkpoints").uri
+    @staticmethod
+    def _checkpoint_uri(spec: JobSpec, job_name: str, output: S3Location) -> str:
+        """The job's own checkpoint prefix: `<checkpoints.s3_uri>/<job>`, else `<output>/<job>/checkpoints`.
+
+        Never shared between jobs: SageMaker restores whatever is under the prefix into every new job, so a
+        prefix shared by all jobs of a spec would make each resume the last. Resuming is `--resume JOB` only.
+        """
+        if spec.checkpoints.s3_uri:
+            return S3Location.parse(spec.checkpoints.s3_uri).join(job_name).uri
+        return output.join(job_name, "checkpoints").uri
+
+    def _resume_source(self, session: AwsSession, resume_from: str) -> tuple[S3Location, list[S3Object]]:
+        """`--resume JOB`: that job's checkpoint prefix and what it holds (copied to the new job's before it starts,
+        as the local backend copies the old job's checkpoints folder)."""
+        previous = self._describe_raw(session, resume_from)
+        uri = previous.get("CheckpointConfig", {}).get("S3Uri")
+        if not uri:
+            raise UserError(f"--resume: job {quoted(resume_from)} has no checkpoint configuration to resume from")
+        source = S3Location.parse(uri)
+        objects = list_objects(session.client("s3"), source, Path("."))
+        if not objects:
+            raise UserError(f"--resume: job {quoted(resume_from)} saved no checkpoints under {uri}")
+        return source, objects
+
+    @staticmethod
+    def _copy_checkpoints(session: AwsSession, source: S3Location, objects: list[S3Object], dest: str) -> None:
+        """Server-side copies (CopyObject, or UploadPartCopy for large files) of a job's checkpoints to dest."""
+        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+        target = S3Location.parse(dest)
+        prefix = source.key + "/" if source.key else ""
+        with create_transfer_manager(session.client("s3"), TransferConfig(max_concurrency=8)) as manager:
+            futures = [
+                manager.copy(
+                    {"Bucket": obj.location.bucket, "Key": obj.location.key},
+                    target.bucket,
+                    target.join(obj.location.key[len(prefix) :]).key,
+                )
+                for obj in objects
+            ]
+            for future in futures:
+                future.result()
 
     @staticmethod
     def _built_image(session: AwsSession, spec: JobSpec, *, dry_run: bool, offline: bool) -> str | None:
@@ -592,8 +624,17 @@ class SageMakerBackend:
         built = self._built_image(session, spec, dry_run=dry_run, offline=offline)
         image = resolve_image(spec.image, region, spec.resources.instance_type, built_uri=built)
         output = self._output_prefix(session, spec, offline=offline)
-        checkpoint_uri = self._checkpoint_uri(session, spec, job_name, output, resume_from)
+        checkpoint_uri = self._checkpoint_uri(spec, job_name, output)
         notes: list[str] = []
+        resume = None
+        if resume_from and not offline:
+            resume = self._resume_source(session, resume_from)
+            size = sum(o.size for o in resume[1])
+            verb = "are copied" if dry_run else "copied"
+            notes.append(
+                f"resume: {len(resume[1])} checkpoint file(s), {size} bytes, of {resume_from} {verb} from "
+                f"{resume[0].uri} to {checkpoint_uri} before the job starts"
+            )
         tree = code_tree(spec.code)
         if tree.note:
             notes.append(tree.note)
@@ -653,6 +694,8 @@ class SageMakerBackend:
         uploads += [
             uploader.upload_channel(ch, local[ch], output, d, exists=data_exists[ch]) for ch, d in digests.items()
         ]
+        if resume and not dry_run:
+            self._copy_checkpoints(session, *resume, checkpoint_uri)
         return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes))
 
     # the Backend protocol
