@@ -34,12 +34,30 @@ SUFFIX_LEN = 12
 LOG_DRAIN_S = 150.0  # after the job ends, how long a wait waits for the log follower to drain (it stops itself)
 
 
+BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+NAME_EPOCH = 1_577_836_800  # 2020-01-01 UTC
+
+
+def _base36(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 36)
+        digits.append(BASE36[digit])
+    return "".join(reversed(digits))
+
+
 def job_name_for(base: str, idempotency_key: str | None = None) -> str:
-    """`<base>-<12 chars>`: from the idempotency key when given (so a retry names the same job), else unique."""
+    """`<base>-<12 chars>`: from the idempotency key when given (so a retry names the same job), else unique.
+
+    Unique: the seconds since 2020 in 6 base-36 digits (names sort by time until 2089), then 6 random ones:
+    two submits in the same second collide once in 2 billion. SageMaker keeps a name forever in an account
+    and region, so it must never come round again.
+    """
     if idempotency_key:
         suffix = hashlib.sha256(idempotency_key.encode()).hexdigest()[:SUFFIX_LEN]
     else:
-        suffix = time.strftime("%m%d%H%M%S", time.gmtime()) + secrets.token_hex(1)
+        seconds = int(time.time()) - NAME_EPOCH
+        suffix = _base36(seconds, 6) + "".join(secrets.choice(BASE36) for _ in range(6))
     return f"{base}-{suffix}"
 
 

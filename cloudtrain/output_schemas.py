@@ -59,7 +59,14 @@ JOB = _object(
             "additionalProperties": _STR,
             "description": "Where model.tar.gz, output.tar.gz and the checkpoints are: s3:// URIs, or paths locally.",
         },
-        "billable_seconds": {"type": ["integer", "null"]},
+        "billable_seconds": {
+            "type": ["integer", "null"],
+            "description": "Billable seconds per instance (SageMaker's BillableTimeInSeconds).",
+        },
+        "billable_instance_seconds": {
+            "type": ["integer", "null"],
+            "description": "What is billed: billable_seconds times instance_count.",
+        },
         "spot_savings_percent": _OPT_NUM,
         "tags": {"type": "object", "additionalProperties": _STR},
     },

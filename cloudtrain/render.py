@@ -109,7 +109,8 @@ def job_detail(info: JobInfo) -> None:
     field("created", f"{when(info.created)}   duration {duration(info)}")
     if info.billable_seconds is not None:
         savings = f"  spot savings {info.spot_savings_percent:.0f}%" if info.spot_savings_percent else ""
-        field("billable", f"{info.billable_seconds}s{savings}")
+        each = f" ({info.instance_count} x {info.billable_seconds}s)" if info.instance_count > 1 else ""
+        field("billable", f"{info.billable_instance_seconds}s{each}{savings}")
     if info.failure_reason:
         field("failure", scrub(info.failure_reason), "red")
     for name, value in sorted(info.metrics.items()):

@@ -323,3 +323,53 @@ def test_credentials_expiring_mid_wait_say_so_and_leave_the_job_running(
     job = line.split("; job ", 1)[1].split()[0]
     assert boto3.client("sagemaker").describe_training_job(TrainingJobName=job)["TrainingJobStatus"] == "InProgress"
     boto3.client("sagemaker").stop_training_job(TrainingJobName=job)
+
+
+# --- smaller: region advice, unique names, billable time, warm-pool cost ---------------------------------
+
+
+def test_no_region_says_what_botocore_reads(sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path) -> None:
+    """botocore reads AWS_DEFAULT_REGION (or the profile's), not AWS_REGION: the advice names what works."""
+    no_region = {k: v for k, v in aws_env().items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    result = cloudtrain("status", "--backend", "sagemaker", home=home, env=no_region | {"AWS_REGION": "us-east-1"})
+    assert result.code == 3
+    assert "AWS_DEFAULT_REGION" in one_line_error(result) and "AWS_REGION" not in one_line_error(result).replace(
+        "AWS_DEFAULT_REGION", ""
+    )
+    advised = cloudtrain(
+        "status", "--backend", "sagemaker", home=home, env=no_region | {"AWS_DEFAULT_REGION": "us-east-1"}
+    )
+    assert advised.code == 0, advised.err
+
+
+def test_job_names_made_in_the_same_second_differ() -> None:
+    """1000 names within a second (the old suffix, seconds and one random byte, collided 1 in 256 a pair)."""
+    from cloudtrain.api import job_name_for
+
+    names = [job_name_for("digits") for _ in range(1000)]
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(r"digits-[0-9a-z]{12}", n) for n in names)
+    assert names[0][:13] <= names[-1][:13]  # the time part sorts
+
+
+def test_billable_time_is_shown_for_every_instance_and_warm_pools_are_costed(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
+) -> None:
+    done = ct(
+        "submit", str(write_job(tmp_path, "print('hi')\n")), "--backend", "sagemaker", "--wait", "--json", home=home
+    )
+    assert done.code == 0, done.err
+    job = done.json()["job"]
+    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=job["name"])
+    assert job["billable_seconds"] == described["BillableTimeInSeconds"]  # per instance, as AWS says
+    assert job["billable_instance_seconds"] == 2 * described["BillableTimeInSeconds"]
+    shown = ct("status", job["name"], home=home).out
+    assert f"{2 * described['BillableTimeInSeconds']}s (2 x {described['BillableTimeInSeconds']}s)" in shown
+
+    spec = with_spec(tmp_path / "warm", "")
+    cold = ct("submit", str(spec), "--dry-run", "--json", home=home).json()["plan"]["cost"]
+    warm = ct("submit", str(spec), "--dry-run", "--json", "--set", "resources.keep_alive=30m", home=home)
+    cost = warm.json()["plan"]["cost"]
+    assert cost["warm_pool_hours"] == 0.5  # on top of max_runtime's 24 h, for each of the 2 instances
+    assert cost["total_usd"] == pytest.approx(cold["total_usd"] * 24.5 / 24, abs=0.01)
+    assert "0.5 h warm pool" in cost["summary"]

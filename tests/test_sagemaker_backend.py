@@ -445,8 +445,12 @@ def test_submit_describe_list_stop_on_moto(aws_endpoint: str, tmp_path: Path) ->
         backend.describe("nope")
     assert backend.stop("digits-a").status == "Completed"  # terminal already: nothing to stop
 
-    resumed = backend.plan(spec, "digits-c", resume_from="digits-a")["request"]
-    assert resumed["CheckpointConfig"]["S3Uri"] == "s3://ct-test-out/runs/digits-a/checkpoints"
+    with pytest.raises(UserError, match="--resume: job 'digits-a' saved no checkpoints under s3://ct-test-out/runs/"):
+        backend.plan(spec, "digits-c", resume_from="digits-a")
+    boto3.client("s3").put_object(Bucket="ct-test-out", Key="runs/digits-a/checkpoints/ckpt-1.index", Body=b"i")
+    resumed = backend.plan(spec, "digits-c", resume_from="digits-a")
+    assert resumed["request"]["CheckpointConfig"]["S3Uri"] == "s3://ct-test-out/runs/digits-c/checkpoints"
+    assert "resume: 1 checkpoint file(s), 1 bytes, of digits-a are copied from" in resumed["notes"][-1]
     with pytest.raises(JobNotFound):
         backend.plan(spec, "digits-d", resume_from="never-ran")
 
@@ -746,6 +750,7 @@ def test_builtin_table_agrees_with_the_sdk_users_have() -> None:
         for region in ("us-east-1", "eu-west-1", "ap-southeast-2")
         for instance_type in ("ml.g5.xlarge", "ml.m5.xlarge")
     ]
+    cases += [(v, "us-east-1", t) for v in ("2.3", "2.3.2") for t in ("ml.p4d.24xlarge", "ml.p3.2xlarge")]  # CUDA 11
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
