@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from cloudtrain.backends.base import Artifacts, Backend, JobInfo, LogEvent, LogsStopped
     from cloudtrain.build import BuildResult
     from cloudtrain.compare import Comparison
+    from cloudtrain.doctor import Diagnosis
     from cloudtrain.scaffold import Scaffold
     from cloudtrain.spec import JobSpec
 
@@ -432,6 +433,15 @@ def compare(
         be = _backend_for(job, backend, aws, cfg)
         sides.append(comparing.side(be, job, aws=cfg.aws_options(aws), fetched=root / job, notes=notes))
     return comparing.compare(sides, notes)
+
+
+def doctor(*, aws: AwsOptions = AwsOptions(), config: Config | None = None) -> Diagnosis:
+    """Check the AWS set-up a submit needs: region, credentials, SageMaker's role, the output bucket (reads only)."""
+    from cloudtrain.doctor import diagnose
+
+    cfg = config if config is not None else Config.load()
+    cli = Settings(region=aws.region, role_arn=aws.role_arn, endpoint_url=aws.endpoint_url)
+    return diagnose(cfg.defaults(cli))
 
 
 def init(folder: str | Path = ".", *, name: str | None = None, force: bool = False) -> Scaffold:

@@ -1,8 +1,8 @@
 """The `cloudtrain` command: parse arguments, call `cloudtrain.api`, render the result.
 
 Exit codes: 0 success; 1 the job failed or was stopped (when waited for); 2 bad input;
-3 the backend could not be reached; 4 `--timeout` passed while waiting; 130 interrupted
-(143 when a wait is ended by SIGTERM).
+3 the backend could not be reached; 4 `--timeout` passed while waiting; 5 AWS refused a request;
+130 interrupted (143 when a wait is ended by SIGTERM).
 Every user mistake is one line on stderr, never a traceback. Nothing heavy is imported until a
 command runs, so `cloudtrain --help` and shell completion stay fast.
 """
@@ -549,6 +549,32 @@ def config(
     render.settings(loaded, sources)
 
 
+@app.command(
+    epilog="\b\nThe permissions cloudtrain needs: docs/iam-policy.json (yours), docs/iam-job-role-policy.json."
+)
+def doctor(
+    role_arn: Annotated[
+        str | None, typer.Option("--role-arn", help="SageMaker's IAM role. Default: CLOUDTRAIN_ROLE_ARN, config.")
+    ] = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check the AWS set-up: region, credentials, SageMaker's role, the output bucket.
+
+    Reads only. Exit code 0 when nothing failed, 3 when AWS cannot be reached as configured, 5 when a
+    submit would be refused (a role SageMaker cannot assume, a bucket of another account or region).
+    """
+    from cloudtrain import api, render
+
+    config, aws = _settings(profile, endpoint_url, region, role_arn)
+    result = api.doctor(aws=aws, config=config)
+    render.print_json(result.to_json()) if json else render.diagnosis(result)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
 @app.command()
 def schema(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
@@ -557,7 +583,7 @@ def schema(
         typer.Option(
             "--output-of",
             help="Instead, the schema of a command's --json output: submit, status, status-list, stop, "
-            "fetch-model, validate, logs, compare, config, build.",
+            "fetch-model, validate, logs, compare, config, build, doctor.",
         ),
     ] = None,
 ) -> None:

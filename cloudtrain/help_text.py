@@ -28,6 +28,7 @@ LINES = (
     "  fetch-model  Download a job's model and evaluation report.",
     "  compare      Compare jobs side by side.",
     "  config       Show the default settings and where each comes from.",
+    "  doctor       Check the AWS set-up: region, credentials, SageMaker's...",
     "  schema       Print the job spec's JSON Schema, or an output's.",
     "",
     "  New here? From nothing to a trained model on this machine:",

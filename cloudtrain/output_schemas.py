@@ -276,6 +276,26 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "What `cloudtrain build` did, or with --dry-run would do (cloudtrain.build.BuildResult).",
         ),
     ),
+    "doctor": _schema(
+        "doctor",
+        "cloudtrain doctor --json",
+        _object(
+            {
+                "ok": {"type": "boolean", "description": "No check failed (the exit code is 0)."},
+                "checks": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "name": {"enum": ["region", "credentials", "role", "bucket"]},
+                            "status": {"enum": ["ok", "warn", "fail"]},
+                            "detail": _STR,
+                        }
+                    ),
+                },
+            },
+            "The checks of the AWS set-up, in order; a failed region or credentials check ends them.",
+        ),
+    ),
 }
 
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from cloudtrain.build import BuildResult
     from cloudtrain.compare import Comparison
     from cloudtrain.config import Config
+    from cloudtrain.doctor import Diagnosis
     from cloudtrain.scaffold import Scaffold
 
 STATUS_STYLE = {"Completed": "green", "Failed": "red", "Stopped": "yellow", "Stopping": "yellow", "InProgress": "cyan"}
@@ -268,6 +269,11 @@ def settings(config: Config, sources: dict[str, tuple[str | None, str]]) -> None
     columns(
         [["SETTING", "VALUE", "FROM"], *([name, value or "-", source] for name, (value, source) in sources.items())]
     )
+
+
+def diagnosis(result: Diagnosis) -> None:
+    """`cloudtrain doctor`: one line per check."""
+    columns([[check.status.upper(), check.name, check.detail] for check in result.checks])
 
 
 def plan(plan: dict[str, Any]) -> None:

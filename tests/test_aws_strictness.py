@@ -8,6 +8,7 @@ in AWS's place with throttling, denials and expired credentials. The CLI runs as
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -373,3 +374,102 @@ def test_billable_time_is_shown_for_every_instance_and_warm_pools_are_costed(
     assert cost["warm_pool_hours"] == 0.5  # on top of max_runtime's 24 h, for each of the 2 instances
     assert cost["total_usd"] == pytest.approx(cold["total_usd"] * 24.5 / 24, abs=0.01)
     assert "0.5 h warm pool" in cost["summary"]
+
+
+# --- doctor, and the IAM policy cloudtrain documents ---------------------------------------------------
+
+SAGEMAKER_TRUST = json.dumps(
+    {
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ]
+    }
+)
+
+
+def doctor(home: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, dict[str, str]]]:
+    result = cloudtrain("doctor", "--json", *args, home=home, env=env if env is not None else aws_env())
+    assert "Traceback" not in result.err, result.err
+    return result.code, {c["name"]: c for c in result.json()["checks"]}
+
+
+def test_doctor_checks_credentials_region_role_and_bucket(sagemaker_endpoint: ControlPlane, home: Path) -> None:
+    iam = boto3.client("iam")
+    code, checks = doctor(home)  # the fixture's role does not exist in this account yet
+    assert code == 5 and checks["role"]["status"] == "fail" and "does not exist" in checks["role"]["detail"]
+    assert checks["credentials"]["status"] == "ok" and "account 123456789012" in checks["credentials"]["detail"]
+    assert checks["bucket"] == {
+        "name": "bucket",
+        "status": "ok",
+        "detail": f"{DEFAULT_BUCKET} (the default bucket) does not exist yet: the first submit creates it",
+    }
+    iam.create_role(RoleName="SageMakerRole", AssumeRolePolicyDocument=SAGEMAKER_TRUST)
+    boto3.client("s3").create_bucket(Bucket=DEFAULT_BUCKET)
+    code, checks = doctor(home)
+    assert code == 0, checks
+    assert {c["status"] for c in checks.values()} == {"ok"} and list(checks) == [
+        "region",
+        "credentials",
+        "role",
+        "bucket",
+    ]
+
+    iam.create_role(RoleName="LambdaRole", AssumeRolePolicyDocument=SAGEMAKER_TRUST.replace("sagemaker", "lambda"))
+    code, checks = doctor(home, "--role-arn", "arn:aws:iam::123456789012:role/LambdaRole")
+    assert code == 5 and "does not let sagemaker.amazonaws.com assume it" in checks["role"]["detail"]
+
+    sagemaker_endpoint.bucket_owners[DEFAULT_BUCKET] = "999999999999"
+    code, checks = doctor(home)
+    assert code == 5 and checks["bucket"]["status"] == "fail" and "another account's" in checks["bucket"]["detail"]
+
+    no_region = {k: v for k, v in aws_env().items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    code, checks = doctor(home, env=no_region)
+    assert code == 3 and list(checks) == ["region"] and "AWS_DEFAULT_REGION" in checks["region"]["detail"]
+    shown = cloudtrain("doctor", home=home, env=aws_env())
+    assert shown.code == 5 and re.search(r"^FAIL +bucket +sagemaker-us-east-1-123456789012", shown.out, flags=re.M)
+
+
+S3_ACTIONS = {  # the IAM action each S3 request needs
+    "HeadBucket": "s3:ListBucket",
+    "ListObjects": "s3:ListBucket",
+    "CreateBucket": "s3:CreateBucket",
+    "HeadObject": "s3:GetObject",
+    "GetObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",  # CopyObject too (a PUT with a key), which also reads its source
+    "UploadPart": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+}
+
+
+def test_the_documented_policy_allows_every_call_cloudtrain_makes(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
+) -> None:
+    """Submit, wait, logs, list, fetch, resume, stop and doctor through the endpoint: every request maps to an
+    action docs/iam-policy.json allows (and the job role's policy lets the toolkit find model_dir's bucket)."""
+    boto3.client("iam").create_role(RoleName="SageMakerRole", AssumeRolePolicyDocument=SAGEMAKER_TRUST)
+    setup = len(sagemaker_endpoint.requests)  # the test's own
+    spec = write_job(tmp_path, "print('hi', flush=True)\n")
+    first = ct("submit", str(spec), "--backend", "sagemaker", "--wait", "--json", home=home)
+    assert first.code == 0, first.err
+    name = first.json()["job"]["name"]
+    assert ct("logs", name, home=home).code == 0
+    assert ct("status", "--backend", "sagemaker", home=home).code == 0
+    assert ct("fetch-model", name, "--to", str(tmp_path / "out"), home=home).code == 0
+    boto3.client("s3").put_object(Bucket=DEFAULT_BUCKET, Key=f"cloudtrain/{name}/checkpoints/state.json", Body=b"{}")
+    resumed = ct("submit", str(spec), "--backend", "sagemaker", "--resume", name, "--json", home=home)
+    assert resumed.code == 0, resumed.err
+    assert ct("stop", resumed.json()["job"]["name"], home=home).code == 0
+    assert doctor(home)[0] == 0
+
+    policy = json.loads((REPO / "docs" / "iam-policy.json").read_text())
+    allowed = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    needed = set()
+    for r in sagemaker_endpoint.requests[setup:]:  # and one PutObject of the test's, which cloudtrain needs too
+        needed.add(S3_ACTIONS[r.operation] if r.service == "s3" else f"{r.service}:{r.operation}")
+        if r.operation == "CreateTrainingJob":
+            needed |= {"sagemaker:AddTags", "iam:PassRole"}  # tags on create; the role handed to SageMaker
+    assert needed - allowed == set()
+    assert {"sagemaker:Search", "logs:GetLogEvents", "s3:CreateBucket", "iam:GetRole"} <= needed
+    job_role = json.loads((REPO / "docs" / "iam-job-role-policy.json").read_text())
+    assert any("s3:GetBucketLocation" in s["Action"] for s in job_role["Statement"])
