@@ -8,8 +8,8 @@ come, strongest first, from the CLI, the spec's `aws:` section, then whatever bo
 than re-implement. Every client has adaptive retries and botocore's parameter validation (never disabled).
 
 Failures to reach AWS at all (no credentials, no region, endpoint unreachable, credentials rejected)
-become one-line `BackendUnavailable` errors (exit 3); other AWS errors become one-line
-`CloudtrainError`s. Messages never carry secrets: they are built from error codes and endpoint hosts,
+become one-line `BackendUnavailable` errors (exit 3); AWS's other refusals become one-line
+`AwsRefused` errors (exit 5). Messages never carry secrets: they are built from error codes and endpoint hosts,
 and scrubbed of the credential values found in the environment.
 
 There is no reachability probe: a command sends only the requests it needs (`status` is one

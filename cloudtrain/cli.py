@@ -182,7 +182,8 @@ def submit(
         ),
     ] = None,
     resume: Annotated[
-        str | None, typer.Option("--resume", help="Continue from this earlier job's last checkpoint.")
+        str | None,
+        typer.Option("--resume", help="Start from this earlier job's checkpoints (copied into this job's own)."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the request and cost estimate; create nothing.")
