@@ -15,7 +15,8 @@ Requests are counted. `status JOB` is one DescribeTrainingJob (the tags, which i
 ListTags call that only `describe(tags=True)` makes, for `compare`). A submit of unchanged code and data is
 DescribeTrainingJob (is the name free), GetCallerIdentity (the default bucket's name; not with
 output.s3_uri), one HeadObject per content-addressed upload, CreateTrainingJob; the JobInfo it returns is
-made from the request. HeadBucket, the tarball and the uploads come only when something is missing.
+made from the request. HeadBucket, the tarball and the uploads come only when something is missing; a bucket
+the spec names (output.s3_uri, checkpoints.s3_uri, s3:// data) costs one HeadBucket, for its region.
 `logs --follow` reads each host's stream with GetLogEvents, at most once per 2 s (see `SageMakerBackend._follow`).
 """
 
@@ -933,7 +934,8 @@ class SageMakerBackend:
             yield from sorted(batch, key=lambda e: e.timestamp)
             if ended is not None:
                 since = time.monotonic() - max(ended, last_line)
-                silent = len({s.host for s in streams.values()}) < hosts  # a host whose first lines are late
+                trained = any(t.get("Status") == "Training" for t in raw.get("SecondaryStatusTransitions", []))
+                silent = trained and len({s.host for s in streams.values()}) < hosts  # a host's first lines late
                 if since >= lag + 2 * self.poll_interval and not (silent and since < MAX_LAG_S):
                     return  # drained: nothing for longer than lines have been seen to lag
             due = min((s.due for s in streams.values()), default=now + self.poll_interval)
