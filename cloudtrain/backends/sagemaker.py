@@ -906,7 +906,7 @@ class SageMakerBackend:
             if now >= next_status:
                 raw = self._describe_raw(session, job_name)
                 current = (raw["TrainingJobStatus"], raw.get("SecondaryStatus", ""))
-                if current != state or len(streams) < hosts:
+                if current != state or len({s.host for s in streams.values()}) < hosts:
                     next_discover = now  # a new phase (or hosts without a stream yet): look for streams now
                 state, next_status = current, now + self.status_interval
             if ended is None and state[0] in TERMINAL:
