@@ -288,9 +288,9 @@ def test_logs_follow_reads_each_host_at_most_every_two_seconds(
 ) -> None:
     """`logs --follow` of a running two-host job: each host's stream read with GetLogEvents and its forward token,
     at most once per 2 s, never FilterLogEvents (5 requests/s per account, shared by every follower); every line
-    once, tagged by host, in time order and within a few seconds; a line behind another host's newest is still
-    shown, a stream that appears late (a restarted container) is read from its start, `--host` keeps to one
-    host, and the follower ends after the job."""
+    once, tagged by host, in time order (how soon: scripts/bench's logs row); a line behind another host's
+    newest is still shown, a stream that appears late (a restarted container) is read from its start, `--host`
+    keeps to one host, and the follower ends after the job."""
     sagemaker_endpoint.run_jobs = False  # held in Starting: the test writes the job's log lines itself
     submitted = ct("submit", str(write_job(tmp_path, TINY)), "--backend", "sagemaker", "--json", home=home)
     assert submitted.code == 0, submitted.err
@@ -335,8 +335,6 @@ def test_logs_follow_reads_each_host_at_most_every_two_seconds(
     for host in ("algo-1", "algo-2"):
         flowing = [e["timestamp"] for _, e in everyone.lines if e["host"] == host and e["message"][:5] == "line-"]
         assert flowing == sorted(flowing), "in time order"
-    latency = [at - written[(e["host"], e["message"])] for at, e in everyone.lines if e["message"].startswith("line-")]
-    assert max(latency) < 5, latency  # each stream read every 2 s while lines come (generous: a shared machine)
 
     def reads(host: str) -> int:
         return sum(r.operation == "GetLogEvents" and f"{job}/{host}-".encode() in r.body for r in busy)
