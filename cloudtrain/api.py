@@ -24,21 +24,41 @@ from cloudtrain.config import Config, Settings
 from cloudtrain.errors import JobExists, SpecError, UserError
 
 if TYPE_CHECKING:
-    from cloudtrain.backends.base import Artifacts, Backend, JobInfo, LogEvent
+    from cloudtrain.backends.base import Artifacts, Backend, JobInfo, LogEvent, LogsStopped
     from cloudtrain.build import BuildResult
     from cloudtrain.compare import Comparison
+    from cloudtrain.doctor import Diagnosis
     from cloudtrain.scaffold import Scaffold
     from cloudtrain.spec import JobSpec
 
 SUFFIX_LEN = 12
+LOG_DRAIN_S = 150.0  # after the job ends, how long a wait waits for the log follower to drain (it stops itself)
+
+
+BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+NAME_EPOCH = 1_577_836_800  # 2020-01-01 UTC
+
+
+def _base36(number: int, width: int) -> str:
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 36)
+        digits.append(BASE36[digit])
+    return "".join(reversed(digits))
 
 
 def job_name_for(base: str, idempotency_key: str | None = None) -> str:
-    """`<base>-<12 chars>`: from the idempotency key when given (so a retry names the same job), else unique."""
+    """`<base>-<12 chars>`: from the idempotency key when given (so a retry names the same job), else unique.
+
+    Unique: the seconds since 2020 in 6 base-36 digits (names sort by time until 2089), then 6 random ones:
+    two submits in the same second collide once in 2 billion. SageMaker keeps a name forever in an account
+    and region, so it must never come round again.
+    """
     if idempotency_key:
         suffix = hashlib.sha256(idempotency_key.encode()).hexdigest()[:SUFFIX_LEN]
     else:
-        suffix = time.strftime("%m%d%H%M%S", time.gmtime()) + secrets.token_hex(1)
+        seconds = int(time.time()) - NAME_EPOCH
+        suffix = _base36(seconds, 6) + "".join(secrets.choice(BASE36) for _ in range(6))
     return f"{base}-{suffix}"
 
 
@@ -337,12 +357,16 @@ def watch(
     timeout: float | None = None,
     poll: float | None = None,
     config: Config | None = None,
-) -> Iterator[JobInfo | LogEvent]:
-    """Yield status changes and (optionally) log lines until the job ends; the last item is the final JobInfo."""
+) -> Iterator[JobInfo | LogEvent | LogsStopped]:
+    """Yield status changes and (optionally) log lines until the job ends; the last item is the final JobInfo.
+
+    Logs come from a thread of their own: if they fail (throttled, denied, credentials expired), a
+    `LogsStopped` is yielded once and the wait goes on with the status alone.
+    """
     be = _backend_for(job, backend, aws, config)
     interval = poll if poll is not None else (0.5 if be.name == "local" else 5.0)
     deadline = None if timeout is None else time.monotonic() + timeout
-    lines: queue.Queue[LogEvent | None] = queue.Queue(maxsize=10_000)
+    lines: queue.Queue[LogEvent | LogsStopped | None] = queue.Queue(maxsize=10_000)
     stop_flag = threading.Event()
     if with_logs:
         threading.Thread(target=_pump_logs, args=(be, job, lines, stop_flag), daemon=True).start()
@@ -359,23 +383,31 @@ def watch(
             if deadline is not None and time.monotonic() > deadline:
                 raise WaitTimeout(f"timed out after {timeout:g}s; job {job} is still {info.status}")
         if with_logs:
-            yield from _drain(lines, until=time.monotonic() + 30)
+            yield from _drain(lines, until=time.monotonic() + LOG_DRAIN_S)
         yield info
     finally:
         stop_flag.set()
 
 
-def _pump_logs(be: Backend, job: str, out: queue.Queue[LogEvent | None], stop_flag: threading.Event) -> None:
+def _pump_logs(
+    be: Backend, job: str, out: queue.Queue[LogEvent | LogsStopped | None], stop_flag: threading.Event
+) -> None:
+    from cloudtrain.aws import one_line
+    from cloudtrain.backends.base import LogsStopped
+    from cloudtrain.errors import CloudtrainError
+
     try:
         for event in be.logs(job, follow=True):
             if stop_flag.is_set():
                 return
             out.put(event)
+    except Exception as e:  # whatever it is, the wait goes on: one line, never a traceback from this thread
+        out.put(LogsStopped(str(e) if isinstance(e, CloudtrainError) else one_line(f"{type(e).__name__}: {e}")))
     finally:
         out.put(None)
 
 
-def _drain(lines: queue.Queue[LogEvent | None], until: float) -> Iterator[LogEvent]:
+def _drain(lines: queue.Queue[LogEvent | LogsStopped | None], until: float) -> Iterator[LogEvent | LogsStopped]:
     """Log lines until the deadline or the end of the stream, whichever comes first."""
     while (left := until - time.monotonic()) > 0:
         try:
@@ -428,6 +460,15 @@ def compare(
         be = _backend_for(job, backend, aws, cfg)
         sides.append(comparing.side(be, job, aws=cfg.aws_options(aws), fetched=root / job, notes=notes))
     return comparing.compare(sides, notes)
+
+
+def doctor(*, aws: AwsOptions = AwsOptions(), config: Config | None = None) -> Diagnosis:
+    """Check the AWS set-up a submit needs: region, credentials, SageMaker's role, the output bucket (reads only)."""
+    from cloudtrain.doctor import diagnose
+
+    cfg = config if config is not None else Config.load()
+    cli = Settings(region=aws.region, role_arn=aws.role_arn, endpoint_url=aws.endpoint_url)
+    return diagnose(cfg.defaults(cli))
 
 
 def init(folder: str | Path = ".", *, name: str | None = None, force: bool = False) -> Scaffold:

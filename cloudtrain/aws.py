@@ -8,8 +8,8 @@ come, strongest first, from the CLI, the spec's `aws:` section, then whatever bo
 than re-implement. Every client has adaptive retries and botocore's parameter validation (never disabled).
 
 Failures to reach AWS at all (no credentials, no region, endpoint unreachable, credentials rejected)
-become one-line `BackendUnavailable` errors (exit 3); other AWS errors become one-line
-`CloudtrainError`s. Messages never carry secrets: they are built from error codes and endpoint hosts,
+become one-line `BackendUnavailable` errors (exit 3); AWS's other refusals become one-line
+`AwsRefused` errors (exit 5). Messages never carry secrets: they are built from error codes and endpoint hosts,
 and scrubbed of the credential values found in the environment.
 
 There is no reachability probe: a command sends only the requests it needs (`status` is one
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cloudtrain import __version__
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError, quoted
+from cloudtrain.errors import AwsRefused, BackendUnavailable, CloudtrainError, UserError, quoted
 from cloudtrain.redact import scrub
 
 if TYPE_CHECKING:
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
     from cloudtrain.spec import AwsSpec
 
+# botocore reads AWS_DEFAULT_REGION (or the profile's region), not AWS_REGION (that is the aws CLI v2's).
+NO_REGION = "no AWS region: pass --region, set CLOUDTRAIN_REGION, aws.region in the spec, or AWS_DEFAULT_REGION"
+DEFAULT_BUCKET = re.compile(r"^sagemaker-[a-z]{2}(-[a-z]+)+-\d-(?P<account>\d{12})$")
 RETRIES = {"mode": "adaptive", "max_attempts": 10}
 # Before a session's first answer, a connection failure is tried this often in all: with adaptive retries
 # a closed port would take about a minute of backoff to report, no way to tell a user the endpoint is wrong.
@@ -96,8 +99,11 @@ def client_config(*, max_pool_connections: int = 16) -> Config:
     """The botocore Config of every cloudtrain client (parameter validation stays on)."""
     from botocore.config import Config
 
+    retries = dict(RETRIES)
+    if (attempts := os.environ.get("AWS_MAX_ATTEMPTS", "")).isdigit() and int(attempts) > 0:
+        retries["max_attempts"] = int(attempts)  # botocore's own setting, which an explicit Config would override
     return Config(
-        retries=dict(RETRIES),  # type: ignore[arg-type]
+        retries=retries,  # type: ignore[arg-type]
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         max_pool_connections=max_pool_connections,
@@ -135,6 +141,9 @@ class AwsSession:
                 raise UserError(
                     f"AWS profile {quoted(self.settings.profile)} not found in the AWS config files"
                 ) from None
+            session.register(
+                "before-parameter-build.s3", expect_default_bucket_owner, unique_id="cloudtrain-expected-owner"
+            )
             session.register("before-parse", _parse_cut_short_as_unavailable, unique_id="cloudtrain-parse-cut-short")
             session.register("needs-retry", _retry_cut_short, unique_id="cloudtrain-retry-cut-short")
             session.register("needs-retry", self._fail_fast, unique_id="cloudtrain-connect-fail-fast")
@@ -160,7 +169,7 @@ class AwsSession:
     def region(self) -> str:
         region = self.boto_session.get_config_variable("region")
         if not region:
-            raise BackendUnavailable("no AWS region: set aws.region in the spec, --region, or AWS_REGION")
+            raise BackendUnavailable(NO_REGION)
         return region
 
     @property
@@ -191,6 +200,31 @@ class AwsSession:
             with translate_errors(self.where, "STS GetCallerIdentity"):
                 self._account = str(sts.get_caller_identity()["Account"])
         return self._account
+
+
+def default_bucket_owner(bucket: str) -> str | None:
+    """The account a bucket named as SageMaker's default bucket (`sagemaker-<region>-<account>`) must belong to.
+
+    Anyone can create a bucket of that name first: one owned by another account would receive the code, data
+    and models, and could plant a tarball at a content-addressed key that a job would then run.
+    """
+    m = DEFAULT_BUCKET.match(bucket)
+    return m.group("account") if m else None
+
+
+def expect_default_bucket_owner(params: dict[str, Any], model: Any = None, **_: Any) -> None:
+    """A botocore `before-parameter-build.s3` handler: every S3 request to a default-named bucket carries
+    `ExpectedBucketOwner` (and a copy from one `ExpectedSourceBucketOwner`), as the sagemaker SDK sends it;
+    S3 answers 403 when another account owns the bucket."""
+    members = model.input_shape.members if model is not None and model.input_shape is not None else {}
+    owner = default_bucket_owner(str(params.get("Bucket", "")))
+    if owner and "ExpectedBucketOwner" in members:
+        params.setdefault("ExpectedBucketOwner", owner)
+    source = params.get("CopySource")
+    source_bucket = source.get("Bucket", "") if isinstance(source, dict) else str(source or "").lstrip("/")
+    source_owner = default_bucket_owner(source_bucket.split("/", 1)[0])
+    if source_owner and "ExpectedSourceBucketOwner" in members:
+        params.setdefault("ExpectedSourceBucketOwner", source_owner)
 
 
 def backoff(attempt: int) -> float:
@@ -307,7 +341,7 @@ def translate(exc: BaseException, where: str = "AWS", what: str | None = None) -
     if isinstance(exc, (bx.CredentialRetrievalError, bx.TokenRetrievalError, bx.SSOError)):
         return BackendUnavailable(f"AWS credentials could not be loaded ({type(exc).__name__}); log in again")
     if isinstance(exc, bx.NoRegionError):
-        return BackendUnavailable("no AWS region: set aws.region in the spec, --region, or AWS_REGION")
+        return BackendUnavailable(NO_REGION)
     if isinstance(exc, bx.ProfileNotFound):
         return UserError(one_line(f"AWS profile not found: {exc}"))
     if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ProxyConnectionError)):
@@ -322,8 +356,8 @@ def translate(exc: BaseException, where: str = "AWS", what: str | None = None) -
         if code in _CREDENTIAL_CODES:
             return BackendUnavailable(f"{where} rejected the credentials ({code})")
         if code in ("AccessDenied", "AccessDeniedException", "403"):
-            return CloudtrainError(one_line(f"AWS denied {operation}: {message or code}"))
-        return CloudtrainError(
+            return AwsRefused(one_line(f"AWS denied {operation}: {message or code}"))
+        return AwsRefused(
             one_line(f"AWS {operation} failed: {code}: {message}" if message else f"AWS {operation} failed: {code}")
         )
     if isinstance(exc, bx.BotoCoreError):

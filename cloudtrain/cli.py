@@ -1,8 +1,8 @@
 """The `cloudtrain` command: parse arguments, call `cloudtrain.api`, render the result.
 
 Exit codes: 0 success; 1 the job failed or was stopped (when waited for); 2 bad input;
-3 the backend could not be reached; 4 `--timeout` passed while waiting; 130 interrupted
-(143 when a wait is ended by SIGTERM).
+3 the backend could not be reached; 4 `--timeout` passed while waiting; 5 AWS refused a request;
+130 interrupted (143 when a wait is ended by SIGTERM).
 Every user mistake is one line on stderr, never a traceback. Nothing heavy is imported until a
 command runs, so `cloudtrain --help` and shell completion stay fast.
 """
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cloudtrain import __version__
-from cloudtrain.errors import CloudtrainError, JobFailed, UserError, quoted
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobFailed, UserError, quoted
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -182,7 +182,8 @@ def submit(
         ),
     ] = None,
     resume: Annotated[
-        str | None, typer.Option("--resume", help="Continue from this earlier job's last checkpoint.")
+        str | None,
+        typer.Option("--resume", help="Start from this earlier job's checkpoints (copied into this job's own)."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the request and cost estimate; create nothing.")
@@ -260,6 +261,11 @@ def _wait(
     try:
         with _sigterm_interrupts():
             return _follow(job, backend, aws, timeout, config, err)
+    except BackendUnavailable as e:  # credentials expired mid-wait (a CI role's session), or AWS unreachable
+        raise BackendUnavailable(
+            f"{e} while waiting; job {job} keeps running: cloudtrain status {job} (or logs {job} --follow) "
+            "once AWS answers again"
+        ) from None
     except WaitTimeout as e:
         if json:
             current = api.status(job, backend=backend, aws=aws, config=config)
@@ -275,12 +281,15 @@ def _wait(
 def _follow(job: str, backend: str, aws: AwsOptions, timeout: float | None, config: Config, err: Console) -> JobInfo:
     """The job's status changes and log lines on stderr until it ends; its final state."""
     from cloudtrain import api, render
-    from cloudtrain.backends.base import LogEvent
+    from cloudtrain.backends.base import LogEvent, LogsStopped
 
     final, shown = None, ""
     for item in api.watch(job, backend=backend, aws=aws, timeout=timeout, config=config):
         if isinstance(item, LogEvent):
             render.log_line(item, err)
+            continue
+        if isinstance(item, LogsStopped):
+            err.print(f"logs stopped: {item.reason}; still waiting for the job's status", markup=False)
             continue
         final = item
         if (state := render.styled_status(item)) != shown:
@@ -590,6 +599,32 @@ def config(
     render.settings(loaded, sources)
 
 
+@app.command(
+    epilog="\b\nThe permissions cloudtrain needs: docs/iam-policy.json (yours), docs/iam-job-role-policy.json."
+)
+def doctor(
+    role_arn: Annotated[
+        str | None, typer.Option("--role-arn", help="SageMaker's IAM role. Default: CLOUDTRAIN_ROLE_ARN, config.")
+    ] = None,
+    endpoint_url: EndpointOpt = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check the AWS set-up: region, credentials, SageMaker's role, the output bucket.
+
+    Reads only. Exit code 0 when nothing failed, 3 when AWS cannot be reached as configured, 5 when a
+    submit would be refused (a role SageMaker cannot assume, a bucket of another account or region).
+    """
+    from cloudtrain import api, render
+
+    config, aws = _settings(profile, endpoint_url, region, role_arn)
+    result = api.doctor(aws=aws, config=config)
+    render.print_json(result.to_json()) if json else render.diagnosis(result)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
 @app.command()
 def schema(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
@@ -598,7 +633,7 @@ def schema(
         typer.Option(
             "--output-of",
             help="Instead, the schema of a command's --json output: submit, status, status-list, stop, "
-            "fetch-model, validate, logs, compare, config, build.",
+            "fetch-model, validate, logs, compare, config, build, doctor.",
         ),
     ] = None,
 ) -> None:

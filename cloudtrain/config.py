@@ -8,8 +8,8 @@ Five settings can come from four places; the first that gives one wins:
     the job spec  (backend, aws.region, aws.role_arn, output.s3_uri, aws.endpoint_url)
     config file   ($XDG_CONFIG_HOME/cloudtrain/config.yaml, default ~/.config/cloudtrain/config.yaml)
 
-then boto3's own chain (AWS_REGION, AWS_ENDPOINT_URL, ~/.aws/config) for the AWS ones. A command about an
-existing job (status, logs, stop, fetch-model, compare) has no spec; its backend is the command line's, else
+then botocore's own chain (AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, ~/.aws/config) for the AWS ones. A command about
+an existing job (status, logs, stop, fetch-model, compare) has no spec; its backend is the command line's, else
 the one the job was recorded with, else the environment's, else the config file's.
 
 The config file holds top-level defaults and named profiles that override them, picked with `--profile` or

@@ -34,6 +34,14 @@ class BackendUnavailable(CloudtrainError):
     exit_code = 3
 
 
+class AwsRefused(CloudtrainError):
+    """AWS answered and refused a request (ValidationException, AccessDenied, ResourceLimitExceeded,
+    throttling past every retry, a default bucket owned by another account). Exit code 5: a pipeline tells
+    it apart from a job that ran and failed (1)."""
+
+    exit_code = 5
+
+
 class JobFailed(CloudtrainError):
     """A waited-for job ended Failed or Stopped. Exit code 1."""
 

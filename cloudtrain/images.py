@@ -103,6 +103,8 @@ def builtin_uri(version: str, region: str, instance_type: str, py_version: str |
         raise UserError(f"no AWS TensorFlow training image known in region {region} ({BUILTIN_SOURCE})")
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     tag = f"{version}-{processor(instance_type)}-{py_version}"
+    if instance_family(instance_type) == "p4d" and tag in table["p4d_tag_suffixes"]:  # CUDA 11 builds for A100s
+        tag += "-" + table["p4d_tag_suffixes"][tag]
     return f"{registry}.dkr.ecr.{region}.{domain}/{table['repository']}:{tag}"
 
 

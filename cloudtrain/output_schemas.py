@@ -60,7 +60,14 @@ JOB = _object(
             "description": "Where model.tar.gz, output.tar.gz, the checkpoints and the TensorBoard event files are: "
             "s3:// URIs, or paths locally.",
         },
-        "billable_seconds": {"type": ["integer", "null"]},
+        "billable_seconds": {
+            "type": ["integer", "null"],
+            "description": "Billable seconds per instance (SageMaker's BillableTimeInSeconds).",
+        },
+        "billable_instance_seconds": {
+            "type": ["integer", "null"],
+            "description": "What is billed: billable_seconds times instance_count.",
+        },
         "spot_savings_percent": _OPT_NUM,
         "tags": {"type": "object", "additionalProperties": _STR},
     },
@@ -273,6 +280,26 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                 "notes": {"type": "array", "items": _STR},
             },
             "What `cloudtrain build` did, or with --dry-run would do (cloudtrain.build.BuildResult).",
+        ),
+    ),
+    "doctor": _schema(
+        "doctor",
+        "cloudtrain doctor --json",
+        _object(
+            {
+                "ok": {"type": "boolean", "description": "No check failed (the exit code is 0)."},
+                "checks": {
+                    "type": "array",
+                    "items": _object(
+                        {
+                            "name": {"enum": ["region", "credentials", "role", "bucket"]},
+                            "status": {"enum": ["ok", "warn", "fail"]},
+                            "detail": _STR,
+                        }
+                    ),
+                },
+            },
+            "The checks of the AWS set-up, in order; a failed region or credentials check ends them.",
         ),
     ),
 }

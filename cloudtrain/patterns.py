@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 import types
+import unicodedata
 
 NAME_PATTERN = r"^[A-Za-z0-9](-*[A-Za-z0-9])*$"
 CHANNEL_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
+INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+(-[a-z0-9]+)*\.[a-z0-9]+$"  # ml.p6-b200.48xlarge, ml.m7i-flex.large
 VERSION_PATTERN = r"^\d+\.\d+(\.\d+)?$"
 PY_VERSION_PATTERN = r"^py3\d*$"
 METRIC_NAME_PATTERN = r"^[A-Za-z0-9_.:/=+\-@%]{1,255}$"
@@ -35,3 +36,12 @@ PATTERN_HELP = types.MappingProxyType(
         URL_PATTERN: "a URL starting with http:// or https://",
     }
 )
+
+TAG_PUNCTUATION = frozenset("_.:/=+-@")
+TAG_HELP = "letters, digits, spaces and _.:/=+-@"
+
+
+def is_tag_text(text: str) -> bool:
+    """AWS's tag pattern `[\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*`: Unicode letters, separators (spaces, not tabs or
+    newlines) and numbers, and a few punctuation marks."""
+    return all(unicodedata.category(c)[0] in "LZN" or c in TAG_PUNCTUATION for c in text)

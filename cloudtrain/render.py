@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from cloudtrain.build import BuildResult
     from cloudtrain.compare import Comparison
     from cloudtrain.config import Config
+    from cloudtrain.doctor import Diagnosis
     from cloudtrain.scaffold import Scaffold
 
 STATUS_STYLE = {"Completed": "green", "Failed": "red", "Stopped": "yellow", "Stopping": "yellow", "InProgress": "cyan"}
@@ -109,7 +110,8 @@ def job_detail(info: JobInfo) -> None:
     field("created", f"{when(info.created)}   duration {duration(info)}")
     if info.billable_seconds is not None:
         savings = f"  spot savings {info.spot_savings_percent:.0f}%" if info.spot_savings_percent else ""
-        field("billable", f"{info.billable_seconds}s{savings}")
+        each = f" ({info.instance_count} x {info.billable_seconds}s)" if info.instance_count > 1 else ""
+        field("billable", f"{info.billable_instance_seconds}s{each}{savings}")
     if info.failure_reason:
         field("failure", scrub(info.failure_reason), "red")
     for name, value in sorted(info.metrics.items()):
@@ -271,6 +273,11 @@ def settings(config: Config, sources: dict[str, tuple[str | None, str]]) -> None
     columns(
         [["SETTING", "VALUE", "FROM"], *([name, value or "-", source] for name, (value, source) in sources.items())]
     )
+
+
+def diagnosis(result: Diagnosis) -> None:
+    """`cloudtrain doctor`: one line per check."""
+    columns([[check.status.upper(), check.name, check.detail] for check in result.checks])
 
 
 def plan(plan: dict[str, Any]) -> None:

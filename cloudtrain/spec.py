@@ -42,8 +42,10 @@ from cloudtrain.patterns import (  # defined apart (stdlib only) for the code pa
     REGION_PATTERN,
     ROLE_ARN_PATTERN,
     S3_URI,
+    TAG_HELP,
     URL_PATTERN,
     VERSION_PATTERN,
+    is_tag_text,
 )
 from cloudtrain.patterns import PATTERN_HELP as PATTERN_HELP  # re-exported: spec_errors words errors with it
 from cloudtrain.spec_source import SpecLoader, kind_of, read_text
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from pydantic_core import CoreSchema
 
 JOB_NAME_MAX = 50
+MAX_METRICS = 40  # SageMaker's MetricDefinitions
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = types.MappingProxyType({"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400})
@@ -246,6 +249,8 @@ class ResourcesSpec(Strict):
 
     @model_validator(mode="after")
     def _spot_wait(self) -> ResourcesSpec:
+        if self.spot.enabled and self.keep_alive:
+            raise FieldError("keep_alive", "warm pools cannot be used with spot instances: set one or the other")
         if self.spot.enabled:
             if self.spot.max_wait is None:
                 raise FieldError("spot.max_wait", "is required when spot is enabled")
@@ -327,7 +332,7 @@ class JobSpec(Strict):
     environment: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(default_factory=dict)
     checkpoints: CheckpointSpec = CheckpointSpec()
     output: OutputSpec = OutputSpec()
-    metrics: list[MetricSpec] = Field(default_factory=list)
+    metrics: list[MetricSpec] = Field(default_factory=list, max_length=MAX_METRICS)
     aws: AwsSpec = AwsSpec()
     tags: dict[str, str] = Field(default_factory=dict)
 
@@ -355,6 +360,17 @@ class JobSpec(Strict):
                 except ValueError as e:
                     raise FieldError((channel,), str(e)) from None
         return out
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        """AWS's tag rules (SageMaker refuses the whole job otherwise): keys 1-128, values up to 256 characters."""
+        for key, value in v.items():
+            if not 1 <= len(key) <= 128 or not is_tag_text(key):
+                raise FieldError((key,), f"tag keys are 1-128 {TAG_HELP} (no tabs or newlines)")
+            if len(value) > 256 or not is_tag_text(value):
+                raise FieldError((key,), f"tag values are up to 256 {TAG_HELP} (no tabs or newlines)")
+        return v
 
 
 class FieldError(ValueError):

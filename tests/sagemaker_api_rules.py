@@ -136,6 +136,15 @@ def _create_rules(p: dict[str, Any]) -> list[str]:
         wait = stopping.get("MaxWaitTimeInSeconds")
         if wait is None or wait < runtime:
             errors.append("MaxWaitTimeInSeconds is required with managed spot training and must be >= MaxRuntime")
+    if p.get("EnableManagedSpotTraining") and resources.get("KeepAlivePeriodInSeconds"):  # Warm pools guide
+        errors.append("Warm pools cannot be used with spot instances.")
+    family = (resources.get("InstanceType") or "..").split(".")[1]
+    if resources.get("VolumeKmsKeyId") and ("d" in family or family.startswith(("g5", "g6", "p5", "trn1"))):
+        # ResourceConfig.VolumeKmsKeyId: "Certain Nitro-based instances include local storage ... you can't
+        # request a VolumeKmsKeyId when using an instance type with local storage."
+        errors.append(
+            f"Instance type {resources['InstanceType']} has instance storage and does not support VolumeKmsKeyId"
+        )
     keys = [t["Key"] for t in p.get("Tags", [])]
     if len(keys) != len(set(keys)):  # Tag.Key: "Tag keys must be unique per resource."
         errors.append("Tags: tag keys must be unique per resource")

@@ -25,6 +25,10 @@ PID namespaces of its own, and downloads the code from S3 itself (through this e
 
 Every request is recorded (`requests`), so a test can count calls and bytes; `interrupt(job)` plays a
 spot interruption: the instances vanish (SIGKILL) and replacements start from the checkpoints in S3.
+
+What AWS does that moto does not: `log_lag` delays each host's lines in CloudWatch (a line becomes
+visible that many seconds after its timestamp, as ingestion lags on AWS, differently per host), and
+`bucket_owners` gives a bucket another owner, which S3 enforces with `ExpectedBucketOwner` (403).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
@@ -109,6 +114,7 @@ class Request:
     method: str
     path: str
     body: bytes = field(repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # lower-case names
 
     def json(self) -> dict[str, Any]:
         return json.loads(self.body or b"{}")
@@ -136,6 +142,7 @@ class _Job:
     thread: threading.Thread | None = None
     tails: dict[str, LogTail] = field(default_factory=dict)
     streams: dict[str, str] = field(default_factory=dict)  # host -> its current log stream
+    unshipped: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)  # stream -> lines held back (lag)
     created_streams: set[str] = field(default_factory=set)
     synced: dict[str, tuple[int, int]] = field(default_factory=dict)  # host/checkpoint file -> (size, mtime_ns)
     synced_events: dict[str, tuple[int, int]] = field(default_factory=dict)  # TensorBoard file -> (size, mtime_ns)
@@ -181,6 +188,8 @@ class ControlPlane:
         self.local = LocalBackend(self.home)  # its store and stop/refresh logic; jobs live in <home>/jobs/<job>
         self.run_jobs = True
         self.checkpoint_order: Callable[[list[CheckpointFile]], list[CheckpointFile]] = _shuffled
+        self.log_lag: dict[str, float] = {}  # host -> seconds before its lines are visible in CloudWatch
+        self.bucket_owners: dict[str, str] = {}  # bucket -> owning account, where it is not ACCOUNT
         self._jobs: dict[str, _Job] = {}
         self._requests: list[Request] = []
         self._lock = threading.Lock()
@@ -242,8 +251,22 @@ class ControlPlane:
             operation = _s3_operation(method, path)
         else:  # query protocol (STS, IAM): Action=... in the form body
             operation = parse_qs(body.decode("utf-8", "replace")).get("Action", [method])[0]
+        lower = {k.lower(): v for k, v in headers.items()}
         with self._lock:
-            self._requests.append(Request(service, operation, method, path, body))
+            self._requests.append(Request(service, operation, method, path, body, lower))
+
+    def refused_by_owner(self, method: str, path: str, headers: Any) -> bytes | None:
+        """S3's 403 for a request to a bucket of another account: one whose ExpectedBucketOwner names someone
+        else, and any HeadBucket (the other account grants us no ListBucket); None to forward it."""
+        scope = CREDENTIAL_SCOPE.search(headers.get("Authorization", ""))
+        if not scope or scope.group("service") != "s3":
+            return None
+        bucket = urlsplit(path).path.lstrip("/").split("/", 1)[0]
+        owner = self.bucket_owners.get(bucket, ACCOUNT)
+        expected = headers.get("x-amz-expected-bucket-owner")
+        if (expected and expected != owner) or (owner != ACCOUNT and _s3_operation(method, path) == "HeadBucket"):
+            return b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        return None
 
     def forward(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         """The request to moto unchanged (body byte for byte, Host and signature kept); its answer back."""
@@ -473,7 +496,9 @@ class ControlPlane:
                         job.runner.wait()
                 job.info = info
                 if info.done:
-                    return
+                    break
+        while self._ship_logs(job) and not self._closing.wait(POLL_S):  # lagging lines arrive after the end
+            pass
 
     def _prepare(self, job: _Job) -> None:
         """Download the code and the channels from S3 and lay out one /opt/ml per host, as an instance does."""
@@ -584,15 +609,21 @@ class ControlPlane:
         started = max(int(time.time()), previous + 1)
         job.streams = {host: f"{job.name}/{host}-{started}" for host in job.hosts}
 
-    def _ship_logs(self, job: _Job) -> None:
-        """New lines of each host's log to its CloudWatch stream (blank lines dropped: CloudWatch refuses them)."""
+    def _ship_logs(self, job: _Job) -> bool:
+        """New lines of each host's log to its CloudWatch stream (blank lines dropped: CloudWatch refuses them),
+        each once its host's `log_lag` has passed; True while some are still held back."""
         logs = self.moto("logs") if job.streams else None
         for host in job.streams:
             tail = job.tails.setdefault(host, LogTail(host, job.folder / "logs" / f"{host}.jsonl"))
-            events = [{"timestamp": int(e.timestamp * 1000), "message": e.message} for e in tail.read() if e.message]
+            held = job.unshipped.setdefault(job.streams[host], deque())
+            held.extend({"timestamp": int(e.timestamp * 1000), "message": e.message} for e in tail.read() if e.message)
+        for stream, held in job.unshipped.items():
+            visible = (time.time() - self.log_lag.get(stream.rsplit("/", 1)[1].rsplit("-", 1)[0], 0.0)) * 1000
+            events = []
+            while held and held[0]["timestamp"] <= visible:
+                events.append(held.popleft())
             if not events or logs is None:
                 continue
-            stream = job.streams[host]
             if stream not in job.created_streams:
                 with suppress(logs.exceptions.ResourceAlreadyExistsException):
                     logs.create_log_group(logGroupName=LOG_GROUP)
@@ -600,6 +631,7 @@ class ControlPlane:
                 job.created_streams.add(stream)
             for i in range(0, len(events), 1000):
                 logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=events[i : i + 1000])
+        return any(job.unshipped.values())
 
     def _sync_checkpoints(self, job: _Job) -> None:
         """New or changed files of every host's checkpoint folder to CheckpointConfig.S3Uri, in no set order.
@@ -800,6 +832,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = self.plane.sagemaker(self.headers["X-Amz-Target"].partition(".")[2], body)
             data = json.dumps(payload).encode()
             headers = [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))]
+        elif (refusal := self.plane.refused_by_owner(self.command, self.path, self.headers)) is not None:
+            status, data = 403, b"" if self.command == "HEAD" else refusal
+            headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(data)))]
         else:
             status, headers, data = self.plane.forward(self.command, self.path, self.headers, body)
         self.send_response_only(status)

@@ -531,3 +531,15 @@ def test_workflow_runs_only_what_is_tested() -> None:
             if "run" in step:
                 assert step.get("id"), step
                 assert "${{" not in step["run"], step["id"]  # no script injection from PR titles and the like
+
+
+def test_workflow_credentials_outlast_the_wait() -> None:
+    """OIDC credentials last 1 hour unless asked for longer: the role session must outlive `--timeout` and the
+    fetch after it (the role's MaxSessionDuration must allow it, which the comment beside it says)."""
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    steps = workflow["jobs"]["train"]["steps"]
+    login = next(s for s in steps if str(s.get("uses", "")).startswith("aws-actions/configure-aws-credentials"))
+    wait = int(re.search(r"--timeout (\d+)", next(s for s in steps if s.get("id") == "submit")["run"]).group(1))
+    assert login["with"]["role-duration-seconds"] >= wait + 1800
+    assert "MaxSessionDuration" in WORKFLOW.read_text()
+    assert workflow["jobs"]["train"]["timeout-minutes"] * 60 >= login["with"]["role-duration-seconds"]

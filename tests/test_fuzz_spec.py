@@ -48,7 +48,7 @@ resources:
   volume_size_gb: 100
   max_runtime: 2h
   spot: {enabled: true, max_wait: 3h}
-  keep_alive: 10m
+  keep_alive: 0s  # warm pools cannot be used with spot
   max_retry_attempts: 2
 distribution: {strategy: multi_worker_mirrored, communication: nccl}
 data:

@@ -84,8 +84,7 @@ FULL: dict[str, Any] = {
     "resources": {
         "volume_size_gb": 50,
         "max_runtime": "2h",
-        "spot": {"enabled": True, "max_wait": "3h"},
-        "keep_alive": "10m",
+        "spot": {"enabled": True, "max_wait": "3h"},  # so no keep_alive: AWS has no warm pools for spot
         "max_retry_attempts": 2,
     },
     "distribution": {"strategy": "multi_worker_mirrored", "communication": "nccl"},
@@ -171,7 +170,6 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
         "InstanceType": "ml.g5.xlarge",
         "InstanceCount": 2,
         "VolumeSizeInGB": 50,
-        "KeepAlivePeriodInSeconds": 600,
     }
     assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 10800}
     assert req["EnableManagedSpotTraining"] is True
@@ -203,9 +201,13 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
     assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
     assert req["EnableManagedSpotTraining"] is False
     assert req["CheckpointConfig"]["S3Uri"] == f"s3://{DEFAULT_BUCKET}/cloudtrain/digits-2/checkpoints"
-    m5 = make_spec(tmp_path / "m5", {"resources": {"instance_type": "ml.m5.xlarge"}, "aws": {"kms_key_id": "k"}})
+    m5 = make_spec(
+        tmp_path / "m5",
+        {"resources": {"instance_type": "ml.m5.xlarge", "keep_alive": "10m"}, "aws": {"kms_key_id": "k"}},
+    )
     req = SageMakerBackend().plan(m5, "digits-3")["request"]
     assert req["ResourceConfig"]["VolumeKmsKeyId"] == "k"
+    assert req["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600
     assert req["AlgorithmSpecification"]["TrainingImage"].endswith("tensorflow-training:2.19-cpu-py312")
 
 
@@ -444,8 +446,12 @@ def test_submit_describe_list_stop_on_moto(aws_endpoint: str, tmp_path: Path) ->
         backend.describe("nope")
     assert backend.stop("digits-a").status == "Completed"  # terminal already: nothing to stop
 
-    resumed = backend.plan(spec, "digits-c", resume_from="digits-a")["request"]
-    assert resumed["CheckpointConfig"]["S3Uri"] == "s3://ct-test-out/runs/digits-a/checkpoints"
+    with pytest.raises(UserError, match="--resume: job 'digits-a' saved no checkpoints under s3://ct-test-out/runs/"):
+        backend.plan(spec, "digits-c", resume_from="digits-a")
+    boto3.client("s3").put_object(Bucket="ct-test-out", Key="runs/digits-a/checkpoints/ckpt-1.index", Body=b"i")
+    resumed = backend.plan(spec, "digits-c", resume_from="digits-a")
+    assert resumed["request"]["CheckpointConfig"]["S3Uri"] == "s3://ct-test-out/runs/digits-c/checkpoints"
+    assert "resume: 1 checkpoint file(s), 1 bytes, of digits-a are copied from" in resumed["notes"][-1]
     with pytest.raises(JobNotFound):
         backend.plan(spec, "digits-d", resume_from="never-ran")
 
@@ -488,28 +494,31 @@ def test_logs_merge_streams_in_time_order_tagged_by_host(aws_endpoint: str, tmp_
         list(backend.logs("nope"))
 
 
-def test_logs_follow_asks_for_at_most_100_streams_a_call(aws_endpoint: str, tmp_path: Path) -> None:
-    """FilterLogEvents takes up to 100 logStreamNames: a job with more streams (hosts, restarts) is asked in parts."""
+def test_logs_follow_reads_each_of_many_streams_with_its_own_token(aws_endpoint: str, tmp_path: Path) -> None:
+    """120 streams (60 hosts, each container started twice): each read from its start with GetLogEvents and its
+    forward token, every line once, merged by time; FilterLogEvents (5 requests/s per account) is never used."""
     backend = SageMakerBackend(poll_interval=0.01)
     backend.submit(make_spec(tmp_path, {"resources": {"instance_count": 60}}), "wide")
     logs = boto3.client("logs")
     logs.create_log_group(logGroupName=LOG_GROUP)
     now = int(time.time() * 1000) - 60_000
     expected = []
-    for start in (1700000000, 1700000100):  # every host's container started twice: 120 streams
+    for start in (1700000000, 1700000100):
         for i in range(1, 61):
             stream = f"wide/algo-{i}-{start}"
             logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
             event = {"timestamp": now + len(expected), "message": f"{start} {i}"}
             logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[event])
             expected.append((f"algo-{i}", f"{start} {i}"))
-    asked: list[int] = []  # names per FilterLogEvents call (moto would take more than AWS does)
+    asked: list[tuple[str, str]] = []
     backend._session().boto_session.register(
-        "provide-client-params.logs.FilterLogEvents", lambda params, **_: asked.append(len(params["logStreamNames"]))
+        "provide-client-params.logs", lambda params, model, **_: asked.append((model.name, params.get("logStreamName")))
     )
-    followed = list(backend.logs("wide", follow=True))  # terminal (moto): reads everything once, then ends
+    followed = list(backend.logs("wide", follow=True))  # terminal (moto): reads everything, then ends
     assert [(e.host, e.message) for e in followed] == expected
-    assert set(asked) == {100, 20}  # each poll: 100 names, then the other 20
+    reads = [stream for operation, stream in asked if operation == "GetLogEvents"]
+    assert {op for op, _ in asked} == {"DescribeLogStreams", "GetLogEvents"}
+    assert set(reads) == {f"wide/algo-{i}-{start}" for start in (1700000000, 1700000100) for i in range(1, 61)}
 
 
 def test_logs_before_any_log_group_exist_are_empty(aws_endpoint: str, tmp_path: Path) -> None:
@@ -786,6 +795,7 @@ def test_builtin_table_agrees_with_the_sdk_users_have() -> None:
         for region in ("us-east-1", "eu-west-1", "ap-southeast-2")
         for instance_type in ("ml.g5.xlarge", "ml.m5.xlarge")
     ]
+    cases += [(v, "us-east-1", t) for v in ("2.3", "2.3.2") for t in ("ml.p4d.24xlarge", "ml.p3.2xlarge")]  # CUDA 11
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),

@@ -295,13 +295,14 @@ def test_status_is_one_request(sagemaker_endpoint: ControlPlane, tmp_path: Path,
     assert compared.json()["jobs"][0]["code_sha256"] == job["tags"]["cloudtrain:code-sha256"]
 
 
-def test_logs_follow_reads_every_host_with_one_call_per_poll(
+def test_logs_follow_reads_each_host_at_most_every_two_seconds(
     sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
 ) -> None:
-    """`logs --follow` of a running two-host job: one FilterLogEvents call per poll for both hosts (about one a
-    second while lines come), every line once, tagged by host, in time order and within a few seconds; a line
-    that reaches CloudWatch behind newer ones is still shown, a stream that appears late (a restarted
-    container) is read from its start, `--host` keeps to one host, and the follower ends after the job."""
+    """`logs --follow` of a running two-host job: each host's stream read with GetLogEvents and its forward token,
+    at most once per 2 s, never FilterLogEvents (5 requests/s per account, shared by every follower); every line
+    once, tagged by host, in time order (how soon: scripts/bench's logs row); a line behind another host's
+    newest is still shown, a stream that appears late (a restarted container) is read from its start, `--host`
+    keeps to one host, and the follower ends after the job."""
     sagemaker_endpoint.run_jobs = False  # held in Starting: the test writes the job's log lines itself
     submitted = ct("submit", str(write_job(tmp_path, TINY)), "--backend", "sagemaker", "--json", home=home)
     assert submitted.code == 0, submitted.err
@@ -314,10 +315,11 @@ def test_logs_follow_reads_every_host_with_one_call_per_poll(
         logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
     written: dict[tuple[str, str], float] = {}
 
-    def put(host: str, message: str, stream: str | None = None, ts: int | None = None) -> None:
+    def put(host: str, message: str, stream: str | None = None, ts: int | None = None) -> int:
         event = {"timestamp": ts or int(time.time() * 1000), "message": message}
         logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream or streams[host], logEvents=[event])
         written[(host, message)] = time.time()
+        return event["timestamp"]
 
     put("algo-1", "early")
     put("algo-2", "early")
@@ -326,33 +328,33 @@ def test_logs_follow_reads_every_host_with_one_call_per_poll(
     before = len(sagemaker_endpoint.requests)
     started = time.monotonic()
     for i in range(10):  # 5 s of lines from both hosts
-        put("algo-1", f"line-{i}")
+        last_1 = put("algo-1", f"line-{i}", ts=int(time.time() * 1000) - 1500)  # algo-1's agent ships late
         put("algo-2", f"line-{i}")
         time.sleep(0.5)
     busy = sagemaker_endpoint.requests[before:]
     busy_s = time.monotonic() - started
-    put("algo-1", "late", ts=int(time.time() * 1000) - 2000)  # behind algo-2's newest line already shown
+    put("algo-1", "late", ts=last_1 + 1)  # behind algo-2's newest line already shown
     restarted = f"{job}/algo-2-1700000100"
     logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=restarted)
     put("algo-2", "restarted", stream=restarted, ts=int(time.time() * 1000) - 30_000)
     wait_for("the late line", lambda: ("algo-1", "late") in everyone.messages(), timeout=30)
     boto3.client("sagemaker").stop_training_job(TrainingJobName=job)  # a new status: streams are looked for
-    assert everyone.wait(60) == 0 and second.wait(60) == 0, everyone.err
+    assert everyone.wait(90) == 0 and second.wait(90) == 0, everyone.err
 
     lines = [(e["host"], e["message"]) for _, e in everyone.lines]
     assert sorted(lines) == sorted(written), "every line once"
     assert second.messages() == [("algo-2", m) for m in ["early", *(f"line-{i}" for i in range(10)), "restarted"]]
-    flowing = [e["timestamp"] for _, e in everyone.lines if e["message"].startswith("line-")]
-    assert flowing == sorted(flowing), "in time order"
-    latency = [at - written[(e["host"], e["message"])] for at, e in everyone.lines if e["message"].startswith("line-")]
-    assert max(latency) < 5, latency  # polled every second while lines come (generous: a shared machine)
+    for host in ("algo-1", "algo-2"):
+        flowing = [e["timestamp"] for _, e in everyone.lines if e["host"] == host and e["message"][:5] == "line-"]
+        assert flowing == sorted(flowing), "in time order"
 
-    def calls(operation: str, host: str) -> int:
-        return sum(r.operation == operation and f"{job}/{host}-".encode() in r.body for r in busy)
+    def reads(host: str) -> int:
+        return sum(r.operation == "GetLogEvents" and f"{job}/{host}-".encode() in r.body for r in busy)
 
-    assert calls("GetLogEvents", "algo-1") == calls("GetLogEvents", "algo-2") == 0
-    both = calls("FilterLogEvents", "algo-1")  # only the follower of both hosts names algo-1's stream
-    assert 2 <= both <= busy_s + 2, (both, busy_s)  # about one a second, for both hosts at once
+    assert not [r for r in sagemaker_endpoint.requests if r.operation == "FilterLogEvents"]
+    # Two followers read algo-2, one reads algo-1: each at most once per 2 s.
+    assert 1 <= reads("algo-1") <= busy_s / 2 + 1, (reads("algo-1"), busy_s)
+    assert 2 <= reads("algo-2") <= 2 * (busy_s / 2 + 1), (reads("algo-2"), busy_s)
     assert sum(r.operation == "DescribeLogStreams" for r in busy) <= 2
 
 
@@ -469,20 +471,34 @@ def test_failed_job_exits_1_with_its_reason(sagemaker_endpoint: ControlPlane, tm
     assert "Failed" in last and "CUDA out of memory" in last and "Traceback" not in last
 
 
-def test_resume_starts_from_the_previous_jobs_checkpoints(
-    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
+@pytest.mark.parametrize("backend", ["sagemaker", "local"])
+def test_resuming_is_explicit_and_the_same_on_both_backends(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path, backend: str
 ) -> None:
-    """`submit --resume`: the new job uses the old one's checkpoint prefix, restored on every host before training."""
-    spec = str(write_job(tmp_path, RESUMER))
-    first = ct("submit", spec, "--backend", "sagemaker", "--wait", "--json", home=home)
-    assert first.code == 0, first.err
-    name = first.json()["job"]["name"]
-    second = ct("submit", spec, "--backend", "sagemaker", "--resume", name, "--wait", "--json", home=home)
-    assert second.code == 0, second.err
-    requests = [r.json() for r in sagemaker_endpoint.calls("CreateTrainingJob")]
-    assert requests[1]["CheckpointConfig"]["S3Uri"] == requests[0]["CheckpointConfig"]["S3Uri"]
-    lines = [f"{e['host']} {e['message']}" for e in log_events(second.json()["job"]["name"], home)]
-    assert "algo-1 algo-1 starts at step 5" in lines and "algo-2 algo-2 starts at step 5" in lines
+    """With a fixed `checkpoints.s3_uri` (as job_specs/digits.yaml suggests), a second run starts afresh: each
+    job checkpoints under a prefix of its own. `--resume JOB` starts from that job's checkpoints, restored on
+    every host, and leaves them as they were (on SageMaker they are copied to the new job's prefix first)."""
+    boto3.client("s3").create_bucket(Bucket="ct-checkpoints")
+    spec = write_job(tmp_path, RESUMER)
+    spec.write_text(spec.read_text() + "checkpoints: {s3_uri: s3://ct-checkpoints/tiny}\n")
+
+    def run(*args: str) -> tuple[str, list[str]]:
+        done = ct("submit", str(spec), "--backend", backend, *args, "--wait", "--json", home=home)
+        assert done.code == 0, done.err
+        name = done.json()["job"]["name"]
+        return name, [f"{e['host']} {e['message']}" for e in log_events(name, home) if "starts at" in e["message"]]
+
+    first, starts = run()
+    assert starts and all(line.endswith("starts at step 0") for line in starts), starts
+    _, starts = run()
+    assert starts and all(line.endswith("starts at step 0") for line in starts), "no resume unless asked"
+    _, starts = run("--resume", first)
+    assert sorted(starts) == ["algo-1 algo-1 starts at step 5", "algo-2 algo-2 starts at step 5"]
+    if backend == "sagemaker":
+        prefixes = [r.json()["CheckpointConfig"]["S3Uri"] for r in sagemaker_endpoint.calls("CreateTrainingJob")]
+        assert len(set(prefixes)) == 3 and all(p.startswith("s3://ct-checkpoints/tiny/tiny-") for p in prefixes)
+        kept = boto3.client("s3").get_object(Bucket="ct-checkpoints", Key=f"tiny/{first}/state.json")["Body"].read()
+        assert json.loads(kept) == {"step": 5}  # the resumed job wrote step 10 to its own prefix
 
 
 def test_stop_of_a_running_job_ends_stopped(sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path) -> None:

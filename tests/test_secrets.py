@@ -222,7 +222,7 @@ def test_an_error_that_echoes_the_credentials_does_not_show_them(aws_endpoint: s
             env={**aws_env(proxy.url), **AWS_CREDENTIALS},
         )
     assert echo.hits == 1
-    assert failed.code == 1 and "not authorized" in failed.err, failed.err
+    assert failed.code == 5 and "not authorized" in failed.err, failed.err  # AWS refused the request
     assert leaked(failed) == []
 
 

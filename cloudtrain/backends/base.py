@@ -43,7 +43,7 @@ class JobInfo:
     transitions: tuple[Transition, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
-    billable_seconds: int | None = None
+    billable_seconds: int | None = None  # per instance, as SageMaker reports it
     spot_savings_percent: float | None = None
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -51,9 +51,15 @@ class JobInfo:
     def done(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def billable_instance_seconds(self) -> int | None:
+        """What is billed: SageMaker's BillableTimeInSeconds is per instance, so times the instance count."""
+        return None if self.billable_seconds is None else self.billable_seconds * self.instance_count
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["transitions"] = [asdict(t) for t in self.transitions]
+        data["billable_instance_seconds"] = self.billable_instance_seconds
         return data
 
 
@@ -64,6 +70,14 @@ class LogEvent:
     timestamp: float
     host: str
     message: str
+
+
+@dataclass(frozen=True)
+class LogsStopped:
+    """A wait's log stream failed (throttled past every retry, access denied, credentials expired): the wait
+    goes on with the job's status alone; `reason` is one line."""
+
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ Requests are counted. `status JOB` is one DescribeTrainingJob (the tags, which i
 ListTags call that only `describe(tags=True)` makes, for `compare`). A submit of unchanged code and data is
 DescribeTrainingJob (is the name free), GetCallerIdentity (the default bucket's name; not with
 output.s3_uri), one HeadObject per content-addressed upload, CreateTrainingJob; the JobInfo it returns is
-made from the request. HeadBucket, the tarball and the uploads come only when something is missing.
-`logs --follow` polls all hosts with one FilterLogEvents call (see `SageMakerBackend`).
+made from the request. HeadBucket, the tarball and the uploads come only when something is missing; a bucket
+the spec names (output.s3_uri, checkpoints.s3_uri, s3:// data) costs one HeadBucket, for its region.
+`logs --follow` reads each host's stream with GetLogEvents, at most once per 2 s (see `SageMakerBackend._follow`).
 """
 
 from __future__ import annotations
@@ -34,10 +35,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.archive import staging_folder, swap_in, writing_to
-from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, translate_errors
+from cloudtrain.aws import (
+    AwsSession,
+    AwsSettings,
+    default_bucket_owner,
+    error_code,
+    error_message,
+    translate_errors,
+)
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
 from cloudtrain.downloads import Downloader, S3Object, head_object, list_objects
-from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError, quoted
+from cloudtrain.errors import AwsRefused, BackendUnavailable, JobExists, JobNotFound, UserError, quoted
 from cloudtrain.eventfiles import EventFile, mirror
 from cloudtrain.packaging import (
     CODE_TARBALL,
@@ -79,11 +87,8 @@ SCRIPT_MODE_HPS = (
 )
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
-TAG_TEXT = re.compile(r"^[\w\s.:/=+\-@]*$")
 OFFLINE_ACCOUNT = "ACCOUNT-ID"
-MAX_FILTER_STREAMS = 100  # FilterLogEvents takes at most 100 logStreamNames
-LOOKBACK_S = 5  # `logs --follow` asks again for this much before the newest event seen (late arrivals)
-LOOKBACK_MS = LOOKBACK_S * 1000
+MAX_LAG_S = 60.0  # the longest CloudWatch ingestion lag `logs --follow` waits out after a job has ended
 
 
 # --- the request --------------------------------------------------------------------------------
@@ -114,10 +119,14 @@ def git_commit(folder: Path) -> str | None:
     return f"{head}-dirty" if dirty else head
 
 
+INSTANCE_STORAGE_FAMILIES = ("g5", "g6", "p5", "trn1")  # the SDK's `volume_size_supported`: no EBS volume
+
+
 def _has_instance_storage(instance_type: str) -> bool:
-    """Instance types with local NVMe storage take no EBS volume key: the SDK's rule ("d" in the family, or g5)."""
+    """Instance types with local NVMe storage take no EBS volume key (AWS refuses VolumeKmsKeyId there): the
+    SDK's rule, a "d" in the family (c5d, p4d, r5d) or one of `INSTANCE_STORAGE_FAMILIES` (g6e, p5en, trn1n too)."""
     family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
-    return "d" in family or family.startswith("g5")
+    return "d" in family or family.startswith(INSTANCE_STORAGE_FAMILIES)
 
 
 def _check_limits(spec: JobSpec, hyperparameters: Mapping[str, str], environment: Mapping[str, str]) -> None:
@@ -143,11 +152,9 @@ def job_tags(spec: JobSpec, code_sha256: str, commit: str | None) -> list[dict[s
     from cloudtrain.spec import spec_digest
 
     tags = dict(spec.tags)
-    for key, value in tags.items():
+    for key in tags:
         if key.startswith(("aws:", "cloudtrain:")):
             raise UserError(f"tags.{key}: the aws: and cloudtrain: prefixes are reserved")
-        if not (1 <= len(key) <= 128) or len(value) > 256 or not TAG_TEXT.match(key) or not TAG_TEXT.match(value):
-            raise UserError(f"tags.{key}: keys are 1-128 and values up to 256 of letters, digits, spaces and _.:/=+-@")
     tags[MANAGED_TAG] = "true"
     tags[SPEC_TAG] = spec_digest(spec)
     tags[CODE_TAG] = code_sha256
@@ -383,28 +390,33 @@ def _not_found(exc: Exception) -> bool:
 
 @dataclass
 class _Stream:
+    """One log stream, followed from its start: its forward token, when it is next read (monotonic), and how
+    many reads in a row found nothing."""
+
     name: str
     host: str
     token: str | None = None
+    due: float = 0.0
+    quiet: int = 0
 
 
 @dataclass
 class SageMakerBackend:
     """Training jobs on SageMaker. Constructor settings (the CLI's) win over the spec's `aws:` section.
 
-    `logs(follow=True)` polls every host at once with one FilterLogEvents call (per 100 streams) every
-    `poll_interval` seconds while lines arrive, backing off by half each empty poll up to `max_poll_interval`
-    (so a line written after a quiet spell shows up within that); it checks the job's status every
-    `status_interval` and looks for new streams every `discover_interval`, at once when the status changes,
-    and at every status check while hosts still have no stream.
+    `logs(follow=True)` reads each host's stream at most every `poll_interval` seconds (GetLogEvents with its
+    forward token), backing off by half while it is quiet up to `max_poll_interval` (so a line written after a
+    quiet spell shows up within that); it checks the job's status every `status_interval` and looks for new
+    streams every `discover_interval`, at once when the status changes, and at every status check while hosts
+    still have no stream (see `_follow`).
     """
 
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
     role_arn: str | None = None
-    poll_interval: float = 1.0
-    max_poll_interval: float = 4.0
+    poll_interval: float = 2.0
+    max_poll_interval: float = 2.5
     status_interval: float = 5.0
     discover_interval: float = 15.0
     download_workers: int = 8
@@ -471,6 +483,11 @@ class SageMakerBackend:
 
     @staticmethod
     def _bucket_exists(session: AwsSession, bucket: str) -> bool:
+        """HeadBucket (with ExpectedBucketOwner on a default-named bucket: see `aws.expect_default_bucket_owner`).
+
+        A 403 on a bucket named as SageMaker's default bucket means another account owns it (or it denies us):
+        refused, nothing is sent there. On a bucket the user named, 403 is left to the uploads to tell.
+        """
         from botocore.exceptions import ClientError
 
         try:
@@ -479,9 +496,53 @@ class SageMakerBackend:
             if error_code(e) in ("404", "NoSuchBucket", "NotFound"):
                 return False
             if error_code(e) in ("403", "AccessDenied"):
+                if default_bucket_owner(bucket):
+                    raise AwsRefused(
+                        f"the S3 bucket {bucket} is not account {default_bucket_owner(bucket)}'s (another account "
+                        "owns it, or it denies you): nothing was sent; set output.s3_uri to a bucket of yours"
+                    ) from None
                 return True  # someone's bucket: the uploads will tell whether we may write to it
             raise
         return True
+
+    @staticmethod
+    def _check_instance_type(session: AwsSession, instance_type: str) -> None:
+        """AWS refuses a type outside the TrainingInstanceType enum of its API (botocore's copy of it does not
+        check enums): said here, before any upload, with the closest types SageMaker trains on."""
+        import difflib
+
+        known = session.client("sagemaker").meta.service_model.shape_for("TrainingInstanceType").enum
+        if known and instance_type not in known:
+            close = difflib.get_close_matches(instance_type, known, n=3, cutoff=0.8)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            raise UserError(f"resources.instance_type: SageMaker does not train on {quoted(instance_type)}{hint}")
+
+    @staticmethod
+    def _check_bucket_regions(session: AwsSession, spec: JobSpec) -> None:
+        """SageMaker reads and writes only buckets of the job's region: each bucket the spec names is asked its
+        region (one HeadBucket; S3 gives it even with a 403), and one elsewhere is refused before any upload."""
+        from botocore.exceptions import ClientError
+
+        named = {"output.s3_uri": spec.output.s3_uri, "checkpoints.s3_uri": spec.checkpoints.s3_uri}
+        named |= {f"data.{ch}": loc for ch, loc in spec.data.items() if loc.startswith("s3://")}
+        regions: dict[str, str | None] = {}
+        for where, uri in named.items():
+            if not uri:
+                continue
+            bucket = S3Location.parse(uri).bucket
+            if bucket not in regions:
+                try:
+                    answer = session.client("s3").head_bucket(Bucket=bucket)
+                except ClientError as e:
+                    answer = e.response
+                headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+                regions[bucket] = headers.get("x-amz-bucket-region") or answer.get("BucketRegion")
+            region = regions[bucket]
+            if region and region != session.region:
+                raise UserError(
+                    f"{where}: the S3 bucket {bucket} is in {region}, the job would run in {session.region}: "
+                    "SageMaker uses buckets of its own region only"
+                )
 
     @staticmethod
     def _create_bucket(session: AwsSession, bucket: str) -> None:
@@ -491,16 +552,48 @@ class SageMakerBackend:
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": session.region}
         s3.create_bucket(**kwargs)
 
-    def _checkpoint_uri(
-        self, session: AwsSession, spec: JobSpec, job_name: str, output: S3Location, resume_from: str | None
-    ) -> str:
-        if resume_from:
-            previous = self._describe_raw(session, resume_from)
-            uri = previous.get("CheckpointConfig", {}).get("S3Uri")
-            if not uri:
-                raise UserError(f"job {quoted(resume_from)} has no checkpoint configuration to resume from")
-            return str(uri)
-        return spec.checkpoints.s3_uri or output.join(job_name, "checkpoints").uri
+    @staticmethod
+    def _checkpoint_uri(spec: JobSpec, job_name: str, output: S3Location) -> str:
+        """The job's own checkpoint prefix: `<checkpoints.s3_uri>/<job>`, else `<output>/<job>/checkpoints`.
+
+        Never shared between jobs: SageMaker restores whatever is under the prefix into every new job, so a
+        prefix shared by all jobs of a spec would make each resume the last. Resuming is `--resume JOB` only.
+        """
+        if spec.checkpoints.s3_uri:
+            return S3Location.parse(spec.checkpoints.s3_uri).join(job_name).uri
+        return output.join(job_name, "checkpoints").uri
+
+    def _resume_source(self, session: AwsSession, resume_from: str) -> tuple[S3Location, list[S3Object]]:
+        """`--resume JOB`: that job's checkpoint prefix and what it holds (copied to the new job's before it starts,
+        as the local backend copies the old job's checkpoints folder)."""
+        previous = self._describe_raw(session, resume_from)
+        uri = previous.get("CheckpointConfig", {}).get("S3Uri")
+        if not uri:
+            raise UserError(f"--resume: job {quoted(resume_from)} has no checkpoint configuration to resume from")
+        source = S3Location.parse(uri)
+        objects = list_objects(session.client("s3"), source, Path("."))
+        if not objects:
+            raise UserError(f"--resume: job {quoted(resume_from)} saved no checkpoints under {uri}")
+        return source, objects
+
+    @staticmethod
+    def _copy_checkpoints(session: AwsSession, source: S3Location, objects: list[S3Object], dest: str) -> None:
+        """Server-side copies (CopyObject, or UploadPartCopy for large files) of a job's checkpoints to dest."""
+        from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+        target = S3Location.parse(dest)
+        prefix = source.key + "/" if source.key else ""
+        with create_transfer_manager(session.client("s3"), TransferConfig(max_concurrency=8)) as manager:
+            futures = [
+                manager.copy(
+                    {"Bucket": obj.location.bucket, "Key": obj.location.key},
+                    target.bucket,
+                    target.join(obj.location.key[len(prefix) :]).key,
+                )
+                for obj in objects
+            ]
+            for future in futures:
+                future.result()
 
     @staticmethod
     def _built_image(session: AwsSession, spec: JobSpec, *, dry_run: bool, offline: bool) -> str | None:
@@ -538,11 +631,23 @@ class SageMakerBackend:
             raise UserError(f"job name {quoted(job_name)}: SageMaker wants 1-63 letters, digits and hyphens")
         role = self._role(spec)
         region = session.region
+        self._check_instance_type(session, spec.resources.instance_type)
+        if not offline:
+            self._check_bucket_regions(session, spec)
         built = self._built_image(session, spec, dry_run=dry_run, offline=offline)
         image = resolve_image(spec.image, region, spec.resources.instance_type, built_uri=built)
         output = self._output_prefix(session, spec, offline=offline)
-        checkpoint_uri = self._checkpoint_uri(session, spec, job_name, output, resume_from)
+        checkpoint_uri = self._checkpoint_uri(spec, job_name, output)
         notes: list[str] = []
+        resume = None
+        if resume_from and not offline:
+            resume = self._resume_source(session, resume_from)
+            size = sum(o.size for o in resume[1])
+            verb = "are copied" if dry_run else "copied"
+            notes.append(
+                f"resume: {len(resume[1])} checkpoint file(s), {size} bytes, of {resume_from} {verb} from "
+                f"{resume[0].uri} to {checkpoint_uri} before the job starts"
+            )
         tree = code_tree(spec.code)
         if tree.note:
             notes.append(tree.note)
@@ -602,6 +707,8 @@ class SageMakerBackend:
         uploads += [
             uploader.upload_channel(ch, local[ch], output, d, exists=data_exists[ch]) for ch, d in digests.items()
         ]
+        if resume and not dry_run:
+            self._copy_checkpoints(session, *resume, checkpoint_uri)
         return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes))
 
     # the Backend protocol
@@ -781,82 +888,70 @@ class SageMakerBackend:
             if stream.token == before:
                 return
 
-    @staticmethod
-    def _filter(client: Any, streams: Mapping[str, str], start_ms: int) -> list[dict[str, Any]]:
-        """Every event of these streams (name -> host) from start_ms on: FilterLogEvents, 100 names a call, every page.
-
-        Names are given explicitly rather than as logStreamNamePrefix: moto ignores the prefix, and AWS
-        allows one or the other.
-        """
-        names = sorted(streams)
-        events: list[dict[str, Any]] = []
-        for i in range(0, len(names), MAX_FILTER_STREAMS):
-            kwargs: dict[str, Any] = {
-                "logGroupName": LOG_GROUP,
-                "logStreamNames": names[i : i + MAX_FILTER_STREAMS],
-                "startTime": max(0, start_ms),
-            }
-            while True:
-                page = client.filter_log_events(**kwargs)
-                events.extend(page.get("events", []))
-                if not page.get("nextToken"):
-                    break
-                kwargs["nextToken"] = page["nextToken"]
-        return events
-
     def _follow(
         self, session: AwsSession, client: Any, job_name: str, host: str | None, raw: Mapping[str, Any]
     ) -> Iterator[LogEvent]:
-        """Every host's new lines, one FilterLogEvents call per poll, until the job has ended and they are drained.
+        """Every host's new lines until the job has ended and its streams are drained.
 
-        Each poll asks for the events from `LOOKBACK_S` before the newest one seen, so a line that reaches
-        CloudWatch after later lines of another host (agents ship in batches) is still caught; the event IDs
-        seen in that window drop the repeats. A stream found later is read once from its start.
+        Each stream is followed on its own with GetLogEvents and its forward token, as the SDK's `logs_for_job`
+        does: a host whose lines reach CloudWatch late loses none (each stream keeps its own position, where a
+        time window over all hosts skips a lagging one), and GetLogEvents is limited per stream where
+        FilterLogEvents is limited per account and region (5 requests/s, shared by every follower). A stream is
+        read at most once per `poll_interval`, less often while it is quiet (up to `max_poll_interval`); each
+        round's lines are merged by time. Streams are looked for every `discover_interval`, at once when the
+        status changes, and at every status check while hosts have none (a host that starts late, a container
+        restarted after a spot interruption: read from its start). Once the job has ended, every stream is read
+        until no line has come for the longest ingestion lag seen (the age of the newest line a read of a
+        caught-up stream brings, at most `MAX_LAG_S`) plus two rounds, and up to `MAX_LAG_S` for a host that
+        has no stream yet.
         """
         hosts = 1 if host else int(raw.get("ResourceConfig", {}).get("InstanceCount", 1))
         state = (raw["TrainingJobStatus"], raw.get("SecondaryStatus", ""))
-        streams: dict[str, str] = {}  # stream name -> host, read up to the newest event
-        fresh: dict[str, str] = {}  # found since the last poll: read from their start
-        seen: dict[str, int] = {}  # event ID -> timestamp (ms), for the events inside the look-back window
-        newest = 0  # ms
-        interval = self.poll_interval
+        streams: dict[str, _Stream] = {}
+        lag = 0.0
+        ended: float | None = None  # when the job was seen ended (monotonic)
+        last_line = 0.0
         now = time.monotonic()
         next_status, next_discover = now + self.status_interval, now
         while True:
-            started = time.monotonic()
-            if started >= next_status:
+            now = time.monotonic()
+            if now >= next_status:
                 raw = self._describe_raw(session, job_name)
                 current = (raw["TrainingJobStatus"], raw.get("SecondaryStatus", ""))
-                if current != state or len(streams) + len(fresh) < hosts:
-                    next_discover = started  # a new phase (or hosts without a stream yet): look for streams now
-                state, next_status = current, started + self.status_interval
-            terminal = state[0] in TERMINAL
-            if started >= next_discover:
+                if current != state or len({s.host for s in streams.values()}) < hosts:
+                    next_discover = now  # a new phase (or hosts without a stream yet): look for streams now
+                state, next_status = current, now + self.status_interval
+            if ended is None and state[0] in TERMINAL:
+                ended, next_discover = now, now
+                for s in streams.values():
+                    s.due = now  # drain: no more back-off
+            if now >= next_discover:
                 for s in self._discover(client, job_name, host):
-                    if s.name not in streams:
-                        fresh[s.name] = s.host
-                next_discover = started + self.discover_interval
-            events = self._filter(client, streams, newest - LOOKBACK_MS) if streams else []
-            if fresh:
-                events += self._filter(client, fresh, 0)
-                streams.update(fresh)
-                fresh = {}
-            batch = []
-            for e in sorted(events, key=lambda e: e["timestamp"]):
-                if e["eventId"] in seen:
+                    streams.setdefault(s.name, s)
+                next_discover = now + self.discover_interval
+            batch: list[LogEvent] = []
+            for s in streams.values():
+                if s.due > now:
                     continue
-                seen[e["eventId"]] = e["timestamp"]
-                newest = max(newest, e["timestamp"])
-                name = e.get("logStreamName", "")
-                batch.append(LogEvent(e["timestamp"] / 1000.0, streams.get(name, name), e["message"].rstrip("\n")))
-            seen = {k: ts for k, ts in seen.items() if ts >= newest - LOOKBACK_MS}
-            yield from batch
-            if terminal and not batch:
-                return  # drained after the job ended
-            interval = self.poll_interval if batch else min(interval * 1.5, self.max_poll_interval)
-            if terminal:
-                interval = self.poll_interval  # ended: drain, no back-off
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+                caught_up = s.token is not None  # past its backlog: a new line's age is how late it came
+                lines = self._fetch(client, s)
+                if lines and caught_up:
+                    lag = max(lag, min(MAX_LAG_S, time.time() - lines[-1].timestamp))
+                s.quiet = 0 if lines else s.quiet + 1
+                quiet_wait = min(self.poll_interval * 1.5**s.quiet, self.max_poll_interval)
+                s.due = now + (self.poll_interval if lines or ended is not None else quiet_wait)
+                batch += lines
+            if batch:
+                last_line = now
+            yield from sorted(batch, key=lambda e: e.timestamp)
+            if ended is not None:
+                since = time.monotonic() - max(ended, last_line)
+                trained = any(t.get("Status") == "Training" for t in raw.get("SecondaryStatusTransitions", []))
+                silent = trained and len({s.host for s in streams.values()}) < hosts  # a host's first lines late
+                if since >= lag + 2 * self.poll_interval and not (silent and since < MAX_LAG_S):
+                    return  # drained: nothing for longer than lines have been seen to lag
+            due = min((s.due for s in streams.values()), default=now + self.poll_interval)
+            time.sleep(max(0.0, min(due, next_status, next_discover) - time.monotonic()))
 
     # artifacts
 

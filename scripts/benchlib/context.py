@@ -23,6 +23,7 @@ class Context:
     stack: ExitStack
     runs_override: int | None = None
     cloudtrain_src: Path | None = None  # run cloudtrain from this source tree instead (to try a fix)
+    logs_lag_s: float = 10.0  # row logs: how late half the hosts' lines reach CloudWatch
     _moto: MotoServer | None = field(default=None, init=False)
     _counter: int = field(default=0, init=False)
 

@@ -3,14 +3,17 @@
 The job runs on the SageMaker control plane of the tests (tests/sagemaker_control_plane.py: SageMaker's API in
 front of moto, jobs run with the local backend, every request recorded): a stand-in script on each host says
 it is up and idles. While it runs, the bench writes its own lines straight into the job's CloudWatch streams
-(one per host every 0.5 s, staggered), noting when each write returned, and notes when each line shows up on
-the follower's stdout. A counting proxy between cloudtrain and the control plane times every API call. Calls
-are counted per log stream: a call naming streams counts for each it names, one naming none (a filter over
-the job's prefix) for every stream of the job, so a one-host job is held to the same target as a larger one.
+(one per host every 0.5 s, staggered), each stamped with when the host wrote it; half the hosts' lines are
+put `--logs-lag` seconds later (CloudWatch's ingestion lag, which differs between hosts on AWS). It notes
+when each line shows up on the follower's stdout; a line's latency is counted from when it became visible.
+A counting proxy between cloudtrain and the control plane times every API call. Calls are counted per log
+stream: a call naming streams counts for each it names, one naming none (a filter over the job's prefix) for
+every stream of the job, so a one-host job is held to the same target as a larger one.
 """
 
 from __future__ import annotations
 
+import heapq
 import importlib
 import re
 import statistics
@@ -29,7 +32,7 @@ from benchlib.core import CLOUDTRAIN, REPO, Row, Stats, poll
 
 HOST_COUNTS = (1, 4)
 PERIOD_S = 0.5  # each host writes a line this often
-LATENCY_TARGET_S = 2.0
+LATENCY_TARGET_S = 3.0  # from visible in CloudWatch to shown: a read every 2 s, plus the request
 CALLS_TARGET = 1.0  # per stream per 2 s
 LOG_CALLS = ("GetLogEvents", "DescribeLogStreams", "FilterLogEvents", "GetLogRecord", "StartLiveTail")
 CONTROL_PLANE = REPO / "tests" / "sagemaker_control_plane.py"
@@ -100,23 +103,42 @@ def _rates(seen: list[Seen], window: float, hosts: int) -> dict[str, float]:
     return rates
 
 
-def _write_lines(logs: Any, streams: dict[str, str], window: float, group: str) -> dict[tuple[str, int], float]:
-    """Each host's stream gets a line every PERIOD_S (hosts staggered); when each write returned."""
+def _write_lines(
+    logs: Any, streams: dict[str, str], window: float, group: str, lag: float
+) -> dict[tuple[str, int], float]:
+    """Each host's stream gets a line every PERIOD_S (hosts staggered), stamped with when the host wrote it; the
+    odd-numbered hosts' lines are put `lag` seconds later. When each line became visible (its write returned)."""
     written: dict[tuple[str, int], float] = {}
     hosts = sorted(streams)
+    lagging = set(hosts[1::2])
+    held: list[tuple[float, str, int, dict[str, Any]]] = []  # (visible at, host, seq, event)
+
+    def put(host: str, seq: int, event: dict[str, Any]) -> None:
+        logs.put_log_events(logGroupName=group, logStreamName=streams[host], logEvents=[event])
+        written[(host, seq)] = time.time()
+
     began = time.monotonic()
     slot = 0
     while True:
         due = began + slot * PERIOD_S / len(hosts)
-        if due - began >= window:
+        while held and held[0][0] <= time.monotonic():
+            _, host, seq, event = heapq.heappop(held)
+            put(host, seq, event)
+        if due - began >= window and not held:
             return written
-        time.sleep(max(0.0, due - time.monotonic()))
+        if due - began >= window:
+            time.sleep(max(0.0, held[0][0] - time.monotonic()))
+            continue
+        time.sleep(max(0.0, min(due, held[0][0] if held else due) - time.monotonic()))
+        if time.monotonic() < due:
+            continue  # a held line was due first
         host = hosts[slot % len(hosts)]
         seq = slot // len(hosts)
-        message = f"bench-line host={host} seq={seq}"
-        event = {"timestamp": int(time.time() * 1000), "message": message}
-        logs.put_log_events(logGroupName=group, logStreamName=streams[host], logEvents=[event])
-        written[(host, seq)] = time.time()
+        event = {"timestamp": int(time.time() * 1000), "message": f"bench-line host={host} seq={seq}"}
+        if host in lagging and lag > 0:
+            heapq.heappush(held, (time.monotonic() + lag, host, seq, event))
+        else:
+            put(host, seq, event)
         slot += 1
 
 
@@ -159,10 +181,10 @@ def _one_run(
         poll(lambda: follower.has("bench-logs ready", hosts), 60, 0.1, "the follower to print every host's first line")
         time.sleep(1)
         began = time.time()
-        written = _write_lines(logs, streams, window, group)
+        written = _write_lines(logs, streams, window, group, ctx.logs_lag_s)
         ended = time.time()
         busy = [s for s in proxy.seen if began <= s.time <= ended]
-        time.sleep(LATENCY_TARGET_S + 2)  # the last lines' chance to show up
+        time.sleep(LATENCY_TARGET_S + 2)  # the last lines' chance to show up (the lagging ones are put already)
     finally:
         stop_file.touch()
     code = follower.wait(180)
@@ -199,6 +221,7 @@ def run(ctx: Context) -> Row:
     finally:
         proxy.close()
         plane.close()
+    lag = ctx.logs_lag_s
     figures, per_op, met = [], [], True
     for hosts in HOST_COUNTS:
         mine = [r for r in results if r.hosts == hosts]
@@ -220,16 +243,18 @@ def run(ctx: Context) -> Row:
         met = met and rates.max <= CALLS_TARGET and lat is not None and lat.max <= LATENCY_TARGET_S and missing == 0
     return Row(
         name="logs",
-        title="`logs --follow` on a 1-host and a 4-host InProgress job",
+        title=f"`logs --follow` on a 1-host and a 4-host InProgress job, half the hosts' lines {lag:g} s late",
         figure="; ".join(figures),
         against="-",
         ratio="-",
-        target=f"≤ {CALLS_TARGET:g} call/stream/2 s while busy; every line within {LATENCY_TARGET_S:g} s",
+        target=f"≤ {CALLS_TARGET:g} call/stream/2 s while busy; every line, within {LATENCY_TARGET_S:g} s of "
+        "reaching CloudWatch",
         met=met,
         commands=[f"AWS_ENDPOINT_URL=<SageMaker control plane, moto behind it> {CLOUDTRAIN} logs JOB --follow"],
         details=[
             f"{runs} run(s) per host count; each: a job idling on the control plane, every host's stream gets a "
-            f"line every {PERIOD_S:g} s for {window:g} s (written by the bench with PutLogEvents straight to moto); "
+            f"line every {PERIOD_S:g} s for {window:g} s (written by the bench with PutLogEvents straight to moto; the "
+            f"lines of half the hosts put {lag:g} s after their timestamp, as CloudWatch's ingestion lag); "
             "latency is from PutLogEvents returning to the line on the follower's stdout (a pipe).",
             "Requests per stream per 2 s while busy, on the busiest stream, by operation (medians over runs; rates "
             "from the calls' own times, seen by a counting proxy between cloudtrain and the control plane): "
@@ -245,6 +270,7 @@ def run(ctx: Context) -> Row:
                     "missing": sum(r.missing for r in results if r.hosts == h),
                 }
                 for h in HOST_COUNTS
-            }
+            },
+            "lag_s": lag,
         },
     )
