@@ -321,7 +321,10 @@ def test_logs_follow_reads_each_host_at_most_every_two_seconds(
         written[(host, message)] = time.time()
         return event["timestamp"]
 
-    put("algo-1", "early")
+    # Within one stream lines keep their order (algo-1's run late, but never behind its own 'early'): moto's
+    # GetLogEvents positions are indices into the stream sorted by time, which a line put behind one already
+    # read would shift. Across hosts nothing is ordered, which is what this test is about.
+    put("algo-1", "early", ts=int(time.time() * 1000) - 5000)
     put("algo-2", "early")
     everyone, second = Follower(job, home), Follower(job, home, "--host", "algo-2")
     wait_for("the first lines", lambda: len(everyone.lines) == 2 and len(second.lines) == 1, timeout=60)
