@@ -267,6 +267,32 @@ class Strategy(str, Enum):
 class DistributionSpec(Strict):
     strategy: Strategy = Strategy.multi_worker_mirrored
     communication: Literal["auto", "ring", "nccl"] = "auto"
+    keras: Literal["auto", "legacy", "keras3"] = Field(
+        "auto",
+        description="tf.keras for the script: legacy is tf-keras (TF_USE_LEGACY_KERAS=1), which model.fit needs "
+        "under multi_worker_mirrored with more than one instance; auto picks legacy exactly then.",
+    )
+
+
+def legacy_keras(spec: JobSpec) -> bool:
+    """Whether the script gets tf-keras: asked for, or `auto` with MultiWorkerMirroredStrategy on several instances,
+    where Keras 3's `model.fit` fails (keras-team/keras#20585). A TF_USE_LEGACY_KERAS in the spec's environment
+    is the user's own choice and wins."""
+    if "TF_USE_LEGACY_KERAS" in spec.environment:
+        return spec.environment["TF_USE_LEGACY_KERAS"].strip().lower() in ("1", "true", "yes")
+    mode = spec.distribution.keras
+    if mode == "auto":
+        return spec.distribution.strategy is Strategy.multi_worker_mirrored and spec.resources.instance_count > 1
+    return mode == "legacy"
+
+
+def script_environment(spec: JobSpec) -> dict[str, str]:
+    """The spec's environment plus TF_USE_LEGACY_KERAS=1 where `legacy_keras` says so (set before the script
+    imports TensorFlow, which reads it once)."""
+    env = dict(spec.environment)
+    if legacy_keras(spec):
+        env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    return env
 
 
 class CheckpointSpec(Strict):

@@ -181,6 +181,7 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
     }
     assert req["Environment"] == {
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_USE_LEGACY_KERAS": "1",  # model.fit under MWMS on 2 instances needs tf-keras
         "CLOUDTRAIN_STRATEGY": "multi_worker_mirrored",
         "CLOUDTRAIN_COMMUNICATION": "nccl",
         "CLOUDTRAIN_CHECKPOINT_DIR": "/opt/ml/checkpoints",

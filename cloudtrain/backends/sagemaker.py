@@ -111,6 +111,14 @@ def git_commit(folder: Path) -> str | None:
     return f"{head}-dirty" if dirty else head
 
 
+def _failure_reason(reason: str | None) -> str | None:
+    """AWS's FailureReason, or the one line that names a known failure's cause and fix (AWS's toolkit writes the
+    script's error output there, a tensor dump for Keras 3 under MultiWorkerMirroredStrategy)."""
+    from cloudtrain.runtime.failures import explain
+
+    return (explain(reason) or reason) if reason else reason
+
+
 def _has_instance_storage(instance_type: str) -> bool:
     """Instance types with local NVMe storage take no EBS volume key: the SDK's rule ("d" in the family, or g5)."""
     family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
@@ -169,7 +177,7 @@ def build_request(
     tags: list[dict[str, str]],
 ) -> dict[str, Any]:
     """The CreateTrainingJob keyword arguments; pure, so dry-run and submit send the same thing."""
-    from cloudtrain.spec import Strategy
+    from cloudtrain.spec import Strategy, script_environment
 
     res = spec.resources
     kms = spec.aws.kms_key_id
@@ -185,7 +193,7 @@ def build_request(
     script_mode["model_dir"] = output.join(job_name, "model").uri
     hyperparameters = {**json_hyperparameters(spec.hyperparameters), **json_hyperparameters(script_mode)}
     environment = {
-        **spec.environment,
+        **script_environment(spec),
         "CLOUDTRAIN_STRATEGY": spec.distribution.strategy.value,
         "CLOUDTRAIN_COMMUNICATION": spec.distribution.communication,
         "CLOUDTRAIN_CHECKPOINT_DIR": spec.checkpoints.local_path,
@@ -332,7 +340,7 @@ def job_info(raw: Mapping[str, Any], tags: list[dict[str, str]] | None = None) -
         backend=SageMakerBackend.name,
         status=raw["TrainingJobStatus"],
         secondary_status=raw.get("SecondaryStatus", ""),
-        failure_reason=raw.get("FailureReason"),
+        failure_reason=_failure_reason(raw.get("FailureReason")),
         created=_ts(raw.get("CreationTime")),
         ended=_ts(raw.get("TrainingEndTime")),
         instance_type=resources.get("InstanceType", ""),
