@@ -125,13 +125,13 @@ def _bucket_region(model_dir: Any, region: str) -> str | None:
         return None
     try:
         import boto3  # in cloudtrain's image (docker/train needs it); never on the local backend's path
+        from botocore.config import Config
     except ImportError:
         return None
-    from botocore.config import Config
-
     bucket = model_dir[len("s3://") :].split("/", 1)[0]
     try:
-        s3 = boto3.client("s3", region_name=region or None, config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 1}))
+        quick = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 1})
+        s3 = boto3.client("s3", region_name=region or None, config=quick)
         location = s3.get_bucket_location(Bucket=bucket)
     except Exception:  # no credentials, no such bucket: the job's region it is
         return None
