@@ -18,7 +18,8 @@ import pytest
 
 from cloudtrain.runtime import contract
 from cloudtrain.runtime.launcher import ContainerConfig, install, prepare, script_command, script_environment
-from cloudtrain.spec import JobSpec, legacy_keras, script_environment as spec_environment
+from cloudtrain.spec import JobSpec, legacy_keras
+from cloudtrain.spec import script_environment as spec_environment
 
 FIXTURES = Path(__file__).parent / "fixtures" / "toolkit"
 VERSIONS = ("4.8.3", "5.1.4")
@@ -111,7 +112,8 @@ def test_a_package_is_installed_apart_from_the_users_python(opt_ml: Path) -> Non
     its own on PYTHONPATH, without dependencies, never into the user's environment."""
     code = opt_ml / "code"
     (code / "setup.py").write_text(
-        "from setuptools import setup\nsetup(name='trainer', version='1', packages=['helpers'], package_dir={'': 'src'})\n"
+        "from setuptools import setup\n"
+        "setup(name='trainer', version='1', packages=['helpers'], package_dir={'': 'src'})\n"
     )
     (code / "src" / "helpers").mkdir(parents=True)
     (code / "src" / "helpers" / "__init__.py").write_text("VALUE = 7\n")
