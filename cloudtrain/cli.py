@@ -146,6 +146,8 @@ def validate(
     if json:
         render.print_json([c.to_json() for c in checks])
     for check in checks:
+        for warning in check.warnings:
+            sys.stderr.write(f"warning: {check.file}: {warning}\n")
         if check.spec is not None and not json:
             count = check.spec.resources.instance_count
             render.console().print(f"{check.file}: ok ({check.spec.name}, {count} instance(s))", markup=False)
@@ -220,6 +222,8 @@ def submit(
         config=config,
     )
     job = result.job
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {spec}: {warning}\n")
     if dry_run:
         render.print_json(result.to_json()) if json else render.plan(result.plan or {})
         return
