@@ -18,6 +18,7 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -327,7 +328,9 @@ def main() -> int:
         if job.package_site is not None:
             shutil.rmtree(job.package_site, ignore_errors=True)
     if code == 0:
-        (root / "output" / "success").write_text("")  # as the toolkit's trainer writes it
+        with suppress(OSError):  # an empty `success`, as the toolkit's trainer writes it
+            (root / "output").mkdir(parents=True, exist_ok=True)
+            (root / "output" / "success").write_text("")
         return 0
     written = failure_file(output)
     own = written.read_text(errors="replace") if written.is_file() else ""
