@@ -106,7 +106,7 @@ class LocalBackend:
         self, job_dir: Path, spec: JobSpec, job_name: str, channels: dict[str, Path], restore: Path | None
     ) -> None:
         hosts = host_names(spec.resources.instance_count)
-        sourcedir = build_code_package(spec.code, job_dir).path  # byte for byte what SageMaker gets
+        sourcedir = build_code_package(spec.code, job_dir, extra=_vendored(spec)).path  # what SageMaker gets
         layout = HostLayout(
             hosts=hosts,
             hyperparameters=hyperparameters_json(spec, sourcedir, job_name, job_dir / MODEL_DIR),
@@ -288,6 +288,17 @@ def _installed(distribution: str) -> str | None:
         return version(distribution)
     except PackageNotFoundError:
         return None
+
+
+def _vendored(spec: JobSpec) -> list[tuple[str, Path]]:
+    """tf-keras packed for AWS's image, as on SageMaker, so both tarballs (and code digests) are the same; the local
+    run never reads it, so a job whose copy cannot be had runs without."""
+    from cloudtrain import vendor
+
+    try:
+        return vendor.job_entries(spec)
+    except (UserError, OSError):
+        return []
 
 
 def local_channels(data: Mapping[str, str]) -> dict[str, Path]:

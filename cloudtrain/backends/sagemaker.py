@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain import vendor
 from cloudtrain.archive import staging_folder, swap_in, writing_to
 from cloudtrain.aws import AwsSession, AwsSettings, error_code, error_message, translate_errors
 from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
@@ -198,6 +199,10 @@ def build_request(
         "CLOUDTRAIN_COMMUNICATION": spec.distribution.communication,
         "CLOUDTRAIN_CHECKPOINT_DIR": spec.checkpoints.local_path,
     }
+    if vendor.job_minor(spec):  # tf-keras packed in the code: on the path AWS's toolkit hands the script
+        environment["PYTHONPATH"] = ":".join(
+            p for p in (vendor.container_pythonpath(), environment.get("PYTHONPATH")) if p
+        )
     _check_limits(spec, hyperparameters, environment)
 
     algorithm: dict[str, Any] = {"TrainingImage": image_uri, "TrainingInputMode": "File"}
@@ -539,7 +544,7 @@ class SageMakerBackend:
         output = self._output_prefix(session, spec, offline=offline)
         checkpoint_uri = self._checkpoint_uri(session, spec, job_name, output, resume_from)
         notes: list[str] = []
-        tree = code_tree(spec.code)
+        tree = code_tree(spec.code, extra=vendor.job_entries(spec))
         if tree.note:
             notes.append(tree.note)
         local = {ch: Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")}
