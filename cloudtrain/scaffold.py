@@ -44,7 +44,7 @@ resources:
 
 distribution:
   strategy: multi_worker_mirrored
-  keras: auto   # tf-keras (TF_USE_LEGACY_KERAS=1) where model.fit needs it: MWMS on 2+ instances
+  keras: auto   # tf-keras where model.fit needs it (MWMS on 2+ instances), not for cloudtrain.runtime
 
 # Each channel is a local folder (uploaded to S3 on SageMaker) or an s3:// URI; the script reads
 # channel NAME from $SM_CHANNEL_NAME. Put your own CSV files here (the label in the last column).

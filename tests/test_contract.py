@@ -127,11 +127,12 @@ def test_a_package_is_installed_apart_from_the_users_python(opt_ml: Path) -> Non
         shutil.rmtree(job.package_site or opt_ml / "none", ignore_errors=True)
 
 
-def _spec(**distribution: Any) -> JobSpec:
+def _spec(folder: Path, script: str = "import tensorflow as tf\n", **distribution: Any) -> JobSpec:
+    (folder / "train.py").write_text(script)
     return JobSpec.model_validate(
         {
             "name": "k",
-            "code": {"source_dir": ".", "entry_point": "train.py"},
+            "code": {"source_dir": str(folder), "entry_point": "train.py"},
             "resources": {"instance_count": distribution.pop("instance_count", 2)},
             "distribution": distribution,
             "environment": distribution.pop("environment", {}),
@@ -142,15 +143,19 @@ def _spec(**distribution: Any) -> JobSpec:
 @pytest.mark.parametrize(
     ("distribution", "legacy"),
     [
-        ({}, True),  # auto: MWMS on 2 instances
+        ({}, True),  # auto: MWMS on 2 instances, a plain Keras script
+        ({"script": "from cloudtrain.runtime import fit, make_strategy\n"}, False),  # its own loop runs on Keras 3
         ({"instance_count": 1}, False),
         ({"strategy": "mirrored"}, False),
         ({"keras": "keras3"}, False),
         ({"keras": "legacy", "instance_count": 1}, True),
+        ({"keras": "legacy", "script": "import cloudtrain.runtime\n"}, True),
         ({"keras": "legacy", "environment": {"TF_USE_LEGACY_KERAS": "0"}}, False),  # the user's own wins
     ],
 )
-def test_keras_auto_picks_tf_keras_exactly_where_model_fit_needs_it(distribution: dict[str, Any], legacy: bool) -> None:
-    spec = _spec(**distribution)
+def test_keras_auto_picks_tf_keras_exactly_where_model_fit_needs_it(
+    tmp_path: Path, distribution: dict[str, Any], legacy: bool
+) -> None:
+    spec = _spec(tmp_path, **distribution)
     assert legacy_keras(spec) is legacy
     assert (spec_environment(spec).get("TF_USE_LEGACY_KERAS") == "1") is legacy
