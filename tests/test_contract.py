@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from cloudtrain.backends.sagemaker import job_info
 from cloudtrain.runtime import contract
+from cloudtrain.runtime.env import write_failure
+from cloudtrain.runtime.failures import KERAS3_MWMS_REASON
 from cloudtrain.runtime.launcher import ContainerConfig, install, prepare, script_command, script_environment
 from cloudtrain.spec import JobSpec, legacy_keras
 from cloudtrain.spec import script_environment as spec_environment
@@ -159,3 +162,17 @@ def test_keras_auto_picks_tf_keras_exactly_where_model_fit_needs_it(
     spec = _spec(tmp_path, **distribution)
     assert legacy_keras(spec) is legacy
     assert (spec_environment(spec).get("TF_USE_LEGACY_KERAS") == "1") is legacy
+
+
+def test_a_keras3_mwms_failure_reads_as_one_line_whoever_wrote_it(tmp_path: Path) -> None:
+    """AWS's toolkit puts the script's error output into FailureReason; the SageMaker backend shows one line."""
+    dump = "ValueError: Attempt to convert a value (PerReplica:{\n  0: <tf.Tensor: shape=(64, 10) ...>\n}) with an "
+    toolkit_reason = f'ExecuteUserScriptError:\nExitCode 1\nErrorMessage "{dump}unsupported type"\nCommand "..."'
+    raw = {"TrainingJobName": "j-1", "TrainingJobStatus": "Failed", "FailureReason": toolkit_reason}
+    assert job_info(raw).failure_reason == KERAS3_MWMS_REASON
+    assert job_info({**raw, "FailureReason": "AlgorithmError: out of memory"}).failure_reason == (
+        "AlgorithmError: out of memory"
+    )
+
+    write_failure(dump, {"SM_OUTPUT_DIR": str(tmp_path)})  # what cloudtrain.runtime.report_failures writes
+    assert (tmp_path / "failure").read_text() == KERAS3_MWMS_REASON + "\n"
