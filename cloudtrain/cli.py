@@ -120,8 +120,9 @@ def init(
 ) -> None:
     """Start a project that trains as it is.
 
-    Writes a job spec, a TensorFlow training script using cloudtrain.runtime, and a small synthetic data set
-    under FOLDER, then prints the commands that take it to a trained model.
+    Writes a job spec, two TensorFlow training scripts (train.py with cloudtrain.runtime, train_keras.py with
+    plain Keras model.fit) and a small synthetic data set under FOLDER, then prints the commands that take it
+    to a trained model.
     """
     from cloudtrain import api, render
 
