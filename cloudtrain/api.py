@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,10 +78,12 @@ class SpecCheck:
     file: str
     spec: JobSpec | None = None
     error: SpecError | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         if self.spec is not None:
-            return {"file": self.file, "name": self.spec.name, "valid": True}
+            out: dict[str, Any] = {"file": self.file, "name": self.spec.name, "valid": True}
+            return {**out, "warnings": list(self.warnings)} if self.warnings else out
         assert self.error is not None
         return {
             "file": self.file,
@@ -95,13 +97,15 @@ class SpecCheck:
 def check_specs(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[SpecCheck]:
     """Load and check every spec, each one's first problem kept rather than raised (an override's is raised)."""
     from cloudtrain.spec import load_spec
+    from cloudtrain.spec_warnings import spec_warnings
 
     if not paths:
         raise UserError("validate: give at least one spec file")
     checks = []
     for path in paths:
         try:
-            checks.append(SpecCheck(str(path), spec=load_spec(path, overrides)))
+            spec = load_spec(path, overrides)
+            checks.append(SpecCheck(str(path), spec=spec, warnings=tuple(spec_warnings(spec))))
         except SpecError as e:
             if e.file == "--set":
                 raise
@@ -123,6 +127,7 @@ class Submitted:
     created: bool
     plan: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the spec's traps (spec_warnings), for stderr
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"job": self.job.to_json(), "created": self.created}
@@ -149,6 +154,7 @@ def submit(
     in the rest, in the order command line, environment, spec, config file.
     """
     from cloudtrain.spec import load_spec
+    from cloudtrain.spec_warnings import spec_warnings
 
     if name is not None:
         overrides = [*overrides, f"name={name}"]
@@ -161,20 +167,22 @@ def submit(
     job_name = job_name_for(spec.name, key)
     backend_name = resolve_backend_name(backend, spec)
     be = open_backend(backend_name, spec=spec, aws=aws)
+    warnings = spec_warnings(spec)
     if dry_run:
-        return _dry_run(be, spec, job_name)
+        return replace(_dry_run(be, spec, job_name), warnings=warnings)
     if key:
         existing = _find(be, job_name)
         if existing is not None:
-            return Submitted(existing, created=False, notes=[f"idempotency key matches existing job {job_name}"])
+            notes = [f"idempotency key matches existing job {job_name}"]
+            return Submitted(existing, created=False, notes=notes, warnings=warnings)
     try:
         info = be.submit(spec, job_name, resume_from=resume)
     except JobExists:
         if not key:
             raise
-        return Submitted(be.describe(job_name), created=False)
+        return Submitted(be.describe(job_name), created=False, warnings=warnings)
     _remember(backend_name, info, spec)
-    return Submitted(info, created=True)
+    return Submitted(info, created=True, warnings=warnings)
 
 
 def build(

@@ -120,8 +120,9 @@ def init(
 ) -> None:
     """Start a project that trains as it is.
 
-    Writes a job spec, a TensorFlow training script using cloudtrain.runtime, and a small synthetic data set
-    under FOLDER, then prints the commands that take it to a trained model.
+    Writes a job spec, two TensorFlow training scripts (train.py with cloudtrain.runtime, train_keras.py with
+    plain Keras model.fit) and a small synthetic data set under FOLDER, then prints the commands that take it
+    to a trained model.
     """
     from cloudtrain import api, render
 
@@ -146,6 +147,8 @@ def validate(
     if json:
         render.print_json([c.to_json() for c in checks])
     for check in checks:
+        for warning in check.warnings:
+            sys.stderr.write(f"warning: {check.file}: {warning}\n")
         if check.spec is not None and not json:
             count = check.spec.resources.instance_count
             render.console().print(f"{check.file}: ok ({check.spec.name}, {count} instance(s))", markup=False)
@@ -221,6 +224,8 @@ def submit(
         config=config,
     )
     job = result.job
+    for warning in result.warnings:
+        sys.stderr.write(f"warning: {spec}: {warning}\n")
     if dry_run:
         render.print_json(result.to_json()) if json else render.plan(result.plan or {})
         return

@@ -161,8 +161,18 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
             "items": {
                 "oneOf": [
                     _object(
-                        {"file": _STR, "name": _STR, "valid": {"const": True}},
-                        "A valid spec and its job name.",
+                        {
+                            "file": _STR,
+                            "name": _STR,
+                            "valid": {"const": True},
+                            "warnings": {
+                                "type": "array",
+                                "items": _STR,
+                                "description": "Only when there are any: one line each, as on stderr.",
+                            },
+                        },
+                        "A valid spec, its job name and its traps on AWS images, if any (docs/container-contract.md).",
+                        required=["file", "name", "valid"],
                     ),
                     _object(
                         {

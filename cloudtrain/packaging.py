@@ -172,8 +172,13 @@ def _user_ships_cloudtrain(names: Iterable[str]) -> bool:
     return any(n == f"{RUNTIME_PACKAGE}.py" or n.startswith(f"{RUNTIME_PACKAGE}/") for n in names)
 
 
-def code_files(code: CodeSpec, *, package_dir: Path | None = None) -> tuple[dict[str, Source], bool, str | None]:
-    """The archive's (name → file or contents) map, whether cloudtrain's runtime is in it, and a note for the user."""
+def code_files(
+    code: CodeSpec, *, package_dir: Path | None = None, extra: Sequence[tuple[str, Path]] = ()
+) -> tuple[dict[str, Source], bool, str | None]:
+    """The archive's (name → file or contents) map, whether cloudtrain's runtime is in it, and a note for the user.
+
+    `extra` entries (tf-keras packed for AWS's image, `cloudtrain.vendor`) are added whatever source_dir holds.
+    """
     source = Path(code.source_dir)
     if not source.is_dir():
         raise UserError(f"code.source_dir {quoted(str(source), 200)} is not a folder")
@@ -183,6 +188,7 @@ def code_files(code: CodeSpec, *, package_dir: Path | None = None) -> tuple[dict
         if "requirements.txt" in files:
             note = f"packed {code.requirements} as requirements.txt in place of source_dir's own requirements.txt"
         files["requirements.txt"] = source / code.requirements
+    files.update(extra)
     if _user_ships_cloudtrain(files):
         extra = "source_dir has its own cloudtrain package: it is shipped instead of cloudtrain's runtime"
         return files, False, f"{note}; {extra}" if note else extra
@@ -229,9 +235,9 @@ class _HashingReader:
         return block
 
 
-def code_tree(code: CodeSpec, *, package_dir: Path | None = None) -> CodeTree:
+def code_tree(code: CodeSpec, *, package_dir: Path | None = None, extra: Sequence[tuple[str, Path]] = ()) -> CodeTree:
     """The tarball's entries and digest, by streaming every file through sha256; no tarball is written."""
-    files, runtime_included, note = code_files(code, package_dir=package_dir)
+    files, runtime_included, note = code_files(code, package_dir=package_dir, extra=extra)
     entries = tuple((name, files[name]) for name in sorted(files) if _packable(files[name]))
     digest = _Digest()
     for name, source in entries:
@@ -282,13 +288,18 @@ def tarball_digest(path: Path) -> str:
 
 
 def build_code_package(
-    code: CodeSpec, workdir: Path, *, package_dir: Path | None = None, tree: CodeTree | None = None
+    code: CodeSpec,
+    workdir: Path,
+    *,
+    package_dir: Path | None = None,
+    tree: CodeTree | None = None,
+    extra: Sequence[tuple[str, Path]] = (),
 ) -> CodePackage:
     """Write a reproducible sourcedir.tar.gz into workdir (same tree, same bytes, same digest).
 
     With `tree` (the digest a submit already looked up in S3), a file that changed since is a UserError.
     """
-    tree = tree or code_tree(code, package_dir=package_dir)
+    tree = tree or code_tree(code, package_dir=package_dir, extra=extra)
     workdir.mkdir(parents=True, exist_ok=True)
     dest = workdir / CODE_TARBALL
     try:

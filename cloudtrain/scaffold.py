@@ -1,7 +1,9 @@
-"""`cloudtrain init`: a job spec, a training script and a small data set that run as they are.
+"""`cloudtrain init`: a job spec, two training scripts and a small data set that run as they are.
 
-The script trains a small classifier with `cloudtrain.runtime` on CSV files, one folder per data channel;
-the data is a synthetic set of labelled clusters written here, so there is nothing to download.
+Both scripts train the same small classifier on CSV files, one folder per data channel: `train.py` with
+`cloudtrain.runtime` (its own distributed loop, evaluation report and checkpoints), `train_keras.py` with plain
+Keras `model.fit` and nothing of cloudtrain, as a SageMaker script-mode script is written. The data is a
+synthetic set of labelled clusters written here, so there is nothing to download.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ name: {name}
 
 code:
   source_dir: code         # shipped to every instance
-  entry_point: train.py    # run as `python train.py --epochs 5 --batch_size 64 --learning_rate 0.01`
+  entry_point: train.py    # run as `python train.py --epochs 5 --batch_size 64 --learning_rate 0.01 --model_dir ...`
+  # entry_point: train_keras.py   # the same with plain Keras model.fit, no cloudtrain import
   # requirements: requirements.txt   # pip-installed first (AWS's TensorFlow image has numpy already)
 
 resources:
@@ -41,6 +44,7 @@ resources:
 
 distribution:
   strategy: multi_worker_mirrored
+  keras: auto   # tf-keras where model.fit needs it (MWMS on 2+ instances), not for cloudtrain.runtime
 
 # Each channel is a local folder (uploaded to S3 on SageMaker) or an s3:// URI; the script reads
 # channel NAME from $SM_CHANNEL_NAME. Put your own CSV files here (the label in the last column).
@@ -48,8 +52,9 @@ data:
   train: data/train
   eval: data/eval
 
-environment:
-  TF_CPP_MIN_LOG_LEVEL: "2"   # quieter TensorFlow logs (values are strings: quote numbers)
+# Extra environment variables for the script (values are strings: quote numbers):
+# environment:
+#   MY_SETTING: "value"
 
 hyperparameters:
   epochs: 5
@@ -146,6 +151,97 @@ if __name__ == "__main__":
 '''
 
 
+TRAIN_KERAS = '''\
+"""The same classifier as train.py, with plain Keras `model.fit` and nothing of cloudtrain: a SageMaker
+script-mode script as AWS's documentation writes them.
+
+Hyperparameters arrive as `--name value` arguments (SageMaker adds `--model_dir`), channels and the model
+folder as SM_* variables, TF_CONFIG for MultiWorkerMirroredStrategy. Under that strategy with more than one
+worker, cloudtrain runs it with tf-keras (`distribution.keras: auto`), since Keras 3's `model.fit` fails there.
+Every worker evaluates and saves (each takes part in every collective): the chief into SM_MODEL_DIR, the others
+into a temporary folder.
+"""
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+
+def load(folder):
+    """Every *.csv in the folder: features, then the label in the last column."""
+    files = sorted(Path(folder).glob("*.csv"))
+    rows = np.concatenate([np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2) for f in files])
+    return rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64)
+
+
+def batches(x, y, batch_size, train):
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if train:
+        ds = ds.shuffle(len(x), seed=0).repeat()
+    options = tf.data.Options()  # the data is in memory: every worker takes its share of each batch
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.batch(batch_size).with_options(options)
+
+
+class EpochLine(tf.keras.callbacks.Callback):
+    """One line per epoch, which the spec's metric regexes read."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        names = ("loss", "accuracy", "val_loss", "val_accuracy")
+        print(f"epoch={epoch + 1} " + " ".join(f"{n}={logs[n]:.4f}" for n in names), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=64)  # global: split across all workers
+    parser.add_argument("--learning_rate", type=float, default=0.01)
+    parser.add_argument("--model_dir", type=str)  # SageMaker's S3 prefix for the job; the model goes to SM_MODEL_DIR
+    args = parser.parse_args()
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()  # one worker without TF_CONFIG
+    x, y = load(os.environ["SM_CHANNEL_TRAIN"])
+    x_eval, y_eval = load(os.environ["SM_CHANNEL_EVAL"])
+    classes = int(max(y.max(), y_eval.max())) + 1
+    tf.keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = tf.keras.Sequential(
+            [
+                tf.keras.Input(shape=(x.shape[1],)),
+                tf.keras.layers.Dense(32, activation="relu"),
+                tf.keras.layers.Dense(classes),  # logits
+            ]
+        )
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(args.learning_rate),
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+
+    resolver = strategy.cluster_resolver
+    chief = resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
+    callbacks = [EpochLine()] if chief else []
+    model.fit(
+        batches(x, y, args.batch_size, train=True),
+        epochs=args.epochs,
+        steps_per_epoch=max(1, len(x) // args.batch_size),
+        validation_data=batches(x_eval, y_eval, args.batch_size, train=False),
+        callbacks=callbacks,
+        verbose=0,
+    )
+    folder = os.environ["SM_MODEL_DIR"] if chief else tempfile.mkdtemp()
+    model.save(os.path.join(folder, "model.keras"))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
 @dataclass(frozen=True)
 class Scaffold:
     """What `init` wrote: the folder, the spec and every file."""
@@ -186,6 +282,7 @@ def plan_files(folder: Path, name: str) -> dict[Path, str]:
     return {
         folder / SPEC_FILE: SPEC.format(name=name, spec=SPEC_FILE),
         folder / "code" / "train.py": TRAIN,
+        folder / "code" / "train_keras.py": TRAIN_KERAS,
         folder / "data" / "train" / "train.csv": dataset(TRAIN_ROWS, seed=1),
         folder / "data" / "eval" / "eval.csv": dataset(EVAL_ROWS, seed=2),
     }

@@ -272,6 +272,51 @@ class Strategy(str, Enum):
 class DistributionSpec(Strict):
     strategy: Strategy = Strategy.multi_worker_mirrored
     communication: Literal["auto", "ring", "nccl"] = "auto"
+    keras: Literal["auto", "legacy", "keras3"] = Field(
+        "auto",
+        description="tf.keras for the script: legacy is tf-keras (TF_USE_LEGACY_KERAS=1), which model.fit needs "
+        "under multi_worker_mirrored with more than one instance; auto picks legacy exactly then, unless the "
+        "entry point imports cloudtrain.runtime (whose loop runs under Keras 3).",
+    )
+
+
+_USES_RUNTIME = re.compile(  # an import of cloudtrain.runtime at the start of a line
+    r"^\s*(from\s+cloudtrain\.runtime\b|from\s+cloudtrain\s+import\s+runtime\b|import\s+cloudtrain\.runtime\b)",
+    re.M,
+)
+
+
+def legacy_keras(spec: JobSpec) -> bool:
+    """Whether the script gets tf-keras (TF_USE_LEGACY_KERAS=1).
+
+    `auto`: with MultiWorkerMirroredStrategy on more than one instance, where Keras 3's `model.fit` fails
+    (keras-team/keras#20585), unless the entry point imports cloudtrain.runtime, whose own loop runs under
+    Keras 3. A TF_USE_LEGACY_KERAS in the spec's environment is the user's own choice and wins.
+    """
+    if "TF_USE_LEGACY_KERAS" in spec.environment:
+        return spec.environment["TF_USE_LEGACY_KERAS"].strip().lower() in ("1", "true", "yes")
+    mode = spec.distribution.keras
+    if mode != "auto":
+        return mode == "legacy"
+    if spec.distribution.strategy is not Strategy.multi_worker_mirrored or spec.resources.instance_count < 2:
+        return False
+    return not _uses_runtime(spec.code.source_dir / spec.code.entry_point)
+
+
+def _uses_runtime(script: Path) -> bool:
+    try:
+        return bool(_USES_RUNTIME.search(script.read_text(errors="replace")))
+    except OSError:
+        return False
+
+
+def script_environment(spec: JobSpec) -> dict[str, str]:
+    """The spec's environment plus TF_USE_LEGACY_KERAS=1 where `legacy_keras` says so (set before the script
+    imports TensorFlow, which reads it once)."""
+    env = dict(spec.environment)
+    if legacy_keras(spec):
+        env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    return env
 
 
 class CheckpointSpec(Strict):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.clirun import Result, cloudtrain
 
-FILES = ("job.yaml", "code/train.py", "data/train/train.csv", "data/eval/eval.csv")
+FILES = ("job.yaml", "code/train.py", "code/train_keras.py", "data/train/train.csv", "data/eval/eval.csv")
 
 
 def run(*args: str, cwd: Path, home: Path, timeout: float = 600) -> Result:
@@ -103,3 +103,21 @@ def test_init_then_the_printed_commands_train_and_fetch_a_model(tmp_path: Path) 
     assert report["num_workers"] == 2 and report["accuracy"] > 0.8
     assert (tmp_path / "model" / "model" / "model.keras").is_file()
     assert "evaluation: accuracy=" in fetched.out
+
+
+@pytest.mark.slow
+def test_init_plain_keras_script_trains_on_two_workers_unchanged(tmp_path: Path) -> None:
+    """The scaffold's other way: train_keras.py, plain Keras model.fit under MultiWorkerMirroredStrategy."""
+    home = tmp_path / "home"
+    assert run("init", "proj", cwd=tmp_path, home=home).code == 0
+    assert "import cloudtrain" not in (tmp_path / "proj" / "code" / "train_keras.py").read_text()
+
+    spec = ["proj/job.yaml", "--backend", "local", "--set", "code.entry_point=train_keras.py"]
+    trained = run("submit", *spec, "--wait", "--json", cwd=tmp_path, home=home)
+    assert trained.code == 0, trained.err[-3000:]
+    job = trained.json()["job"]
+    assert job["instance_count"] == 2 and job["metrics"]["val_accuracy"] > 0.8
+
+    fetched = run("fetch-model", job["name"], "--to", "model", cwd=tmp_path, home=home)
+    assert fetched.code == 0, fetched.err
+    assert (tmp_path / "model" / "model" / "model.keras").is_file()

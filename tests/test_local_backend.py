@@ -37,6 +37,7 @@ import argparse, hashlib, json, os, pathlib, sys, time
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int)
 parser.add_argument("--optimizer")
+parser.add_argument("--model_dir")  # script mode passes it, as AWS's toolkit does
 args = parser.parse_args()
 host = os.environ["SM_CURRENT_HOST"]
 checkpoints = pathlib.Path(os.environ["CLOUDTRAIN_CHECKPOINT_DIR"])
@@ -204,8 +205,10 @@ def test_completed_job_end_to_end(backend: LocalBackend, tmp_path: Path) -> None
     assert info.metrics == {"loss": pytest.approx(1 / 3, abs=1e-4), "acc": pytest.approx(0.2)}  # last values
     assert info.instance_count == 2 and info.ended is not None
     chief, worker = seen(backend, "train-1", "algo-1"), seen(backend, "train-1", "algo-2")
-    assert chief["args"] == ["--epochs", "3", "--optimizer", "adam"]
-    assert chief["hps"] == {"epochs": 3, "optimizer": "adam"} and chief["hosts"] == ["algo-1", "algo-2"]
+    model_dir = str(backend.job_dir("train-1") / "model_dir")
+    assert chief["args"] == ["--epochs", "3", "--model_dir", model_dir, "--optimizer", "adam"]
+    assert chief["hps"] == {"epochs": 3, "model_dir": model_dir, "optimizer": "adam"}
+    assert chief["hosts"] == ["algo-1", "algo-2"]
     assert chief["train_files"] == ["part-0.csv"] and chief["api_key_sha256"] == API_KEY_SHA256
     assert chief["cwd"].endswith("hosts/algo-1/code")
     code = backend.job_dir("train-1") / "hosts/algo-1/code"

@@ -25,6 +25,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.session import get_session
 from botocore.validate import ParamValidator
 
+from cloudtrain import vendor
 from cloudtrain.archive import bytes_tarball
 from cloudtrain.aws import aws_configured
 from cloudtrain.backends.sagemaker import CODE_TAG, GIT_TAG, LOG_GROUP, MANAGED_TAG, SPEC_TAG, SageMakerBackend
@@ -179,6 +180,7 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
     }
     assert req["Environment"] == {
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_USE_LEGACY_KERAS": "1",  # model.fit under MWMS on 2 instances needs tf-keras
         "CLOUDTRAIN_STRATEGY": "multi_worker_mirrored",
         "CLOUDTRAIN_COMMUNICATION": "nccl",
         "CLOUDTRAIN_CHECKPOINT_DIR": "/opt/ml/checkpoints",
@@ -260,6 +262,27 @@ def tar_members(path: Path) -> dict[str, bytes]:
 def tar_modes(path: Path) -> dict[str, int]:
     with tarfile.open(path, "r:gz") as tar:
         return {m.name: m.mode for m in tar.getmembers() if m.isfile()}
+
+
+def test_tf_keras_is_packed_for_an_image_that_may_lack_it(aws_endpoint: str, tmp_path: Path) -> None:
+    """A 2-instance MWMS job on AWS's TF 2.21 image (tf-keras not among its listed packages) gets this Python's
+    tf-keras 2.21 in its code, on the PYTHONPATH AWS's toolkit hands on; on 2.19's image (which has it) none."""
+    tf_keras = pytest.importorskip("tf_keras", reason="tf-keras is not installed in this Python (scripts/setup)")
+    if not tf_keras.__version__.startswith("2.21."):
+        pytest.skip(f"this Python's tf-keras is {tf_keras.__version__}, the test packs 2.21")
+    spec = make_spec(tmp_path, {"image": {"framework_version": "2.21"}})
+    request = SageMakerBackend().plan(spec, "digits-1")["request"]
+    assert request["Environment"]["PYTHONPATH"] == "/opt/ml/code/.cloudtrain/vendor"
+    assert request["Environment"]["TF_USE_LEGACY_KERAS"] == "1"
+    names = build_code_package(spec.code, tmp_path / "a", extra=vendor.job_entries(spec)).names
+    assert ".cloudtrain/vendor/tf_keras/__init__.py" in names
+    assert not [n for n in names if "__pycache__" in n]
+
+    on_219 = make_spec(tmp_path, {"image": {"framework_version": "2.19"}})
+    assert (
+        vendor.job_entries(on_219) == []
+        and "PYTHONPATH" not in SageMakerBackend().plan(on_219, "d-2")["request"]["Environment"]
+    )
 
 
 def test_code_tarball_is_reproducible_and_carries_the_runtime(tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def test_the_example_spec_loads(tmp_path: Path) -> None:
         "eval": str(tmp_path / "data" / "digits" / "eval"),
     }
     assert spec.hyperparameters == {"epochs": 12, "batch_size": 64, "learning_rate": 0.002}
-    assert spec.environment == {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    assert spec.environment == {"PYTHONHASHSEED": "0"}
     assert [m.name for m in spec.metrics] == ["loss", "accuracy", "val_loss", "val_accuracy"]
     assert spec.tags == {"project": "cloudtrain-demo"}
 

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from cloudtrain.spec import JobSpec
 
 LOCAL = "local"
+MODEL_DIR = "model_dir"  # <job>/model_dir: what --model_dir points at, shared by the hosts
 INSTANCE_TYPE = "local"  # what SageMaker's own local mode calls it; the spec's instance type is ignored
 JOB_NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker's TrainingJobName
 LOG_POLL_S = 0.2
@@ -73,6 +74,10 @@ class LocalBackend:
             raise UserError(
                 f"job name {quoted(job_name)}: 1-63 letters, digits and hyphens, not starting with a hyphen"
             )
+        from cloudtrain.spec import legacy_keras, script_environment
+
+        if legacy_keras(spec):
+            check_tf_keras()
         channels = local_channels(spec.data)
         restore = self._chief_checkpoints(resume_from) if resume_from else None
         job_dir = self.job_dir(job_name)
@@ -90,7 +95,7 @@ class LocalBackend:
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
-        return self._start_runner(job_dir, spec.environment).info
+        return self._start_runner(job_dir, script_environment(spec)).info
 
     def _chief_checkpoints(self, job_name: str) -> Path:
         self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
@@ -103,13 +108,14 @@ class LocalBackend:
         self, job_dir: Path, spec: JobSpec, job_name: str, channels: dict[str, Path], restore: Path | None
     ) -> None:
         hosts = host_names(spec.resources.instance_count)
-        sourcedir = build_code_package(spec.code, job_dir).path  # byte for byte what SageMaker gets
+        sourcedir = build_code_package(spec.code, job_dir, extra=_vendored(spec)).path  # what SageMaker gets
         layout = HostLayout(
             hosts=hosts,
-            hyperparameters=hyperparameters_json(spec, sourcedir),
+            hyperparameters=hyperparameters_json(spec, sourcedir, job_name, job_dir / MODEL_DIR),
             channels=channels,
             sourcedir=sourcedir,
         )
+        (job_dir / MODEL_DIR).mkdir()
         for host in hosts:
             layout.create(job_dir / "hosts" / host, host)
         RunPlan(
@@ -266,6 +272,47 @@ def runner_alive(pid: int, job_name: str) -> bool:
     return state != "Z" and RUNNER_MODULE in argv and Path(argv[-1]).name == job_name
 
 
+TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-macos", "tensorflow-intel")
+
+
+def check_tf_keras() -> None:
+    """tf-keras of the installed TensorFlow's minor version must be in this Python for a legacy-Keras job.
+
+    Only the package metadata is read (no TensorFlow import). Without TensorFlow there is nothing to check.
+    """
+    tf = next((v for v in map(_installed, TF_DISTRIBUTIONS) if v), None)
+    if tf is None:
+        return
+    minor = ".".join(tf.split(".")[:2])
+    found = _installed("tf-keras")
+    if found is None or ".".join(found.split(".")[:2]) != minor:
+        have = f"tf-keras {found} is installed" if found else "tf-keras is not installed"
+        raise UserError(
+            f"distribution.keras: this job runs tf-keras (TF_USE_LEGACY_KERAS=1) but {have} for TensorFlow {tf}: "
+            f"{sys.executable} -m pip install --no-deps 'tf-keras=={minor}.*' (or set distribution.keras: keras3)"
+        )
+
+
+def _installed(distribution: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def _vendored(spec: JobSpec) -> list[tuple[str, Path]]:
+    """tf-keras packed for AWS's image, as on SageMaker, so both tarballs (and code digests) are the same; the local
+    run never reads it, so a job whose copy cannot be had runs without."""
+    from cloudtrain import vendor
+
+    try:
+        return vendor.job_entries(spec)
+    except (UserError, OSError):
+        return []
+
+
 def local_channels(data: Mapping[str, str]) -> dict[str, Path]:
     """Each channel's local folder or file; S3 channels cannot be read by the local backend."""
     channels: dict[str, Path] = {}
@@ -282,14 +329,20 @@ def local_channels(data: Mapping[str, str]) -> dict[str, Path]:
     return channels
 
 
-def hyperparameters_json(spec: JobSpec, sourcedir: Path) -> dict[str, str]:
-    """hyperparameters.json: every value JSON-encoded as a string, as the SDK sends them, with script mode's."""
+def hyperparameters_json(spec: JobSpec, sourcedir: Path, job_name: str, model_dir: Path) -> dict[str, str]:
+    """hyperparameters.json: every value JSON-encoded as a string, as the SDK sends them, with script mode's.
+
+    `model_dir` (the script's `--model_dir`) is on SageMaker an S3 prefix that every host shares, apart from
+    model.tar.gz; here it is a folder of the job that every host shares, apart from model.tar.gz.
+    """
     values: dict[str, Any] = dict(spec.hyperparameters)
     values.update(
         sagemaker_program=spec.code.entry_point,
         sagemaker_submit_directory=str(sourcedir),
         sagemaker_region="local",
         sagemaker_container_log_level=20,
+        sagemaker_job_name=job_name,
+        model_dir=str(model_dir),
     )
     if spec.distribution.strategy.value == "multi_worker_mirrored":
         values["sagemaker_multi_worker_mirrored_strategy_enabled"] = True

@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain import vendor
 from cloudtrain.archive import staging_folder, swap_in, writing_to
 from cloudtrain.aws import (
     AwsSession,
@@ -122,6 +123,14 @@ def git_commit(folder: Path) -> str | None:
 INSTANCE_STORAGE_FAMILIES = ("g5", "g6", "p5", "trn1")  # the SDK's `volume_size_supported`: no EBS volume
 
 
+def _failure_reason(reason: str | None) -> str | None:
+    """AWS's FailureReason, or the one line that names a known failure's cause and fix (AWS's toolkit writes the
+    script's error output there, a tensor dump for Keras 3 under MultiWorkerMirroredStrategy)."""
+    from cloudtrain.runtime.failures import explain
+
+    return (explain(reason) or reason) if reason else reason
+
+
 def _has_instance_storage(instance_type: str) -> bool:
     """Instance types with local NVMe storage take no EBS volume key (AWS refuses VolumeKmsKeyId there): the
     SDK's rule, a "d" in the family (c5d, p4d, r5d) or one of `INSTANCE_STORAGE_FAMILIES` (g6e, p5en, trn1n too)."""
@@ -179,7 +188,7 @@ def build_request(
     tags: list[dict[str, str]],
 ) -> dict[str, Any]:
     """The CreateTrainingJob keyword arguments; pure, so dry-run and submit send the same thing."""
-    from cloudtrain.spec import Strategy
+    from cloudtrain.spec import Strategy, script_environment
 
     res = spec.resources
     kms = spec.aws.kms_key_id
@@ -195,11 +204,15 @@ def build_request(
     script_mode["model_dir"] = output.join(job_name, "model").uri
     hyperparameters = {**json_hyperparameters(spec.hyperparameters), **json_hyperparameters(script_mode)}
     environment = {
-        **spec.environment,
+        **script_environment(spec),
         "CLOUDTRAIN_STRATEGY": spec.distribution.strategy.value,
         "CLOUDTRAIN_COMMUNICATION": spec.distribution.communication,
         "CLOUDTRAIN_CHECKPOINT_DIR": spec.checkpoints.local_path,
     }
+    if vendor.job_minor(spec):  # tf-keras packed in the code: on the path AWS's toolkit hands the script
+        environment["PYTHONPATH"] = ":".join(
+            p for p in (vendor.container_pythonpath(), environment.get("PYTHONPATH")) if p
+        )
     _check_limits(spec, hyperparameters, environment)
 
     algorithm: dict[str, Any] = {"TrainingImage": image_uri, "TrainingInputMode": "File"}
@@ -349,7 +362,7 @@ def job_info(raw: Mapping[str, Any], tags: list[dict[str, str]] | None = None) -
         backend=SageMakerBackend.name,
         status=raw["TrainingJobStatus"],
         secondary_status=raw.get("SecondaryStatus", ""),
-        failure_reason=raw.get("FailureReason"),
+        failure_reason=_failure_reason(raw.get("FailureReason")),
         created=_ts(raw.get("CreationTime")),
         ended=_ts(raw.get("TrainingEndTime")),
         instance_type=resources.get("InstanceType", ""),
@@ -648,7 +661,7 @@ class SageMakerBackend:
                 f"resume: {len(resume[1])} checkpoint file(s), {size} bytes, of {resume_from} {verb} from "
                 f"{resume[0].uri} to {checkpoint_uri} before the job starts"
             )
-        tree = code_tree(spec.code)
+        tree = code_tree(spec.code, extra=vendor.job_entries(spec))
         if tree.note:
             notes.append(tree.note)
         local = {ch: Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")}

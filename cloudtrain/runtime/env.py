@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cloudtrain.runtime.failures import explain
+
 DEFAULT_ROOT = "/opt/ml"
 TENSORBOARD_FOLDER = "tensorboard"  # under output/: SageMaker's TensorBoardOutputConfig.LocalPath default
 MWMS_PORT = 8890  # the port the SageMaker TensorFlow toolkit gives every worker
@@ -63,8 +65,8 @@ def failure_file(environ: Mapping[str, str] = os.environ) -> Path:
 
 
 def write_failure(reason: str, environ: Mapping[str, str] = os.environ) -> None:
-    """Write a one-line failure reason; never raises, since it runs while a job is already failing."""
-    line = " ".join(reason.split())[:FAILURE_REASON_MAX] or "training failed"
+    """Write a one-line failure reason (a known cause told as such); never raises: the job is already failing."""
+    line = " ".join((explain(reason) or reason).split())[:FAILURE_REASON_MAX] or "training failed"
     try:
         path = failure_file(environ)
         path.parent.mkdir(parents=True, exist_ok=True)

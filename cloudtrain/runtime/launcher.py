@@ -11,33 +11,26 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from cloudtrain.runtime.env import (
-    _cpu_count,
-    _decode_hyperparameter,
-    build_tf_config,
-    failure_file,
-    opt_ml_root,
-    write_failure,
-)
+from cloudtrain.runtime import contract
+from cloudtrain.runtime.env import _decode_hyperparameter, build_tf_config, failure_file, opt_ml_root, write_failure
+from cloudtrain.runtime.failures import explain
 
-SCRIPT_MODE = frozenset(
-    {"sagemaker_program", "sagemaker_submit_directory", "sagemaker_region", "sagemaker_container_log_level"}
-)
 MWMS_FLAG = "sagemaker_multi_worker_mirrored_strategy_enabled"
 REQUIREMENTS = "requirements.txt"
 _REQUIREMENT_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
-# SM_TRAINING_ENV keys whose variable has another name (SM_HPS, SM_FRAMEWORK_PARAMS, SM_CHANNEL_<NAME>).
-_RENAMED_IN_ENV = frozenset({"hyperparameters", "additional_framework_parameters", "channel_input_dirs"})
 
 
 class LauncherError(Exception):
@@ -76,15 +69,6 @@ class ContainerConfig:
         return str(self.resource_config["current_host"])
 
     @property
-    def user_hyperparameters(self) -> dict[str, Any]:
-        return {k: v for k, v in self.hyperparameters.items() if not k.startswith("sagemaker_")}
-
-    @property
-    def framework_params(self) -> dict[str, Any]:
-        """The toolkit's additional_framework_parameters: sagemaker_* settings other than the script-mode ones."""
-        return {k: v for k, v in self.hyperparameters.items() if k.startswith("sagemaker_") and k not in SCRIPT_MODE}
-
-    @property
     def entry_point(self) -> str:
         program = self.hyperparameters.get("sagemaker_program")
         if not program:
@@ -93,7 +77,11 @@ class ContainerConfig:
 
     @property
     def mwms(self) -> bool:
-        return str(self.hyperparameters.get(MWMS_FLAG, "")).lower() == "true"
+        return bool(contract.framework_parameters(self.hyperparameters).get(MWMS_FLAG, False))
+
+    @property
+    def region(self) -> str:
+        return str(self.hyperparameters.get("sagemaker_region") or "")
 
 
 def _read_json(path: Path, default: Any) -> Any:
@@ -107,67 +95,48 @@ def _read_json(path: Path, default: Any) -> Any:
         raise LauncherError(f"{path} is not valid JSON: {e}") from None
 
 
-def user_args(hyperparameters: Mapping[str, Any]) -> list[str]:
-    """`--name value` per hyperparameter, sorted, formatted as the toolkit's `to_cmd_args` formats them."""
-    args: list[str] = []
-    for name in sorted(hyperparameters):
-        value = hyperparameters[name]
-        if isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
-        args += [f"--{name}" if len(name) > 1 else f"-{name}", str(value)]
-    return args
-
-
-def _num_gpus(environ: Mapping[str, str]) -> int:
-    """GPUs visible to the container (none on the local backend, which is CPU only)."""
-    if environ.get("CLOUDTRAIN_LOCAL"):
-        return 0
-    return sum(1 for p in Path("/dev").glob("nvidia[0-9]*"))
-
-
-def sm_environment(cfg: ContainerConfig, code_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """Every SM_* variable of the contract, and SM_TRAINING_ENV holding all of them as one JSON document."""
-    root, hps = cfg.root, cfg.user_hyperparameters
-    channels = sorted(cfg.input_data_config)
-    entry = cfg.entry_point
-    training_env: dict[str, Any] = {
-        "additional_framework_parameters": cfg.framework_params,
-        "channel_input_dirs": {c: str(root / "input" / "data" / c) for c in channels},
-        "current_host": cfg.current_host,
-        "current_instance_type": cfg.resource_config.get("current_instance_type", ""),
-        "hosts": cfg.hosts,
-        "hyperparameters": hps,
-        "input_config_dir": str(root / "input" / "config"),
-        "input_data_config": cfg.input_data_config,
-        "input_dir": str(root / "input"),
-        "is_master": cfg.current_host == cfg.hosts[0],
-        "job_name": environ.get("TRAINING_JOB_NAME", ""),
-        "log_level": int(cfg.hyperparameters.get("sagemaker_container_log_level", 20)),
-        "master_hostname": cfg.hosts[0],
-        "model_dir": str(root / "model"),
-        "module_dir": str(cfg.hyperparameters.get("sagemaker_submit_directory", code_dir)),
-        "module_name": Path(entry).stem,
-        "network_interface_name": cfg.resource_config.get("network_interface_name", "eth0"),
-        "num_cpus": _cpu_count(),
-        "num_gpus": _num_gpus(environ),
-        "output_data_dir": str(root / "output" / "data"),
-        "output_dir": str(root / "output"),
-        "resource_config": cfg.resource_config,
-        "user_entry_point": entry,
-    }
-    env = {f"SM_{k.upper()}": _env_value(v) for k, v in training_env.items() if k not in _RENAMED_IN_ENV}
-    env["SM_HPS"] = json.dumps(hps)
-    env["SM_CHANNELS"] = json.dumps(channels)
-    env["SM_USER_ARGS"] = json.dumps(user_args(hps))
-    env["SM_FRAMEWORK_PARAMS"] = json.dumps(cfg.framework_params)
-    env["SM_TRAINING_ENV"] = json.dumps(training_env)
-    env.update({f"SM_CHANNEL_{c.upper()}": str(root / "input" / "data" / c) for c in channels})
-    env.update({f"SM_HP_{k.upper()}": _env_value(v) for k, v in hps.items()})
+def script_environment(cfg: ContainerConfig, code_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The script's environment as AWS's TF image hands it over: the container's own variables, then
+    `s3_utils.configure`'s, the Environment's (SAGEMAKER_JOB_NAME, CURRENT_HOST, SAGEMAKER_REGION), PYTHONPATH and
+    every SM_* variable of `to_env_vars`, and TF_CONFIG for MultiWorkerMirroredStrategy."""
+    hps = contract.user_hyperparameters(cfg.hyperparameters, environ.get("TRAINING_JOB_NAME"))
+    training_env = contract.training_env(
+        cfg.root, cfg.hyperparameters, cfg.resource_config, cfg.input_data_config, environ
+    )
+    env = {k: v for k, v in environ.items() if not k.startswith("SM_") and k != "TF_CONFIG"}
+    model_dir = hps.get("model_dir")
+    bucket_region = None if environ.get("CLOUDTRAIN_LOCAL") else _bucket_region(model_dir, cfg.region)
+    env.update(contract.s3_variables(model_dir, cfg.region, bucket_region))
+    env["SAGEMAKER_JOB_NAME"] = str(cfg.hyperparameters.get("sagemaker_job_name") or "")
+    env["CURRENT_HOST"] = cfg.current_host
+    env["SAGEMAKER_REGION"] = cfg.region
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code_dir), environ.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(contract.sm_variables(training_env, hps))
+    env.setdefault("CLOUDTRAIN_CHECKPOINT_DIR", str(cfg.root / "checkpoints"))
+    config = tf_config(cfg, environ)
+    if config is not None:
+        env["TF_CONFIG"] = json.dumps(config)
     return env
 
 
-def _env_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+def _bucket_region(model_dir: Any, region: str) -> str | None:
+    """The region of an S3 model_dir's bucket (GetBucketLocation, as the TF toolkit asks); None if unknown."""
+    if not (isinstance(model_dir, str) and model_dir.startswith("s3://")):
+        return None
+    try:
+        import boto3  # in cloudtrain's image (docker/train needs it); never on the local backend's path
+        from botocore.config import Config
+    except ImportError:
+        return None
+    bucket = model_dir[len("s3://") :].split("/", 1)[0]
+    try:
+        quick = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 1})
+        s3 = boto3.client("s3", region_name=region or None, config=quick)
+        location = s3.get_bucket_location(Bucket=bucket)
+    except Exception:  # no credentials, no such bucket: the job's region it is
+        return None
+    return location.get("LocationConstraint") or region
 
 
 def tf_config(cfg: ContainerConfig, environ: Mapping[str, str]) -> dict[str, Any] | None:
@@ -238,84 +207,135 @@ def _installed_version(name: str) -> str | None:
         return None
 
 
-def handle_requirements(code_dir: Path, environ: Mapping[str, str]) -> None:
-    """In a container, pip-install requirements.txt as script mode does; locally only check it."""
+def check_requirements(code_dir: Path) -> None:
+    """The local backend never pip-installs into the user's Python: requirements.txt must be satisfied already."""
     path = code_dir / REQUIREMENTS
     if not path.is_file():
         return
-    if environ.get("CLOUDTRAIN_LOCAL"):
-        missing = missing_requirements(path)
-        if missing:
-            raise LauncherError(
-                f"{REQUIREMENTS}: not installed in {sys.executable} (the local backend never pip-installs into "
-                f"your environment): {', '.join(missing)}; install them with: "
-                f"{sys.executable} -m pip install -r {path}"
-            )
-        return
-    print(f"installing {REQUIREMENTS}", flush=True)
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-r", str(path)], check=False)
+    missing = missing_requirements(path)
+    if missing:
+        raise LauncherError(
+            f"{REQUIREMENTS}: not installed in {sys.executable} (the local backend never pip-installs into "
+            f"your environment): {', '.join(missing)}; install them with: "
+            f"{sys.executable} -m pip install -r {path}"
+        )
+
+
+def install(kind: contract.EntryPointType, code_dir: Path, entry: str, environ: Mapping[str, str]) -> Path | None:
+    """`entry_point.install`: requirements.txt (programs) or `pip install . -r requirements.txt` (packages), and
+    exec permission for a command.
+
+    In a container that is what runs. On the local backend requirements are only checked, and a package is
+    installed without its dependencies into a folder of its own (returned, for PYTHONPATH), never into the
+    user's Python.
+    """
+    if kind == "command":
+        (code_dir / entry).chmod(0o777)
+        return None
+    local = bool(environ.get("CLOUDTRAIN_LOCAL"))
+    has_requirements = (code_dir / REQUIREMENTS).is_file()
+    if local and (kind == "package" or has_requirements):
+        check_requirements(code_dir)
+    if kind == "program":
+        if has_requirements and not local:
+            _pip(["install", "-r", REQUIREMENTS], code_dir, "InstallRequirementsError")
+        return None
+    if not local:
+        _pip(["install", ".", *(["-r", REQUIREMENTS] if has_requirements else [])], code_dir, "InstallModuleError")
+        return None
+    site = Path(tempfile.mkdtemp(prefix="cloudtrain-package-"))
+    args = ["install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation", "--target", str(site), "."]
+    _pip(args, code_dir, "InstallModuleError")
+    return site
+
+
+def _pip(args: list[str], cwd: Path, error: str) -> None:
+    print(f"pip {' '.join(args)}", flush=True)
+    done = subprocess.run([sys.executable, "-m", "pip", *args], cwd=cwd, check=False)
     if done.returncode != 0:
-        raise LauncherError(f"InstallRequirementsError: pip install -r {REQUIREMENTS} exited with {done.returncode}")
+        raise LauncherError(f"{error}: pip {' '.join(args)} exited with {done.returncode}")
 
 
-def script_command(code_dir: Path, entry: str, args: list[str]) -> list[str]:
+def script_command(code_dir: Path, entry: str, args: list[str]) -> tuple[contract.EntryPointType, list[str]]:
     if not (code_dir / entry).is_file():
         raise LauncherError(f"entry point {entry!r} not found in {code_dir}")
-    interpreter = ["/bin/sh"] if entry.endswith(".sh") else [sys.executable]
-    return [*interpreter, entry, *args]
+    kind = contract.entry_point_type(code_dir, entry)
+    return kind, contract.command(kind, sys.executable, entry, args)
 
 
-def run_script(command: list[str], env: Mapping[str, str], cwd: Path) -> tuple[int, str]:
-    """Run the script, passing stderr through; returns its exit code (128+N for signal N) and last stderr line.
+def run_script(command: list[str], env: Mapping[str, str], cwd: Path) -> tuple[int, str, str | None]:
+    """Run the script, passing stderr through; returns its exit code (128+N for signal N), its last stderr line,
+    and the one-line reason of a known failure seen in its stderr.
 
     SIGTERM and SIGINT are forwarded, so a stop reaches the script as `docker stop` reaches PID 1.
     """
     proc = subprocess.Popen(command, cwd=cwd, env=dict(env), stderr=subprocess.PIPE)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
-    last = ""
+    last, known = "", None
     assert proc.stderr is not None
     for raw in proc.stderr:
         sys.stderr.buffer.write(raw)
         sys.stderr.buffer.flush()
-        last = raw.decode("utf-8", "replace").strip() or last
+        line = raw.decode("utf-8", "replace").strip()
+        last = line or last
+        known = known or explain(line)
     code = proc.wait()
-    return (128 - code if code < 0 else code), last
+    return (128 - code if code < 0 else code), last, known
 
 
-def prepare(root: Path, environ: Mapping[str, str]) -> tuple[list[str], dict[str, str], Path, str]:
-    """Everything before the script runs: (command, environment, code folder, current host)."""
+@dataclass(frozen=True)
+class Prepared:
+    """Everything the script needs before it runs."""
+
+    command: list[str]
+    env: dict[str, str]
+    code_dir: Path
+    host: str
+    package_site: Path | None = None
+
+
+def prepare(root: Path, environ: Mapping[str, str]) -> Prepared:
+    """Read the contract's files, install the code as the toolkit does, build the command and environment."""
     cfg = ContainerConfig.read(root)
     code_dir = code_directory(cfg)
-    env = {k: v for k, v in environ.items() if not k.startswith("SM_") and k != "TF_CONFIG"}
-    env.update(sm_environment(cfg, code_dir, environ))
-    env.setdefault("CLOUDTRAIN_CHECKPOINT_DIR", str(root / "checkpoints"))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code_dir), environ.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    config = tf_config(cfg, environ)
-    if config is not None:
-        env["TF_CONFIG"] = json.dumps(config)
+    env = script_environment(cfg, code_dir, environ)
+    if "TF_CONFIG" in env:
         print(f"TF_CONFIG={env['TF_CONFIG']}", flush=True)
-    handle_requirements(code_dir, environ)
-    command = script_command(code_dir, cfg.entry_point, user_args(cfg.user_hyperparameters))
-    return command, env, code_dir, cfg.current_host
+    user = contract.user_hyperparameters(cfg.hyperparameters, environ.get("TRAINING_JOB_NAME"))
+    kind, command = script_command(code_dir, cfg.entry_point, contract.cmd_args(user))
+    site = install(kind, code_dir, cfg.entry_point, environ)
+    if site is not None:
+        env["PYTHONPATH"] = os.pathsep.join((str(code_dir), str(site), *env["PYTHONPATH"].split(os.pathsep)[1:]))
+    return Prepared(command, env, code_dir, cfg.current_host, site)
 
 
 def main() -> int:
     environ = dict(os.environ)
     root = opt_ml_root(environ)
-    failure_env = {"SM_OUTPUT_DIR": str(root / "output")}
+    output = {"SM_OUTPUT_DIR": str(root / "output")}
     try:
-        command, env, code_dir, host = prepare(root, environ)
+        job = prepare(root, environ)
     except (LauncherError, OSError, ValueError, tarfile.TarError) as e:
         reason = f"AlgorithmError: launcher: {e}"
         print(reason, file=sys.stderr, flush=True)
-        write_failure(reason, failure_env)
+        write_failure(reason, output)
         return 1
-    print(f"running {' '.join(command)} in {code_dir}", flush=True)
-    code, last = run_script(command, env, code_dir)
-    if code != 0 and not failure_file(failure_env).exists():
-        write_failure(f"AlgorithmError: {host} exited with code {code}: {last}", failure_env)
+    print(f"running {' '.join(job.command)} in {job.code_dir}", flush=True)
+    try:
+        code, last, known = run_script(job.command, job.env, job.code_dir)
+    finally:
+        if job.package_site is not None:
+            shutil.rmtree(job.package_site, ignore_errors=True)
+    if code == 0:
+        with suppress(OSError):  # an empty `success`, as the toolkit's trainer writes it
+            (root / "output").mkdir(parents=True, exist_ok=True)
+            (root / "output" / "success").write_text("")
+        return 0
+    written = failure_file(output)
+    own = written.read_text(errors="replace") if written.is_file() else ""
+    if not own.strip() or explain(own):  # the script's own reason wins, unless it is a known failure's dump
+        write_failure(known or f"AlgorithmError: {job.host} exited with code {code}: {last}", output)
     return code
 
 

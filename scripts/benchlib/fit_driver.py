@@ -1,8 +1,10 @@
 """Train job_specs/digits' model one way, in a fresh process, and print how fast (one JSON line).
 
-    python fit_driver.py keras|runtime|runtime-mwms --data DIR --epochs N
+    python fit_driver.py keras|keras-mwms|runtime|runtime-mwms --data DIR --epochs N
 
 - keras: plain `model.compile` + `model.fit` (no strategy), validating every epoch as the runtime does;
+- keras-mwms: the same `model.fit` as a plain-Keras script runs under cloudtrain on several instances: in a
+  MultiWorkerMirroredStrategy (one worker here) with tf-keras (TF_USE_LEGACY_KERAS=1, `distribution.keras: auto`);
 - runtime: cloudtrain.runtime's `fit` with no strategy (the training loop alone);
 - runtime-mwms: cloudtrain.runtime's `fit` under MultiWorkerMirroredStrategy with one worker, which is what a
   one-instance job of job_specs/digits.yaml runs (its strategy is multi_worker_mirrored, so the launcher
@@ -51,16 +53,18 @@ def _model(tf: Any) -> Any:
     )
 
 
-def keras_fit(train: tuple[Any, Any], evaluation: tuple[Any, Any], epochs: int) -> dict[str, Any]:
+def keras_fit(train: tuple[Any, Any], evaluation: tuple[Any, Any], epochs: int, mwms: bool = False) -> dict[str, Any]:
     import tensorflow as tf
 
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if mwms else tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(0)
-    model = _model(tf)
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(LEARNING_RATE),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    with strategy.scope():
+        model = _model(tf)
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(LEARNING_RATE),
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
     ends: list[float] = []
 
     class Timer(tf.keras.callbacks.Callback):  # type: ignore[misc]
@@ -131,7 +135,7 @@ class _EpochLines:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("keras", "runtime", "runtime-mwms"))
+    parser.add_argument("mode", choices=("keras", "keras-mwms", "runtime", "runtime-mwms"))
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args()
@@ -143,7 +147,9 @@ def main() -> None:
 def _train(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     os.environ["CLOUDTRAIN_OPT_ML"] = str(root)  # model, output and checkpoints of the runtime go here
     os.environ["CLOUDTRAIN_CHECKPOINT_DIR"] = str(root / "checkpoints")
-    if args.mode == "runtime-mwms":
+    if args.mode == "keras-mwms":
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow is imported, as cloudtrain sets it
+    if args.mode in ("runtime-mwms", "keras-mwms"):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -151,8 +157,8 @@ def _train(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
         os.environ["TF_CONFIG"] = json.dumps(build_tf_config(["algo-1"], "algo-1", {"algo-1": f"127.0.0.1:{port}"}))
     train, evaluation = _load(args.data / "train"), _load(args.data / "eval")
-    if args.mode == "keras":
-        out = keras_fit(train, evaluation, args.epochs)
+    if args.mode in ("keras", "keras-mwms"):
+        out = keras_fit(train, evaluation, args.epochs, mwms=args.mode == "keras-mwms")
     else:
         kind = "multi_worker_mirrored" if args.mode == "runtime-mwms" else "none"
         out = runtime_fit(train, evaluation, args.epochs, kind)
