@@ -8,6 +8,7 @@ api.fetch_model(job.name, to="out")
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends import AwsOptions, open_backend, resolve_backend_name
 from cloudtrain.config import Config, Settings
-from cloudtrain.errors import JobExists, SpecError, UserError
+from cloudtrain.errors import CloudtrainError, JobExists, SpecError, UserError
 
 if TYPE_CHECKING:
     from cloudtrain.backends.base import Artifacts, Backend, JobInfo, LogEvent
@@ -290,9 +291,38 @@ def fetch_model(
     """Download and extract the model, output (evaluation report) and checkpoints into `to` (default ./<job>)."""
     dest = Path(to) if to is not None else Path.cwd() / job
     be = _backend_for(job, backend, aws, config)
-    if on_progress is not None and be.name == "sagemaker":
-        return be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
-    return be.fetch_artifacts(job, dest)
+    info = be.describe(job)
+    if not info.done:
+        raise UserError(f"job {job} is {info.status}: its model can be fetched once it ends (cloudtrain logs {job} -f)")
+    _refuse_occupied(dest)
+    created = not dest.exists()
+    try:
+        if on_progress is not None and be.name == "sagemaker":
+            found = be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
+        else:
+            found = be.fetch_artifacts(job, dest)
+        if not (found.model or found.output or found.checkpoints):
+            raise CloudtrainError(f"job {job} ({info.status}) left no model, output or checkpoints to fetch")
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                dest.rmdir()  # only if empty: the staging folder is gone, and nothing else of ours is there
+        raise
+    return found
+
+
+FETCHED = ("model", "output", "checkpoints")
+
+
+def _refuse_occupied(dest: Path) -> None:
+    """fetch-model never deletes a user's file: a non-empty `model/`, `output/` or `checkpoints/` is refused."""
+    for kind in FETCHED:
+        path = dest / kind
+        if path.is_symlink() or path.is_file() or (path.is_dir() and any(path.iterdir())):
+            raise UserError(
+                f"{path} exists and is not empty: fetch-model never replaces files; choose another --to, "
+                "or move it away"
+            )
 
 
 class WaitTimeout(UserError):
