@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from cloudtrain.spec import JobSpec
 
 SUFFIX_LEN = 12
+DRAIN_IDLE_S = 30.0  # after the job ends, --wait shows log lines until its log stream is this quiet
 
 
 def job_name_for(base: str, idempotency_key: str | None = None) -> str:
@@ -362,7 +363,7 @@ def watch(
             if deadline is not None and time.monotonic() > deadline:
                 raise WaitTimeout(f"timed out after {timeout:g}s; job {job} is still {info.status}")
         if with_logs:
-            yield from _drain(lines, until=time.monotonic() + 30)
+            yield from _drain_to_end(lines, job)
         yield info
     finally:
         stop_flag.set()
@@ -387,6 +388,23 @@ def _drain(lines: queue.Queue[LogEvent | None], until: float) -> Iterator[LogEve
             return
         if event is None:
             lines.put(None)  # keep the end marker for the next drain
+            return
+        yield event
+
+
+def _drain_to_end(lines: queue.Queue[LogEvent | None], job: str) -> Iterator[LogEvent]:
+    """Every line left once the job has ended, however many; a stream silent for DRAIN_IDLE_S ends with a note."""
+    from cloudtrain.backends.base import LogEvent
+
+    while True:
+        try:
+            event = lines.get(timeout=DRAIN_IDLE_S)
+        except queue.Empty:
+            note = f"no log line came for {DRAIN_IDLE_S:g}s after the job ended: any later ones are in cloudtrain logs {job}"
+            yield LogEvent(time.time(), "cloudtrain", note)
+            return
+        if event is None:
+            lines.put(None)
             return
         yield event
 

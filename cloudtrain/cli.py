@@ -602,5 +602,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    from cloudtrain.render import neutralised
+
+    sys.stderr.write(f"error: {neutralised(message)}\n")  # a failure reason comes from the job
     sys.exit(code)

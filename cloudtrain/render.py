@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from cloudtrain.config import Config
     from cloudtrain.scaffold import Scaffold
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 STATUS_STYLE = {"Completed": "green", "Failed": "red", "Stopped": "yellow", "Stopping": "yellow", "InProgress": "cyan"}
 
 
@@ -111,7 +113,7 @@ def job_detail(info: JobInfo) -> None:
         savings = f"  spot savings {info.spot_savings_percent:.0f}%" if info.spot_savings_percent else ""
         field("billable", f"{info.billable_seconds}s{savings}")
     if info.failure_reason:
-        field("failure", scrub(info.failure_reason), "red")
+        field("failure", neutralised(scrub(info.failure_reason)), "red")
     for name, value in sorted(info.metrics.items()):
         field("metric", f"{name} = {value:g}")
     for kind, location in sorted(info.artifacts.items()):
@@ -119,16 +121,30 @@ def job_detail(info: JobInfo) -> None:
     if info.transitions:
         out.print("  history")
         for t in info.transitions:
-            out.print(f"    {when(t.start)}  {t.status:<12} {scrub(t.message)}", markup=False)
+            out.print(f"    {when(t.start)}  {t.status:<12} {neutralised(scrub(t.message))}", markup=False)
+
+
+def neutralised(text: str) -> str:
+    """Text from a job made inert for a terminal: control characters (ESC of every escape sequence, CR,
+    BEL, C1 controls) and bidirectional overrides are shown as `\\x1b`-style escapes instead of acting."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def log_line(event: LogEvent, out: Console | None = None) -> None:
-    """One host-tagged line; the message is printed as text, never as markup."""
+    """One host-tagged line; the message is printed as inert text, never as markup or escape sequences.
+
+    Off a terminal the line is written as it is, without rich (no styles to add, and ten times faster).
+    """
+    out = out or console()
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.timestamp))
+    message = neutralised(scrub(event.message))
+    if not out.is_terminal:
+        out.file.write(f"{stamp} {event.host} {message}\n")
+        out.file.flush()
+        return
     from rich.text import Text
 
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.timestamp))
-    line = Text.assemble((stamp, "dim"), " ", (event.host, "cyan"), " ", scrub(event.message))
-    (out or console()).print(line, emoji=False, markup=False)
+    out.print(Text.assemble((stamp, "dim"), " ", (event.host, "cyan"), " ", message), emoji=False, markup=False)
 
 
 def artifacts(found: Artifacts) -> None:

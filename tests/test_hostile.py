@@ -96,3 +96,38 @@ def test_a_failed_fetch_leaves_no_empty_dir(tmp_path: Path, home: Path) -> None:
     result = cloudtrain("fetch-model", job, "--to", str(tmp_path / "out"), home=home)
     assert result.code != 0 and result.err.count("\n") == 1, result.err
     assert not (tmp_path / "out").exists()
+
+
+# -- 2: --wait shows every line ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_submit_wait_shows_every_log_line_of_a_chatty_job(tmp_path: Path, home: Path) -> None:
+    script = "for i in range(300_000):\n    print(f'line {i}')\nprint('the end', flush=True)\n"
+    job = run_job(tmp_path, home, script)["result"]
+    shown = [line for line in job.err.splitlines() if " algo-1 line " in line]
+    assert len(shown) == 300_000 and "algo-1 the end" in job.err
+
+
+# -- 7: text from a job cannot drive the terminal -------------------------------------------------------------
+
+ESCAPES = r"""
+import sys
+print("clip \x1b]52;c;ZXZpbA==\x07 title \x1b]0;pwned\x07 clear \x1b[2J hidden \x1b[8msecret\x1b[0m cr\rover", flush=True)
+sys.exit("bad \x1b]0;title\x07 reason")
+"""
+
+
+def test_escape_sequences_from_a_job_reach_no_terminal(tmp_path: Path, home: Path) -> None:
+    ran = run_job(tmp_path, home, ESCAPES, env={"NO_COLOR": "1", "CI": "1"})
+    job = ran["doc"]["job"]["name"]
+    outputs = [
+        ran["result"].err,
+        cloudtrain("logs", job, home=home).out,
+        cloudtrain("status", job, home=home).out,
+        cloudtrain("submit", str(tmp_path / "job.yaml"), "--backend", "local", "--wait", home=home).err,
+    ]
+    for text in outputs:
+        assert "\x1b" not in text and "\x07" not in text and "\r" not in text, text
+    assert "clip \\x1b]52;c;ZXZpbA==\\x07 title" in outputs[1]
+    assert "bad \\x1b]0;title\\x07 reason" in outputs[2]
