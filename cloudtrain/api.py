@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends import AwsOptions, open_backend, resolve_backend_name
 from cloudtrain.config import Config, Settings
-from cloudtrain.errors import CloudtrainError, JobExists, SpecError, UserError
+from cloudtrain.errors import JobExists, SpecError, UserError
 
 if TYPE_CHECKING:
     from cloudtrain.backends.base import Artifacts, Backend, JobInfo, LogEvent
@@ -143,20 +143,34 @@ def submit(
     job_name = job_name_for(spec.name, key)
     backend_name = resolve_backend_name(backend, spec)
     be = open_backend(backend_name, spec=spec, aws=aws)
+    warnings = secret_hyperparameters(spec)
     if dry_run:
-        return _dry_run(be, spec, job_name)
+        return _dry_run(be, spec, job_name, warnings)
     if key:
         existing = _find(be, job_name)
         if existing is not None:
-            return Submitted(existing, created=False, notes=[f"idempotency key matches existing job {job_name}"])
+            return Submitted(existing, created=False, notes=warnings)
     try:
         info = be.submit(spec, job_name, resume_from=resume)
     except JobExists:
         if not key:
             raise
-        return Submitted(be.describe(job_name), created=False)
+        return Submitted(be.describe(job_name), created=False, notes=warnings)
     _remember(backend_name, info, spec)
-    return Submitted(info, created=True)
+    return Submitted(info, created=True, notes=warnings)
+
+
+def secret_hyperparameters(spec: JobSpec) -> list[str]:
+    """A warning per hyperparameter whose name looks secret: its value is masked where cloudtrain shows it,
+    but SageMaker shows hyperparameters in its console and the script gets them on its command line."""
+    from cloudtrain.redact import is_secret_name
+
+    return [
+        f"hyperparameters.{name} looks like a secret: it is shown as *** here, but SageMaker's console shows "
+        "hyperparameters and the script gets them in its argv; pass secrets in environment: instead"
+        for name in spec.hyperparameters
+        if is_secret_name(name)
+    ]
 
 
 def build(
@@ -185,13 +199,13 @@ def build(
     )
 
 
-def _dry_run(be: Backend, spec: JobSpec, job_name: str) -> Submitted:
+def _dry_run(be: Backend, spec: JobSpec, job_name: str, notes: list[str]) -> Submitted:
     from cloudtrain.backends.base import JobInfo
 
     plan_fn = getattr(be, "plan", None)
     plan = plan_fn(spec, job_name) if plan_fn else {"job_name": job_name, "spec": spec.model_dump(mode="json")}
     pending = JobInfo(name=job_name, backend=be.name, status="NotCreated")
-    return Submitted(pending, created=False, plan=plan)
+    return Submitted(pending, created=False, plan=plan, notes=notes)
 
 
 def _find(be: Backend, job_name: str) -> JobInfo | None:
@@ -302,13 +316,10 @@ def fetch_model(
             found = be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
         else:
             found = be.fetch_artifacts(job, dest)
-        if not (found.model or found.output or found.checkpoints):
-            raise CloudtrainError(f"job {job} ({info.status}) left no model, output or checkpoints to fetch")
-    except BaseException:
+    finally:
         if created:
             with contextlib.suppress(OSError):
-                dest.rmdir()  # only if empty: the staging folder is gone, and nothing else of ours is there
-        raise
+                dest.rmdir()  # only if empty (nothing fetched, or a failure): no empty DIR is left behind
     return found
 
 

@@ -220,10 +220,12 @@ def submit(
         config=config,
     )
     job = result.job
+    err = render.console(stderr=True)
+    for note in result.notes:
+        err.print(f"warning: {note}", markup=False)
     if dry_run:
         render.print_json(result.to_json()) if json else render.plan(result.plan or {})
         return
-    err = render.console(stderr=True)
     verb = "submitted" if result.created else "exists already (same idempotency key)"
     err.print(f"job [bold]{job.name}[/] {verb} on {job.backend}")
     if not wait:

@@ -149,6 +149,9 @@ def log_line(event: LogEvent, out: Console | None = None) -> None:
 
 def artifacts(found: Artifacts) -> None:
     out = console()
+    if not (found.model or found.output or found.checkpoints):
+        out.print("  nothing to fetch: the job left no model, output or checkpoints", markup=False)
+        return
     for kind in ("model", "output", "checkpoints"):
         path = getattr(found, kind)
         out.print(f"  {kind:<12} {path if path else '- (none)'}", markup=False)

@@ -91,10 +91,16 @@ def test_fetch_model_of_a_running_job_is_refused_and_creates_nothing(tmp_path: P
         cloudtrain("stop", job, "--wait", home=home)
 
 
-def test_a_failed_fetch_leaves_no_empty_dir(tmp_path: Path, home: Path) -> None:
-    job = run_job(tmp_path, home, "import sys\nsys.exit(3)\n")["doc"]["job"]["name"]
+def test_a_failed_fetch_or_one_with_nothing_to_fetch_leaves_no_empty_dir(tmp_path: Path, home: Path) -> None:
+    failed = run_job(tmp_path, home, "import sys\nsys.exit(3)\n")["doc"]["job"]["name"]
+    nothing = cloudtrain("fetch-model", failed, "--to", str(tmp_path / "out"), home=home)
+    assert nothing.code == 0 and "nothing to fetch" in nothing.out, nothing.out
+    assert not (tmp_path / "out").exists()
+
+    job = run_job(tmp_path / "ok", home, MODEL)["doc"]["job"]["name"]
+    (home / "jobs" / job / "model.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
     result = cloudtrain("fetch-model", job, "--to", str(tmp_path / "out"), home=home)
-    assert result.code != 0 and result.err.count("\n") == 1, result.err
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
     assert not (tmp_path / "out").exists()
 
 
@@ -131,3 +137,56 @@ def test_escape_sequences_from_a_job_reach_no_terminal(tmp_path: Path, home: Pat
         assert "\x1b" not in text and "\x07" not in text and "\r" not in text, text
     assert "clip \\x1b]52;c;ZXZpbA==\\x07 title" in outputs[1]
     assert "bad \\x1b]0;title\\x07 reason" in outputs[2]
+
+
+# -- 4, 5, 6: secrets ---------------------------------------------------------------------------------------------
+
+LEAKY = """
+import os, sys
+print("argv", sys.argv[1:], flush=True)
+print("url", os.environ["DATABASE_URL"], "pin", os.environ["PIN_PASSWORD"], flush=True)
+raise SystemExit(f"cannot log in with {os.environ['DB_PASSWORD']}")
+"""
+LEAKY_SPEC = """\
+environment:
+  DB_PASSWORD: "Sup3r-s3cret-pw"
+  PIN_PASSWORD: "4821"
+  DATABASE_URL: "postgres://app:dbpa55word@db.internal:5432/app"
+hyperparameters: {hf_token: hf_abcdefghijklmnop, max_tokens: 512}
+"""
+
+
+def test_a_secret_is_masked_everywhere_a_job_shows_or_keeps_it(tmp_path: Path, home: Path) -> None:
+    ran = run_job(tmp_path, home, LEAKY, LEAKY_SPEC)
+    job = ran["doc"]["job"]["name"]
+    assert "hyperparameters.hf_token looks like a secret" in ran["result"].err
+    shown = [
+        ran["result"].out,
+        ran["result"].err,
+        cloudtrain("status", job, home=home).out,
+        cloudtrain("status", job, "--json", home=home).out,
+        cloudtrain("logs", job, home=home).out,
+        cloudtrain("submit", str(tmp_path / "job.yaml"), "--backend", "local", "--dry-run", home=home).out,
+    ]
+    # What the script is given (hyperparameters.json, as on SageMaker) is the one copy, in the private home.
+    kept = [p for p in home.rglob("*") if p.is_file() and p.name != "hyperparameters.json"]
+    on_disk = [p.read_bytes().decode(errors="replace") for p in kept]
+    for text in shown + on_disk:
+        for secret in ("Sup3r-s3cret-pw", "dbpa55word", "hf_abcdefghijklmnop", "4821"):
+            assert secret not in text, (secret, text[:2000])
+    assert "cannot log in with ***" in shown[2]
+    assert "postgres://app:***@db.internal" in shown[4] and "pin ***" in shown[4]
+    assert "512" in shown[4]  # max_tokens is no secret
+
+
+def test_a_bad_set_value_of_a_secret_is_not_echoed(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, MODEL)
+    result = cloudtrain("validate", str(spec), "--set", "environment.DB_PASSWORD=@Sup3r[pw", home=home)
+    assert result.code == 2 and "Sup3r" not in result.err and "environment.DB_PASSWORD" in result.err, result.err
+
+
+def test_the_home_and_what_it_holds_are_private(tmp_path: Path, home: Path) -> None:
+    run_job(tmp_path, home, MODEL)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    for path in [home / "jobs.db", *home.rglob("*.jsonl"), *home.rglob("runner.log")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extract, staging_folder, swap_in, writing_to
 from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
-from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
+from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names, private_file
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.errors import JobExists, UserError, quoted
 from cloudtrain.packaging import build_code_package
@@ -124,7 +124,7 @@ class LocalBackend:
         """Start the runner in its own session with the spec's environment (never written to disk)."""
         name = job_dir.name
         try:
-            with open(job_dir / "runner.log", "ab") as log:
+            with open(private_file(job_dir / "runner.log"), "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", RUNNER_MODULE, str(job_dir)],
                     cwd=job_dir,

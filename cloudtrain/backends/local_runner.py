@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cloudtrain.archive import atomic_path, tar_directory
-from cloudtrain.redact import REDACTED, secret_values
+from cloudtrain.redact import mask, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX
 from cloudtrain.store import JobStore
 
@@ -133,16 +133,24 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
-    def failure_reason(self) -> str:
-        """The worker's `output/failure` if it wrote one, else its exit code and last line of output."""
+    def failure_reason(self, secrets: list[str]) -> str:
+        """The worker's `output/failure` if it wrote one, else its exit code and last line of output; masked.
+
+        The host's `output/failure` is rewritten masked too, so no copy of the secret is left on disk.
+        """
         failure = self.host_dir / "output" / "failure"
         if failure.is_file():
-            text = failure.read_text(errors="replace").strip()
-            if text:
-                return text[:FAILURE_REASON_MAX]
+            text = failure.read_text(errors="replace")
+            masked = mask(text, secrets)
+            if masked != text:
+                with atomic_path(failure) as tmp:
+                    tmp.write_text(masked)
+            if masked.strip():
+                return masked.strip()[:FAILURE_REASON_MAX]
         code = self.proc.returncode
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
-        return f"AlgorithmError: {self.host} exited with {how}: {self.last_line}"[:FAILURE_REASON_MAX]
+        last = f": {self.last_line}" if self.last_line else " (it printed nothing)"
+        return f"AlgorithmError: {self.host} exited with {how}{last}"[:FAILURE_REASON_MAX]
 
 
 class MetricTracker:
@@ -174,24 +182,28 @@ class MetricTracker:
             self._flushed = time.monotonic()
 
 
-def pump_output(worker: Worker, log_path: Path, on_line: Callable[[str], None] | None) -> None:
+def pump_output(
+    worker: Worker, log_path: Path, on_line: Callable[[str], None] | None, secrets: list[str]
+) -> None:
     """Copy a worker's merged stdout+stderr to its log stream, one flushed `{"t", "m"}` JSON line per line.
 
-    A secret the script prints (a value of a secret-looking environment variable) is written as `***`.
+    A secret the script prints (`cloudtrain.redact.mask`) is written as `***`.
     """
     assert worker.proc.stdout is not None
-    secrets = secret_values()
-    with open(log_path, "ab") as out:
+    with open(private_file(log_path), "ab") as out:
         for raw in worker.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            for value in secrets:
-                line = line.replace(value, REDACTED)
+            line = mask(raw.decode("utf-8", "replace").rstrip("\r\n"), secrets)
             out.write(json.dumps({"t": time.time(), "m": line}).encode() + b"\n")
             out.flush()
             if line.strip():
                 worker.last_line = line
             if on_line is not None:
                 on_line(line)
+
+
+def private_file(path: Path) -> int:
+    """A file descriptor appending to path, created readable by its owner only (logs hold what a job printed)."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 
 def free_ports(count: int) -> list[int]:
@@ -214,6 +226,15 @@ class Runner:
         self.graces = graces
         self.workers: list[Worker] = []
         self.metrics = MetricTracker(self.plan.metrics, self._write_metrics)
+        self.secrets = secret_values(os.environ, self._hyperparameters())
+
+    def _hyperparameters(self) -> dict[str, str]:
+        """The job's hyperparameters (JSON-encoded values decoded), whose secret-named ones are masked too."""
+        path = self.job_dir / "hosts" / CHIEF / "input" / "config" / "hyperparameters.json"
+        with suppress(OSError, ValueError):
+            encoded = json.loads(path.read_text())
+            return {k: v if isinstance(v := json.loads(e), str) else json.dumps(v) for k, e in encoded.items()}
+        return {}
 
     def _write_metrics(self, values: dict[str, float]) -> None:
         self.store.set_metrics(BACKEND, self.plan.job_name, values)
@@ -265,7 +286,7 @@ class Runner:
             return stopped
         failed = self._first_failed()
         if failed is not None:
-            return Outcome("Failed", "Failed", "Training job failed", failed.failure_reason())
+            return Outcome("Failed", "Failed", "Training job failed", failed.failure_reason(self.secrets))
         return Outcome("Completed", "Completed", "Training job completed", upload=True)
 
     def _start_worker(self, host: str, addresses: dict[str, str]) -> Worker:
@@ -294,7 +315,9 @@ class Runner:
         on_line = self.metrics.feed if host == CHIEF else None
         log_path = self.job_dir / "logs" / f"{host}.jsonl"
         log_path.parent.mkdir(exist_ok=True)
-        worker.reader = threading.Thread(target=pump_output, args=(worker, log_path, on_line), daemon=True)
+        worker.reader = threading.Thread(
+            target=pump_output, args=(worker, log_path, on_line, self.secrets), daemon=True
+        )
         worker.reader.start()
         return worker
 
