@@ -411,7 +411,7 @@ def _drain_to_end(lines: queue.Queue[LogEvent | None], job: str) -> Iterator[Log
         try:
             event = lines.get(timeout=DRAIN_IDLE_S)
         except queue.Empty:
-            note = f"no log line came for {DRAIN_IDLE_S:g}s after the job ended: any later ones are in cloudtrain logs {job}"
+            note = f"no log line for {DRAIN_IDLE_S:g}s after the job ended: any later ones: cloudtrain logs {job}"
             yield LogEvent(time.time(), "cloudtrain", note)
             return
         if event is None:

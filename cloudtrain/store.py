@@ -85,7 +85,10 @@ def private_home(home: Path, db: Path) -> None:
             if path.exists() and path.stat().st_mode & 0o077:
                 path.chmod(0o600)
     except OSError as e:
-        raise BackendUnavailable(f"cloudtrain home {home}: {e.strerror or e} (set CLOUDTRAIN_HOME to a folder of yours)") from None
+        reason = e.strerror or str(e)
+        raise BackendUnavailable(
+            f"cloudtrain home {home}: {reason} (set CLOUDTRAIN_HOME to a folder of yours)"
+        ) from None
 
 
 def redact_spec(spec: Mapping[str, Any]) -> dict[str, Any]:

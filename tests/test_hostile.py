@@ -5,20 +5,13 @@ Each test is a user's command and what they see: nothing lost, nothing leaked, n
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sqlite3
 import stat
-import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.clirun import REPO, cloudtrain
+from tests.clirun import cloudtrain
 
 SPEC = """\
 name: hostile
@@ -119,7 +112,8 @@ def test_submit_wait_shows_every_log_line_of_a_chatty_job(tmp_path: Path, home: 
 
 ESCAPES = r"""
 import sys
-print("clip \x1b]52;c;ZXZpbA==\x07 title \x1b]0;pwned\x07 clear \x1b[2J hidden \x1b[8msecret\x1b[0m cr\rover", flush=True)
+print("clip \x1b]52;c;ZXZpbA==\x07 title \x1b]0;pwned\x07", flush=True)
+print("clear \x1b[2J hidden \x1b[8msecret\x1b[0m cr\rover", flush=True)
 sys.exit("bad \x1b]0;title\x07 reason")
 """
 

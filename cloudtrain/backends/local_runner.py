@@ -182,9 +182,7 @@ class MetricTracker:
             self._flushed = time.monotonic()
 
 
-def pump_output(
-    worker: Worker, log_path: Path, on_line: Callable[[str], None] | None, secrets: list[str]
-) -> None:
+def pump_output(worker: Worker, log_path: Path, on_line: Callable[[str], None] | None, secrets: list[str]) -> None:
     """Copy a worker's merged stdout+stderr to its log stream, one flushed `{"t", "m"}` JSON line per line.
 
     A secret the script prints (`cloudtrain.redact.mask`) is written as `***`.
