@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import stat
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,25 @@ def test_the_home_and_what_it_holds_are_private(tmp_path: Path, home: Path) -> N
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     for path in [home / "jobs.db", *home.rglob("*.jsonl"), *home.rglob("runner.log")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+# -- 8: metric regexes cannot hang a job ----------------------------------------------------------------------
+
+
+def test_validate_rejects_a_metric_regex_that_backtracks_catastrophically(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, MODEL, 'metrics: [{name: acc, regex: "(a|a)*c([0-9])"}]\n')
+    result = cloudtrain("validate", str(spec), home=home)
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert "metrics[0].regex" in result.err or "metrics.0.regex" in result.err, result.err
+
+
+def test_a_slow_metric_regex_does_not_stall_stop(tmp_path: Path, home: Path) -> None:
+    """`a*a*a*a*a*a*c` is polynomial (n^6) for a backtracking engine: Python's re never finishes the line."""
+    script = "import time\nprint('a' * 3000, flush=True)\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    spec = write_job(tmp_path, script, 'metrics: [{name: acc, regex: "a*a*a*a*a*a*c([0-9])"}]\n')
+    job = cloudtrain("submit", str(spec), "--backend", "local", "--json", home=home).json()["job"]["name"]
+    deadline = time.monotonic() + 30
+    while "ready" not in cloudtrain("logs", job, home=home).out and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stopped = cloudtrain("stop", job, "--wait", "--json", home=home, timeout=60)
+    assert stopped.code == 0 and stopped.json()["status"] == "Stopped", stopped.err

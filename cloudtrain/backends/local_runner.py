@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -40,6 +39,8 @@ DEFAULT_FAILURE_GRACE_S = 5.0
 POLL_S = 0.1
 METRICS_FLUSH_S = 1.0
 READER_JOIN_S = 5.0
+METRIC_LINE_MAX = 4096  # characters of a line the metric regexes see
+METRIC_MATCH_S = 0.1  # time one regex may take on one line
 
 
 def host_names(count: int) -> list[str]:
@@ -154,10 +155,16 @@ class Worker:
 
 
 class MetricTracker:
-    """The spec's metric regexes over the chief's lines; the last value of each, written at most once a second."""
+    """The spec's metric regexes over the chief's lines; the last value of each, written at most once a second.
+
+    Matching is bounded (the `regex` engine, a time limit per line, the first METRIC_LINE_MAX characters)
+    and lets go of the GIL, so no pattern can stall the log stream, a stop or the max runtime.
+    """
 
     def __init__(self, specs: Iterable[tuple[str, str]], write: Callable[[dict[str, float]], None]) -> None:
-        self._patterns = [(name, re.compile(regex)) for name, regex in specs]
+        import regex as bounded_re
+
+        self._patterns = [(name, bounded_re.compile(pattern)) for name, pattern in specs]
         self._write = write
         self.values: dict[str, float] = {}
         self._dirty = False
@@ -165,7 +172,11 @@ class MetricTracker:
 
     def feed(self, line: str) -> None:
         for name, pattern in self._patterns:
-            match = pattern.search(line)
+            try:
+                match = pattern.search(line[:METRIC_LINE_MAX], timeout=METRIC_MATCH_S, concurrent=True)
+            except TimeoutError:
+                print(f"metric {name}: matching a line took over {METRIC_MATCH_S:g}s; line skipped", file=sys.stderr)
+                continue
             if match:
                 try:
                     self.values[name] = float(match.group(1))
