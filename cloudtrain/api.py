@@ -143,7 +143,7 @@ def submit(
     job_name = job_name_for(spec.name, key)
     backend_name = resolve_backend_name(backend, spec)
     be = open_backend(backend_name, spec=spec, aws=aws)
-    warnings = secret_hyperparameters(spec)
+    warnings = [*secret_hyperparameters(spec), *left_out_notes(spec, backend_name)]
     if dry_run:
         return _dry_run(be, spec, job_name, warnings)
     if key:
@@ -158,6 +158,17 @@ def submit(
         return Submitted(be.describe(job_name), created=False, notes=warnings)
     _remember(backend_name, info, spec)
     return Submitted(info, created=True, notes=warnings)
+
+
+def left_out_notes(spec: JobSpec, backend_name: str) -> list[str]:
+    """What packing leaves out of the code folder and (uploaded to S3) the local data folders, one line each."""
+    from cloudtrain.archive import left_out_note, tree_entries
+
+    folders = {"code.source_dir": Path(spec.code.source_dir)}
+    if backend_name != "local":  # the local backend links data folders as they are
+        folders.update({f"data.{ch}": Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")})
+    notes = [left_out_note(what, tree_entries(path)[1]) for what, path in folders.items() if path.is_dir()]
+    return [note for note in notes if note]
 
 
 def secret_hyperparameters(spec: JobSpec) -> list[str]:
@@ -309,13 +320,14 @@ def fetch_model(
     info = be.describe(job)
     if not info.done:
         raise UserError(f"job {job} is {info.status}: its model can be fetched once it ends (cloudtrain logs {job} -f)")
-    _refuse_occupied(dest)
+    _refuse_foreign_files(dest)
     created = not dest.exists()
     try:
         if on_progress is not None and be.name == "sagemaker":
             found = be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
         else:
             found = be.fetch_artifacts(job, dest)
+        _fetched_files(dest, write=True)
     finally:
         if created:
             with contextlib.suppress(OSError):
@@ -324,16 +336,46 @@ def fetch_model(
 
 
 FETCHED = ("model", "output", "checkpoints")
+FETCH_MANIFEST = ".cloudtrain-fetch.json"  # in DIR: the files the last fetch-model put there
 
 
-def _refuse_occupied(dest: Path) -> None:
-    """fetch-model never deletes a user's file: a non-empty `model/`, `output/` or `checkpoints/` is refused."""
+def _fetched_files(dest: Path, *, write: bool = False) -> dict[str, list[int]]:
+    """The files under DIR's model/, output/ and checkpoints/ now ({path: [size, mtime_ns]}); with `write`,
+    recorded as fetch-model's own, which the next fetch into DIR may replace."""
+    import json
+
+    files = {}
     for kind in FETCHED:
-        path = dest / kind
-        if path.is_symlink() or path.is_file() or (path.is_dir() and any(path.iterdir())):
+        root = dest / kind
+        if root.is_symlink() or root.is_file():
+            files[kind] = [-1, -1]  # not a folder fetch-model made
+            continue
+        for path in sorted(root.rglob("*")) if root.is_dir() else []:
+            info = path.lstat()
+            if not path.is_dir() or path.is_symlink():
+                files[path.relative_to(dest).as_posix()] = [info.st_size, info.st_mtime_ns]
+    if write and files:
+        from cloudtrain.archive import atomic_path
+
+        with atomic_path(dest / FETCH_MANIFEST) as tmp:
+            tmp.write_text(json.dumps(files))
+    return files
+
+
+def _refuse_foreign_files(dest: Path) -> None:
+    """fetch-model never deletes a user's file: it replaces model/, output/ and checkpoints/ only where they
+    hold nothing, or exactly what the last fetch-model into DIR left there."""
+    import json
+
+    try:
+        ours = json.loads((dest / FETCH_MANIFEST).read_text())
+    except (OSError, ValueError):
+        ours = {}
+    for name, seen in _fetched_files(dest).items():
+        if ours.get(name) != seen:
             raise UserError(
-                f"{path} exists and is not empty: fetch-model never replaces files; choose another --to, "
-                "or move it away"
+                f"{dest / name} was not put there by fetch-model: it never replaces your files; "
+                "choose another --to, or move it away"
             )
 
 

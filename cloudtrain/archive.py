@@ -13,6 +13,7 @@ import gzip
 import io
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -29,15 +30,63 @@ INFLATE_CHUNK = 64 << 10  # compressed bytes a read inflates at once
 INFLATED_MAX = 1 << 20  # and the most it makes of them (zeros inflate a thousandfold)
 
 
-def iter_tree(root: Path) -> Iterator[tuple[str, Path]]:
-    """(archive name, path) of every file under root in a stable order, skipping caches and VCS."""
+def iter_tree(root: Path, *, links: bool = False) -> Iterator[tuple[str, Path]]:
+    """(archive name, path) of every file under root in a stable order, skipping caches and VCS.
+
+    With `links`, symlinks to folders are listed too (as entries; never walked into).
+    """
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_NAMES)
-        for name in sorted(filenames):
+        linked = [d for d in dirnames if links and os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_NAMES and d not in linked)
+        for name in sorted([*filenames, *linked]):
             if name in EXCLUDED_NAMES or name.endswith(".pyc"):
                 continue
             path = Path(dirpath) / name
             yield path.relative_to(root).as_posix(), path
+
+
+PACK_RULE = "links are packed only where they point to a file inside the folder, and special files never"
+
+
+def tree_entries(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The files under root to pack (code and data folders alike) and each entry left out, with why.
+
+    One rule for both: regular files are packed; a symlink only where it leads to a regular file inside
+    root (so `~/.aws/credentials` is never uploaded through a link); FIFOs, sockets and devices never (a
+    FIFO would block the read forever).
+    """
+    top = root.resolve()
+    files: list[tuple[str, Path]] = []
+    left_out: list[str] = []
+    for name, path in iter_tree(root, links=True):
+        try:
+            mode = path.lstat().st_mode
+            if stat.S_ISREG(mode):
+                files.append((name, path))
+                continue
+            if not stat.S_ISLNK(mode):
+                left_out.append(f"{name} (not a regular file)")
+                continue
+            target = path.resolve()
+            if not target.exists():
+                left_out.append(f"{name} -> {os.readlink(path)} (a dangling link)")
+            elif not target.is_relative_to(top):
+                left_out.append(f"{name} -> {os.readlink(path)} (outside the folder)")
+            elif not stat.S_ISREG(target.stat().st_mode):
+                left_out.append(f"{name} -> {os.readlink(path)} (not a regular file)")
+            else:
+                files.append((name, target))
+        except OSError as e:
+            left_out.append(f"{name} ({e.strerror or e})")
+    return files, left_out
+
+
+def left_out_note(what: str, left_out: list[str]) -> str | None:
+    """One line saying what a folder's packing left out, or None."""
+    if not left_out:
+        return None
+    shown = ", ".join(left_out[:3]) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
+    return f"{what}: left out {shown} ({PACK_RULE})"
 
 
 def _tarinfo(name: str, size: int, executable: bool) -> tarfile.TarInfo:

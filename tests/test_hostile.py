@@ -5,6 +5,7 @@ Each test is a user's command and what they see: nothing lost, nothing leaked, n
 
 from __future__ import annotations
 
+import os
 import stat
 import textwrap
 import time
@@ -32,6 +33,11 @@ print("trained", flush=True)
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+def AWS() -> dict[str, str]:
+    """The loopback endpoint's AWS_* settings (the aws_endpoint fixture's) for a child cloudtrain."""
+    return {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
 
 
 def write_job(folder: Path, script: str, extra: str = "") -> Path:
@@ -65,13 +71,17 @@ def test_fetch_model_never_deletes_what_dir_holds(tmp_path: Path, home: Path) ->
     result = cloudtrain("fetch-model", job, "--to", str(project), home=home)
 
     assert result.code == 2 and result.err.count("\n") == 1, result.err
-    assert "model" in result.err and "not empty" in result.err
+    assert "model/NOTES.txt was not put there by fetch-model" in result.err
     assert (project / "model" / "NOTES.txt").read_text() == "mine"
     assert sorted(p.name for p in project.iterdir()) == ["model"]
 
     again = tmp_path / "fresh"
     assert cloudtrain("fetch-model", job, "--to", str(again), home=home).code == 0
-    assert cloudtrain("fetch-model", job, "--to", str(again), home=home).code == 2  # fetched before: kept too
+    assert cloudtrain("fetch-model", job, "--to", str(again), home=home).code == 0  # its own files: replaced
+    (again / "output" / "my-plot.png").write_text("mine")
+    refused = cloudtrain("fetch-model", job, "--to", str(again), home=home)
+    assert refused.code == 2 and "output/my-plot.png" in refused.err, refused.err
+    assert (again / "output" / "my-plot.png").read_text() == "mine"
 
 
 def test_fetch_model_of_a_running_job_is_refused_and_creates_nothing(tmp_path: Path, home: Path) -> None:
@@ -207,3 +217,40 @@ def test_a_slow_metric_regex_does_not_stall_stop(tmp_path: Path, home: Path) -> 
         time.sleep(0.2)
     stopped = cloudtrain("stop", job, "--wait", "--json", home=home, timeout=60)
     assert stopped.code == 0 and stopped.json()["status"] == "Stopped", stopped.err
+
+
+# -- 9, 17: what packing takes from code and data folders -------------------------------------------------------
+
+
+def test_links_and_special_files_in_code_and_data_follow_one_rule(
+    tmp_path: Path, home: Path, aws_endpoint: str
+) -> None:
+    spec = write_job(
+        tmp_path,
+        MODEL,
+        "output: {s3_uri: s3://hostile-bucket/out}\naws: {role_arn: arn:aws:iam::123456789012:role/R}\n",
+    )
+    credentials = tmp_path / "credentials"
+    credentials.write_text("aws_secret_access_key = very-secret\n")
+    data, code = tmp_path / "data", tmp_path / "code"
+    os.mkfifo(data / "pipe")
+    (data / "creds").symlink_to(credentials)
+    (data / "broken").symlink_to(tmp_path / "missing")
+    (data / "inside").symlink_to(data / "numbers.txt")
+    (code / "helper.py").write_text("X = 1\n")
+    (code / "linked.py").symlink_to(code / "helper.py")
+    (code / "creds").symlink_to(credentials)
+
+    dry = cloudtrain(
+        "submit", str(spec), "--backend", "sagemaker", "--dry-run", "--json", home=home, env=AWS(), timeout=60
+    )
+
+    assert dry.code == 0, dry.err
+    assert "Traceback" not in dry.err
+    lines = [line for line in dry.err.splitlines() if "left out" in line]
+    assert len(lines) == 2, dry.err
+    data_line = next(line for line in lines if "data.train" in line)
+    assert "pipe (not a regular file)" in data_line and "creds -> " in data_line and "broken -> " in data_line
+    assert "outside the folder" in data_line and "inside" not in data_line.split("(links")[0]
+    code_line = next(line for line in lines if "code.source_dir" in line)
+    assert "creds -> " in code_line and "linked.py" not in code_line
