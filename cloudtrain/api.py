@@ -327,7 +327,7 @@ def fetch_model(
             found = be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
         else:
             found = be.fetch_artifacts(job, dest)
-        _fetched_files(dest, write=True)
+        fetched_files(dest, write=True)
     finally:
         if created:
             with contextlib.suppress(OSError):
@@ -335,24 +335,22 @@ def fetch_model(
     return found
 
 
-FETCHED = ("model", "output", "checkpoints")
+FETCHED = ("model", "output", "checkpoints", "model.tar.gz", "output.tar.gz")  # what fetch-model writes in DIR
 FETCH_MANIFEST = ".cloudtrain-fetch.json"  # in DIR: the files the last fetch-model put there
 
 
-def _fetched_files(dest: Path, *, write: bool = False) -> dict[str, list[int]]:
-    """The files under DIR's model/, output/ and checkpoints/ now ({path: [size, mtime_ns]}); with `write`,
+def fetched_files(dest: Path, *, write: bool = False) -> dict[str, list[int]]:
+    """The files fetch-model would replace in DIR as they are now ({path: [size, mtime_ns]}); with `write`,
     recorded as fetch-model's own, which the next fetch into DIR may replace."""
     import json
 
     files = {}
-    for kind in FETCHED:
-        root = dest / kind
-        if root.is_symlink() or root.is_file():
-            files[kind] = [-1, -1]  # not a folder fetch-model made
-            continue
-        for path in sorted(root.rglob("*")) if root.is_dir() else []:
+    for name in FETCHED:
+        top = dest / name
+        below = sorted(top.rglob("*")) if top.is_dir() and not top.is_symlink() else []
+        for path in [top, *below] if top.exists() or top.is_symlink() else []:
             info = path.lstat()
-            if not path.is_dir() or path.is_symlink():
+            if path.is_symlink() or not path.is_dir():
                 files[path.relative_to(dest).as_posix()] = [info.st_size, info.st_mtime_ns]
     if write and files:
         from cloudtrain.archive import atomic_path
@@ -371,7 +369,7 @@ def _refuse_foreign_files(dest: Path) -> None:
         ours = json.loads((dest / FETCH_MANIFEST).read_text())
     except (OSError, ValueError):
         ours = {}
-    for name, seen in _fetched_files(dest).items():
+    for name, seen in fetched_files(dest).items():
         if ours.get(name) != seen:
             raise UserError(
                 f"{dest / name} was not put there by fetch-model: it never replaces your files; "

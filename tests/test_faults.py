@@ -43,6 +43,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from cloudtrain.api import fetched_files
 from cloudtrain.archive import bytes_tarball
 from cloudtrain.packaging import tarball_digest
 from tests.clirun import REPO, Result, cloudtrain
@@ -265,6 +266,7 @@ def test_fetch_model_downloads_everything_through_dropped_connections_and_thrott
     dest = tmp_path / "artifacts"
     (dest / "model").mkdir(parents=True)
     (dest / "model" / "stale.txt").write_text("from an earlier fetch")
+    fetched_files(dest, write=True)  # as an earlier fetch-model records what it wrote
     faults = [
         Fault("throttle", service="sagemaker", operation="DescribeTrainingJob"),
         Fault("throttle", service="s3", operation="HeadObject"),
@@ -311,6 +313,7 @@ def test_fetch_model_gives_up_on_a_part_that_keeps_failing_and_leaves_the_old_mo
     (dest / "model").mkdir(parents=True)
     (dest / "model" / "model.keras").write_bytes(b"the previous model")
     (dest / "model.tar.gz").write_bytes(b"the previous tarball")
+    fetched_files(dest, write=True)  # as fetch-model records what it wrote
     before = tree(dest)
     always = Fault("drop_response", service="s3", operation="GetObject", target="model.tar.gz", after=MIB, times=10**6)
     with FaultProxy(aws_endpoint, [always]) as proxy:
@@ -420,6 +423,7 @@ def test_fetch_model_refuses_a_model_whose_crc64nvme_differs_and_keeps_the_old_o
     dest = tmp_path / "artifacts"
     (dest / "model").mkdir(parents=True)
     (dest / "model" / "model.keras").write_bytes(b"the previous model")
+    fetched_files(dest, write=True)  # as fetch-model records what it wrote
     before = tree(dest)
     with FaultProxy(aws_endpoint, [s3_reports_crc64nvme(wrong)]) as proxy:
         fetched = fetch("corrupt", dest, proxy, tmp_path / "home", crt=True)
@@ -479,6 +483,7 @@ def previous_fetch(dest: Path) -> dict[str, str]:
     (dest / "model").mkdir(parents=True, exist_ok=True)
     (dest / "model" / "model.keras").write_bytes(b"yesterday's model")
     (dest / "model.tar.gz").write_bytes(b"yesterday's tarball")
+    fetched_files(dest, write=True)  # as fetch-model records what it wrote
     return tree(dest)
 
 

@@ -6,6 +6,8 @@ Each test is a user's command and what they see: nothing lost, nothing leaked, n
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
 import stat
 import textwrap
 import time
@@ -24,6 +26,8 @@ data: {train: data}
 
 MODEL = """\
 import os
+import signal
+import sqlite3
 open(os.path.join(os.environ["SM_MODEL_DIR"], "weights.bin"), "w").write("w")
 open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "eval_report.json"), "w").write('{"accuracy": 0.5}')
 print("trained", flush=True)
@@ -254,3 +258,72 @@ def test_links_and_special_files_in_code_and_data_follow_one_rule(
     assert "outside the folder" in data_line and "inside" not in data_line.split("(links")[0]
     code_line = next(line for line in lines if "code.source_dir" in line)
     assert "creds -> " in code_line and "linked.py" not in code_line
+
+
+# -- 15: every process a job starts ends with it ----------------------------------------------------------------
+
+DETACHING = """
+import os, pathlib, subprocess, sys, tempfile, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+scratch = tempfile.mkdtemp(prefix="cloudtrain-worker1-")
+pathlib.Path(os.environ["SM_MODEL_DIR"], "pids").write_text(f"{os.getpid()} {child.pid} {scratch}")
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def _started(home: Path, tmp_path: Path, *args: str) -> tuple[str, list[int], Path]:
+    spec = write_job(tmp_path, DETACHING)
+    grace = {"CLOUDTRAIN_STOP_GRACE": "1"}
+    job = cloudtrain("submit", str(spec), "--backend", "local", "--json", *args, home=home, env=grace).json()["job"][
+        "name"
+    ]
+    pids_file = home / "jobs" / job / "hosts" / "algo-1" / "model" / "pids"
+    deadline = time.monotonic() + 30
+    while not pids_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker, child, scratch = pids_file.read_text().split()
+    return job, [int(worker), int(child)], Path(scratch)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone(pids: list[int], within: float = 20.0) -> bool:
+    deadline = time.monotonic() + within
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(_alive(p) for p in pids)
+
+
+def test_stop_ends_processes_that_left_the_group_and_removes_worker_scratch(tmp_path: Path, home: Path) -> None:
+    job, pids, scratch = _started(home, tmp_path)
+    assert all(_alive(p) for p in pids) and str(scratch).startswith(str(home))
+    assert cloudtrain("stop", job, "--wait", home=home).code == 0
+    assert _gone(pids, within=5) and not scratch.exists()
+
+
+def test_max_runtime_ends_processes_that_left_the_group(tmp_path: Path, home: Path) -> None:
+    _, pids, _ = _started(home, tmp_path, "--set", "resources.max_runtime=3")
+    assert _gone(pids)
+
+
+def test_a_runner_killed_with_sigkill_takes_its_job_with_it_at_once(tmp_path: Path, home: Path) -> None:
+    job, pids, _ = _started(home, tmp_path)
+    with sqlite3.connect(home / "jobs.db") as db:
+        (runner,) = db.execute("SELECT pid FROM jobs WHERE name = ?", (job,)).fetchone()
+    os.kill(runner, signal.SIGKILL)
+
+    assert _gone(pids)  # no cloudtrain command has looked at the job
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with sqlite3.connect(home / "jobs.db") as db:
+            status, reason = db.execute("SELECT status, failure_reason FROM jobs WHERE name = ?", (job,)).fetchone()
+        if status == "Failed":
+            break
+        time.sleep(0.1)
+    assert (status, reason) == ("Failed", "local runner process died")

@@ -35,6 +35,7 @@ from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extrac
 from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names, private_file
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
+from cloudtrain.backends.local_scope import kill_scope
 from cloudtrain.errors import JobExists, UserError, quoted
 from cloudtrain.packaging import build_code_package
 from cloudtrain.store import JobRecord, JobStore
@@ -169,12 +170,14 @@ class LocalBackend:
         return runner_alive(record.pid, record.name)
 
     def _kill_workers(self, job_name: str) -> None:
-        """SIGKILL the worker process groups a dead runner left behind (TF workers would wait forever)."""
+        """SIGKILL the worker process groups and the job's scope a dead runner left behind (TF workers would wait
+        forever)."""
         with suppress(OSError, ValueError):
             pids = json.loads((self.job_dir(job_name) / WORKERS_FILE).read_text()).values()
             for pid in pids:
                 with suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(pid), signal.SIGKILL)
+        kill_scope(self.job_dir(job_name))
 
     def stop(self, job_name: str) -> JobInfo:
         """Mark the job Stopping and SIGTERM its runner, which ends the workers and uploads; returns at once."""

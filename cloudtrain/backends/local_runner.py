@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cloudtrain.archive import atomic_path, tar_directory
+from cloudtrain.backends.local_scope import ENDED, SCOPE_VARIABLE, kill_scope, start_guard
 from cloudtrain.redact import mask, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX
 from cloudtrain.store import JobStore
@@ -33,6 +34,7 @@ BACKEND = "local"
 MODULE = "cloudtrain.backends.local_runner"
 CHIEF = "algo-1"  # worker 0 of TF_CONFIG: its model, output and checkpoints are the job's
 PLAN_FILE = "runner.json"
+TMP_DIR = "tmp"  # the workers' TMPDIR, one folder per host
 WORKERS_FILE = "workers.json"
 DEFAULT_STOP_GRACE_S = 10.0
 DEFAULT_FAILURE_GRACE_S = 5.0
@@ -254,6 +256,7 @@ class Runner:
         )
 
     def run(self) -> int:
+        guard = start_guard(self.job_dir)  # ends the job's processes and records the end if this one dies
         try:
             outcome = self._download() or self._train()
             if outcome.upload:
@@ -266,6 +269,8 @@ class Runner:
             self._kill_all()
         self.metrics.flush()
         self._step(outcome.secondary, outcome.message, status=outcome.status, reason=outcome.reason)
+        guard.write(ENDED)
+        guard.close()
         return 0 if outcome.status == "Completed" else 1
 
     def _download(self) -> Outcome | None:
@@ -290,6 +295,7 @@ class Runner:
             with atomic_path(self.job_dir / WORKERS_FILE) as tmp:  # for whoever finds this runner dead
                 tmp.write_text(json.dumps({w.host: w.proc.pid for w in self.workers}))
         stopped = self._supervise()
+        kill_scope(self.job_dir)  # what the scripts left running (a detached child holds their output open)
         self._join_readers()
         if stopped is not None:
             return stopped
@@ -310,6 +316,8 @@ class Runner:
             "CLOUDTRAIN_CHECKPOINT_DIR": str(host_dir / "checkpoints"),
             "TRAINING_JOB_NAME": self.plan.job_name,
             "PYTHONUNBUFFERED": "1",
+            SCOPE_VARIABLE: str(self.job_dir),  # every process the worker starts is the job's (local_scope)
+            "TMPDIR": str(self._tmp(host)),  # removed with the job's processes, as an instance's disk is
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "cloudtrain.runtime.launcher"],
@@ -383,13 +391,21 @@ class Runner:
         artifacts = {"model": str(model), "output": str(output), "checkpoints": str(chief / "checkpoints")}
         self.store.set_artifacts(BACKEND, self.plan.job_name, artifacts)
 
+    def _tmp(self, host: str) -> Path:
+        path = self.job_dir / TMP_DIR / host
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _kill_all(self) -> None:
-        """SIGKILL every worker's group (stray children of a finished script too) and reap the launchers."""
+        """SIGKILL every worker's group and the rest of the job's scope (stray children of a finished script,
+        ones that left with setsid), reap the launchers and remove the workers' temporary files."""
         for w in self.workers:
             w.signal_group(signal.SIGKILL)
+        kill_scope(self.job_dir)
         for w in self.workers:
             w.proc.wait()
         self._join_readers()
+        shutil.rmtree(self.job_dir / TMP_DIR, ignore_errors=True)
 
 
 def _stop_event() -> threading.Event:
