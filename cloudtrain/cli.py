@@ -10,6 +10,7 @@ command runs, so `cloudtrain --help` and shell completion stay fast.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -322,14 +323,14 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM during a wait, handled as Ctrl-C is (exit code 143 rather than 130)."""
 
 
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """SIGTERM raises `_Terminated` in the main thread inside the block, instead of ending the process at once."""
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
@@ -585,8 +586,19 @@ def main() -> None:
     from typer.exceptions import TyperException
 
     command = typer.main.get_command(app)
+    # SIGTERM unwinds as Ctrl-C does, so every command cleans up after itself (temporary files, a half-made
+    # job folder) before it exits 143, rather than dying where it stands.
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        terminated.append(signum)  # typer turns the interrupt into exit code 130: this says it was SIGTERM
+        _raise_terminated(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         code = command.main(prog_name="cloudtrain", standalone_mode=False)
+        if terminated and code == INTERRUPTED:
+            code = TERMINATED
     except CloudtrainError as e:
         _fail(str(e), e.exit_code)
     except typer.Exit as e:
@@ -597,9 +609,14 @@ def main() -> None:
             sys.exit(2)
         _fail(e.format_message(), 2)
     except (KeyboardInterrupt, typer.Abort):
-        sys.exit(130)
+        sys.exit(TERMINATED if terminated else INTERRUPTED)
     except BrokenPipeError:
         sys.exit(0)
+    except SystemExit as e:  # typer exits 1 on EPIPE; a reader that has what it wanted (`| head`) is no error
+        if isinstance(e.__context__, BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())  # type: ignore[union-attr]
+            sys.exit(0)
+        raise
     sys.exit(code if isinstance(code, int) else 0)
 
 

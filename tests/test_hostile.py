@@ -9,8 +9,11 @@ import os
 import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -327,3 +330,76 @@ def test_a_runner_killed_with_sigkill_takes_its_job_with_it_at_once(tmp_path: Pa
             break
         time.sleep(0.1)
     assert (status, reason) == ("Failed", "local runner process died")
+
+
+# -- 13: SIGTERM cleans up as Ctrl-C does ---------------------------------------------------------------------------
+
+
+def _terminate_when(proc: subprocess.Popen[str], appeared: Callable[[], bool]) -> tuple[int, str]:
+    """SIGTERM the command once `appeared()` holds (it is mid-way); its exit code and stderr."""
+    deadline = time.monotonic() + 60
+    while not appeared() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the command ended before the moment to interrupt it"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def _background(home: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDTRAIN_"))}
+    env.update(CLOUDTRAIN_HOME=str(home), XDG_CONFIG_HOME=str(home / "xdg"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "cloudtrain", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _random_file(path: Path, mib: int) -> None:
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+
+
+def test_sigterm_while_packaging_leaves_no_part_file_and_no_job(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, MODEL)
+    _random_file(tmp_path / "code" / "weights.bin", 200)
+    proc = _background(home, "submit", str(spec), "--backend", "local")
+
+    code, err = _terminate_when(proc, lambda: any(home.glob("jobs/*/.sourcedir.tar.gz.*.part")))
+
+    assert code == 143 and "Traceback" not in err, err
+    assert list(home.glob("jobs/*")) == [] and list(home.rglob("*.part")) == []
+
+
+def test_sigterm_while_fetching_leaves_no_part_folder_and_no_dir(tmp_path: Path, home: Path) -> None:
+    import tarfile
+
+    job = run_job(tmp_path, home, MODEL)["doc"]["job"]["name"]
+    _random_file(tmp_path / "big.bin", 100)
+    with tarfile.open(home / "jobs" / job / "model.tar.gz", "w:gz", compresslevel=1) as tar:
+        tar.add(tmp_path / "big.bin", "big.bin")
+    dest = tmp_path / "fetched"
+    proc = _background(home, "fetch-model", job, "--to", str(dest))
+
+    code, err = _terminate_when(proc, lambda: any(dest.glob(".fetch.*.part")))
+
+    assert code == 143 and "Traceback" not in err, err
+    assert not dest.exists()
+
+
+# -- 17: smaller things ------------------------------------------------------------------------------------------------
+
+
+def test_logs_into_a_pipe_closed_early_is_no_error(tmp_path: Path, home: Path) -> None:
+    job = run_job(tmp_path, home, "for i in range(20000):\n    print(i)\n")["doc"]["job"]["name"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CLOUDTRAIN_"))}
+    env["CLOUDTRAIN_HOME"] = str(home)
+    done = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", f"{sys.executable} -m cloudtrain logs {job} | head -1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.count("\n") == 1
