@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from cloudtrain.spec import JobSpec
 
 SUFFIX_LEN = 12
+NAME_ATTEMPTS = 5  # names drawn for one submit when submits in the same second draw the same
+AWAIT_RECORD_S = 300.0  # how long a submit whose idempotency key is taken waits for that job's record
 DRAIN_IDLE_S = 30.0  # after the job ends, --wait shows log lines until its log stream is this quiet
 
 
@@ -150,14 +152,32 @@ def submit(
         existing = _find(be, job_name)
         if existing is not None:
             return Submitted(existing, created=False, notes=warnings)
-    try:
-        info = be.submit(spec, job_name, resume_from=resume)
-    except JobExists:
-        if not key:
-            raise
-        return Submitted(be.describe(job_name), created=False, notes=warnings)
+    for attempt in range(NAME_ATTEMPTS):
+        try:
+            info = be.submit(spec, job_name, resume_from=resume)
+            break
+        except JobExists:
+            if key:
+                return Submitted(_await_record(be, job_name), created=False, notes=warnings)
+            if attempt == NAME_ATTEMPTS - 1:
+                raise
+            job_name = job_name_for(spec.name)  # another submit took this second's name: draw again
     _remember(backend_name, info, spec)
     return Submitted(info, created=True, notes=warnings)
+
+
+def _await_record(be: Backend, job_name: str) -> JobInfo:
+    """The job another submit with the same idempotency key is creating: it holds the name and records the
+    job once its code is packed, so this waits for that record rather than calling the job unknown."""
+    deadline = time.monotonic() + AWAIT_RECORD_S
+    while (found := _find(be, job_name)) is None:
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"job {job_name} (same idempotency key) is being submitted by another cloudtrain and has not "
+                f"appeared in {AWAIT_RECORD_S:g}s: try again"
+            )
+        time.sleep(0.1)
+    return found
 
 
 def left_out_notes(spec: JobSpec, backend_name: str) -> list[str]:

@@ -5,6 +5,7 @@ Each test is a user's command and what they see: nothing lost, nothing leaked, n
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -28,6 +29,7 @@ data: {train: data}
 """
 
 MODEL = """\
+import json
 import os
 import signal
 import sqlite3
@@ -403,3 +405,52 @@ def test_logs_into_a_pipe_closed_early_is_no_error(tmp_path: Path, home: Path) -
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert done.stdout.count("\n") == 1
+
+
+# -- 10, 11: submits at once ----------------------------------------------------------------------------------------
+
+
+def _submits_at_once(home: Path, spec: Path, count: int, *args: str) -> list[subprocess.CompletedProcess[str]]:
+    procs = [_background(home, "submit", str(spec), "--backend", "local", "--json", *args) for _ in range(count)]
+    return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in procs]
+
+
+def test_concurrent_submits_with_one_idempotency_key_all_report_the_one_job(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, MODEL)
+    _random_file(tmp_path / "code" / "weights.bin", 20)  # packing takes a moment: the race is wide open
+    done = _submits_at_once(home, spec, 6, "--idempotency-key", "pr-7")
+    assert all(d.returncode == 0 for d in done), [d.stderr for d in done if d.returncode]
+    docs = [json.loads(d.stdout) for d in done]
+    assert len({d["job"]["name"] for d in docs}) == 1
+    assert sorted(d["created"] for d in docs) == [False] * 5 + [True]
+
+
+@pytest.mark.slow
+def test_thirty_parallel_submits_get_thirty_jobs(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, "print('hi')\n")
+    done = _submits_at_once(home, spec, 30)
+    assert all(d.returncode == 0 for d in done), [d.stderr for d in done if d.returncode]
+    assert len({json.loads(d.stdout)["job"]["name"] for d in done}) == 30
+
+
+# -- 12: a broken job store ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_job_store_is_one_line_and_exit_3(tmp_path: Path, home: Path, damage: str) -> None:
+    run_job(tmp_path, home, MODEL)
+    db = home / "jobs.db"
+    data = db.read_bytes()
+    db.write_bytes(b"this is not a database" * 100 if damage == "garbage" else data[:200])
+    for name in ("jobs.db-wal", "jobs.db-shm"):
+        (home / name).unlink(missing_ok=True)
+    result = cloudtrain("status", "--backend", "local", home=home)
+    assert result.code == 3 and result.err.count("\n") == 1 and "Traceback" not in result.err, result.err
+    assert "jobs.db" in result.err
+
+
+def test_an_unusable_home_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    result = cloudtrain("status", "--backend", "local", home=tmp_path / "a-file")
+    assert result.code == 3 and result.err.count("\n") == 1 and "Traceback" not in result.err, result.err
+    assert "CLOUDTRAIN_HOME" in result.err
