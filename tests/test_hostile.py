@@ -454,3 +454,21 @@ def test_an_unusable_home_is_one_line_and_exit_3(tmp_path: Path) -> None:
     result = cloudtrain("status", "--backend", "local", home=tmp_path / "a-file")
     assert result.code == 3 and result.err.count("\n") == 1 and "Traceback" not in result.err, result.err
     assert "CLOUDTRAIN_HOME" in result.err
+
+
+# -- 16: the init template's metrics are the epochs' ---------------------------------------------------------------
+
+EPOCHS_THEN_EVAL = """
+print("epoch=1 loss=0.2000 accuracy=0.9500 val_loss=0.2100 val_accuracy=0.9400", flush=True)
+print("epoch=2 loss=0.1000 accuracy=0.9617 val_loss=0.1100 val_accuracy=0.9550", flush=True)
+print("eval report: accuracy=0.9667 macro_f1=0.9600 loss=0.0900", flush=True)
+"""
+
+
+def test_the_init_templates_accuracy_is_the_last_epochs_not_the_eval_reports(tmp_path: Path, home: Path) -> None:
+    assert cloudtrain("init", str(tmp_path / "proj"), home=home).code == 0
+    (tmp_path / "proj" / "code" / "train.py").write_text(EPOCHS_THEN_EVAL)  # the template's log lines, fast
+    spec = str(tmp_path / "proj" / "job.yaml")
+    done = cloudtrain("submit", spec, "--backend", "local", "--wait", "--json", home=home)
+    assert done.code == 0, done.err
+    assert done.json()["job"]["metrics"] == {"loss": 0.1, "accuracy": 0.9617, "val_loss": 0.11, "val_accuracy": 0.955}
