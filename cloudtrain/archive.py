@@ -99,8 +99,12 @@ def _tarinfo(name: str, size: int, executable: bool) -> tarfile.TarInfo:
     return info
 
 
-def make_tarball(dest: Path, files: Iterable[tuple[str, Path]]) -> str:
-    """Write a reproducible .tar.gz of (archive name, path) pairs to dest; return its sha256."""
+def make_tarball(dest: Path, files: Iterable[tuple[str, Path]], *, mtimes: bool = False) -> str:
+    """Write a reproducible .tar.gz of (archive name, path) pairs to dest; return its sha256.
+
+    With `mtimes`, each file keeps its modification time (a model or checkpoints, where the time says
+    something; code is addressed by content, so its tarball has none).
+    """
     entries = sorted(files)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -113,14 +117,16 @@ def make_tarball(dest: Path, files: Iterable[tuple[str, Path]]) -> str:
             if path.is_symlink() or not path.is_file():
                 continue
             info = _tarinfo(name, path.stat().st_size, os.access(path, os.X_OK))
+            if mtimes:
+                info.mtime = int(path.stat().st_mtime)
             with open(path, "rb") as f:
                 tar.addfile(info, f)
     return sha256_file(dest)
 
 
 def tar_directory(src: Path, dest: Path) -> str:
-    """Reproducible .tar.gz of a whole folder (as SageMaker packs model/ and output/data/)."""
-    return make_tarball(dest, iter_tree(src))
+    """.tar.gz of a whole folder, with its files' times (as SageMaker packs model/ and output/data/)."""
+    return make_tarball(dest, iter_tree(src), mtimes=True)
 
 
 def sha256_file(path: Path) -> str:
@@ -269,6 +275,7 @@ def safe_extract(archive: Path, dest: Path, *, stream: io.BufferedReader | None 
                     # tarfile's own "data" filter backs ours up where Python has it (3.10.12+, 3.11.4+).
                     extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                     tar.extractall(tmp, members=_checked_members(tar, archive.name), **extra)
+                tmp.chmod(_folder_mode())  # mkdtemp's 700 would become dest's: a folder as mkdir makes it
                 if gunzip:
                     gunzip.drain()
             except _BadGzip as e:
@@ -281,6 +288,15 @@ def safe_extract(archive: Path, dest: Path, *, stream: io.BufferedReader | None 
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _folder_mode() -> int:
+    """0o777 less the umask (read without changing it: os.umask alone can only set it)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o777 & ~int(line.split()[1], 8)
+    return 0o755
 
 
 def swap_in(new: Path, dest: Path) -> None:

@@ -87,15 +87,31 @@ def _markup_safe(value: object) -> str:
 
 
 def job_table(jobs: list[JobInfo]) -> None:
+    """The recent jobs; a job's name is never cut (it is what users copy): off a terminal, plain columns."""
     from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("JOB", "BACKEND", "STATUS", "INSTANCES", "CREATED", "DURATION"):
-        table.add_column(column)
+    out = console()
+    if not jobs:
+        out.print("no jobs yet: cloudtrain submit JOB.yaml")
+        return
+    headers = ("JOB", "BACKEND", "STATUS", "INSTANCES", "CREATED", "DURATION")
+    rows = []
     for job in jobs:
         instances = f"{job.instance_count} x {job.instance_type}" if job.instance_type else str(job.instance_count)
-        table.add_row(job.name, job.backend, styled_status(job), instances, when(job.created), duration(job))
-    console().print(table if jobs else "no jobs yet: cloudtrain submit JOB.yaml")
+        rows.append([job.name, job.backend, styled_status(job), instances, when(job.created), duration(job)])
+    if not out.is_terminal:
+        from rich.text import Text
+
+        columns([list(headers), *([Text.from_markup(c).plain for c in row] for row in rows)], out)
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in headers:
+        table.add_column(
+            column, no_wrap=column == "JOB", min_width=max(len(j.name) for j in jobs) if column == "JOB" else None
+        )
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 def job_detail(info: JobInfo) -> None:

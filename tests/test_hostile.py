@@ -472,3 +472,28 @@ def test_the_init_templates_accuracy_is_the_last_epochs_not_the_eval_reports(tmp
     done = cloudtrain("submit", spec, "--backend", "local", "--wait", "--json", home=home)
     assert done.code == 0, done.err
     assert done.json()["job"]["metrics"] == {"loss": 0.1, "accuracy": 0.9617, "val_loss": 0.11, "val_accuracy": 0.955}
+
+
+def test_the_job_table_never_cuts_a_name_off_a_terminal(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, "print('hi')\n")
+    name = "a-rather-long-job-name-that-users-copy-and-paste-x"
+    job = cloudtrain("submit", str(spec), "--backend", "local", "--name", name, "--json", home=home).json()["job"]
+    table = cloudtrain("status", "--backend", "local", home=home, env={"COLUMNS": "60"})
+    assert job["name"] in table.out.split(), table.out
+
+
+def test_a_silent_worker_failure_reason_does_not_end_in_a_colon(tmp_path: Path, home: Path) -> None:
+    failed = run_job(tmp_path, home, "import os\nos._exit(3)\n")["doc"]["job"]
+    assert failed["failure_reason"].startswith("AlgorithmError: algo-1 exited with code 3")
+    assert not failed["failure_reason"].endswith(":"), failed["failure_reason"]
+
+
+def test_fetched_folders_are_ordinary_folders_with_the_files_real_times(tmp_path: Path, home: Path) -> None:
+    job = run_job(tmp_path, home, MODEL)["doc"]["job"]["name"]
+    dest = tmp_path / "fetched"
+    assert cloudtrain("fetch-model", job, "--to", str(dest), home=home).code == 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for folder in (dest / "model", dest / "output"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask, folder
+    assert (dest / "model" / "weights.bin").stat().st_mtime > time.time() - 3600

@@ -376,5 +376,5 @@ def _copy_tree_safely(source: Path, dest: Path, scratch: Path) -> Path | None:
         return None
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         archive = Path(tmp) / "checkpoints.tar.gz"
-        make_tarball(archive, files)
+        make_tarball(archive, files, mtimes=True)
         return safe_extract(archive, dest)

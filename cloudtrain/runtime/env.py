@@ -63,7 +63,7 @@ def failure_file(environ: Mapping[str, str] = os.environ) -> Path:
 
 def write_failure(reason: str, environ: Mapping[str, str] = os.environ) -> None:
     """Write a one-line failure reason; never raises, since it runs while a job is already failing."""
-    line = " ".join(reason.split())[:FAILURE_REASON_MAX] or "training failed"
+    line = " ".join(reason.split())[:FAILURE_REASON_MAX].rstrip(":") or "training failed"  # no bare "code 3:"
     try:
         path = failure_file(environ)
         path.parent.mkdir(parents=True, exist_ok=True)
