@@ -28,6 +28,7 @@ _FIXED_MTIME = 0
 GZIP_MAGIC = b"\x1f\x8b"
 INFLATE_CHUNK = 64 << 10  # compressed bytes a read inflates at once
 INFLATED_MAX = 1 << 20  # and the most it makes of them (zeros inflate a thousandfold)
+SPARSE_BLOCK = 64 << 10  # a block of zeros this long in an extracted file is a hole, not written
 
 
 def iter_tree(root: Path, *, links: bool = False) -> Iterator[tuple[str, Path]]:
@@ -208,6 +209,28 @@ def writing_to(dest: Path) -> Iterator[None]:
         raise UserError(f"cannot write to {dest}: {e.strerror or type(e).__name__}") from None
 
 
+class _SparseTarFile(tarfile.TarFile):
+    """Extracts every file sparsely: a run of zeros is skipped over, not written, so a sparse file (a
+    preallocated dataset, a disk image) takes no more disk extracted than it took packed, on every host."""
+
+    def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str) -> None:
+        source = self.fileobj
+        assert source is not None
+        source.seek(tarinfo.offset_data)
+        with open(targetpath, "wb") as target:
+            left = tarinfo.size
+            while left:
+                block = source.read(min(left, SPARSE_BLOCK))
+                if not block:
+                    raise tarfile.ReadError("unexpected end of data")
+                if block.count(0) == len(block):
+                    target.seek(len(block), os.SEEK_CUR)
+                else:
+                    target.write(block)
+                left -= len(block)
+            target.truncate()  # the file's size, where it ends in zeros that were skipped
+
+
 class _BadGzip(Exception):
     """Raised through tarfile (which would turn a zlib.error into a vaguer ReadError): the message says what."""
 
@@ -271,7 +294,7 @@ def safe_extract(archive: Path, dest: Path, *, stream: io.BufferedReader | None 
                 # One pass, as a stream: a .tar.gz opened for random access is inflated twice or more
                 # (listing the members, then seeking back to extract them), three times as slow.
                 gunzip = _Gunzip(source) if source.peek(2)[:2] == GZIP_MAGIC else None
-                with tarfile.open(archive, "r|" if gunzip else "r|*", fileobj=gunzip or source) as tar:
+                with _SparseTarFile.open(archive, "r|" if gunzip else "r|*", fileobj=gunzip or source) as tar:
                     # tarfile's own "data" filter backs ours up where Python has it (3.10.12+, 3.11.4+).
                     extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                     tar.extractall(tmp, members=_checked_members(tar, archive.name), **extra)

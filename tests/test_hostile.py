@@ -497,3 +497,47 @@ def test_fetched_folders_are_ordinary_folders_with_the_files_real_times(tmp_path
     for folder in (dest / "model", dest / "output"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask, folder
     assert (dest / "model" / "weights.bin").stat().st_mtime > time.time() - 3600
+
+
+def _disk_bytes(root: Path) -> int:
+    return sum(p.lstat().st_blocks * 512 for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_a_sparse_file_in_the_code_stays_sparse_on_every_host(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, MODEL)
+    with open(tmp_path / "code" / "preallocated.img", "wb") as f:
+        f.truncate(128 << 20)  # 128 MiB that take no disk
+    done = cloudtrain(
+        "submit", str(spec), "--backend", "local", "--wait", "--set", "resources.instance_count=2", home=home
+    )
+    assert done.code == 0, done.err
+    hosts = home.glob("jobs/*/hosts/*/code/preallocated.img")
+    assert [p.stat().st_size for p in hosts] == [128 << 20] * 2
+    assert _disk_bytes(home) < 32 << 20
+
+
+PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.slow
+def test_logs_of_a_large_stream_run_in_bounded_memory(tmp_path: Path, home: Path) -> None:
+    job = run_job(tmp_path, home, "print('start', flush=True)\n")["doc"]["job"]["name"]
+    stream = home / "jobs" / job / "logs" / "algo-1.jsonl"
+    line = json.dumps({"t": time.time(), "m": "x" * 90}).encode() + b"\n"
+    with open(stream, "ab") as f:
+        for _ in range(80):
+            f.write(line * ((1 << 20) // len(line)))  # 80 MiB of lines, as a chatty job writes them
+    env = {**os.environ, "CLOUDTRAIN_HOME": str(home)}
+    peak = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "cloudtrain", "logs", job],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert int(peak.stdout) < 150 << 20, f"peak RSS {int(peak.stdout) >> 20} MiB"

@@ -47,6 +47,7 @@ LOCAL = "local"
 INSTANCE_TYPE = "local"  # what SageMaker's own local mode calls it; the spec's instance type is ignored
 JOB_NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker's TrainingJobName
 LOG_POLL_S = 0.2
+LOG_CHUNK = 1 << 20  # bytes of a log stream read at once
 RUNNER_START_S = 60.0  # a record older than this without a runner pid was never started
 RUNNER_DIED = "local runner process died"
 _INPUT_CHANNEL = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
@@ -345,16 +346,22 @@ class LogTail:
     offset: int = 0
     partial: bytes = b""
 
-    def read(self) -> list[LogEvent]:
+    def read(self) -> Iterator[LogEvent]:
+        """The lines written since the last read, a chunk at a time: a stream of any size in bounded memory."""
         try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
+            f = open(self.path, "rb")  # noqa: SIM115 (closed below, once the generator is done)
         except FileNotFoundError:
-            return []  # the host has not started yet
-        self.offset += len(data)
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        return [event for line in lines if (event := _parse(line, self.host)) is not None]
+            return  # the host has not started yet
+        with f:
+            end = os.fstat(f.fileno()).st_size  # what is there now; what comes later is the next read's
+            f.seek(self.offset)
+            while self.offset < end:
+                data = f.read(min(LOG_CHUNK, end - self.offset))
+                if not data:
+                    break
+                self.offset += len(data)
+                *lines, self.partial = (self.partial + data).split(b"\n")
+                yield from (event for line in lines if (event := _parse(line, self.host)) is not None)
 
 
 def _parse(line: bytes, host: str) -> LogEvent | None:
