@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -541,3 +541,61 @@ def test_logs_of_a_large_stream_run_in_bounded_memory(tmp_path: Path, home: Path
         check=True,
     )
     assert int(peak.stdout) < 150 << 20, f"peak RSS {int(peak.stdout) >> 20} MiB"
+
+
+# -- 3: a full disk during a job -------------------------------------------------------------------------------------
+
+FILL_THE_DISK = """
+import os, pathlib
+pathlib.Path(os.environ["SM_MODEL_DIR"], "weights.bin").write_bytes(os.urandom(3 << 20))
+try:
+    with open(os.environ["FILLER"], "wb") as f:
+        while True:
+            f.write(b"\\1" * (1 << 16))
+            f.flush()
+except OSError:
+    pass
+for i in range(100):
+    print("while the disk is full", i, flush=True)
+"""
+
+
+@pytest.fixture
+def small_home(tmp_path: Path) -> Iterator[Path]:
+    """A 12 MiB tmpfs as CLOUDTRAIN_HOME (mounting needs root; skipped where it cannot mount)."""
+    home = tmp_path / "small-home"
+    home.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(home)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
+    try:
+        yield home
+    finally:
+        if subprocess.run(["umount", str(home)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(home)], check=False)
+
+
+def test_a_full_disk_during_a_job_keeps_the_real_cause(tmp_path: Path, small_home: Path) -> None:
+    filler = small_home / "filler"
+    spec = write_job(tmp_path, FILL_THE_DISK, f"environment: {{FILLER: {filler}}}\n")
+    job = cloudtrain("submit", str(spec), "--backend", "local", "--json", home=small_home).json()["job"]["name"]
+    job_dir = small_home / "jobs" / job
+    deadline = time.monotonic() + 60
+    while not (job_dir / "tmp").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while (job_dir / "tmp").exists() and time.monotonic() < deadline:  # the workers ran; the runner is ending
+        time.sleep(0.05)
+
+    filler.unlink()  # space is back
+
+    deadline = time.monotonic() + 60
+    while (info := cloudtrain("status", job, "--json", home=small_home)).code == 0 and not info.json()["ended"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert info.code == 0, info.err
+    assert info.json()["status"] == "Failed" and "No space left on device" in info.json()["failure_reason"]
+    logs = cloudtrain("logs", job, home=small_home)
+    assert "lines of this host's output could not be written: No space left on device" in logs.out, logs.out
+    assert "Traceback" not in logs.out + logs.err

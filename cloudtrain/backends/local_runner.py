@@ -9,6 +9,7 @@ its own group (launcher and script together), and the runner kills those groups 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from cloudtrain.archive import atomic_path, tar_directory
 from cloudtrain.backends.local_scope import ENDED, SCOPE_VARIABLE, kill_scope, start_guard
+from cloudtrain.errors import CloudtrainError
 from cloudtrain.redact import mask, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX
 from cloudtrain.store import JobStore
@@ -41,6 +43,8 @@ DEFAULT_FAILURE_GRACE_S = 5.0
 POLL_S = 0.1
 METRICS_FLUSH_S = 1.0
 READER_JOIN_S = 5.0
+RECORD_END_S = 3600.0  # how long a runner waits for the store to take the job's end (a full disk)
+RECORD_RETRY_S = 1.0
 METRIC_LINE_MAX = 4096  # characters of a line the metric regexes see
 METRIC_MATCH_S = 0.1  # time one regex may take on one line
 
@@ -120,6 +124,7 @@ class Worker:
     last_line: str = ""
     exited_at: float | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
+    log: LogStream | None = field(default=None, repr=False)
 
     def poll(self) -> int | None:
         code = self.proc.poll()
@@ -190,26 +195,79 @@ class MetricTracker:
 
     def flush(self) -> None:
         if self._dirty:
-            self._write(dict(self.values))
-            self._dirty = False
             self._flushed = time.monotonic()
+            try:
+                self._write(dict(self.values))
+            except CloudtrainError as e:  # the store cannot be written (a full disk): the next flush tries again
+                note(f"metrics not recorded yet: {e}")
+                return
+            self._dirty = False
 
 
-def pump_output(worker: Worker, log_path: Path, on_line: Callable[[str], None] | None, secrets: list[str]) -> None:
-    """Copy a worker's merged stdout+stderr to its log stream, one flushed `{"t", "m"}` JSON line per line.
+def note(message: str) -> None:
+    """A line for runner.log, which a full disk must not turn into a crash of the runner."""
+    with suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class LogStream:
+    """One host's log stream, written a whole line at a time. A line that cannot be written (a full disk) is
+    counted, the worker's output is still read (so the worker never blocks), and the count is written as a
+    line of its own as soon as writing works again."""
+
+    path: Path
+    lost: int = 0
+    error: str = ""
+    _fd: int | None = field(default=None, repr=False)
+
+    def write(self, message: str) -> None:
+        if not (self.write_lost() and self._append(message)):
+            self.lost += 1
+
+    def write_lost(self) -> bool:
+        """The count of lost lines, as a line of the stream; whether nothing is left unsaid."""
+        note = f"[cloudtrain: {self.lost} lines of this host's output could not be written: {self.error}]"
+        if self.lost and self._append(note):
+            self.lost = 0
+        return not self.lost
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _append(self, message: str) -> bool:
+        data = json.dumps({"t": time.time(), "m": message}).encode() + b"\n"
+        try:
+            if self._fd is None:
+                self._fd = private_file(self.path)
+            written = os.write(self._fd, data)
+            if written != len(data):  # never half a line: the rest would not fit either
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return True
+        except OSError as e:
+            self.error = e.strerror or str(e)
+            return False
+
+
+def pump_output(worker: Worker, log: LogStream, on_line: Callable[[str], None] | None, secrets: list[str]) -> None:
+    """Copy a worker's merged stdout+stderr to its log stream, one `{"t", "m"}` JSON line per line.
 
     A secret the script prints (`cloudtrain.redact.mask`) is written as `***`.
     """
     assert worker.proc.stdout is not None
-    with open(private_file(log_path), "ab") as out:
+    try:
         for raw in worker.proc.stdout:
             line = mask(raw.decode("utf-8", "replace").rstrip("\r\n"), secrets)
-            out.write(json.dumps({"t": time.time(), "m": line}).encode() + b"\n")
-            out.flush()
+            log.write(line)
             if line.strip():
                 worker.last_line = line
             if on_line is not None:
                 on_line(line)
+    finally:
+        log.close()
 
 
 def private_file(path: Path) -> int:
@@ -251,9 +309,38 @@ class Runner:
         self.store.set_metrics(BACKEND, self.plan.job_name, values)
 
     def _step(self, secondary: str, message: str, status: str | None = None, reason: str | None = None) -> None:
-        self.store.transition(
-            BACKEND, self.plan.job_name, secondary, status=status, message=message, failure_reason=reason
-        )
+        """Record a step; one the store cannot take now (a full disk) is noted and skipped: the job goes on."""
+        try:
+            self.store.transition(
+                BACKEND, self.plan.job_name, secondary, status=status, message=message, failure_reason=reason
+            )
+        except CloudtrainError as e:
+            note(f"could not record {secondary}: {e}")
+
+    def _record_end(self, outcome: Outcome) -> None:
+        """Record how the job ended, waiting for the store to take it (space coming back on a full disk), so the
+        real cause is what `status` shows rather than a dead runner; then the log lines that were lost."""
+        deadline = time.monotonic() + RECORD_END_S
+        while True:
+            try:
+                self.store.transition(
+                    BACKEND,
+                    self.plan.job_name,
+                    outcome.secondary,
+                    status=outcome.status,
+                    message=outcome.message,
+                    failure_reason=outcome.reason,
+                )
+                break
+            except CloudtrainError as e:
+                if time.monotonic() > deadline:
+                    raise
+                note(f"could not record the end yet ({e}); trying again")
+                time.sleep(RECORD_RETRY_S)
+        for w in self.workers:
+            if w.log is not None:
+                w.log.write_lost()
+                w.log.close()
 
     def run(self) -> int:
         guard = start_guard(self.job_dir)  # ends the job's processes and records the end if this one dies
@@ -263,12 +350,13 @@ class Runner:
                 self._step("Uploading", "Uploading generated training model")
                 self._upload()
         except Exception as e:
-            traceback.print_exc()
+            with suppress(OSError, ValueError):
+                traceback.print_exc()
             outcome = Outcome("Failed", "Failed", "Training job failed", f"InternalServerError: local runner: {e}")
         finally:
             self._kill_all()
         self.metrics.flush()
-        self._step(outcome.secondary, outcome.message, status=outcome.status, reason=outcome.reason)
+        self._record_end(outcome)
         guard.write(ENDED)
         guard.close()
         return 0 if outcome.status == "Completed" else 1
@@ -332,8 +420,9 @@ class Runner:
         on_line = self.metrics.feed if host == CHIEF else None
         log_path = self.job_dir / "logs" / f"{host}.jsonl"
         log_path.parent.mkdir(exist_ok=True)
+        worker.log = LogStream(log_path)
         worker.reader = threading.Thread(
-            target=pump_output, args=(worker, log_path, on_line, self.secrets), daemon=True
+            target=pump_output, args=(worker, worker.log, on_line, self.secrets), daemon=True
         )
         worker.reader.start()
         return worker
