@@ -298,7 +298,34 @@ def _recorded_settings(backend: str, job: str | None) -> Settings:
 def status(
     job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions(), config: Config | None = None
 ) -> JobInfo:
-    return _backend_for(job, backend, aws, config).describe(job)
+    """The job now. A finished SageMaker job never changes: once a call has seen it end, it is recorded in the
+    job store and answered from there, without AWS (and without importing boto3), sparing the API quota."""
+    from cloudtrain.backends import cloudtrain_home
+    from cloudtrain.store import JobRecord, JobStore
+
+    cfg = config if config is not None else Config.load()
+    name = backend_name_for(job, backend, cfg)
+    store = JobStore(cloudtrain_home()) if name != "local" else None
+    recorded = _recorded(store, name, job)
+    if recorded is not None and recorded.done:
+        return recorded.info
+    info = _backend_for(job, name, aws, cfg).describe(job)
+    if store is not None and info.done:
+        spec = recorded.spec if recorded is not None else {}
+        store.save(JobRecord(info, spec=spec))
+    return info
+
+
+def _recorded(store: Any, backend: str, job: str) -> Any:
+    """The store's record of a remote job, or None."""
+    from cloudtrain.errors import JobNotFound
+
+    if store is None:
+        return None
+    try:
+        return store.get(backend, job)
+    except JobNotFound:
+        return None
 
 
 def list_jobs(

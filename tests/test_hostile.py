@@ -599,3 +599,31 @@ def test_a_full_disk_during_a_job_keeps_the_real_cause(tmp_path: Path, small_hom
     logs = cloudtrain("logs", job, home=small_home)
     assert "lines of this host's output could not be written: No space left on device" in logs.out, logs.out
     assert "Traceback" not in logs.out + logs.err
+
+
+# -- a finished job's status comes from the job store ------------------------------------------------------------------
+
+
+def test_a_finished_sagemaker_jobs_status_is_answered_without_aws(
+    tmp_path: Path, home: Path, aws_endpoint: str
+) -> None:
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="hostile-bucket")
+    spec = write_job(
+        tmp_path,
+        MODEL,
+        "output: {s3_uri: s3://hostile-bucket/out}\naws: {role_arn: arn:aws:iam::123456789012:role/R}\n",
+    )
+    job = cloudtrain("submit", str(spec), "--backend", "sagemaker", "--json", home=home, env=AWS()).json()["job"][
+        "name"
+    ]
+    first = cloudtrain("status", job, "--json", home=home, env=AWS())  # moto's jobs are Completed at once
+    assert first.code == 0 and first.json()["status"] == "Completed", first.err
+
+    unreachable = {**AWS(), "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens there
+    again = cloudtrain("status", job, "--json", home=home, env=unreachable)
+
+    assert again.code == 0, again.err
+    assert again.json() == first.json()
+    assert cloudtrain("status", "no-such-job", "--backend", "sagemaker", home=home, env=unreachable).code == 3
