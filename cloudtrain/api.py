@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 SUFFIX_LEN = 12
 NAME_ATTEMPTS = 5  # names drawn for one submit when submits in the same second draw the same
+LARGE_FOLDER_FILES = 10_000  # a folder with this many files gets a note before it is packed
 AWAIT_RECORD_S = 300.0  # how long a submit whose idempotency key is taken waits for that job's record
 DRAIN_IDLE_S = 30.0  # after the job ends, --wait shows log lines until its log stream is this quiet
 
@@ -126,11 +127,14 @@ def submit(
     aws: AwsOptions = AwsOptions(),
     dry_run: bool = False,
     config: Config | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Submitted:
     """Validate the spec and start the job; with an idempotency key an existing job is reported, not doubled.
 
     `backend` and `aws` are the command line's; `config` (default: the environment and the config file) fills
-    in the rest, in the order command line, environment, spec, config file.
+    in the rest, in the order command line, environment, spec, config file. `on_note` hears each note (a
+    secret-looking hyperparameter, what packing leaves out, a large code folder) as soon as it is known,
+    before the packing; they are in `Submitted.notes` too.
     """
     from cloudtrain.spec import load_spec
 
@@ -146,6 +150,9 @@ def submit(
     backend_name = resolve_backend_name(backend, spec)
     be = open_backend(backend_name, spec=spec, aws=aws)
     warnings = [*secret_hyperparameters(spec), *left_out_notes(spec, backend_name)]
+    for note in warnings:
+        if on_note is not None:
+            on_note(note)
     if dry_run:
         return _dry_run(be, spec, job_name, warnings)
     if key:
@@ -181,13 +188,21 @@ def _await_record(be: Backend, job_name: str) -> JobInfo:
 
 
 def left_out_notes(spec: JobSpec, backend_name: str) -> list[str]:
-    """What packing leaves out of the code folder and (uploaded to S3) the local data folders, one line each."""
+    """What packing leaves out of the code folder and (uploaded to S3) the local data folders, one line each;
+    and, for a folder large enough to take a while, how large it is (so a long pause says what it is)."""
     from cloudtrain.archive import left_out_note, tree_entries
 
     folders = {"code.source_dir": Path(spec.code.source_dir)}
     if backend_name != "local":  # the local backend links data folders as they are
         folders.update({f"data.{ch}": Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")})
-    notes = [left_out_note(what, tree_entries(path)[1]) for what, path in folders.items() if path.is_dir()]
+    notes = []
+    for what, path in folders.items():
+        if not path.is_dir():
+            continue
+        files, left_out = tree_entries(path)
+        notes.append(left_out_note(what, left_out))
+        if len(files) >= LARGE_FOLDER_FILES:
+            notes.append(f"{what}: packing {len(files):,} files: this takes a while (about 2,500 files a second)")
     return [note for note in notes if note]
 
 

@@ -209,6 +209,7 @@ def submit(
     if (timeout is not None or stop_on_interrupt) and not wait:
         raise UserError("--timeout and --stop-on-interrupt apply to --wait; add --wait")
     config, aws = _settings(profile, endpoint_url, region, role_arn)
+    err = render.console(stderr=True)
     result = api.submit(
         spec,
         backend=backend,
@@ -219,11 +220,9 @@ def submit(
         aws=aws,
         dry_run=dry_run,
         config=config,
+        on_note=lambda note: err.print(f"note: {render.neutralised(note)}", markup=False),
     )
     job = result.job
-    err = render.console(stderr=True)
-    for note in result.notes:
-        err.print(f"warning: {note}", markup=False)
     if dry_run:
         render.print_json(result.to_json()) if json else render.plan(result.plan or {})
         return

@@ -627,3 +627,17 @@ def test_a_finished_sagemaker_jobs_status_is_answered_without_aws(
     assert again.code == 0, again.err
     assert again.json() == first.json()
     assert cloudtrain("status", "no-such-job", "--backend", "sagemaker", home=home, env=unreachable).code == 3
+
+
+@pytest.mark.slow
+def test_a_large_code_folder_says_what_it_is_packing_before_it_does(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, "print('hi')\n")
+    many = tmp_path / "code" / "many"
+    many.mkdir()
+    for i in range(10_000):
+        (many / f"f{i}.txt").write_text(str(i))
+    submitted = cloudtrain("submit", str(spec), "--backend", "local", home=home)
+    assert submitted.code == 0, submitted.err
+    lines = submitted.err.splitlines()
+    packing = next(i for i, line in enumerate(lines) if "code.source_dir: packing 10,001 files" in line)
+    assert packing < next(i for i, line in enumerate(lines) if "submitted on local" in line)
