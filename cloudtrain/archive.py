@@ -214,6 +214,9 @@ class _SparseTarFile(tarfile.TarFile):
     preallocated dataset, a disk image) takes no more disk extracted than it took packed, on every host."""
 
     def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str) -> None:
+        if tarinfo.sparse is not None:  # a GNU sparse member says where its holes are: tarfile knows how
+            super().makefile(tarinfo, targetpath)  # type: ignore[misc]
+            return
         source = self.fileobj
         assert source is not None
         source.seek(tarinfo.offset_data)
