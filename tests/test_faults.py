@@ -117,6 +117,9 @@ def one_line_error(result: Result) -> str:
     return lines[0]
 
 
+COMPRESSIBLE = b"\1" * MIB  # a MiB that compresses a thousandfold and, unlike zeros, is not extracted as a hole
+
+
 def weights(mib: int, seed: int) -> bytes:
     """Incompressible bytes (a model's float weights compress poorly), the same for the same seed."""
     return random.Random(seed).randbytes(mib * MIB)
@@ -175,7 +178,7 @@ def finished_sagemaker_job(
     objects = {
         f"runs/{name}/output/model.tar.gz": bytes_tarball(
             {
-                "model.keras": bytes(model_mib * MIB) if compressible else weights(model_mib, seed=3),
+                "model.keras": COMPRESSIBLE * model_mib if compressible else weights(model_mib, seed=3),
                 "1/saved_model.pb": b"pb" * 1000,
                 "1/variables/v.index": b"i",
             }
@@ -468,7 +471,7 @@ def fetch_into(
     if backend == "local":
         home, job = request.getfixturevalue("big_local_job")
         if compressible:
-            (home / "jobs" / job / "model.tar.gz").write_bytes(bytes_tarball({"model.keras": bytes(3 * MIB)}))
+            (home / "jobs" / job / "model.tar.gz").write_bytes(bytes_tarball({"model.keras": COMPRESSIBLE * 3}))
         return run_cli("fetch-model", job, "--to", str(dest), home=home, **run)
     endpoint = request.getfixturevalue("aws_endpoint")
     finished_sagemaker_job("big", model_mib=3, compressible=compressible, checkpoint_mib=0)
