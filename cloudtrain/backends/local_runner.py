@@ -4,7 +4,9 @@ It plays SageMaker's part: one worker process per host (`cloudtrain.runtime.laun
 per host, the chief's metric lines, the secondary statuses, the max runtime, a stop, and the upload of
 the chief's model and output. TensorFlow workers ignore SIGTERM and wait forever for a dead peer
 (FACTS.md), so every ending goes through SIGKILL of every worker's process group: each worker runs in
-its own group (launcher and script together), and the runner kills those groups on every exit path.
+its own group (launcher and script together), and the runner kills those groups, and the job's scope
+(`local_scope`: whatever the scripts started, even in sessions of their own), on every exit path; a guard
+does it when the runner itself is killed.
 """
 
 from __future__ import annotations
@@ -182,7 +184,7 @@ class MetricTracker:
             try:
                 match = pattern.search(line[:METRIC_LINE_MAX], timeout=METRIC_MATCH_S, concurrent=True)
             except TimeoutError:
-                print(f"metric {name}: matching a line took over {METRIC_MATCH_S:g}s; line skipped", file=sys.stderr)
+                note(f"metric {name}: matching a line took over {METRIC_MATCH_S:g}s; line skipped")
                 continue
             if match:
                 try:
