@@ -16,6 +16,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,10 +30,7 @@ data: {train: data}
 """
 
 MODEL = """\
-import json
 import os
-import signal
-import sqlite3
 open(os.path.join(os.environ["SM_MODEL_DIR"], "weights.bin"), "w").write("w")
 open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], "eval_report.json"), "w").write('{"accuracy": 0.5}')
 print("trained", flush=True)
@@ -59,8 +57,8 @@ def write_job(folder: Path, script: str, extra: str = "") -> Path:
     return path
 
 
-def run_job(tmp_path: Path, home: Path, script: str, extra: str = "", *args: str, **kw: object) -> dict:
-    """`submit --wait --json` of a small job; the submit document."""
+def run_job(tmp_path: Path, home: Path, script: str, extra: str = "", *args: str, **kw: Any) -> dict[str, Any]:
+    """`submit --wait --json` of a small job: {"doc": the submit document, "result": the command's Result}."""
     spec = write_job(tmp_path, script, extra)
     result = cloudtrain("submit", str(spec), "--backend", "local", "--wait", "--json", *args, home=home, **kw)
     assert result.code in (0, 1), result.err
