@@ -8,6 +8,7 @@ api.fetch_model(job.name, to="out")
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
     from cloudtrain.spec import JobSpec
 
 SUFFIX_LEN = 12
-LOG_DRAIN_S = 150.0  # after the job ends, how long a wait waits for the log follower to drain (it stops itself)
+NAME_ATTEMPTS = 5  # names drawn for one submit when submits in the same second draw the same
+LARGE_FOLDER_FILES = 10_000  # a folder with this many files gets a note before it is packed
+AWAIT_RECORD_S = 300.0  # how long a submit whose idempotency key is taken waits for that job's record
+DRAIN_IDLE_S = 30.0  # after the job ends, --wait shows log lines until its log stream is this quiet
 
 
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -147,11 +151,14 @@ def submit(
     aws: AwsOptions = AwsOptions(),
     dry_run: bool = False,
     config: Config | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Submitted:
     """Validate the spec and start the job; with an idempotency key an existing job is reported, not doubled.
 
     `backend` and `aws` are the command line's; `config` (default: the environment and the config file) fills
-    in the rest, in the order command line, environment, spec, config file.
+    in the rest, in the order command line, environment, spec, config file. `on_note` hears each note (a
+    secret-looking hyperparameter, what packing leaves out, a large code folder) as soon as it is known,
+    before the packing; they are in `Submitted.notes` too.
     """
     from cloudtrain.spec import load_spec
     from cloudtrain.spec_warnings import spec_warnings
@@ -168,21 +175,75 @@ def submit(
     backend_name = resolve_backend_name(backend, spec)
     be = open_backend(backend_name, spec=spec, aws=aws)
     warnings = spec_warnings(spec)
+    notes = [*secret_hyperparameters(spec), *left_out_notes(spec, backend_name)]
+    for note in notes:
+        if on_note is not None:
+            on_note(note)
     if dry_run:
-        return replace(_dry_run(be, spec, job_name), warnings=warnings)
+        return replace(_dry_run(be, spec, job_name, notes), warnings=warnings)
     if key:
         existing = _find(be, job_name)
         if existing is not None:
-            notes = [f"idempotency key matches existing job {job_name}"]
+            notes = [f"idempotency key matches existing job {job_name}", *notes]
             return Submitted(existing, created=False, notes=notes, warnings=warnings)
-    try:
-        info = be.submit(spec, job_name, resume_from=resume)
-    except JobExists:
-        if not key:
-            raise
-        return Submitted(be.describe(job_name), created=False, warnings=warnings)
+    for attempt in range(NAME_ATTEMPTS):
+        try:
+            info = be.submit(spec, job_name, resume_from=resume)
+            break
+        except JobExists:
+            if key:
+                return Submitted(_await_record(be, job_name), created=False, notes=notes, warnings=warnings)
+            if attempt == NAME_ATTEMPTS - 1:
+                raise
+            job_name = job_name_for(spec.name)  # another submit took this second's name: draw again
     _remember(backend_name, info, spec)
-    return Submitted(info, created=True, warnings=warnings)
+    return Submitted(info, created=True, notes=notes, warnings=warnings)
+
+
+def _await_record(be: Backend, job_name: str) -> JobInfo:
+    """The job another submit with the same idempotency key is creating: it holds the name and records the
+    job once its code is packed, so this waits for that record rather than calling the job unknown."""
+    deadline = time.monotonic() + AWAIT_RECORD_S
+    while (found := _find(be, job_name)) is None:
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"job {job_name} (same idempotency key) is being submitted by another cloudtrain and has not "
+                f"appeared in {AWAIT_RECORD_S:g}s: try again"
+            )
+        time.sleep(0.1)
+    return found
+
+
+def left_out_notes(spec: JobSpec, backend_name: str) -> list[str]:
+    """What packing leaves out of the code folder and (uploaded to S3) the local data folders, one line each;
+    and, for a folder large enough to take a while, how large it is (so a long pause says what it is)."""
+    from cloudtrain.archive import left_out_note, tree_entries
+
+    folders = {"code.source_dir": Path(spec.code.source_dir)}
+    if backend_name != "local":  # the local backend links data folders as they are
+        folders.update({f"data.{ch}": Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")})
+    notes = []
+    for what, path in folders.items():
+        if not path.is_dir():
+            continue
+        files, left_out = tree_entries(path)
+        notes.append(left_out_note(what, left_out))
+        if len(files) >= LARGE_FOLDER_FILES:
+            notes.append(f"{what}: packing {len(files):,} files: this takes a while (about 2,500 files a second)")
+    return [note for note in notes if note]
+
+
+def secret_hyperparameters(spec: JobSpec) -> list[str]:
+    """A warning per hyperparameter whose name looks secret: its value is masked where cloudtrain shows it,
+    but SageMaker shows hyperparameters in its console and the script gets them on its command line."""
+    from cloudtrain.redact import is_secret_name
+
+    return [
+        f"hyperparameters.{name} looks like a secret: it is shown as *** here, but SageMaker's console shows "
+        "hyperparameters and the script gets them in its argv; pass secrets in environment: instead"
+        for name in spec.hyperparameters
+        if is_secret_name(name)
+    ]
 
 
 def build(
@@ -211,13 +272,13 @@ def build(
     )
 
 
-def _dry_run(be: Backend, spec: JobSpec, job_name: str) -> Submitted:
+def _dry_run(be: Backend, spec: JobSpec, job_name: str, notes: list[str]) -> Submitted:
     from cloudtrain.backends.base import JobInfo
 
     plan_fn = getattr(be, "plan", None)
     plan = plan_fn(spec, job_name) if plan_fn else {"job_name": job_name, "spec": spec.model_dump(mode="json")}
     pending = JobInfo(name=job_name, backend=be.name, status="NotCreated")
-    return Submitted(pending, created=False, plan=plan)
+    return Submitted(pending, created=False, plan=plan, notes=notes)
 
 
 def _find(be: Backend, job_name: str) -> JobInfo | None:
@@ -279,7 +340,34 @@ def _recorded_settings(backend: str, job: str | None) -> Settings:
 def status(
     job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions(), config: Config | None = None
 ) -> JobInfo:
-    return _backend_for(job, backend, aws, config).describe(job)
+    """The job now. A finished SageMaker job never changes: once a call has seen it end, it is recorded in the
+    job store and answered from there, without AWS (and without importing boto3), sparing the API quota."""
+    from cloudtrain.backends import cloudtrain_home
+    from cloudtrain.store import JobRecord, JobStore
+
+    cfg = config if config is not None else Config.load()
+    name = backend_name_for(job, backend, cfg)
+    store = JobStore(cloudtrain_home()) if name != "local" else None
+    recorded = _recorded(store, name, job)
+    if recorded is not None and recorded.done:
+        return recorded.info
+    info = _backend_for(job, name, aws, cfg).describe(job)
+    if store is not None and info.done:
+        spec = recorded.spec if recorded is not None else {}
+        store.save(JobRecord(info, spec=spec))
+    return info
+
+
+def _recorded(store: Any, backend: str, job: str) -> Any:
+    """The store's record of a remote job, or None."""
+    from cloudtrain.errors import JobNotFound
+
+    if store is None:
+        return None
+    try:
+        return store.get(backend, job)
+    except JobNotFound:
+        return None
 
 
 def list_jobs(
@@ -318,9 +406,71 @@ def fetch_model(
     """Download and extract the model, output (evaluation report) and checkpoints into `to` (default ./<job>)."""
     dest = Path(to) if to is not None else Path.cwd() / job
     be = _backend_for(job, backend, aws, config)
-    if on_progress is not None and be.name == "sagemaker":
-        return be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
-    return be.fetch_artifacts(job, dest)
+    info = be.describe(job)
+    if not info.done:
+        raise UserError(f"job {job} is {info.status}: its model can be fetched once it ends (cloudtrain logs {job} -f)")
+    _refuse_foreign_files(dest)
+    created = not dest.exists()
+    try:
+        if on_progress is not None and be.name == "sagemaker":
+            found = be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
+        else:
+            found = be.fetch_artifacts(job, dest)
+        fetched_files(dest, write=True)
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                dest.rmdir()  # only if empty (nothing fetched, or a failure): no empty DIR is left behind
+    return found
+
+
+FETCHED = (
+    "model",
+    "output",
+    "checkpoints",
+    "tensorboard",
+    "model.tar.gz",
+    "output.tar.gz",
+)  # what fetch-model writes in DIR
+FETCH_MANIFEST = ".cloudtrain-fetch.json"  # in DIR: the files the last fetch-model put there
+
+
+def fetched_files(dest: Path, *, write: bool = False) -> dict[str, list[int]]:
+    """The files fetch-model would replace in DIR as they are now ({path: [size, mtime_ns]}); with `write`,
+    recorded as fetch-model's own, which the next fetch into DIR may replace."""
+    import json
+
+    files = {}
+    for name in FETCHED:
+        top = dest / name
+        below = sorted(top.rglob("*")) if top.is_dir() and not top.is_symlink() else []
+        for path in [top, *below] if top.exists() or top.is_symlink() else []:
+            info = path.lstat()
+            if path.is_symlink() or not path.is_dir():
+                files[path.relative_to(dest).as_posix()] = [info.st_size, info.st_mtime_ns]
+    if write and files:
+        from cloudtrain.archive import atomic_path
+
+        with atomic_path(dest / FETCH_MANIFEST) as tmp:
+            tmp.write_text(json.dumps(files))
+    return files
+
+
+def _refuse_foreign_files(dest: Path) -> None:
+    """fetch-model never deletes a user's file: it replaces model/, output/ and checkpoints/ only where they
+    hold nothing, or exactly what the last fetch-model into DIR left there."""
+    import json
+
+    try:
+        ours = json.loads((dest / FETCH_MANIFEST).read_text())
+    except (OSError, ValueError):
+        ours = {}
+    for name, seen in fetched_files(dest).items():
+        if ours.get(name) != seen:
+            raise UserError(
+                f"{dest / name} was not put there by fetch-model: it never replaces your files; "
+                "choose another --to, or move it away"
+            )
 
 
 def tensorboard(
@@ -391,7 +541,7 @@ def watch(
             if deadline is not None and time.monotonic() > deadline:
                 raise WaitTimeout(f"timed out after {timeout:g}s; job {job} is still {info.status}")
         if with_logs:
-            yield from _drain(lines, until=time.monotonic() + LOG_DRAIN_S)
+            yield from _drain_to_end(lines, job)
         yield info
     finally:
         stop_flag.set()
@@ -424,6 +574,23 @@ def _drain(lines: queue.Queue[LogEvent | LogsStopped | None], until: float) -> I
             return
         if event is None:
             lines.put(None)  # keep the end marker for the next drain
+            return
+        yield event
+
+
+def _drain_to_end(lines: queue.Queue[LogEvent | LogsStopped | None], job: str) -> Iterator[LogEvent | LogsStopped]:
+    """Every line left once the job has ended, however many; a stream silent for DRAIN_IDLE_S ends with a note."""
+    from cloudtrain.backends.base import LogEvent
+
+    while True:
+        try:
+            event = lines.get(timeout=DRAIN_IDLE_S)
+        except queue.Empty:
+            note = f"no log line for {DRAIN_IDLE_S:g}s after the job ended: any later ones: cloudtrain logs {job}"
+            yield LogEvent(time.time(), "cloudtrain", note)
+            return
+        if event is None:
+            lines.put(None)
             return
         yield event
 

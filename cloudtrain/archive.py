@@ -13,6 +13,7 @@ import gzip
 import io
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import zlib
@@ -27,17 +28,66 @@ _FIXED_MTIME = 0
 GZIP_MAGIC = b"\x1f\x8b"
 INFLATE_CHUNK = 64 << 10  # compressed bytes a read inflates at once
 INFLATED_MAX = 1 << 20  # and the most it makes of them (zeros inflate a thousandfold)
+SPARSE_BLOCK = 64 << 10  # a block of zeros this long in an extracted file is a hole, not written
 
 
-def iter_tree(root: Path) -> Iterator[tuple[str, Path]]:
-    """(archive name, path) of every file under root in a stable order, skipping caches and VCS."""
+def iter_tree(root: Path, *, links: bool = False) -> Iterator[tuple[str, Path]]:
+    """(archive name, path) of every file under root in a stable order, skipping caches and VCS.
+
+    With `links`, symlinks to folders are listed too (as entries; never walked into).
+    """
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_NAMES)
-        for name in sorted(filenames):
+        linked = [d for d in dirnames if links and os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_NAMES and d not in linked)
+        for name in sorted([*filenames, *linked]):
             if name in EXCLUDED_NAMES or name.endswith(".pyc"):
                 continue
             path = Path(dirpath) / name
             yield path.relative_to(root).as_posix(), path
+
+
+PACK_RULE = "links are packed only where they point to a file inside the folder, and special files never"
+
+
+def tree_entries(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The files under root to pack (code and data folders alike) and each entry left out, with why.
+
+    One rule for both: regular files are packed; a symlink only where it leads to a regular file inside
+    root (so `~/.aws/credentials` is never uploaded through a link); FIFOs, sockets and devices never (a
+    FIFO would block the read forever).
+    """
+    top = root.resolve()
+    files: list[tuple[str, Path]] = []
+    left_out: list[str] = []
+    for name, path in iter_tree(root, links=True):
+        try:
+            mode = path.lstat().st_mode
+            if stat.S_ISREG(mode):
+                files.append((name, path))
+                continue
+            if not stat.S_ISLNK(mode):
+                left_out.append(f"{name} (not a regular file)")
+                continue
+            target = path.resolve()
+            if not target.exists():
+                left_out.append(f"{name} -> {os.readlink(path)} (a dangling link)")
+            elif not target.is_relative_to(top):
+                left_out.append(f"{name} -> {os.readlink(path)} (outside the folder)")
+            elif not stat.S_ISREG(target.stat().st_mode):
+                left_out.append(f"{name} -> {os.readlink(path)} (not a regular file)")
+            else:
+                files.append((name, target))
+        except OSError as e:
+            left_out.append(f"{name} ({e.strerror or e})")
+    return files, left_out
+
+
+def left_out_note(what: str, left_out: list[str]) -> str | None:
+    """One line saying what a folder's packing left out, or None."""
+    if not left_out:
+        return None
+    shown = ", ".join(left_out[:3]) + (f" and {len(left_out) - 3} more" if len(left_out) > 3 else "")
+    return f"{what}: left out {shown} ({PACK_RULE})"
 
 
 def _tarinfo(name: str, size: int, executable: bool) -> tarfile.TarInfo:
@@ -50,8 +100,12 @@ def _tarinfo(name: str, size: int, executable: bool) -> tarfile.TarInfo:
     return info
 
 
-def make_tarball(dest: Path, files: Iterable[tuple[str, Path]]) -> str:
-    """Write a reproducible .tar.gz of (archive name, path) pairs to dest; return its sha256."""
+def make_tarball(dest: Path, files: Iterable[tuple[str, Path]], *, mtimes: bool = False) -> str:
+    """Write a reproducible .tar.gz of (archive name, path) pairs to dest; return its sha256.
+
+    With `mtimes`, each file keeps its modification time (a model or checkpoints, where the time says
+    something; code is addressed by content, so its tarball has none).
+    """
     entries = sorted(files)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with (
@@ -64,14 +118,16 @@ def make_tarball(dest: Path, files: Iterable[tuple[str, Path]]) -> str:
             if path.is_symlink() or not path.is_file():
                 continue
             info = _tarinfo(name, path.stat().st_size, os.access(path, os.X_OK))
+            if mtimes:
+                info.mtime = int(path.stat().st_mtime)
             with open(path, "rb") as f:
                 tar.addfile(info, f)
     return sha256_file(dest)
 
 
 def tar_directory(src: Path, dest: Path) -> str:
-    """Reproducible .tar.gz of a whole folder (as SageMaker packs model/ and output/data/)."""
-    return make_tarball(dest, iter_tree(src))
+    """.tar.gz of a whole folder, with its files' times (as SageMaker packs model/ and output/data/)."""
+    return make_tarball(dest, iter_tree(src), mtimes=True)
 
 
 def sha256_file(path: Path) -> str:
@@ -153,6 +209,31 @@ def writing_to(dest: Path) -> Iterator[None]:
         raise UserError(f"cannot write to {dest}: {e.strerror or type(e).__name__}") from None
 
 
+class _SparseTarFile(tarfile.TarFile):
+    """Extracts every file sparsely: a run of zeros is skipped over, not written, so a sparse file (a
+    preallocated dataset, a disk image) takes no more disk extracted than it took packed, on every host."""
+
+    def makefile(self, tarinfo: tarfile.TarInfo, targetpath: str) -> None:
+        if tarinfo.sparse is not None:  # a GNU sparse member says where its holes are: tarfile knows how
+            super().makefile(tarinfo, targetpath)  # type: ignore[misc]
+            return
+        source = self.fileobj
+        assert source is not None
+        source.seek(tarinfo.offset_data)
+        with open(targetpath, "wb") as target:
+            left = tarinfo.size
+            while left:
+                block = source.read(min(left, SPARSE_BLOCK))
+                if not block:
+                    raise tarfile.ReadError("unexpected end of data")
+                if block.count(0) == len(block):
+                    target.seek(len(block), os.SEEK_CUR)
+                else:
+                    target.write(block)
+                left -= len(block)
+            target.truncate()  # the file's size, where it ends in zeros that were skipped
+
+
 class _BadGzip(Exception):
     """Raised through tarfile (which would turn a zlib.error into a vaguer ReadError): the message says what."""
 
@@ -216,10 +297,11 @@ def safe_extract(archive: Path, dest: Path, *, stream: io.BufferedReader | None 
                 # One pass, as a stream: a .tar.gz opened for random access is inflated twice or more
                 # (listing the members, then seeking back to extract them), three times as slow.
                 gunzip = _Gunzip(source) if source.peek(2)[:2] == GZIP_MAGIC else None
-                with tarfile.open(archive, "r|" if gunzip else "r|*", fileobj=gunzip or source) as tar:
+                with _SparseTarFile.open(archive, "r|" if gunzip else "r|*", fileobj=gunzip or source) as tar:
                     # tarfile's own "data" filter backs ours up where Python has it (3.10.12+, 3.11.4+).
                     extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                     tar.extractall(tmp, members=_checked_members(tar, archive.name), **extra)
+                tmp.chmod(_folder_mode())  # mkdtemp's 700 would become dest's: a folder as mkdir makes it
                 if gunzip:
                     gunzip.drain()
             except _BadGzip as e:
@@ -232,6 +314,15 @@ def safe_extract(archive: Path, dest: Path, *, stream: io.BufferedReader | None 
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _folder_mode() -> int:
+    """0o777 less the umask (read without changing it: os.umask alone can only set it)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o777 & ~int(line.split()[1], 8)
+    return 0o755
 
 
 def swap_in(new: Path, dest: Path) -> None:

@@ -10,6 +10,7 @@ command runs, so `cloudtrain --help` and shell completion stay fast.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -212,6 +213,7 @@ def submit(
     if (timeout is not None or stop_on_interrupt) and not wait:
         raise UserError("--timeout and --stop-on-interrupt apply to --wait; add --wait")
     config, aws = _settings(profile, endpoint_url, region, role_arn)
+    err = render.console(stderr=True)
     result = api.submit(
         spec,
         backend=backend,
@@ -222,6 +224,7 @@ def submit(
         aws=aws,
         dry_run=dry_run,
         config=config,
+        on_note=lambda note: err.print(f"note: {render.neutralised(note)}", markup=False),
     )
     job = result.job
     for warning in result.warnings:
@@ -229,7 +232,6 @@ def submit(
     if dry_run:
         render.print_json(result.to_json()) if json else render.plan(result.plan or {})
         return
-    err = render.console(stderr=True)
     verb = "submitted" if result.created else "exists already (same idempotency key)"
     err.print(f"job [bold]{job.name}[/] {verb} on {job.backend}")
     if not wait:
@@ -334,14 +336,14 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM during a wait, handled as Ctrl-C is (exit code 143 rather than 130)."""
 
 
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """SIGTERM raises `_Terminated` in the main thread inside the block, instead of ending the process at once."""
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
@@ -672,8 +674,19 @@ def main() -> None:
     from typer.exceptions import TyperException
 
     command = typer.main.get_command(app)
+    # SIGTERM unwinds as Ctrl-C does, so every command cleans up after itself (temporary files, a half-made
+    # job folder) before it exits 143, rather than dying where it stands.
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        terminated.append(signum)  # typer turns the interrupt into exit code 130: this says it was SIGTERM
+        _raise_terminated(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         code = command.main(prog_name="cloudtrain", standalone_mode=False)
+        if terminated and code == INTERRUPTED:
+            code = TERMINATED
     except CloudtrainError as e:
         _fail(str(e), e.exit_code)
     except typer.Exit as e:
@@ -684,12 +697,19 @@ def main() -> None:
             sys.exit(2)
         _fail(e.format_message(), 2)
     except (KeyboardInterrupt, typer.Abort):
-        sys.exit(130)
+        sys.exit(TERMINATED if terminated else INTERRUPTED)
     except BrokenPipeError:
         sys.exit(0)
+    except SystemExit as e:  # typer exits 1 on EPIPE; a reader that has what it wanted (`| head`) is no error
+        if isinstance(e.__context__, BrokenPipeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())  # type: ignore[union-attr]
+            sys.exit(0)
+        raise
     sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:
-    sys.stderr.write(f"error: {message}\n")
+    from cloudtrain.render import neutralised
+
+    sys.stderr.write(f"error: {neutralised(message)}\n")  # a failure reason comes from the job
     sys.exit(code)

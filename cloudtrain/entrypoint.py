@@ -24,9 +24,43 @@ def main() -> None:
             # As typer: --help is an answer (stdout, 0); no arguments at all is a usage mistake (stderr, 2).
             _print(text, err=not args)
             sys.exit(2 if not args else 0)
+    if _finished_remote_status(args):
+        sys.exit(0)
     from cloudtrain.cli import main as cli_main
 
     cli_main()
+
+
+def _finished_remote_status(args: list[str]) -> bool:
+    """`cloudtrain status JOB [--json]` of a finished SageMaker job, answered from the job store without
+    typer (a third of the start-up) or boto3: a CI job polling a finished job costs next to nothing.
+
+    Anything else, or anything unexpected (no record, a job still running, an unreadable store), is left
+    to the full command, which answers it (or reports the error) as always.
+    """
+    rest = [a for a in args[1:] if a != "--json"]
+    if args[:1] != ["status"] or len(rest) != 1 or rest[0].startswith("-"):
+        return False
+    from cloudtrain.backends import cloudtrain_home
+    from cloudtrain.errors import CloudtrainError
+    from cloudtrain.store import JobStore
+
+    try:
+        store = JobStore(cloudtrain_home())
+        backend = store.backend_of(rest[0])
+        record = store.get(backend, rest[0]) if backend not in (None, "local") else None
+    except CloudtrainError:
+        return False
+    if record is None or not record.done:
+        return False
+    from cloudtrain import render
+
+    if "--json" in args:
+        render.print_json(record.info.to_json())
+    else:
+        render.job_detail(record.info)
+        render.next_steps(record.info)
+    return True
 
 
 def _terminal_columns() -> int:

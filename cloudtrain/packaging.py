@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
 import cloudtrain
-from cloudtrain.archive import _tarinfo, atomic_path, iter_tree, sha256_file
+from cloudtrain.archive import _tarinfo, atomic_path, iter_tree, left_out_note, sha256_file, tree_entries
 from cloudtrain.errors import UserError, quoted
 from cloudtrain.patterns import S3_URI
 
@@ -182,11 +182,13 @@ def code_files(
     source = Path(code.source_dir)
     if not source.is_dir():
         raise UserError(f"code.source_dir {quoted(str(source), 200)} is not a folder")
-    files: dict[str, Source] = dict(iter_tree(source))
-    note = None
+    entries, left_out = tree_entries(source)
+    files: dict[str, Source] = dict(entries)
+    note = left_out_note("code.source_dir", left_out)
     if code.requirements and PurePosixPath(code.requirements).as_posix() != "requirements.txt":
         if "requirements.txt" in files:
-            note = f"packed {code.requirements} as requirements.txt in place of source_dir's own requirements.txt"
+            packed = f"packed {code.requirements} as requirements.txt in place of source_dir's own requirements.txt"
+            note = f"{note}; {packed}" if note else packed
         files["requirements.txt"] = source / code.requirements
     files.update(extra)
     if _user_ships_cloudtrain(files):
@@ -322,7 +324,7 @@ def tree_digest(location: Path) -> TreeDigest:
     if location.is_file():
         entries = [(location.name, location)]
     elif location.is_dir():
-        entries = list(iter_tree(location))
+        entries = tree_entries(location)[0]
     else:
         raise UserError(f"data {quoted(str(location), 200)} does not exist")
     files = tuple(TreeFile(name, path, path.stat().st_size, sha256_file(path)) for name, path in sorted(entries))

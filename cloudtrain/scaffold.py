@@ -61,16 +61,17 @@ hyperparameters:
   batch_size: 64        # global: split across all workers
   learning_rate: 0.01
 
-# Read from the chief's log lines (`epoch=3 loss=0.1234 accuracy=0.9500 val_loss=... val_accuracy=...`).
+# Read from the chief's per-epoch lines (`epoch=3 loss=0.1234 accuracy=0.9500 val_loss=... val_accuracy=...`),
+# anchored on `epoch=`: the final "eval report: accuracy=..." line is not an epoch's.
 metrics:
   - name: loss
-    regex: '(?<![a-z_])loss=([0-9.eE+-]+)'
+    regex: 'epoch=\\d+ loss=([0-9.eE+-]+)'
   - name: accuracy
-    regex: '(?<![a-z_])accuracy=([0-9.eE+-]+)'
+    regex: 'epoch=\\d+ loss=\\S+ accuracy=([0-9.eE+-]+)'
   - name: val_loss
-    regex: '(?<![a-z_])val_loss=([0-9.eE+-]+)'
+    regex: 'epoch=\\d+ .* val_loss=([0-9.eE+-]+)'
   - name: val_accuracy
-    regex: '(?<![a-z_])val_accuracy=([0-9.eE+-]+)'
+    regex: 'epoch=\\d+ .* val_accuracy=([0-9.eE+-]+)'
 """
 
 TRAIN = '''\

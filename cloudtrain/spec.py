@@ -341,7 +341,46 @@ class MetricSpec(Strict):
             raise ValueError(f"not a valid regular expression: {e}") from None
         if compiled.groups < 1:
             raise ValueError("needs one capture group around the number")
+        if nested_repeat(v):
+            raise ValueError(
+                "a repeated group that itself repeats or has alternatives, like (a+)+ or (a|b)*, can take "
+                "exponential time on a long line: write it without the nesting"
+            )
         return v
+
+
+def nested_repeat(pattern: str) -> bool:
+    """Whether a regex repeats (without bound, or more than once) a group holding a repeat or alternatives:
+    the shape of catastrophic backtracking, which would stall SageMaker's metric parser as it did ours."""
+    try:
+        from re import _parser as sre  # type: ignore[attr-defined]
+    except ImportError:  # Python 3.10
+        import sre_parse as sre  # type: ignore[no-redef]
+
+    repeats = (sre.MAX_REPEAT, sre.MIN_REPEAT, getattr(sre, "POSSESSIVE_REPEAT", sre.MAX_REPEAT))
+
+    def varies(items: Any) -> bool:
+        for op, av in items:
+            if op is sre.BRANCH or (op in repeats and av[0] != av[1]):
+                return True
+            if op in repeats and varies(av[2]):
+                return True
+            if op is sre.SUBPATTERN and varies(av[-1]):
+                return True
+        return False
+
+    def walk(items: Any) -> bool:
+        for op, av in items:
+            if op in repeats:
+                if av[1] > 1 and varies(av[2]):
+                    return True
+                if walk(av[2]):
+                    return True
+            elif (op is sre.SUBPATTERN and walk(av[-1])) or (op is sre.BRANCH and any(walk(b) for b in av[1])):
+                return True
+        return False
+
+    return walk(sre.parse(pattern))
 
 
 class VpcSpec(Strict):

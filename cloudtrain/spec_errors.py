@@ -85,6 +85,10 @@ def _override_value(dotted: str, text: str) -> Any:
     try:
         return SpecLoader(text, "--set").load()
     except SpecError as e:
+        if dotted.startswith("environment.") or is_secret_name(dotted.rsplit(".", 1)[-1]):  # never echoed
+            raise SpecError(
+                "--set", None, dotted_path((dotted,)), "cannot read the value (not shown: it may be a secret)"
+            ) from None
         raise SpecError(
             "--set", None, dotted_path((dotted,)), f"cannot read the value {quoted(text.strip())}: {e.message}"
         ) from None
@@ -214,8 +218,8 @@ def spec_error(exc: ValidationError, data: Any, source: SourceMap, file: str, fr
 
 
 def _is_secret(loc: Loc) -> bool:
-    """An environment entry whose name looks secret: its value never appears in an error."""
-    return len(loc) == 2 and loc[0] == "environment" and is_secret_name(str(loc[1]))
+    """An environment entry or hyperparameter whose name looks secret: its value never appears in an error."""
+    return len(loc) == 2 and loc[0] in ("environment", "hyperparameters") and is_secret_name(str(loc[1]))
 
 
 def _problem(error: Any, data: Any) -> _Problem:

@@ -6,14 +6,15 @@ timeout instead of failing, and every change is one short transaction. Changes t
 they write (a status transition appends to a JSON list) take the write lock first with
 `BEGIN IMMEDIATE`, so no concurrent update is lost.
 
-Secrets never reach the file: environment values of the spec whose names look secret are stored as
-`***` (`cloudtrain.redact`), and the spec digest is taken of the redacted spec.
+Secrets never reach the file: environment and hyperparameter values of the spec whose names look secret
+(and passwords in URLs) are stored as `***` (`cloudtrain.redact`), and the spec digest is taken of the redacted spec.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.base import TERMINAL, JobInfo, Transition
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobExists, JobNotFound, quoted
+from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, quoted
 from cloudtrain.redact import REDACTED as REDACTED  # re-exported: what a redacted value reads
 from cloudtrain.redact import redact_environment
 
@@ -67,9 +68,36 @@ _COLUMNS = ", ".join((*_INFO_COLUMNS, "spec", "spec_digest", "pid"))
 _VALUES = f"({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
 
 
+_DISK_HINT = {"disk I/O error": " (is the disk full?)", "database or disk is full": " (free some space)"}
+
+
+def private_home(home: Path, db: Path) -> None:
+    """The home readable by its owner only (700), as ~/.aws is, and the database file 600 (its WAL files follow).
+
+    An unusable home (a file, no permission) is one line, exit code 3.
+    """
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if home.stat().st_mode & 0o077 and home.stat().st_uid == os.getuid():
+            home.chmod(0o700)
+        os.close(os.open(db, os.O_CREAT | os.O_RDWR, 0o600))
+        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            if path.exists() and path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise BackendUnavailable(
+            f"cloudtrain home {home}: {reason} (set CLOUDTRAIN_HOME to a folder of yours)"
+        ) from None
+
+
 def redact_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a JSON spec whose secret-looking environment values are `***`."""
-    return {**spec, "environment": redact_environment(spec.get("environment") or {})}
+    """A copy of a JSON spec whose secret-looking environment and hyperparameter values are `***`."""
+    return {
+        **spec,
+        "environment": redact_environment(spec.get("environment") or {}),
+        "hyperparameters": redact_environment(spec.get("hyperparameters") or {}),
+    }
 
 
 def spec_digest(spec: Mapping[str, Any]) -> str:
@@ -163,7 +191,7 @@ class JobStore:
 
     def __init__(self, home: Path) -> None:
         self.path = Path(home) / DB_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_home(self.path.parent, self.path)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             current = self._schema_version(db) == SCHEMA_VERSION
@@ -174,7 +202,7 @@ class JobStore:
     def _schema_version(self, db: sqlite3.Connection) -> int:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            raise CloudtrainError(
+            raise BackendUnavailable(
                 f"job store {self.path} was written by a newer cloudtrain (schema {version}, this one reads "
                 f"{SCHEMA_VERSION}): upgrade cloudtrain, or point CLOUDTRAIN_HOME elsewhere"
             )
@@ -202,8 +230,14 @@ class JobStore:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA synchronous=NORMAL")  # durable across crashes of a process in WAL mode
             yield db
+        except sqlite3.IntegrityError:
+            raise  # a taken name: the caller's to report
         except sqlite3.OperationalError as e:
-            raise BackendUnavailable(f"job store {self.path}: {e}") from None
+            raise BackendUnavailable(f"job store {self.path}: {e}{_DISK_HINT.get(str(e), '')}") from None
+        except sqlite3.DatabaseError as e:  # not a database, or a damaged one
+            raise BackendUnavailable(
+                f"job store {self.path} cannot be read ({e}): move it aside, and cloudtrain starts a new one"
+            ) from None
         finally:
             db.close()
 

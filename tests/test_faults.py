@@ -43,6 +43,7 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from cloudtrain.api import fetched_files
 from cloudtrain.archive import bytes_tarball
 from cloudtrain.packaging import tarball_digest
 from tests.clirun import REPO, Result, cloudtrain
@@ -116,6 +117,9 @@ def one_line_error(result: Result) -> str:
     return lines[0]
 
 
+COMPRESSIBLE = b"\1" * MIB  # a MiB that compresses a thousandfold and, unlike zeros, is not extracted as a hole
+
+
 def weights(mib: int, seed: int) -> bytes:
     """Incompressible bytes (a model's float weights compress poorly), the same for the same seed."""
     return random.Random(seed).randbytes(mib * MIB)
@@ -174,7 +178,7 @@ def finished_sagemaker_job(
     objects = {
         f"runs/{name}/output/model.tar.gz": bytes_tarball(
             {
-                "model.keras": bytes(model_mib * MIB) if compressible else weights(model_mib, seed=3),
+                "model.keras": COMPRESSIBLE * model_mib if compressible else weights(model_mib, seed=3),
                 "1/saved_model.pb": b"pb" * 1000,
                 "1/variables/v.index": b"i",
             }
@@ -265,6 +269,7 @@ def test_fetch_model_downloads_everything_through_dropped_connections_and_thrott
     dest = tmp_path / "artifacts"
     (dest / "model").mkdir(parents=True)
     (dest / "model" / "stale.txt").write_text("from an earlier fetch")
+    fetched_files(dest, write=True)  # as an earlier fetch-model records what it wrote
     faults = [
         Fault("throttle", service="sagemaker", operation="DescribeTrainingJob"),
         Fault("throttle", service="s3", operation="HeadObject"),
@@ -311,6 +316,7 @@ def test_fetch_model_gives_up_on_a_part_that_keeps_failing_and_leaves_the_old_mo
     (dest / "model").mkdir(parents=True)
     (dest / "model" / "model.keras").write_bytes(b"the previous model")
     (dest / "model.tar.gz").write_bytes(b"the previous tarball")
+    fetched_files(dest, write=True)  # as fetch-model records what it wrote
     before = tree(dest)
     always = Fault("drop_response", service="s3", operation="GetObject", target="model.tar.gz", after=MIB, times=10**6)
     with FaultProxy(aws_endpoint, [always]) as proxy:
@@ -420,6 +426,7 @@ def test_fetch_model_refuses_a_model_whose_crc64nvme_differs_and_keeps_the_old_o
     dest = tmp_path / "artifacts"
     (dest / "model").mkdir(parents=True)
     (dest / "model" / "model.keras").write_bytes(b"the previous model")
+    fetched_files(dest, write=True)  # as fetch-model records what it wrote
     before = tree(dest)
     with FaultProxy(aws_endpoint, [s3_reports_crc64nvme(wrong)]) as proxy:
         fetched = fetch("corrupt", dest, proxy, tmp_path / "home", crt=True)
@@ -464,7 +471,7 @@ def fetch_into(
     if backend == "local":
         home, job = request.getfixturevalue("big_local_job")
         if compressible:
-            (home / "jobs" / job / "model.tar.gz").write_bytes(bytes_tarball({"model.keras": bytes(3 * MIB)}))
+            (home / "jobs" / job / "model.tar.gz").write_bytes(bytes_tarball({"model.keras": COMPRESSIBLE * 3}))
         return run_cli("fetch-model", job, "--to", str(dest), home=home, **run)
     endpoint = request.getfixturevalue("aws_endpoint")
     finished_sagemaker_job("big", model_mib=3, compressible=compressible, checkpoint_mib=0)
@@ -479,6 +486,7 @@ def previous_fetch(dest: Path) -> dict[str, str]:
     (dest / "model").mkdir(parents=True, exist_ok=True)
     (dest / "model" / "model.keras").write_bytes(b"yesterday's model")
     (dest / "model.tar.gz").write_bytes(b"yesterday's tarball")
+    fetched_files(dest, write=True)  # as fetch-model records what it wrote
     return tree(dest)
 
 

@@ -413,7 +413,7 @@ def test_a_job_store_a_newer_cloudtrain_wrote_is_refused_in_one_line(tmp_path: P
     with sqlite3.connect(home / "jobs.db") as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     result = cloudtrain("status", home=home)
-    assert result.code == 1 and result.err.count("\n") == 1, result.err
+    assert result.code == 3 and result.err.count("\n") == 1, result.err
     assert "was written by a newer cloudtrain" in result.err and "Traceback" not in result.err
 
 

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extract, staging_folder, swap_in, writing_to
 from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
-from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
+from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names, private_file
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
+from cloudtrain.backends.local_scope import kill_scope
 from cloudtrain.errors import JobExists, UserError, quoted
 from cloudtrain.eventfiles import mirror_folder
 from cloudtrain.packaging import build_code_package
@@ -49,6 +50,7 @@ MODEL_DIR = "model_dir"  # <job>/model_dir: what --model_dir points at, shared b
 INSTANCE_TYPE = "local"  # what SageMaker's own local mode calls it; the spec's instance type is ignored
 JOB_NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker's TrainingJobName
 LOG_POLL_S = 0.2
+LOG_CHUNK = 1 << 20  # bytes of a log stream read at once
 RUNNER_START_S = 60.0  # a record older than this without a runner pid was never started
 RUNNER_DIED = "local runner process died"
 _INPUT_CHANNEL = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
@@ -132,7 +134,7 @@ class LocalBackend:
         """Start the runner in its own session with the spec's environment (never written to disk)."""
         name = job_dir.name
         try:
-            with open(job_dir / "runner.log", "ab") as log:
+            with open(private_file(job_dir / "runner.log"), "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", RUNNER_MODULE, str(job_dir)],
                     cwd=job_dir,
@@ -177,12 +179,14 @@ class LocalBackend:
         return runner_alive(record.pid, record.name)
 
     def _kill_workers(self, job_name: str) -> None:
-        """SIGKILL the worker process groups a dead runner left behind (TF workers would wait forever)."""
+        """SIGKILL the worker process groups and the job's scope a dead runner left behind (TF workers would wait
+        forever)."""
         with suppress(OSError, ValueError):
             pids = json.loads((self.job_dir(job_name) / WORKERS_FILE).read_text()).values()
             for pid in pids:
                 with suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(pid), signal.SIGKILL)
+        kill_scope(self.job_dir(job_name))
 
     def stop(self, job_name: str) -> JobInfo:
         """Mark the job Stopping and SIGTERM its runner, which ends the workers and uploads; returns at once."""
@@ -407,16 +411,22 @@ class LogTail:
     offset: int = 0
     partial: bytes = b""
 
-    def read(self) -> list[LogEvent]:
+    def read(self) -> Iterator[LogEvent]:
+        """The lines written since the last read, a chunk at a time: a stream of any size in bounded memory."""
         try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
+            f = open(self.path, "rb")  # noqa: SIM115 (closed below, once the generator is done)
         except FileNotFoundError:
-            return []  # the host has not started yet
-        self.offset += len(data)
-        *lines, self.partial = (self.partial + data).split(b"\n")
-        return [event for line in lines if (event := _parse(line, self.host)) is not None]
+            return  # the host has not started yet
+        with f:
+            end = os.fstat(f.fileno()).st_size  # what is there now; what comes later is the next read's
+            f.seek(self.offset)
+            while self.offset < end:
+                data = f.read(min(LOG_CHUNK, end - self.offset))
+                if not data:
+                    break
+                self.offset += len(data)
+                *lines, self.partial = (self.partial + data).split(b"\n")
+                yield from (event for line in lines if (event := _parse(line, self.host)) is not None)
 
 
 def _parse(line: bytes, host: str) -> LogEvent | None:
@@ -438,5 +448,5 @@ def _copy_tree_safely(source: Path, dest: Path, scratch: Path) -> Path | None:
         return None
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         archive = Path(tmp) / "checkpoints.tar.gz"
-        make_tarball(archive, files)
+        make_tarball(archive, files, mtimes=True)
         return safe_extract(archive, dest)

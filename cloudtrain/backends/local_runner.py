@@ -4,14 +4,16 @@ It plays SageMaker's part: one worker process per host (`cloudtrain.runtime.laun
 per host, the chief's metric lines, the secondary statuses, the max runtime, a stop, and the upload of
 the chief's model and output. TensorFlow workers ignore SIGTERM and wait forever for a dead peer
 (FACTS.md), so every ending goes through SIGKILL of every worker's process group: each worker runs in
-its own group (launcher and script together), and the runner kills those groups on every exit path.
+its own group (launcher and script together), and the runner kills those groups, and the job's scope
+(`local_scope`: whatever the scripts started, even in sessions of their own), on every exit path; a guard
+does it when the runner itself is killed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -26,7 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cloudtrain.archive import atomic_path, tar_directory
-from cloudtrain.redact import REDACTED, secret_values
+from cloudtrain.backends.local_scope import ENDED, SCOPE_VARIABLE, kill_scope, start_guard
+from cloudtrain.errors import CloudtrainError
+from cloudtrain.redact import mask, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX, TENSORBOARD_FOLDER
 from cloudtrain.store import JobStore
 
@@ -34,12 +38,17 @@ BACKEND = "local"
 MODULE = "cloudtrain.backends.local_runner"
 CHIEF = "algo-1"  # worker 0 of TF_CONFIG: its model, output and checkpoints are the job's
 PLAN_FILE = "runner.json"
+TMP_DIR = "tmp"  # the workers' TMPDIR, one folder per host
 WORKERS_FILE = "workers.json"
 DEFAULT_STOP_GRACE_S = 10.0
 DEFAULT_FAILURE_GRACE_S = 5.0
 POLL_S = 0.1
 METRICS_FLUSH_S = 1.0
 READER_JOIN_S = 5.0
+RECORD_END_S = 3600.0  # how long a runner waits for the store to take the job's end (a full disk)
+RECORD_RETRY_S = 1.0
+METRIC_LINE_MAX = 4096  # characters of a line the metric regexes see
+METRIC_MATCH_S = 0.1  # time one regex may take on one line
 
 
 def host_names(count: int) -> list[str]:
@@ -117,6 +126,7 @@ class Worker:
     last_line: str = ""
     exited_at: float | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
+    log: LogStream | None = field(default=None, repr=False)
 
     def poll(self) -> int | None:
         code = self.proc.poll()
@@ -133,23 +143,37 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
-    def failure_reason(self) -> str:
-        """The worker's `output/failure` if it wrote one, else its exit code and last line of output."""
+    def failure_reason(self, secrets: list[str]) -> str:
+        """The worker's `output/failure` if it wrote one, else its exit code and last line of output; masked.
+
+        The host's `output/failure` is rewritten masked too, so no copy of the secret is left on disk.
+        """
         failure = self.host_dir / "output" / "failure"
         if failure.is_file():
-            text = failure.read_text(errors="replace").strip()
-            if text:
-                return text[:FAILURE_REASON_MAX]
+            text = failure.read_text(errors="replace")
+            masked = mask(text, secrets)
+            if masked != text:
+                with atomic_path(failure) as tmp:
+                    tmp.write_text(masked)
+            if masked.strip():
+                return masked.strip()[:FAILURE_REASON_MAX]
         code = self.proc.returncode
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
-        return f"AlgorithmError: {self.host} exited with {how}: {self.last_line}"[:FAILURE_REASON_MAX]
+        last = f": {self.last_line}" if self.last_line else " (it printed nothing)"
+        return f"AlgorithmError: {self.host} exited with {how}{last}"[:FAILURE_REASON_MAX]
 
 
 class MetricTracker:
-    """The spec's metric regexes over the chief's lines; the last value of each, written at most once a second."""
+    """The spec's metric regexes over the chief's lines; the last value of each, written at most once a second.
+
+    Matching is bounded (the `regex` engine, a time limit per line, the first METRIC_LINE_MAX characters)
+    and lets go of the GIL, so no pattern can stall the log stream, a stop or the max runtime.
+    """
 
     def __init__(self, specs: Iterable[tuple[str, str]], write: Callable[[dict[str, float]], None]) -> None:
-        self._patterns = [(name, re.compile(regex)) for name, regex in specs]
+        import regex as bounded_re
+
+        self._patterns = [(name, bounded_re.compile(pattern)) for name, pattern in specs]
         self._write = write
         self.values: dict[str, float] = {}
         self._dirty = False
@@ -157,7 +181,11 @@ class MetricTracker:
 
     def feed(self, line: str) -> None:
         for name, pattern in self._patterns:
-            match = pattern.search(line)
+            try:
+                match = pattern.search(line[:METRIC_LINE_MAX], timeout=METRIC_MATCH_S, concurrent=True)
+            except TimeoutError:
+                note(f"metric {name}: matching a line took over {METRIC_MATCH_S:g}s; line skipped")
+                continue
             if match:
                 try:
                     self.values[name] = float(match.group(1))
@@ -169,29 +197,84 @@ class MetricTracker:
 
     def flush(self) -> None:
         if self._dirty:
-            self._write(dict(self.values))
-            self._dirty = False
             self._flushed = time.monotonic()
+            try:
+                self._write(dict(self.values))
+            except CloudtrainError as e:  # the store cannot be written (a full disk): the next flush tries again
+                note(f"metrics not recorded yet: {e}")
+                return
+            self._dirty = False
 
 
-def pump_output(worker: Worker, log_path: Path, on_line: Callable[[str], None] | None) -> None:
-    """Copy a worker's merged stdout+stderr to its log stream, one flushed `{"t", "m"}` JSON line per line.
+def note(message: str) -> None:
+    """A line for runner.log, which a full disk must not turn into a crash of the runner."""
+    with suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
 
-    A secret the script prints (a value of a secret-looking environment variable) is written as `***`.
+
+@dataclass
+class LogStream:
+    """One host's log stream, written a whole line at a time. A line that cannot be written (a full disk) is
+    counted, the worker's output is still read (so the worker never blocks), and the count is written as a
+    line of its own as soon as writing works again."""
+
+    path: Path
+    lost: int = 0
+    error: str = ""
+    _fd: int | None = field(default=None, repr=False)
+
+    def write(self, message: str) -> None:
+        if not (self.write_lost() and self._append(message)):
+            self.lost += 1
+
+    def write_lost(self) -> bool:
+        """The count of lost lines, as a line of the stream; whether nothing is left unsaid."""
+        note = f"[cloudtrain: {self.lost} lines of this host's output could not be written: {self.error}]"
+        if self.lost and self._append(note):
+            self.lost = 0
+        return not self.lost
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _append(self, message: str) -> bool:
+        data = json.dumps({"t": time.time(), "m": message}).encode() + b"\n"
+        try:
+            if self._fd is None:
+                self._fd = private_file(self.path)
+            written = os.write(self._fd, data)
+            if written != len(data):  # never half a line: the rest would not fit either
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - written)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return True
+        except OSError as e:
+            self.error = e.strerror or str(e)
+            return False
+
+
+def pump_output(worker: Worker, log: LogStream, on_line: Callable[[str], None] | None, secrets: list[str]) -> None:
+    """Copy a worker's merged stdout+stderr to its log stream, one `{"t", "m"}` JSON line per line.
+
+    A secret the script prints (`cloudtrain.redact.mask`) is written as `***`.
     """
     assert worker.proc.stdout is not None
-    secrets = secret_values()
-    with open(log_path, "ab") as out:
+    try:
         for raw in worker.proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            for value in secrets:
-                line = line.replace(value, REDACTED)
-            out.write(json.dumps({"t": time.time(), "m": line}).encode() + b"\n")
-            out.flush()
+            line = mask(raw.decode("utf-8", "replace").rstrip("\r\n"), secrets)
+            log.write(line)
             if line.strip():
                 worker.last_line = line
             if on_line is not None:
                 on_line(line)
+    finally:
+        log.close()
+
+
+def private_file(path: Path) -> int:
+    """A file descriptor appending to path, created readable by its owner only (logs hold what a job printed)."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 
 def free_ports(count: int) -> list[int]:
@@ -214,28 +297,70 @@ class Runner:
         self.graces = graces
         self.workers: list[Worker] = []
         self.metrics = MetricTracker(self.plan.metrics, self._write_metrics)
+        self.secrets = secret_values(os.environ, self._hyperparameters())
+
+    def _hyperparameters(self) -> dict[str, str]:
+        """The job's hyperparameters (JSON-encoded values decoded), whose secret-named ones are masked too."""
+        path = self.job_dir / "hosts" / CHIEF / "input" / "config" / "hyperparameters.json"
+        with suppress(OSError, ValueError):
+            encoded = json.loads(path.read_text())
+            return {k: v if isinstance(v := json.loads(e), str) else json.dumps(v) for k, e in encoded.items()}
+        return {}
 
     def _write_metrics(self, values: dict[str, float]) -> None:
         self.store.set_metrics(BACKEND, self.plan.job_name, values)
 
     def _step(self, secondary: str, message: str, status: str | None = None, reason: str | None = None) -> None:
-        self.store.transition(
-            BACKEND, self.plan.job_name, secondary, status=status, message=message, failure_reason=reason
-        )
+        """Record a step; one the store cannot take now (a full disk) is noted and skipped: the job goes on."""
+        try:
+            self.store.transition(
+                BACKEND, self.plan.job_name, secondary, status=status, message=message, failure_reason=reason
+            )
+        except CloudtrainError as e:
+            note(f"could not record {secondary}: {e}")
+
+    def _record_end(self, outcome: Outcome) -> None:
+        """Record how the job ended, waiting for the store to take it (space coming back on a full disk), so the
+        real cause is what `status` shows rather than a dead runner; then the log lines that were lost."""
+        deadline = time.monotonic() + RECORD_END_S
+        while True:
+            try:
+                self.store.transition(
+                    BACKEND,
+                    self.plan.job_name,
+                    outcome.secondary,
+                    status=outcome.status,
+                    message=outcome.message,
+                    failure_reason=outcome.reason,
+                )
+                break
+            except CloudtrainError as e:
+                if time.monotonic() > deadline:
+                    raise
+                note(f"could not record the end yet ({e}); trying again")
+                time.sleep(RECORD_RETRY_S)
+        for w in self.workers:
+            if w.log is not None:
+                w.log.write_lost()
+                w.log.close()
 
     def run(self) -> int:
+        guard = start_guard(self.job_dir)  # ends the job's processes and records the end if this one dies
         try:
             outcome = self._download() or self._train()
             if outcome.upload:
                 self._step("Uploading", "Uploading generated training model")
                 self._upload()
         except Exception as e:
-            traceback.print_exc()
+            with suppress(OSError, ValueError):
+                traceback.print_exc()
             outcome = Outcome("Failed", "Failed", "Training job failed", f"InternalServerError: local runner: {e}")
         finally:
             self._kill_all()
         self.metrics.flush()
-        self._step(outcome.secondary, outcome.message, status=outcome.status, reason=outcome.reason)
+        self._record_end(outcome)
+        guard.write(ENDED)
+        guard.close()
         return 0 if outcome.status == "Completed" else 1
 
     def _download(self) -> Outcome | None:
@@ -260,12 +385,13 @@ class Runner:
             with atomic_path(self.job_dir / WORKERS_FILE) as tmp:  # for whoever finds this runner dead
                 tmp.write_text(json.dumps({w.host: w.proc.pid for w in self.workers}))
         stopped = self._supervise()
+        kill_scope(self.job_dir)  # what the scripts left running (a detached child holds their output open)
         self._join_readers()
         if stopped is not None:
             return stopped
         failed = self._first_failed()
         if failed is not None:
-            return Outcome("Failed", "Failed", "Training job failed", failed.failure_reason())
+            return Outcome("Failed", "Failed", "Training job failed", failed.failure_reason(self.secrets))
         return Outcome("Completed", "Completed", "Training job completed", upload=True)
 
     def _start_worker(self, host: str, addresses: dict[str, str]) -> Worker:
@@ -280,6 +406,8 @@ class Runner:
             "CLOUDTRAIN_CHECKPOINT_DIR": str(host_dir / "checkpoints"),
             "TRAINING_JOB_NAME": self.plan.job_name,
             "PYTHONUNBUFFERED": "1",
+            SCOPE_VARIABLE: str(self.job_dir),  # every process the worker starts is the job's (local_scope)
+            "TMPDIR": str(self._tmp(host)),  # removed with the job's processes, as an instance's disk is
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "cloudtrain.runtime.launcher"],
@@ -294,7 +422,10 @@ class Runner:
         on_line = self.metrics.feed if host == CHIEF else None
         log_path = self.job_dir / "logs" / f"{host}.jsonl"
         log_path.parent.mkdir(exist_ok=True)
-        worker.reader = threading.Thread(target=pump_output, args=(worker, log_path, on_line), daemon=True)
+        worker.log = LogStream(log_path)
+        worker.reader = threading.Thread(
+            target=pump_output, args=(worker, worker.log, on_line, self.secrets), daemon=True
+        )
         worker.reader.start()
         return worker
 
@@ -353,13 +484,21 @@ class Runner:
             artifacts["tensorboard"] = str(chief / "output" / TENSORBOARD_FOLDER)
         self.store.set_artifacts(BACKEND, self.plan.job_name, artifacts)
 
+    def _tmp(self, host: str) -> Path:
+        path = self.job_dir / TMP_DIR / host
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _kill_all(self) -> None:
-        """SIGKILL every worker's group (stray children of a finished script too) and reap the launchers."""
+        """SIGKILL every worker's group and the rest of the job's scope (stray children of a finished script,
+        ones that left with setsid), reap the launchers and remove the workers' temporary files."""
         for w in self.workers:
             w.signal_group(signal.SIGKILL)
+        kill_scope(self.job_dir)
         for w in self.workers:
             w.proc.wait()
         self._join_readers()
+        shutil.rmtree(self.job_dir / TMP_DIR, ignore_errors=True)
 
 
 def _stop_event() -> threading.Event:

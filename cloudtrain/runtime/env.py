@@ -66,7 +66,7 @@ def failure_file(environ: Mapping[str, str] = os.environ) -> Path:
 
 def write_failure(reason: str, environ: Mapping[str, str] = os.environ) -> None:
     """Write a one-line failure reason (a known cause told as such); never raises: the job is already failing."""
-    line = " ".join((explain(reason) or reason).split())[:FAILURE_REASON_MAX] or "training failed"
+    line = " ".join((explain(reason) or reason).split())[:FAILURE_REASON_MAX].rstrip(":") or "training failed"
     try:
         path = failure_file(environ)
         path.parent.mkdir(parents=True, exist_ok=True)

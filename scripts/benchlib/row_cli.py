@@ -81,15 +81,22 @@ def status_row(ctx: Context) -> Row:
     job = ctx.submit(spec, env)
     ct = [str(CLOUDTRAIN), "status", job, "--json"]
     aws = [AWS, "sagemaker", "describe-training-job", "--training-job-name", job]
+
+    def unseen_env() -> dict[str, str]:
+        """A home that has not seen the job end (moto's jobs end at once): status asks AWS, as for a running job."""
+        return ctx.aws_env(moto.url, ctx.folder("status-home"))
+
     for cmd in (ct, aws):
-        out = ctx.processes.run(cmd, env=env).check(" ".join(cmd[:3]))
+        out = ctx.processes.run(cmd, env=unseen_env()).check(" ".join(cmd[:3]))
         json.loads(out.out)  # both print one JSON document
-    calls = {name: _calls(ctx, cmd, home, moto.url) for name, cmd in (("cloudtrain", ct), ("aws", aws))}
+    calls = {
+        name: _calls(ctx, cmd, ctx.folder("status-home"), moto.url) for name, cmd in (("cloudtrain", ct), ("aws", aws))
+    }
     runs = ctx.runs(11, 3)
     ctx.log(f"status: {runs} interleaved runs of `cloudtrain status` and `aws sagemaker describe-training-job`")
     results = interleave(
         [
-            ("cloudtrain", lambda: ctx.processes.run(ct, env=env).check("cloudtrain status").wall),
+            ("cloudtrain", lambda: ctx.processes.run(ct, env=unseen_env()).check("cloudtrain status").wall),
             ("aws", lambda: ctx.processes.run(aws, env=env).check("aws describe-training-job").wall),
         ],
         runs,
@@ -107,6 +114,54 @@ def status_row(ctx: Context) -> Row:
         commands=[f"AWS_ENDPOINT_URL={moto.url} {' '.join(ct)}", f"AWS_ENDPOINT_URL={moto.url} {' '.join(aws)}"],
         details=[
             "Endpoint: moto's server on loopback, started by the bench; the job was made with `cloudtrain submit`.",
+            "Each cloudtrain run has a home that has not seen the job end, so it asks AWS as for a running job "
+            "(row status-finished: a job it has seen end).",
+            f"Requests per call (through a counting proxy, untimed): cloudtrain {_fmt_calls(calls['cloudtrain'])}; "
+            f"aws {_fmt_calls(calls['aws'])}.",
+        ],
+        data={"cloudtrain_s": results["cloudtrain"], "aws_s": results["aws"], "ratio": ratio, "calls": calls},
+    )
+
+
+def status_finished_row(ctx: Context) -> Row:
+    """A finished job's status, answered from the job store, against AWS's CLI describing it."""
+    moto = ctx.moto()
+    home = ctx.folder("status-finished-home")
+    code = ctx.folder("status-finished-code")
+    (code / "train.py").write_text("print('bench')\n")
+    spec = write_spec(code.parent / "status-finished.json", name="bench-done", source_dir=code, backend="sagemaker")
+    env = ctx.aws_env(moto.url, home)
+    job = ctx.submit(spec, env)
+    ct = [str(CLOUDTRAIN), "status", job, "--json"]
+    aws = [AWS, "sagemaker", "describe-training-job", "--training-job-name", job]
+    seen = json.loads(ctx.processes.run(ct, env=env).check("cloudtrain status").out)  # sees it end: recorded
+    if seen["status"] != "Completed":
+        raise RuntimeError(f"moto's job is {seen['status']}, not Completed")
+    json.loads(ctx.processes.run(aws, env=env).check("aws describe-training-job").out)
+    calls = {name: _calls(ctx, cmd, home, moto.url) for name, cmd in (("cloudtrain", ct), ("aws", aws))}
+    runs = ctx.runs(11, 3)
+    ctx.log(f"status-finished: {runs} interleaved runs of `cloudtrain status` and `aws describe-training-job`")
+    results = interleave(
+        [
+            ("cloudtrain", lambda: ctx.processes.run(ct, env=env).check("cloudtrain status").wall),
+            ("aws", lambda: ctx.processes.run(aws, env=env).check("aws describe-training-job").wall),
+        ],
+        runs,
+    )
+    a, b = Stats.of(results["cloudtrain"]), Stats.of(results["aws"])
+    ratio, text = ratio_text(results["cloudtrain"], results["aws"])
+    return Row(
+        name="status-finished",
+        title="`cloudtrain status JOB --json` of a finished job, wall time",
+        figure=a.fmt(),
+        against=f"`aws sagemaker describe-training-job` {b.fmt()}",
+        ratio=text,
+        target="≤ 0.2x",
+        met=ratio <= 0.2,
+        commands=[f"AWS_ENDPOINT_URL={moto.url} {' '.join(ct)}", f"AWS_ENDPOINT_URL={moto.url} {' '.join(aws)}"],
+        details=[
+            "A job cloudtrain has seen end (one earlier `status`) is answered from the job store: a finished "
+            "SageMaker job does not change.",
             f"Requests per call (through a counting proxy, untimed): cloudtrain {_fmt_calls(calls['cloudtrain'])}; "
             f"aws {_fmt_calls(calls['aws'])}.",
         ],
