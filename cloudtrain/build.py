@@ -139,14 +139,14 @@ class _Secrets:
 
 
 @dataclass(frozen=True)
-class _Docker:
+class DockerCli:
     """The Docker CLI found on PATH, with the environment its commands run in."""
 
     exe: str
     env: Mapping[str, str]
 
     @classmethod
-    def find(cls, docker: str, env: Mapping[str, str]) -> _Docker | None:
+    def find(cls, docker: str, env: Mapping[str, str]) -> DockerCli | None:
         exe = shutil.which(docker, path=env.get("PATH", os.defpath))
         return cls(exe, env) if exe else None
 
@@ -246,7 +246,7 @@ class Builder:
         return "docker buildx build" if self.kind == "buildx" else "docker build"
 
 
-def _builder(docker: _Docker | None) -> Builder:
+def _builder(docker: DockerCli | None) -> Builder:
     """buildx when its plugin answers (`--provenance=false` from 0.10, where attestations came), else classic."""
     version = docker.buildx() if docker is not None else None
     if version is None:
@@ -424,7 +424,7 @@ def _dry_run(
         notes.append(f"could not check ECR: {e}")
     registry = registry_host(account, region)
     image = f"{registry}/{repository}:{found.tag}"
-    builder = _builder(_Docker.find(docker, environ))
+    builder = _builder(DockerCli.find(docker, environ))
     commands = [Command.of(docker, *_build_args(builder, final, inputs, image, found.digest))]
     if repo_exists is not True:
         create = ("aws", "ecr", "create-repository", "--repository-name", repository, "--region", region)
@@ -499,46 +499,27 @@ def _build(
             notes=notes,
         )
 
-    found = _Docker.find(docker, environ)
-    if found is None:
-        raise BackendUnavailable(f"no Docker engine reachable: `{docker}` is not on PATH; {_NO_ENGINE_HINT}")
-    found.require_engine()
-    builder = _builder(found)
+    found = engine(docker, environ)
     secrets = _Secrets()
     commands: list[Command] = []
     created = pushed = False
-    stage = Path(tempfile.mkdtemp(prefix="cloudtrain-build-"))
-    try:
-        staged = manifest(inputs, stage=stage)
-        if staged.digest != planned.digest:
-            notes.append("the build context changed while it was read: built what was copied")
-        image = name(staged.tag)
-        if staged.size > LARGE_CONTEXT:
-            notes.append(f"the build context is {_size(staged.size)}: exclude what the image does not need")
-        say(f"building {image} ({staged.files} files, {_size(staged.size)} of context, {inputs.platform})")
-        args = _build_args(builder, stage, inputs, image, staged.digest)
-        commands.append(Command.of(docker, *args))
-        found.run(args, what=builder.label, on_line=say, secrets=secrets)
-        if push:
-            assert registry is not None and region is not None
-            with translate_errors(session.where, "ECR"):
-                ecr = session.client("ecr")
-                created = _ensure_repository(ecr, repository)
-                if created:
-                    commands.append(
-                        Command.of(
-                            "aws", "ecr", "create-repository", "--repository-name", repository, "--region", region
-                        )
-                    )
-                    say(f"created the ECR repository {repository}")
-                user, password = _registry_password(ecr, secrets)
-            _login_and_push(found, registry, user, password, image, secrets, say)
-            commands += [Command.login(docker, region, registry), Command.of(docker, "push", image)]
-            pushed = True
-        else:
-            notes.append("not pushed: use --push to push it to ECR")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    staged, image, builder = _stage_and_build(inputs, planned, found, name, commands, notes, say)
+    if push:
+        assert registry is not None and region is not None
+        with translate_errors(session.where, "ECR"):
+            ecr = session.client("ecr")
+            created = _ensure_repository(ecr, repository)
+            if created:
+                commands.append(
+                    Command.of("aws", "ecr", "create-repository", "--repository-name", repository, "--region", region)
+                )
+                say(f"created the ECR repository {repository}")
+            user, password = _registry_password(ecr, secrets)
+        _login_and_push(found, registry, user, password, image, secrets, say)
+        commands += [Command.login(docker, region, registry), Command.of(docker, "push", image)]
+        pushed = True
+    else:
+        notes.append("not pushed: use --push to push it to ECR")
     return _result(
         inputs,
         staged,
@@ -553,8 +534,79 @@ def _build(
     )
 
 
+def engine(docker: str = "docker", env: Mapping[str, str] | None = None) -> DockerCli:
+    """The Docker CLI `docker` (a name on PATH or a path) with an engine that answers, else BackendUnavailable."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    found = DockerCli.find(docker, environ)
+    if found is None:
+        raise BackendUnavailable(f"no Docker engine reachable: `{docker}` is not on PATH; {_NO_ENGINE_HINT}")
+    found.require_engine()
+    return found
+
+
+def _stage_and_build(
+    inputs: BuildInputs,
+    planned: Manifest,
+    docker: DockerCli,
+    name: Callable[[str], str],
+    commands: list[Command],
+    notes: list[str],
+    say: LineCallback,
+) -> tuple[Manifest, str, Builder]:
+    """Copy the context into a private folder and build it there: (what was staged, the image's name, builder)."""
+    builder = _builder(docker)
+    stage = Path(tempfile.mkdtemp(prefix="cloudtrain-build-"))
+    try:
+        staged = manifest(inputs, stage=stage)
+        if staged.digest != planned.digest:
+            notes.append("the build context changed while it was read: built what was copied")
+        image = name(staged.tag)
+        if staged.size > LARGE_CONTEXT:
+            notes.append(f"the build context is {_size(staged.size)}: exclude what the image does not need")
+        say(f"building {image} ({staged.files} files, {_size(staged.size)} of context, {inputs.platform})")
+        args = _build_args(builder, stage, inputs, image, staged.digest)
+        commands.append(Command.of(Path(docker.exe).name, *args))
+        docker.run(args, what=builder.label, on_line=say, secrets=_Secrets())
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return staged, image, builder
+
+
+def build_local(
+    spec: JobSpec,
+    *,
+    platform: str = DEFAULT_PLATFORM,
+    on_line: LineCallback | None = None,
+    docker: str = "docker",
+    env: Mapping[str, str] | None = None,
+) -> BuildResult:
+    """The spec's image in the local engine only, as `<repository>:<tag>`: built unless the engine has it.
+
+    For local jobs inside the image (`submit --backend local --container`): same inputs, same tag as
+    `build_image`, and neither AWS nor a registry is asked.
+    """
+    say: LineCallback = on_line or (lambda _line: None)
+    inputs = collect_inputs(spec, platform)
+    planned = manifest(inputs)
+    found = engine(docker, os.environ if env is None else env)
+
+    def name(tag: str) -> str:
+        return f"{inputs.build.repository}:{tag}"
+
+    if found.probe("image", "inspect", "--format", "{{.Id}}", name(planned.tag)).returncode == 0:
+        say(f"{name(planned.tag)} is in the Docker engine already: nothing to build")
+        held = "the Docker engine holds the tag already"
+        return _result(inputs, planned, name(planned.tag), exists=None, built=False, pushed=False, skipped_reason=held)
+    commands: list[Command] = []
+    notes: list[str] = []
+    staged, image, builder = _stage_and_build(inputs, planned, found, name, commands, notes, say)
+    return _result(
+        inputs, staged, image, exists=None, built=True, pushed=False, builder=builder, commands=commands, notes=notes
+    )
+
+
 def _login_and_push(
-    docker: _Docker, registry: str, user: str, password: str, image: str, secrets: _Secrets, say: LineCallback
+    docker: DockerCli, registry: str, user: str, password: str, image: str, secrets: _Secrets, say: LineCallback
 ) -> None:
     """`docker login` (password on stdin) and `docker push` under a private, temporary DOCKER_CONFIG.
 
@@ -636,7 +688,9 @@ __all__ = [
     "IgnoreRules",
     "Manifest",
     "build_image",
+    "build_local",
     "collect_inputs",
+    "engine",
     "ensure_image",
     "image_reference",
     "manifest",
