@@ -122,9 +122,11 @@ def submit(
     aws: AwsOptions = AwsOptions(),
     dry_run: bool = False,
     config: Config | None = None,
+    container: bool = False,
 ) -> Submitted:
     """Validate the spec and start the job; with an idempotency key an existing job is reported, not doubled.
 
+    `container` runs a local job's hosts in containers of the job's image (needs a Docker engine).
     `backend` and `aws` are the command line's; `config` (default: the environment and the config file) fills
     in the rest, in the order command line, environment, spec, config file.
     """
@@ -140,7 +142,7 @@ def submit(
     key = idempotency_key or os.environ.get("CLOUDTRAIN_IDEMPOTENCY_KEY") or None
     job_name = job_name_for(spec.name, key)
     backend_name = resolve_backend_name(backend, spec)
-    be = open_backend(backend_name, spec=spec, aws=aws)
+    be = open_backend(backend_name, spec=spec, aws=aws, container=container)
     if dry_run:
         return _dry_run(be, spec, job_name)
     if key:

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extract, staging_folder, swap_in, writing_to
 from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
+from cloudtrain.backends.container_runner import MODULE as CONTAINER_RUNNER_MODULE
+from cloudtrain.backends.containers import ContainerPlan, remove_all
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.errors import JobExists, UserError, quoted
@@ -52,13 +54,17 @@ _INPUT_CHANNEL = {"TrainingInputMode": "File", "S3DistributionType": "FullyRepli
 
 
 class LocalBackend:
-    """Jobs under `home` (`$CLOUDTRAIN_HOME`), run by a detached runner process per job."""
+    """Jobs under `home` (`$CLOUDTRAIN_HOME`), run by a detached runner process per job.
+
+    With `container`, jobs it submits run each host in a container of the job's image (`containers`).
+    """
 
     name = LOCAL
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, container: bool = False) -> None:
         self.home = Path(home).resolve()  # the runner gets absolute paths whatever its working folder
         self.store = JobStore(self.home)
+        self.container = container
 
     def job_dir(self, job_name: str) -> Path:
         return self.home / "jobs" / job_name
@@ -73,6 +79,7 @@ class LocalBackend:
             )
         channels = local_channels(spec.data)
         restore = self._chief_checkpoints(resume_from) if resume_from else None
+        plan = self._container_plan(spec, job_name, channels) if self.container else None
         job_dir = self.job_dir(job_name)
         job_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -80,7 +87,7 @@ class LocalBackend:
         except FileExistsError:
             raise JobExists(job_name) from None
         try:
-            self._lay_out(job_dir, spec, job_name, channels, restore)
+            self._lay_out(job_dir, spec, job_name, channels, restore, plan)
             record = JobRecord.for_spec(
                 job_name, LOCAL, spec, instance_type=INSTANCE_TYPE, message="Preparing the local workers"
             )
@@ -97,8 +104,22 @@ class LocalBackend:
             raise UserError(f"resume: job {quoted(job_name)} has no checkpoints folder ({path})")
         return path
 
+    def _container_plan(self, spec: JobSpec, job_name: str, channels: dict[str, Path]) -> ContainerPlan:
+        """The engine checked and the image ready (built if need be) before anything is written."""
+        from cloudtrain.backends.containers import prepare
+
+        if self.job_dir(job_name).exists():
+            raise JobExists(job_name)  # before a build that could take minutes
+        return prepare(spec, job_name, sorted(set(channels.values())))
+
     def _lay_out(
-        self, job_dir: Path, spec: JobSpec, job_name: str, channels: dict[str, Path], restore: Path | None
+        self,
+        job_dir: Path,
+        spec: JobSpec,
+        job_name: str,
+        channels: dict[str, Path],
+        restore: Path | None,
+        container: ContainerPlan | None = None,
     ) -> None:
         hosts = host_names(spec.resources.instance_count)
         sourcedir = build_code_package(spec.code, job_dir).path  # byte for byte what SageMaker gets
@@ -107,6 +128,7 @@ class LocalBackend:
             hyperparameters=hyperparameters_json(spec, sourcedir),
             channels=channels,
             sourcedir=sourcedir,
+            network_interface="lo" if container is None else "eth0",
         )
         for host in hosts:
             layout.create(job_dir / "hosts" / host, host)
@@ -119,14 +141,17 @@ class LocalBackend:
             metrics=tuple((m.name, m.regex) for m in spec.metrics),
             restore_checkpoints=str(restore) if restore else None,
         ).save(job_dir)
+        if container is not None:
+            container.save(job_dir)
 
     def _start_runner(self, job_dir: Path, environment: Mapping[str, str]) -> JobRecord:
         """Start the runner in its own session with the spec's environment (never written to disk)."""
         name = job_dir.name
+        module = RUNNER_MODULE if ContainerPlan.load(job_dir) is None else CONTAINER_RUNNER_MODULE
         try:
             with open(job_dir / "runner.log", "ab") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", RUNNER_MODULE, str(job_dir)],
+                    [sys.executable, "-m", module, str(job_dir)],
                     cwd=job_dir,
                     env={**os.environ, **environment},
                     stdin=subprocess.DEVNULL,
@@ -169,7 +194,13 @@ class LocalBackend:
         return runner_alive(record.pid, record.name)
 
     def _kill_workers(self, job_name: str) -> None:
-        """SIGKILL the worker process groups a dead runner left behind (TF workers would wait forever)."""
+        """SIGKILL the worker process groups (or remove the containers) a dead runner left behind.
+
+        TF workers would wait forever for their dead peers.
+        """
+        plan = ContainerPlan.load(self.job_dir(job_name))
+        if plan is not None:
+            remove_all(plan, job_name)
         with suppress(OSError, ValueError):
             pids = json.loads((self.job_dir(job_name) / WORKERS_FILE).read_text()).values()
             for pid in pids:
@@ -251,7 +282,8 @@ def runner_alive(pid: int, job_name: str) -> bool:
     except (OSError, IndexError):
         return False
     argv = [a for a in argv if a]
-    return state != "Z" and RUNNER_MODULE in argv and Path(argv[-1]).name == job_name
+    runs_job = RUNNER_MODULE in argv or CONTAINER_RUNNER_MODULE in argv
+    return state != "Z" and runs_job and Path(argv[-1]).name == job_name
 
 
 def local_channels(data: Mapping[str, str]) -> dict[str, Path]:
@@ -292,6 +324,7 @@ class HostLayout:
     hyperparameters: dict[str, str]
     channels: dict[str, Path]
     sourcedir: Path
+    network_interface: str = "lo"  # eth0 in a container, as on SageMaker
 
     def resource_config(self, host: str) -> dict[str, Any]:
         return {
@@ -302,7 +335,7 @@ class HostLayout:
             "instance_groups": [
                 {"instance_group_name": "homogeneousCluster", "instance_type": INSTANCE_TYPE, "hosts": self.hosts}
             ],
-            "network_interface_name": "lo",
+            "network_interface_name": self.network_interface,
         }
 
     def create(self, host_dir: Path, host: str) -> None:
