@@ -282,29 +282,35 @@ def _ecr_has_tag(ecr: Any, repository: str, tag: str) -> bool:
 
 
 def _repository_exists(ecr: Any, repository: str) -> bool:
+    return _repository_uri(ecr, repository) is not None
+
+
+def _repository_uri(ecr: Any, repository: str) -> str | None:
+    """The repository's URI as ECR gives it (its registry is where images go), or None when it does not exist."""
     from botocore.exceptions import ClientError
 
     try:
-        ecr.describe_repositories(repositoryNames=[repository])
-        return True
+        found = ecr.describe_repositories(repositoryNames=[repository])["repositories"]
     except ClientError as e:
         if error_code(e) == "RepositoryNotFoundException":
-            return False
+            return None
         raise
+    return str(found[0]["repositoryUri"]) if found else None
 
 
-def _ensure_repository(ecr: Any, repository: str) -> bool:
-    """Create the repository if missing (scan on push); True when this call created it."""
+def _ensure_repository(ecr: Any, repository: str) -> tuple[bool, str | None]:
+    """Create the repository if missing (scan on push): (whether this call created it, its URI)."""
     from botocore.exceptions import ClientError
 
-    if _repository_exists(ecr, repository):
-        return False
+    uri = _repository_uri(ecr, repository)
+    if uri is not None:
+        return False, uri
     try:
-        ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True})
-        return True
+        made = ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True})
+        return True, str(made["repository"]["repositoryUri"])
     except ClientError as e:
         if error_code(e) == "RepositoryAlreadyExistsException":  # created meanwhile by someone else
-            return False
+            return False, _repository_uri(ecr, repository)
         raise
 
 
@@ -471,17 +477,19 @@ def _build(
     planned = manifest(inputs)  # read-only: enough to ask ECR before copying anything
     repository = inputs.build.repository
     notes: list[str] = []
-    account = region = None
+    account = region = registry = None
     exists: bool | None = None
     try:
         with translate_errors(session.where, "ECR DescribeImages"):
             account, region = session.account_id(), session.region
-            exists = _ecr_has_tag(session.client("ecr"), repository, planned.tag)
+            ecr = session.client("ecr")
+            uri = _repository_uri(ecr, repository)
+            exists = uri is not None and _ecr_has_tag(ecr, repository, planned.tag)
+            registry = uri.partition("/")[0] if uri else registry_host(account, region)
     except BackendUnavailable as e:
         if push:
             raise
         notes.append(f"AWS not reached ({e}): built as a local image only; --push needs AWS")
-    registry = registry_host(account, region) if account and region else None
 
     def name(tag: str) -> str:
         return f"{registry}/{repository}:{tag}" if registry else f"{repository}:{tag}"
@@ -508,13 +516,17 @@ def _build(
         assert registry is not None and region is not None
         with translate_errors(session.where, "ECR"):
             ecr = session.client("ecr")
-            created = _ensure_repository(ecr, repository)
+            created, uri = _ensure_repository(ecr, repository)
             if created:
                 commands.append(
                     Command.of("aws", "ecr", "create-repository", "--repository-name", repository, "--region", region)
                 )
                 say(f"created the ECR repository {repository}")
             user, password = _registry_password(ecr, secrets)
+        if uri and uri.partition("/")[0] != registry:  # a new repository in a registry of another name
+            registry, built_as, image = uri.partition("/")[0], image, f"{uri}:{staged.tag}"
+            found.run(["tag", built_as, image], what="docker tag", on_line=say, secrets=secrets)
+            commands.append(Command.of(docker, "tag", built_as, image))
         _login_and_push(found, registry, user, password, image, secrets, say)
         commands += [Command.login(docker, region, registry), Command.of(docker, "push", image)]
         pushed = True
