@@ -10,12 +10,14 @@ real `cloudtrain` command. Skipped only where an engine cannot start here (the r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +26,11 @@ import boto3
 import pytest
 import yaml
 
+from cloudtrain.build import build_image
+from cloudtrain.spec import load_spec
 from tests.clirun import REPO, Result, cloudtrain
 from tests.docker_engine import Engine, Registry, base_image, install, why_no_engine
+from tests.test_build import dry, small_project, tree
 
 CLIS = {"Docker's CLI": Path("/usr/local/bin/docker"), "Debian's docker.io CLI": Path("/usr/bin/docker")}
 JOB_LABEL = "cloudtrain.job"
@@ -171,6 +176,40 @@ def test_build_on_a_real_engine_without_buildx(
         "command -v train && python3 -c 'import cloudtrain.runtime.launcher, tensorflow'",
     )
     assert probe.stdout.strip() == "/usr/local/bin/train"
+
+
+@pytest.mark.slow
+def test_real_engine_builds_exactly_the_staged_context(
+    engine: Engine, aws_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`FROM scratch` needs no registry; the image holds exactly the files the dry run lists."""
+    for name, value in engine.env().items():
+        monkeypatch.setenv(name, value)
+    spec_path = small_project(tmp_path / "p", ignore="scratch\n")
+    image_dir = spec_path.parent / "image"
+    (image_dir / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
+    (image_dir / "src" / "empty").mkdir()
+    (image_dir / "src" / "link").symlink_to("pkg/mod.py")
+    (image_dir / "src" / "pkg" / "mod.py").chmod(0o700)  # staged as 0755: modes do not depend on umasks
+    spec = load_spec(spec_path)
+    planned = dry(spec, tmp_path / "out")
+    result = build_image(spec)
+    assert result.built and result.tag == planned.tag
+    container = subprocess.run(
+        ["docker", "create", result.image, "none"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        exported = subprocess.run(["docker", "export", container], capture_output=True, check=True).stdout
+    finally:
+        subprocess.run(["docker", "rm", container], capture_output=True, check=False)
+        subprocess.run(["docker", "rmi", result.image], capture_output=True, check=False)
+    with tarfile.open(fileobj=io.BytesIO(exported)) as tar:
+        members = {m.name.removeprefix("ctx/").rstrip("/"): m for m in tar.getmembers() if m.name.startswith("ctx/")}
+    members.pop("", None)
+    assert set(members) == set(tree(Path(planned.context_dir or "")))
+    assert members["src/link"].issym() and members["src/link"].linkname == "pkg/mod.py"
+    assert members["src/empty"].isdir()
+    assert members["src/pkg/mod.py"].mode & 0o777 == 0o755 and members["Dockerfile"].mode & 0o777 == 0o644
 
 
 # --- local jobs inside the image -------------------------------------------------------------------------
