@@ -15,13 +15,13 @@ token is checked by the registry itself.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import threading
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from tests.docker_engine import Registry
 
@@ -38,6 +38,8 @@ class EcrFront:
         front = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # answers `Expect: 100-continue`, as S3 uploads send it
+
             def do_GET(self) -> None:
                 front.forward(self)
 
@@ -62,28 +64,32 @@ class EcrFront:
         self.server.server_close()
 
     def forward(self, handler: BaseHTTPRequestHandler) -> None:
-        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        body = _read_body(handler)
         target = handler.headers.get("X-Amz-Target") or ""
         if target == ECR_TARGET + "DescribeImages":
             self._sync_tags(json.loads(body or b"{}").get("repositoryName", ""), handler.headers)
-        request = urllib.request.Request(self.moto_url + handler.path, data=body or None, method=handler.command)
-        for name, value in handler.headers.items():
-            if name.lower() not in ("host", "content-length", "connection"):
-                request.add_header(name, value)
+        # http.client, not urllib: urllib would add a form Content-Type to a body sent without one.
+        moto = urlsplit(self.moto_url)
+        conn = http.client.HTTPConnection(moto.hostname or "127.0.0.1", moto.port, timeout=120)
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                status, headers, data = response.status, response.headers, response.read()
-        except urllib.error.HTTPError as e:
-            status, headers, data = e.code, e.headers, e.read()
+            skip = ("host", "content-length", "connection", "transfer-encoding", "expect")
+            sent = {k: v for k, v in handler.headers.items() if k.lower() not in skip}
+            conn.request(handler.command, handler.path, body=body or None, headers=sent)
+            response = conn.getresponse()
+            status, headers, data = response.status, response.headers, response.read()
+        finally:
+            conn.close()
         if target.startswith(ECR_TARGET):
             data = re.sub(rb"[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com", self.registry.host.encode(), data)
         handler.send_response(status)
         for name, value in headers.items():
             if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
                 handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(data)))
+        head = handler.command == "HEAD"  # no body; its Content-Length is the object's
+        handler.send_header("Content-Length", headers.get("Content-Length", "0") if head else str(len(data)))
         handler.end_headers()
-        handler.wfile.write(data)
+        if not head:
+            handler.wfile.write(data)
 
     def _sync_tags(self, repository: str, headers: Any) -> None:
         """Put every tag the registry has for `repository` into moto's ECR, as a push to ECR would have."""
@@ -108,3 +114,16 @@ def _region(headers: Any) -> str:
     """The region of a SigV4-signed request (its credential scope)."""
     found = re.search(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/", headers.get("Authorization") or "")
     return found.group(1) if found else "us-east-1"
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """The request's body, sent with a Content-Length or chunked (botocore's streaming uploads)."""
+    if "chunked" not in (handler.headers.get("Transfer-Encoding") or "").lower():
+        return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+    chunks = []
+    while size := int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16):
+        chunks.append(handler.rfile.read(size))
+        handler.rfile.readline()  # the CRLF after each chunk
+    while handler.rfile.readline().strip():  # trailers, up to the blank line
+        pass
+    return b"".join(chunks)

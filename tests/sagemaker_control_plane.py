@@ -12,7 +12,8 @@ run by the local runner under the container contract. While it runs, each host's
 CloudWatch Logs (`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seconds>`), the chief's
 checkpoint folder is synced to CheckpointConfig.S3Uri, and at the end model.tar.gz and output.tar.gz
 go to `<S3OutputPath>/<job>/output/`. Not simulated: pulling or running the TrainingImage (the job
-runs under this Python), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
+runs under this Python; with `images`, a custom image the test engine holds runs in containers),
+IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
 already under CheckpointConfig.S3Uri are put in every host's checkpoints folder before training.
 
 Every request is recorded (`requests`), so a test can count calls and bytes; `interrupt(job)` plays a
@@ -46,6 +47,7 @@ from cloudtrain.backends.local import HostLayout, LocalBackend, LogTail
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.store import JobRecord
+from tests.control_plane_images import ImageJobs
 
 LOCAL = "local"  # the store's backend name for the jobs the runner supervises
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -135,6 +137,7 @@ class ControlPlane:
     """SageMaker's training-job API on 127.0.0.1, moto behind it for everything else.
 
     `run_jobs = False` holds new jobs in Starting (no capacity), for tests that only look at requests.
+    `images = ImageJobs(...)` runs custom-image jobs in their image on a Docker engine (control_plane_images).
     """
 
     def __init__(self, moto_url: str, home: Path, *, region: str = "us-east-1") -> None:
@@ -142,6 +145,7 @@ class ControlPlane:
         self.home = Path(home)
         self.local = LocalBackend(self.home)  # its store and stop/refresh logic; jobs live in <home>/jobs/<job>
         self.run_jobs = True
+        self.images: ImageJobs | None = None
         self._jobs: dict[str, _Job] = {}
         self._requests: list[Request] = []
         self._lock = threading.Lock()
@@ -452,6 +456,8 @@ class ControlPlane:
                 (m["Name"], m["Regex"]) for m in job.request["AlgorithmSpecification"].get("MetricDefinitions", [])
             ),
         ).save(job.folder)
+        if self.images is not None:  # a custom image the test engine holds runs in containers of it
+            self.images.prepare(job.folder, job.name, job.request, list(channels.values()))
 
     def _lay_out_hosts(self, job: _Job) -> None:
         """Fresh host folders, each with the checkpoints already in S3 (SageMaker restores them before training)."""
@@ -471,9 +477,11 @@ class ControlPlane:
         env.update(job.request.get("Environment", {}))
         env["TMPDIR"] = str(job.folder / "tmp")  # the workers' scratch folders go away with the job folder
         (job.folder / "tmp").mkdir(exist_ok=True)
+        module = (self.images.runner_module(job.folder) if self.images else None) or RUNNER_MODULE
+        env.update(self.images.env if self.images else {})
         with open(job.folder / "runner.log", "ab") as log:
             job.runner = subprocess.Popen(
-                [sys.executable, "-m", RUNNER_MODULE, str(job.folder)],
+                [sys.executable, "-m", module, str(job.folder)],
                 cwd=job.folder,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -560,6 +568,8 @@ class ControlPlane:
             deadline = time.monotonic() + 10
             while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
                 time.sleep(0.05)
+        if self.images is not None:
+            self.images.remove(job.folder, job.name)
 
     def interrupt(self, job_name: str) -> None:
         """A spot interruption: the instances vanish mid-training and replacements resume from S3's checkpoints.

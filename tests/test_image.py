@@ -29,6 +29,7 @@ import yaml
 from cloudtrain.build import build_image
 from cloudtrain.spec import load_spec
 from tests.clirun import REPO, Result, cloudtrain
+from tests.conftest import SAGEMAKER_ROLE
 from tests.docker_engine import Engine, Registry, base_image, install, why_no_engine
 from tests.test_build import dry, small_project, tree
 
@@ -301,8 +302,8 @@ def wait_for(check: object, what: str, timeout: float = 180) -> None:
 
 
 @pytest.mark.slow
-def test_push_goes_to_the_registry_and_a_second_push_sends_nothing(
-    engine: Engine, image_spec: Path, aws_endpoint: str, tmp_path: Path
+def test_push_goes_to_the_registry_a_second_push_sends_nothing_and_sagemaker_runs_it(
+    engine: Engine, image_spec: Path, aws_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.ecr_front import EcrFront
 
@@ -325,6 +326,35 @@ def test_push_goes_to_the_registry_and_a_second_push_sends_nothing(
             second = again.json()
             assert not second["built"] and not second["pushed"] and second["tag"] == pushed["tag"]
             assert second["skipped_reason"] == "ECR holds the tag already"
+
+            # SageMaker (the test control plane, in front of the same ECR) runs the pushed image in containers.
+            from tests.control_plane_images import ImageJobs
+            from tests.sagemaker_control_plane import ControlPlane
+
+            for name, value in engine.env().items():
+                monkeypatch.setenv(name, value)
+            plane = ControlPlane(front.url, tmp_path / "plane").start()
+            plane.images = ImageJobs(engine.env())
+            try:
+                env = {**env, "AWS_ENDPOINT_URL": plane.url, "CLOUDTRAIN_ROLE_ARN": SAGEMAKER_ROLE}
+                job = cloudtrain(
+                    "submit",
+                    str(image_spec),
+                    "--backend",
+                    "sagemaker",
+                    "--wait",
+                    home=tmp_path / "h",
+                    env=env,
+                    timeout=600,
+                )
+                assert job.code == 0, job.err[-3000:]
+                assert '"worker": ["algo-1:8890", "algo-2:8890"]' in job.err, "SageMaker's host names: containers"
+                assert "epoch=12 " in job.err
+                (create,) = [r.json() for r in plane.calls("CreateTrainingJob")]
+                assert create["AlgorithmSpecification"]["TrainingImage"] == pushed["image"]
+                assert engine.docker("ps", "-aq").stdout.strip() == "", "no container is left"
+            finally:
+                plane.close()
     finally:
         registry.stop()
     assert re.fullmatch(r"[0-9a-f]{16}", pushed["tag"])
