@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -26,8 +27,10 @@ import boto3
 import pytest
 import yaml
 
+from cloudtrain.backends.containers import ContainerPlan, _gpus
 from cloudtrain.build import build_image
 from cloudtrain.spec import load_spec
+from cloudtrain.store import JobStore
 from tests.clirun import REPO, Result, cloudtrain
 from tests.conftest import SAGEMAKER_ROLE
 from tests.docker_engine import Engine, Registry, base_image, install, why_no_engine
@@ -259,8 +262,25 @@ def test_digits_trains_in_two_containers_as_in_two_processes(engine: Engine, ima
     assert abs(in_image["accuracy"] - in_processes["accuracy"]) <= 0.02, (in_image, in_processes)
 
 
+def test_gpu_hosts_get_all_gpus_only_where_the_engine_has_the_nvidia_runtime(tmp_path: Path) -> None:
+    with_nvidia = '{"nvidia":{"path":"nvidia-container-runtime"},"runc":{"path":"runc"}}'
+    without = '{"runc":{"path":"runc"}}'
+    assert _gpus("ml.g5.xlarge", with_nvidia) == (True, [])
+    assert _gpus("ml.m5.xlarge", with_nvidia) == (False, [])
+    gpus, notes = _gpus("ml.p4d.24xlarge", without)
+    assert not gpus and notes == [
+        "ml.p4d.24xlarge has GPUs but this Docker engine has no NVIDIA runtime (NVIDIA Container Toolkit): "
+        "the containers train on CPU"
+    ]
+    plan = ContainerPlan("docker", "img:1", "cloudtrain-j", True, None, (), ("SECRET_TOKEN",))
+    argv = plan.run_argv("j", "algo-2", tmp_path, {"TRAINING_JOB_NAME": "j"})
+    assert argv[-2:] == ["img:1", "train"] and " --gpus all " in f" {' '.join(argv)} "
+    assert argv[argv.index("SECRET_TOKEN") - 1 : argv.index("SECRET_TOKEN") + 1] == ["-e", "SECRET_TOKEN"]
+    assert f"{tmp_path}:/opt/ml" in argv and " --network-alias algo-2 --label cloudtrain.job=j " in " ".join(argv)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("ending", ["stop", "max_runtime"])
+@pytest.mark.parametrize("ending", ["stop", "max_runtime", "runner killed"])
 def test_stop_and_max_runtime_end_every_container(
     engine: Engine, image_spec: Path, tmp_path: Path, ending: str
 ) -> None:
@@ -274,19 +294,26 @@ def test_stop_and_max_runtime_end_every_container(
     )
     assert submitted.code == 0, submitted.err
     job = submitted.json()["job"]["name"]
-    if ending == "stop":
+    if ending != "max_runtime":
         wait_for(lambda: "epoch=1 " in cloudtrain("logs", job, home=home, env=env).out, "the first epoch")
+    if ending == "stop":
         assert cloudtrain("stop", job, home=home, env=env).code == 0
+    if ending == "runner killed":  # kill -9 of the runner: the next command that looks ends the containers
+        pid = JobStore(home).get("local", job).pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+    ended = "Failed" if ending == "runner killed" else "Stopped"
     wait_for(
-        lambda: cloudtrain("status", job, "--json", home=home, env=env).json()["status"] == "Stopped",
-        "the job to stop",
+        lambda: cloudtrain("status", job, "--json", home=home, env=env).json()["status"] == ended,
+        f"the job to be {ended}",
         timeout=240,
     )
     status = cloudtrain("status", job, "--json", home=home, env=env).json()
-    expected = "Stopped" if ending == "stop" else "MaxRuntimeExceeded"
+    expected = {"stop": "Stopped", "max_runtime": "MaxRuntimeExceeded", "runner killed": "Failed"}[ending]
     assert status["secondary_status"] == expected, status
     assert leftovers(engine, job) == ("", "")
-    assert (home / "jobs" / job / "model.tar.gz").is_file(), "what was saved is kept, as on SageMaker"
+    if ending != "runner killed":
+        assert (home / "jobs" / job / "model.tar.gz").is_file(), "what was saved is kept, as on SageMaker"
 
 
 def wait_for(check: object, what: str, timeout: float = 180) -> None:
