@@ -2,7 +2,8 @@
 
 `Engine.start` runs Debian's `dockerd` as root with everything of its own: data root, exec root, pid file,
 socket, and a bridge (`ctdk<n>`) it is given instead of `docker0`, so it cannot meet another engine on the
-machine. `stop` ends it by its PID and deletes the bridge and its folders.
+machine. `stop` ends it by its PID and deletes the bridge, the iptables rules that name the bridge (dockerd
+leaves some), and its folders.
 
 `base_image` makes `cloudtrain-test-tf:<key>`: Debian bookworm by `debootstrap`, Python, and this venv's
 tensorflow-cpu and boto3 installed from wheels `pip download`ed on the host (so the container needs no
@@ -93,6 +94,7 @@ class Engine:
     root: Path
     proc: subprocess.Popen[bytes]
     bridge: str
+    subnet: str  # its first three octets
     cli_config: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -140,7 +142,7 @@ class Engine:
             subprocess.run(["ip", "link", "delete", bridge], check=False)
             shutil.rmtree(root, ignore_errors=True)
             raise
-        engine = cls(root, proc, bridge)
+        engine = cls(root, proc, bridge, subnet)
         deadline = time.monotonic() + START_TIMEOUT_S
         while engine.docker("info", "--format", "{{.ServerVersion}}", check=False).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -160,8 +162,19 @@ class Engine:
                 self.proc.kill()
                 self.proc.wait()
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)
+        _delete_rules_naming(self.bridge, f"{self.subnet}.0/24")
         _unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _delete_rules_naming(bridge: str, subnet: str) -> None:
+    """The iptables rules dockerd left that name this engine's bridge or subnet (never another engine's)."""
+    for table in ("filter", "nat"):
+        listed = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True, check=False)
+        for rule in listed.stdout.splitlines():
+            words = rule.split()
+            if words[:1] == ["-A"] and (bridge in words or subnet in words):
+                subprocess.run(["iptables", "-t", table, "-D", *words[1:]], capture_output=True, check=False)
 
 
 def _unmount_under(root: Path) -> None:
