@@ -578,7 +578,9 @@ def _stage_and_build(
         say(f"building {image} ({staged.files} files, {_size(staged.size)} of context, {inputs.platform})")
         args = _build_args(builder, stage, inputs, image, staged.digest)
         commands.append(Command.of(Path(docker.exe).name, *args))
-        docker.run(args, what=builder.label, on_line=say, secrets=_Secrets())
+        # The classic builder whatever DOCKER_BUILDKIT says: Docker's CLI without buildx refuses to build with =1.
+        classic = {**docker.env, "DOCKER_BUILDKIT": "0"} if builder.kind == "build" else None
+        docker.run(args, what=builder.label, on_line=say, secrets=_Secrets(), env=classic)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return staged, image, builder

@@ -152,7 +152,8 @@ def test_build_on_a_real_engine_without_buildx(
     cli: Path, engine: Engine, tf_base: str, tmp_path: Path, data: Path
 ) -> None:
     spec = str(digits_spec(tmp_path, data, tf_base))
-    env = cli_env(engine, cli, tmp_path / "bin")
+    # DOCKER_BUILDKIT=1, as many users have it: Docker's CLI without buildx would refuse to build with it.
+    env = cli_env(engine, cli, tmp_path / "bin", DOCKER_BUILDKIT="1")
     assert subprocess.run([str(cli), "buildx", "version"], capture_output=True, env={**os.environ, **env}).returncode
     planned = cloudtrain(
         "build", spec, "--dry-run", "--context-out", str(tmp_path / "ctx"), "--json", home=tmp_path / "h", env=env
