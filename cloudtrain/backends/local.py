@@ -5,6 +5,9 @@ detached runner (`local_runner`), so it returns at once and the job outlives the
 reads the job record store and the job folder, so any cloudtrain process can follow, stop or fetch a
 job that another one submitted.
 
+With `submit --container` the hosts are containers of the job's image instead (`containers`, run by
+`container_runner`); everything else about the job is the same.
+
     <home>/jobs/<job>/sourcedir.tar.gz     the code with cloudtrain's runtime, exactly as SageMaker receives it
                       hosts/algo-N/         one /opt/ml per host (input/config, input/data, code, model, ...)
                       logs/algo-N.jsonl     one log stream per host: {"t": epoch seconds, "m": line}
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extract, staging_folder, swap_in, writing_to
 from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
 from cloudtrain.backends.container_runner import MODULE as CONTAINER_RUNNER_MODULE
-from cloudtrain.backends.containers import ContainerPlan, remove_all
+from cloudtrain.backends.containers import ContainerPlan, prepare, remove_all
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.errors import JobExists, UserError, quoted
@@ -106,8 +109,6 @@ class LocalBackend:
 
     def _container_plan(self, spec: JobSpec, job_name: str, channels: dict[str, Path]) -> ContainerPlan:
         """The engine checked and the image ready (built if need be) before anything is written."""
-        from cloudtrain.backends.containers import prepare
-
         if self.job_dir(job_name).exists():
             raise JobExists(job_name)  # before a build that could take minutes
         return prepare(spec, job_name, sorted(set(channels.values())))
