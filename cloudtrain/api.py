@@ -152,9 +152,11 @@ def submit(
     dry_run: bool = False,
     config: Config | None = None,
     on_note: Callable[[str], None] | None = None,
+    container: bool = False,
 ) -> Submitted:
     """Validate the spec and start the job; with an idempotency key an existing job is reported, not doubled.
 
+    `container` runs a local job's hosts in containers of the job's image (needs a Docker engine).
     `backend` and `aws` are the command line's; `config` (default: the environment and the config file) fills
     in the rest, in the order command line, environment, spec, config file. `on_note` hears each note (a
     secret-looking hyperparameter, what packing leaves out, a large code folder) as soon as it is known,
@@ -173,7 +175,7 @@ def submit(
     key = idempotency_key or os.environ.get("CLOUDTRAIN_IDEMPOTENCY_KEY") or None
     job_name = job_name_for(spec.name, key)
     backend_name = resolve_backend_name(backend, spec)
-    be = open_backend(backend_name, spec=spec, aws=aws)
+    be = open_backend(backend_name, spec=spec, aws=aws, container=container)
     warnings = spec_warnings(spec)
     notes = [*secret_hyperparameters(spec), *left_out_notes(spec, backend_name)]
     for note in notes:

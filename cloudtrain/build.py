@@ -139,14 +139,14 @@ class _Secrets:
 
 
 @dataclass(frozen=True)
-class _Docker:
+class DockerCli:
     """The Docker CLI found on PATH, with the environment its commands run in."""
 
     exe: str
     env: Mapping[str, str]
 
     @classmethod
-    def find(cls, docker: str, env: Mapping[str, str]) -> _Docker | None:
+    def find(cls, docker: str, env: Mapping[str, str]) -> DockerCli | None:
         exe = shutil.which(docker, path=env.get("PATH", os.defpath))
         return cls(exe, env) if exe else None
 
@@ -246,7 +246,7 @@ class Builder:
         return "docker buildx build" if self.kind == "buildx" else "docker build"
 
 
-def _builder(docker: _Docker | None) -> Builder:
+def _builder(docker: DockerCli | None) -> Builder:
     """buildx when its plugin answers (`--provenance=false` from 0.10, where attestations came), else classic."""
     version = docker.buildx() if docker is not None else None
     if version is None:
@@ -282,29 +282,35 @@ def _ecr_has_tag(ecr: Any, repository: str, tag: str) -> bool:
 
 
 def _repository_exists(ecr: Any, repository: str) -> bool:
+    return _repository_uri(ecr, repository) is not None
+
+
+def _repository_uri(ecr: Any, repository: str) -> str | None:
+    """The repository's URI as ECR gives it (its registry is where images go), or None when it does not exist."""
     from botocore.exceptions import ClientError
 
     try:
-        ecr.describe_repositories(repositoryNames=[repository])
-        return True
+        found = ecr.describe_repositories(repositoryNames=[repository])["repositories"]
     except ClientError as e:
         if error_code(e) == "RepositoryNotFoundException":
-            return False
+            return None
         raise
+    return str(found[0]["repositoryUri"]) if found else None
 
 
-def _ensure_repository(ecr: Any, repository: str) -> bool:
-    """Create the repository if missing (scan on push); True when this call created it."""
+def _ensure_repository(ecr: Any, repository: str) -> tuple[bool, str | None]:
+    """Create the repository if missing (scan on push): (whether this call created it, its URI)."""
     from botocore.exceptions import ClientError
 
-    if _repository_exists(ecr, repository):
-        return False
+    uri = _repository_uri(ecr, repository)
+    if uri is not None:
+        return False, uri
     try:
-        ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True})
-        return True
+        made = ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True})
+        return True, str(made["repository"]["repositoryUri"])
     except ClientError as e:
         if error_code(e) == "RepositoryAlreadyExistsException":  # created meanwhile by someone else
-            return False
+            return False, _repository_uri(ecr, repository)
         raise
 
 
@@ -424,7 +430,7 @@ def _dry_run(
         notes.append(f"could not check ECR: {e}")
     registry = registry_host(account, region)
     image = f"{registry}/{repository}:{found.tag}"
-    builder = _builder(_Docker.find(docker, environ))
+    builder = _builder(DockerCli.find(docker, environ))
     commands = [Command.of(docker, *_build_args(builder, final, inputs, image, found.digest))]
     if repo_exists is not True:
         create = ("aws", "ecr", "create-repository", "--repository-name", repository, "--region", region)
@@ -471,17 +477,19 @@ def _build(
     planned = manifest(inputs)  # read-only: enough to ask ECR before copying anything
     repository = inputs.build.repository
     notes: list[str] = []
-    account = region = None
+    account = region = registry = None
     exists: bool | None = None
     try:
         with translate_errors(session.where, "ECR DescribeImages"):
             account, region = session.account_id(), session.region
-            exists = _ecr_has_tag(session.client("ecr"), repository, planned.tag)
+            ecr = session.client("ecr")
+            uri = _repository_uri(ecr, repository)
+            exists = uri is not None and _ecr_has_tag(ecr, repository, planned.tag)
+            registry = uri.partition("/")[0] if uri else registry_host(account, region)
     except BackendUnavailable as e:
         if push:
             raise
         notes.append(f"AWS not reached ({e}): built as a local image only; --push needs AWS")
-    registry = registry_host(account, region) if account and region else None
 
     def name(tag: str) -> str:
         return f"{registry}/{repository}:{tag}" if registry else f"{repository}:{tag}"
@@ -499,46 +507,31 @@ def _build(
             notes=notes,
         )
 
-    found = _Docker.find(docker, environ)
-    if found is None:
-        raise BackendUnavailable(f"no Docker engine reachable: `{docker}` is not on PATH; {_NO_ENGINE_HINT}")
-    found.require_engine()
-    builder = _builder(found)
+    found = engine(docker, environ)
     secrets = _Secrets()
     commands: list[Command] = []
     created = pushed = False
-    stage = Path(tempfile.mkdtemp(prefix="cloudtrain-build-"))
-    try:
-        staged = manifest(inputs, stage=stage)
-        if staged.digest != planned.digest:
-            notes.append("the build context changed while it was read: built what was copied")
-        image = name(staged.tag)
-        if staged.size > LARGE_CONTEXT:
-            notes.append(f"the build context is {_size(staged.size)}: exclude what the image does not need")
-        say(f"building {image} ({staged.files} files, {_size(staged.size)} of context, {inputs.platform})")
-        args = _build_args(builder, stage, inputs, image, staged.digest)
-        commands.append(Command.of(docker, *args))
-        found.run(args, what=builder.label, on_line=say, secrets=secrets)
-        if push:
-            assert registry is not None and region is not None
-            with translate_errors(session.where, "ECR"):
-                ecr = session.client("ecr")
-                created = _ensure_repository(ecr, repository)
-                if created:
-                    commands.append(
-                        Command.of(
-                            "aws", "ecr", "create-repository", "--repository-name", repository, "--region", region
-                        )
-                    )
-                    say(f"created the ECR repository {repository}")
-                user, password = _registry_password(ecr, secrets)
-            _login_and_push(found, registry, user, password, image, secrets, say)
-            commands += [Command.login(docker, region, registry), Command.of(docker, "push", image)]
-            pushed = True
-        else:
-            notes.append("not pushed: use --push to push it to ECR")
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    staged, image, builder = _stage_and_build(inputs, planned, found, name, commands, notes, say)
+    if push:
+        assert registry is not None and region is not None
+        with translate_errors(session.where, "ECR"):
+            ecr = session.client("ecr")
+            created, uri = _ensure_repository(ecr, repository)
+            if created:
+                commands.append(
+                    Command.of("aws", "ecr", "create-repository", "--repository-name", repository, "--region", region)
+                )
+                say(f"created the ECR repository {repository}")
+            user, password = _registry_password(ecr, secrets)
+        if uri and uri.partition("/")[0] != registry:  # a new repository in a registry of another name
+            registry, built_as, image = uri.partition("/")[0], image, f"{uri}:{staged.tag}"
+            found.run(["tag", built_as, image], what="docker tag", on_line=say, secrets=secrets)
+            commands.append(Command.of(docker, "tag", built_as, image))
+        _login_and_push(found, registry, user, password, image, secrets, say)
+        commands += [Command.login(docker, region, registry), Command.of(docker, "push", image)]
+        pushed = True
+    else:
+        notes.append("not pushed: use --push to push it to ECR")
     return _result(
         inputs,
         staged,
@@ -553,8 +546,81 @@ def _build(
     )
 
 
+def engine(docker: str = "docker", env: Mapping[str, str] | None = None) -> DockerCli:
+    """The Docker CLI `docker` (a name on PATH or a path) with an engine that answers, else BackendUnavailable."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    found = DockerCli.find(docker, environ)
+    if found is None:
+        raise BackendUnavailable(f"no Docker engine reachable: `{docker}` is not on PATH; {_NO_ENGINE_HINT}")
+    found.require_engine()
+    return found
+
+
+def _stage_and_build(
+    inputs: BuildInputs,
+    planned: Manifest,
+    docker: DockerCli,
+    name: Callable[[str], str],
+    commands: list[Command],
+    notes: list[str],
+    say: LineCallback,
+) -> tuple[Manifest, str, Builder]:
+    """Copy the context into a private folder and build it there: (what was staged, the image's name, builder)."""
+    builder = _builder(docker)
+    stage = Path(tempfile.mkdtemp(prefix="cloudtrain-build-"))
+    try:
+        staged = manifest(inputs, stage=stage)
+        if staged.digest != planned.digest:
+            notes.append("the build context changed while it was read: built what was copied")
+        image = name(staged.tag)
+        if staged.size > LARGE_CONTEXT:
+            notes.append(f"the build context is {_size(staged.size)}: exclude what the image does not need")
+        say(f"building {image} ({staged.files} files, {_size(staged.size)} of context, {inputs.platform})")
+        args = _build_args(builder, stage, inputs, image, staged.digest)
+        commands.append(Command.of(Path(docker.exe).name, *args))
+        # The classic builder whatever DOCKER_BUILDKIT says: Docker's CLI without buildx refuses to build with =1.
+        classic = {**docker.env, "DOCKER_BUILDKIT": "0"} if builder.kind == "build" else None
+        docker.run(args, what=builder.label, on_line=say, secrets=_Secrets(), env=classic)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return staged, image, builder
+
+
+def build_local(
+    spec: JobSpec,
+    *,
+    platform: str = DEFAULT_PLATFORM,
+    on_line: LineCallback | None = None,
+    docker: str = "docker",
+    env: Mapping[str, str] | None = None,
+) -> BuildResult:
+    """The spec's image in the local engine only, as `<repository>:<tag>`: built unless the engine has it.
+
+    For local jobs inside the image (`submit --backend local --container`): same inputs, same tag as
+    `build_image`, and neither AWS nor a registry is asked.
+    """
+    say: LineCallback = on_line or (lambda _line: None)
+    inputs = collect_inputs(spec, platform)
+    planned = manifest(inputs)
+    found = engine(docker, os.environ if env is None else env)
+
+    def name(tag: str) -> str:
+        return f"{inputs.build.repository}:{tag}"
+
+    if found.probe("image", "inspect", "--format", "{{.Id}}", name(planned.tag)).returncode == 0:
+        say(f"{name(planned.tag)} is in the Docker engine already: nothing to build")
+        held = "the Docker engine holds the tag already"
+        return _result(inputs, planned, name(planned.tag), exists=None, built=False, pushed=False, skipped_reason=held)
+    commands: list[Command] = []
+    notes: list[str] = []
+    staged, image, builder = _stage_and_build(inputs, planned, found, name, commands, notes, say)
+    return _result(
+        inputs, staged, image, exists=None, built=True, pushed=False, builder=builder, commands=commands, notes=notes
+    )
+
+
 def _login_and_push(
-    docker: _Docker, registry: str, user: str, password: str, image: str, secrets: _Secrets, say: LineCallback
+    docker: DockerCli, registry: str, user: str, password: str, image: str, secrets: _Secrets, say: LineCallback
 ) -> None:
     """`docker login` (password on stdin) and `docker push` under a private, temporary DOCKER_CONFIG.
 
@@ -636,7 +702,9 @@ __all__ = [
     "IgnoreRules",
     "Manifest",
     "build_image",
+    "build_local",
     "collect_inputs",
+    "engine",
     "ensure_image",
     "image_reference",
     "manifest",

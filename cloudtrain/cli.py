@@ -202,6 +202,14 @@ def submit(
     role_arn: Annotated[
         str | None, typer.Option("--role-arn", help="SageMaker's IAM role. Default: CLOUDTRAIN_ROLE_ARN, spec, config.")
     ] = None,
+    container: Annotated[
+        bool,
+        typer.Option(
+            "--container",
+            help="Local backend: run each host in a container of the job's image (image.build or image.uri), "
+            "as SageMaker does. Needs a Docker engine.",
+        ),
+    ] = False,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
@@ -225,6 +233,7 @@ def submit(
         dry_run=dry_run,
         config=config,
         on_note=lambda note: err.print(f"note: {render.neutralised(note)}", markup=False),
+        container=container,
     )
     job = result.job
     for warning in result.warnings:

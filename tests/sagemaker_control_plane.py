@@ -15,7 +15,7 @@ output.tar.gz go to `<S3OutputPath>/<job>/output/` with S3's CRC64NVME checksum 
 the job). Requests are refused as AWS refuses them (tests/sagemaker_api_rules.py), channels that name no
 object included; the chief's TensorBoard folder goes to
 TensorBoardOutputConfig.S3OutputPath while it runs. Not simulated: pulling or running the TrainingImage (the job
-runs under this Python), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
+runs under this Python; with `images`, a custom image the test engine holds runs in containers), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
 already under CheckpointConfig.S3Uri are put in every host's checkpoints folder before training.
 
 With a `toolkit` (tests/toolkit_runner.py), a job on AWS's stock TensorFlow training image runs as on
@@ -62,6 +62,7 @@ from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.store import JobRecord
 from tests import sagemaker_api_rules
+from tests.control_plane_images import ImageJobs
 from tests.netns import HostNetwork
 from tests.toolkit_runner import MODULE as TOOLKIT_RUNNER
 from tests.toolkit_runner import REPO, Toolkit, ToolkitPlan, platform_environment, stand_ins
@@ -179,6 +180,7 @@ class ControlPlane:
 
     `run_jobs = False` holds new jobs in Starting (no capacity), for tests that only look at requests.
     With a `toolkit`, stock-image jobs run under that version of AWS's sagemaker-training toolkit.
+    `images = ImageJobs(...)` runs custom-image jobs in their image on a Docker engine (control_plane_images).
     """
 
     def __init__(self, moto_url: str, home: Path, *, region: str = "us-east-1", toolkit: Toolkit | None = None) -> None:
@@ -190,6 +192,7 @@ class ControlPlane:
         self.checkpoint_order: Callable[[list[CheckpointFile]], list[CheckpointFile]] = _shuffled
         self.log_lag: dict[str, float] = {}  # host -> seconds before its lines are visible in CloudWatch
         self.bucket_owners: dict[str, str] = {}  # bucket -> owning account, where it is not ACCOUNT
+        self.images: ImageJobs | None = None
         self._jobs: dict[str, _Job] = {}
         self._requests: list[Request] = []
         self._lock = threading.Lock()
@@ -537,6 +540,8 @@ class ControlPlane:
                 (m["Name"], m["Regex"]) for m in job.request["AlgorithmSpecification"].get("MetricDefinitions", [])
             ),
         ).save(job.folder)
+        if self.images is not None:  # a custom image the test engine holds runs in containers of it
+            self.images.prepare(job.folder, job.name, job.request, list(channels.values()))
 
     def _plan_toolkit(self, job: _Job) -> None:
         """Namespaces unique to this job, and each host's environment: the image's, the platform's, stand-ins."""
@@ -594,6 +599,9 @@ class ControlPlane:
         if job.toolkit:
             command = [sys.executable, "-m", TOOLKIT_RUNNER, "--in-place-of", RUNNER_MODULE, str(job.folder)]
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+        elif self.images is not None and (module := self.images.runner_module(job.folder)):
+            command = [sys.executable, "-m", module, str(job.folder)]
+            env.update(self.images.env)
         with open(job.folder / "runner.log", "ab") as log:
             job.runner = subprocess.Popen(
                 command,
@@ -740,6 +748,8 @@ class ControlPlane:
         network = HostNetwork.load(job.folder)
         if network is not None:  # a toolkit job: its namespaces go with its processes
             network.delete()
+        if self.images is not None:
+            self.images.remove(job.folder, job.name)
 
     def interrupt(self, job_name: str) -> None:
         """A spot interruption: the instances vanish mid-training and replacements resume from S3's checkpoints.

@@ -5,7 +5,7 @@ tmp_path and put first on PATH) plays the Docker CLI: it records each call's arg
 (never the stdin itself, so the records hold no secret), its DOCKER_CONFIG, and a copy of every build
 context it is given, and answers `info`, `buildx version`, `build`, `login` and `push` as Docker would
 (`push` even puts the image's manifest into moto's ECR). ECR and STS are moto's server on loopback
-(`aws_endpoint`). One test uses a real engine and is skipped unless one is reachable.
+(`aws_endpoint`). The same on a real engine: tests/test_image.py.
 """
 
 from __future__ import annotations
@@ -749,49 +749,6 @@ def test_train_fetches_the_code_from_s3_and_runs_the_launcher(aws_endpoint: str,
     reason = (root / "output/failure").read_text()
     assert reason.startswith("AlgorithmError: train: cannot fetch the code") and reason.count("\n") == 1
     assert not (root / "code").exists() and not list(root.glob(".code.*"))
-
-
-# --- a real engine, where there is one --------------------------------------------------------------------
-
-
-def _real_engine() -> bool:
-    docker = shutil.which("docker")
-    if docker is None:
-        return False
-    try:
-        return subprocess.run([docker, "info"], capture_output=True, timeout=20, check=False).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@pytest.mark.skipif(not _real_engine(), reason="no Docker engine reachable (a stand-in covers the rest)")
-def test_real_engine_builds_exactly_the_staged_context(aws_endpoint: str, tmp_path: Path) -> None:
-    """With an engine: `FROM scratch` needs no registry; the image holds exactly the files the dry run lists."""
-    spec_path = small_project(tmp_path / "p", ignore="scratch\n")
-    image_dir = spec_path.parent / "image"
-    (image_dir / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
-    (image_dir / "src" / "empty").mkdir()
-    (image_dir / "src" / "link").symlink_to("pkg/mod.py")
-    (image_dir / "src" / "pkg" / "mod.py").chmod(0o700)  # staged as 0755: modes do not depend on umasks
-    spec = load_spec(spec_path)
-    planned = dry(spec, tmp_path / "out")
-    result = build_image(spec)
-    assert result.built and result.tag == planned.tag
-    container = subprocess.run(
-        ["docker", "create", result.image, "none"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    try:
-        exported = subprocess.run(["docker", "export", container], capture_output=True, check=True).stdout
-    finally:
-        subprocess.run(["docker", "rm", container], capture_output=True, check=False)
-        subprocess.run(["docker", "rmi", result.image], capture_output=True, check=False)
-    with tarfile.open(fileobj=io.BytesIO(exported)) as tar:
-        members = {m.name.removeprefix("ctx/").rstrip("/"): m for m in tar.getmembers() if m.name.startswith("ctx/")}
-    members.pop("", None)
-    assert set(members) == set(tree(Path(planned.context_dir or "")))
-    assert members["src/link"].issym() and members["src/link"].linkname == "pkg/mod.py"
-    assert members["src/empty"].isdir()
-    assert members["src/pkg/mod.py"].mode & 0o777 == 0o755 and members["Dockerfile"].mode & 0o777 == 0o644
 
 
 def test_submit_builds_and_pushes_a_missing_image_first_then_trains_with_it(

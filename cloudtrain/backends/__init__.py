@@ -54,11 +54,16 @@ def resolve_backend_name(explicit: str | None, spec: JobSpec | None = None, job:
     return "sagemaker" if aws_configured() else "local"
 
 
-def open_backend(name: str, *, spec: JobSpec | None = None, aws: AwsOptions = AwsOptions()) -> Backend:
+def open_backend(
+    name: str, *, spec: JobSpec | None = None, aws: AwsOptions = AwsOptions(), container: bool = False
+) -> Backend:
+    """The backend `name`; `container` (submit --container) runs local jobs inside their image."""
+    if container and name != "local":
+        raise UserError(f"--container runs the hosts in Docker on this machine: it needs --backend local, not {name}")
     if name == "local":
         from cloudtrain.backends.local import LocalBackend
 
-        return LocalBackend(cloudtrain_home())
+        return LocalBackend(cloudtrain_home(), container=container)
     from cloudtrain.backends.sagemaker import SageMakerBackend
 
     section = spec.aws if spec is not None else None

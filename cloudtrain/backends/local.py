@@ -5,6 +5,9 @@ detached runner (`local_runner`), so it returns at once and the job outlives the
 reads the job record store and the job folder, so any cloudtrain process can follow, stop or fetch a
 job that another one submitted.
 
+With `submit --container` the hosts are containers of the job's image instead (`containers`, run by
+`container_runner`); everything else about the job is the same.
+
     <home>/jobs/<job>/sourcedir.tar.gz     the code with cloudtrain's runtime, exactly as SageMaker receives it
                       hosts/algo-N/         one /opt/ml per host (input/config, input/data, code, model, ...)
                       logs/algo-N.jsonl     one log stream per host: {"t": epoch seconds, "m": line}
@@ -33,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extract, staging_folder, swap_in, writing_to
 from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
+from cloudtrain.backends.container_runner import MODULE as CONTAINER_RUNNER_MODULE
+from cloudtrain.backends.containers import ContainerPlan, prepare, remove_all
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names, private_file
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.backends.local_scope import kill_scope
@@ -57,13 +62,17 @@ _INPUT_CHANNEL = {"TrainingInputMode": "File", "S3DistributionType": "FullyRepli
 
 
 class LocalBackend:
-    """Jobs under `home` (`$CLOUDTRAIN_HOME`), run by a detached runner process per job."""
+    """Jobs under `home` (`$CLOUDTRAIN_HOME`), run by a detached runner process per job.
+
+    With `container`, jobs it submits run each host in a container of the job's image (`containers`).
+    """
 
     name = LOCAL
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, container: bool = False) -> None:
         self.home = Path(home).resolve()  # the runner gets absolute paths whatever its working folder
         self.store = JobStore(self.home)
+        self.container = container
 
     def job_dir(self, job_name: str) -> Path:
         return self.home / "jobs" / job_name
@@ -82,6 +91,7 @@ class LocalBackend:
             check_tf_keras()
         channels = local_channels(spec.data)
         restore = self._chief_checkpoints(resume_from) if resume_from else None
+        plan = self._container_plan(spec, job_name, channels) if self.container else None
         job_dir = self.job_dir(job_name)
         job_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -89,7 +99,7 @@ class LocalBackend:
         except FileExistsError:
             raise JobExists(job_name) from None
         try:
-            self._lay_out(job_dir, spec, job_name, channels, restore)
+            self._lay_out(job_dir, spec, job_name, channels, restore, plan)
             record = JobRecord.for_spec(
                 job_name, LOCAL, spec, instance_type=INSTANCE_TYPE, message="Preparing the local workers"
             )
@@ -106,8 +116,20 @@ class LocalBackend:
             raise UserError(f"resume: job {quoted(job_name)} has no checkpoints folder ({path})")
         return path
 
+    def _container_plan(self, spec: JobSpec, job_name: str, channels: dict[str, Path]) -> ContainerPlan:
+        """The engine checked and the image ready (built if need be) before anything is written."""
+        if self.job_dir(job_name).exists():
+            raise JobExists(job_name)  # before a build that could take minutes
+        return prepare(spec, job_name, sorted(set(channels.values())))
+
     def _lay_out(
-        self, job_dir: Path, spec: JobSpec, job_name: str, channels: dict[str, Path], restore: Path | None
+        self,
+        job_dir: Path,
+        spec: JobSpec,
+        job_name: str,
+        channels: dict[str, Path],
+        restore: Path | None,
+        container: ContainerPlan | None = None,
     ) -> None:
         hosts = host_names(spec.resources.instance_count)
         sourcedir = build_code_package(spec.code, job_dir, extra=_vendored(spec)).path  # what SageMaker gets
@@ -116,6 +138,7 @@ class LocalBackend:
             hyperparameters=hyperparameters_json(spec, sourcedir, job_name, job_dir / MODEL_DIR),
             channels=channels,
             sourcedir=sourcedir,
+            network_interface="lo" if container is None else "eth0",
         )
         (job_dir / MODEL_DIR).mkdir()
         for host in hosts:
@@ -129,14 +152,17 @@ class LocalBackend:
             metrics=tuple((m.name, m.regex) for m in spec.metrics),
             restore_checkpoints=str(restore) if restore else None,
         ).save(job_dir)
+        if container is not None:
+            container.save(job_dir)
 
     def _start_runner(self, job_dir: Path, environment: Mapping[str, str]) -> JobRecord:
         """Start the runner in its own session with the spec's environment (never written to disk)."""
         name = job_dir.name
+        module = RUNNER_MODULE if ContainerPlan.load(job_dir) is None else CONTAINER_RUNNER_MODULE
         try:
             with open(private_file(job_dir / "runner.log"), "ab") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", RUNNER_MODULE, str(job_dir)],
+                    [sys.executable, "-m", module, str(job_dir)],
                     cwd=job_dir,
                     env={**os.environ, **environment},
                     stdin=subprocess.DEVNULL,
@@ -179,8 +205,11 @@ class LocalBackend:
         return runner_alive(record.pid, record.name)
 
     def _kill_workers(self, job_name: str) -> None:
-        """SIGKILL the worker process groups and the job's scope a dead runner left behind (TF workers would wait
-        forever)."""
+        """SIGKILL the worker process groups and the job's scope a dead runner left behind, or remove its
+        containers (TF workers would wait forever for their dead peers)."""
+        plan = ContainerPlan.load(self.job_dir(job_name))
+        if plan is not None:
+            remove_all(plan, job_name)
         with suppress(OSError, ValueError):
             pids = json.loads((self.job_dir(job_name) / WORKERS_FILE).read_text()).values()
             for pid in pids:
@@ -273,7 +302,8 @@ def runner_alive(pid: int, job_name: str) -> bool:
     except (OSError, IndexError):
         return False
     argv = [a for a in argv if a]
-    return state != "Z" and RUNNER_MODULE in argv and Path(argv[-1]).name == job_name
+    runs_job = RUNNER_MODULE in argv or CONTAINER_RUNNER_MODULE in argv
+    return state != "Z" and runs_job and Path(argv[-1]).name == job_name
 
 
 TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-macos", "tensorflow-intel")
@@ -361,6 +391,7 @@ class HostLayout:
     hyperparameters: dict[str, str]
     channels: dict[str, Path]
     sourcedir: Path
+    network_interface: str = "lo"  # eth0 in a container, as on SageMaker
 
     def resource_config(self, host: str) -> dict[str, Any]:
         return {
@@ -371,7 +402,7 @@ class HostLayout:
             "instance_groups": [
                 {"instance_group_name": "homogeneousCluster", "instance_type": INSTANCE_TYPE, "hosts": self.hosts}
             ],
-            "network_interface_name": "lo",
+            "network_interface_name": self.network_interface,
         }
 
     def create(self, host_dir: Path, host: str) -> None:

@@ -12,13 +12,14 @@ import json
 import os
 import re
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from benchlib.context import Context, write_spec
-from benchlib.core import CLOUDTRAIN, Row, Stats, poll
+from benchlib.core import CLOUDTRAIN, REPO, Row, Stats, poll
 
 HOSTS = ("algo-1", "algo-2")
 _MARK = re.compile(r"bench-mark (\S+) t=")
@@ -49,12 +50,15 @@ def _home(home: Path) -> Iterator[None]:
             os.environ["CLOUDTRAIN_HOME"] = old
 
 
-def _one_run(ctx: Context, spec: Path, home: Path) -> dict[str, float]:
+def _one_run(
+    ctx: Context, spec: Path, home: Path, extra: tuple[str, ...] = (), env_extra: dict[str, str] | None = None
+) -> dict[str, float]:
     from cloudtrain import api
 
-    env = {**ctx.base_env, "CLOUDTRAIN_HOME": str(home)}
+    env = {**ctx.base_env, "CLOUDTRAIN_HOME": str(home), **(env_extra or {})}
     began = time.time()
-    run = ctx.cloudtrain("submit", str(spec), "--backend", "local", "--json", env=env).check("cloudtrain submit")
+    submit = ("submit", str(spec), "--backend", "local", *extra, "--json")
+    run = ctx.cloudtrain(*submit, env=env).check("cloudtrain submit")
     returned = time.time()
     job = json.loads(run.out)["job"]["name"]
     with _home(home):
@@ -71,7 +75,8 @@ def _one_run(ctx: Context, spec: Path, home: Path) -> dict[str, float]:
     first_line: dict[str, float] = {}
     marks: dict[tuple[str, str], float] = {}
     for e in events:
-        first_line.setdefault(e.host, e.timestamp)
+        if not e.message.startswith("cloudtrain: "):  # --container's note on a GPU type without a GPU
+            first_line.setdefault(e.host, e.timestamp)
         if m := _MARK.search(e.message):
             marks.setdefault((e.host, m.group(1)), e.timestamp)
         elif _TRAINING.search(e.message):
@@ -87,14 +92,14 @@ def _one_run(ctx: Context, spec: Path, home: Path) -> dict[str, float]:
     return {k: v - began for k, v in at.items()}
 
 
-def run(ctx: Context) -> Row:
+def _spec(ctx: Context, name: str) -> Path:
     data = ctx.ensure_digits()
-    work = ctx.folder("first-step")
+    work = ctx.folder(name)
     (work / "code").mkdir()
     (work / "code" / "train.py").write_text(Path(__file__).with_name("first_step_train.py").read_text())
-    spec = write_spec(
+    return write_spec(
         work / "spec.json",
-        name="bench-first-step",
+        name=f"bench-{name}",
         source_dir=work / "code",
         backend="local",
         instance_count=len(HOSTS),
@@ -102,13 +107,69 @@ def run(ctx: Context) -> Row:
         data={"train": data / "train", "eval": data / "eval"},
         environment={"TF_CPP_MIN_LOG_LEVEL": "2"},
     )
-    home = ctx.folder("first-step-home")
+
+
+def _measure(
+    ctx: Context, spec: Path, what: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> list[dict[str, float]]:
+    home = ctx.folder(f"{spec.parent.name}-home")
     runs = ctx.runs(5, 1)
     results: list[dict[str, float]] = []
-    _one_run(ctx, spec, home)  # warm-up: page cache, .pyc files
+    _one_run(ctx, spec, home, extra, env)  # warm-up: page cache, .pyc files (and the image build)
     for i in range(runs):
-        ctx.log(f"first-step: run {i + 1}/{runs} of a local {len(HOSTS)}-worker job")
-        results.append(_one_run(ctx, spec, home))
+        ctx.log(f"{spec.parent.name}: run {i + 1}/{runs} of a local {len(HOSTS)}-{what} job")
+        results.append(_one_run(ctx, spec, home, extra, env))
+    return results
+
+
+def run(ctx: Context) -> Row:
+    spec = _spec(ctx, "first-step")
+    results = _measure(ctx, spec, "worker")
+    return _row(
+        "first-step",
+        f"local {len(HOSTS)}-worker job, submit to first training step",
+        results,
+        f"CLOUDTRAIN_HOME=<temp> {CLOUDTRAIN} submit SPEC --backend local --json  (then poll status)",
+    )
+
+
+def run_container(ctx: Context) -> Row:
+    """The same job with --container: each host a container of docker/Dockerfile built on a TF base image.
+
+    Needs root: it starts a Docker engine of its own and the tests' base image (tests/docker_engine.py, made
+    once per machine and cached). The image build is in the warm-up run, not in the figures.
+    """
+    sys.path.insert(0, str(REPO))
+    from tests.docker_engine import Engine, base_image, install, why_no_engine
+
+    if reason := why_no_engine():
+        raise RuntimeError(f"no Docker engine can start here: {reason}")
+    install()
+    engine = Engine.start()
+    ctx.stack.callback(engine.stop)
+    ctx.log("first-step-container: the TensorFlow base image (made once per machine, then loaded)")
+    base, how = base_image(engine)
+    ctx.log(f"first-step-container: base image {base}: {how}")
+    spec = _spec(ctx, "first-step-container")
+    doc = json.loads(spec.read_text())
+    doc["image"] = {
+        "build": {
+            "dockerfile": str(REPO / "docker" / "Dockerfile"),
+            "context": str(REPO),
+            "build_args": {"BASE_IMAGE": base},
+        }
+    }
+    spec.write_text(json.dumps(doc, indent=2) + "\n")
+    results = _measure(ctx, spec, "container", ("--container",), engine.env())
+    return _row(
+        "first-step-container",
+        f"local {len(HOSTS)}-container job (--container), submit to first training step",
+        results,
+        f"CLOUDTRAIN_HOME=<temp> {CLOUDTRAIN} submit SPEC --backend local --container --json  (then poll status)",
+    )
+
+
+def _row(name: str, title: str, results: list[dict[str, float]], command: str) -> Row:
     total = Stats.of([r["first step"] for r in results])
     returned = Stats.of([r["submit returned"] for r in results])
     lines = [f"`cloudtrain submit` returned after {returned.fmt()}; meanwhile the job went on:"]
@@ -120,14 +181,14 @@ def run(ctx: Context) -> Row:
     other = statistics.median(r["other worker TF imported"] for r in results)
     lines.append(f"(algo-2's TensorFlow import was done at {other:.2f} s.)")
     return Row(
-        name="first-step",
-        title=f"local {len(HOSTS)}-worker job, submit to first training step",
+        name=name,
+        title=title,
         figure=total.fmt(),
         against="-",
         ratio="-",
         target="recorded",
         met=None,
-        commands=[f"CLOUDTRAIN_HOME=<temp> {CLOUDTRAIN} submit SPEC --backend local --json  (then poll status)"],
+        commands=[command],
         details=["Breakdown: medians, in seconds from the start of `cloudtrain submit`.", *lines],
         data={"runs": results},
     )

@@ -1,0 +1,111 @@
+"""The detached supervisor of one local container job: `python -m cloudtrain.backends.container_runner <job>`.
+
+The process runner (`local_runner.Runner`) with containers for processes: each host's worker is an attached
+`docker run` (its output is the host's log, its exit code the container's), all on the job's own network.
+A stop or the max runtime sends SIGTERM to each container (`docker kill --signal TERM`, as SageMaker's stop
+reaches PID 1), and after the grace period SIGKILL (`docker kill`). Every ending removes the job's
+containers and its network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloudtrain.backends import containers
+from cloudtrain.backends.containers import ContainerPlan
+from cloudtrain.backends.local_runner import CHIEF, Graces, Outcome, Runner, Worker, _stop_event, pump_output
+
+MODULE = "cloudtrain.backends.container_runner"
+
+
+@dataclass
+class ContainerWorker(Worker):
+    """A host whose process is `docker run`: signals go to the container, not to the CLI."""
+
+    plan: ContainerPlan | None = field(default=None, repr=False)
+    killed: bool = False
+
+    def terminate(self) -> None:
+        if self.proc.poll() is None and self.plan is not None:
+            containers.docker_quiet(self.plan, "kill", "--signal", "TERM", self.plan.container(self.host))
+
+    def signal_group(self, sig: int) -> None:
+        if sig == signal.SIGKILL and not self.killed and self.plan is not None and self.proc.poll() is None:
+            self.killed = True
+            containers.docker_quiet(self.plan, "kill", self.plan.container(self.host))
+        super().signal_group(sig)
+
+
+class ContainerRunner(Runner):
+    """Runs one container job to its end; `run()` leaves no container and no network behind."""
+
+    def __init__(self, job_dir: Path, stop: threading.Event, graces: Graces) -> None:
+        super().__init__(job_dir, stop, graces)
+        plan = ContainerPlan.load(job_dir)
+        if plan is None:
+            raise FileNotFoundError(f"{job_dir / containers.CONTAINER_FILE} is missing")
+        self.container = plan
+
+    def _train(self) -> Outcome:
+        containers.remove_all(self.container, self.plan.job_name)  # a restarted runner's leftovers
+        containers.create_network(self.container, self.plan.job_name)
+        return super()._train()
+
+    def _start_worker(self, host: str, addresses: dict[str, str]) -> Worker:
+        """`docker run` for the host; `addresses` (the process mode's loopback ports) is not needed here."""
+        host_dir = self.job_dir / "hosts" / host
+        variables = {
+            "TRAINING_JOB_NAME": self.plan.job_name,
+            "CLOUDTRAIN_STRATEGY": self.plan.strategy,
+            "CLOUDTRAIN_COMMUNICATION": self.plan.communication,
+            "PYTHONUNBUFFERED": "1",
+        }
+        log_path = self.job_dir / "logs" / f"{host}.jsonl"
+        log_path.parent.mkdir(exist_ok=True)
+        for note in self.container.notes:
+            with open(log_path, "ab") as log:
+                log.write(json_line(f"cloudtrain: {note}"))
+        proc = subprocess.Popen(
+            self.container.run_argv(self.plan.job_name, host, host_dir, variables),
+            cwd=host_dir,
+            env=dict(os.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        worker = ContainerWorker(host, host_dir, proc, plan=self.container)
+        on_line = self.metrics.feed if host == CHIEF else None
+        worker.reader = threading.Thread(target=pump_output, args=(worker, log_path, on_line), daemon=True)
+        worker.reader.start()
+        return worker
+
+    def _kill_all(self) -> None:
+        super()._kill_all()  # `docker kill` of every container still running, through ContainerWorker
+        containers.remove_all(self.container, self.plan.job_name)
+
+
+def json_line(message: str) -> bytes:
+    """One line of a host's log stream, as `pump_output` writes them."""
+    return json.dumps({"t": time.time(), "m": message}).encode() + b"\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    stop = _stop_event()
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(f"usage: python -m {MODULE} JOB_DIR", file=sys.stderr)
+        return 2
+    return ContainerRunner(Path(args[0]).resolve(), stop, Graces.from_environ(os.environ)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
