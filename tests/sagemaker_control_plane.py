@@ -6,16 +6,16 @@ and a taken job name is accepted. This loopback server answers SageMaker's API i
 documents it, and forwards every other request byte for byte to moto, so the code under test gets one
 endpoint URL (AWS_ENDPOINT_URL) while S3, CloudWatch Logs, STS, ECR and IAM stay moto's.
 
-A job really runs, on the local backend's machinery: the code tarball (`sagemaker_submit_directory`)
-and every S3 channel are downloaded from S3 into a job folder, laid out per host with HostLayout, and
-run by the local runner under the container contract. While it runs, each host's lines go to
-CloudWatch Logs (`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seconds>`), every host's
-checkpoint folder is synced to CheckpointConfig.S3Uri (in no set order), and at the end model.tar.gz and
-output.tar.gz go to `<S3OutputPath>/<job>/output/` with S3's CRC64NVME checksum (a missing bucket fails
-the job). Requests are refused as AWS refuses them (tests/sagemaker_api_rules.py), channels that name no
-object included; the chief's TensorBoard folder goes to
-TensorBoardOutputConfig.S3OutputPath while it runs. Not simulated: pulling or running the TrainingImage (the job
-runs under this Python; with `images`, a custom image the test engine holds runs in containers), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
+A job really runs, on the local backend's machinery: the code tarball (`sagemaker_submit_directory`) and every
+S3 channel are downloaded from S3 into a job folder, laid out per host with HostLayout, and run by the local
+runner under the container contract. While it runs, each host's lines go to CloudWatch Logs
+(`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seconds>`), every host's checkpoint folder is
+synced to CheckpointConfig.S3Uri (in no set order), and at the end model.tar.gz and output.tar.gz go to
+`<S3OutputPath>/<job>/output/` with S3's CRC64NVME checksum (a missing bucket fails the job). Requests are
+refused as AWS refuses them (tests/sagemaker_api_rules.py), channels that name no object included; the chief's
+TensorBoard folder goes to TensorBoardOutputConfig.S3OutputPath while it runs. Not simulated: pulling or
+running the TrainingImage (the job runs under this Python; with `images`, a custom image the test engine holds
+runs in containers), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
 already under CheckpointConfig.S3Uri are put in every host's checkpoints folder before training.
 
 With a `toolkit` (tests/toolkit_runner.py), a job on AWS's stock TensorFlow training image runs as on
