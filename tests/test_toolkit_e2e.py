@@ -263,7 +263,21 @@ ALLOWED_DIFFERENCES = {
     "code location": "sagemaker_submit_directory / SM_MODULE_DIR: S3 on AWS, the job folder's tarball locally",
     "model_dir": "--model_dir / SM_HP_MODEL_DIR: an S3 URI on AWS, a local folder locally",
     "python": "the interpreter: the image's Python on AWS, the submitting Python locally (sys.path in PYTHONPATH)",
+    "region": "SAGEMAKER_REGION and S3_REGION: the job's region on AWS, `local` locally",
+    "platform": "AWS_REGION and TRAINING_JOB_ARN: SageMaker's platform sets them on an instance; the local backend "
+    "does not (an AWS_REGION of its own would redirect the script's own boto3 calls)",
+    "tensorflow import": "ENABLE_RUNTIME_UPTIME_TELEMETRY, TF2_BEHAVIOR, TPU_ML_PLATFORM(_VERSION): set by "
+    "`import tensorflow` in the TF toolkit's own process, which the script inherits",
+    "shell": "PWD: 4.8.3 runs the script through /bin/sh, which sets it",
+    "toolkit version": "SM_TRAINING_ENV.topology: 5.1.4 adds it (empty); the launcher has 4.8.3's keys",
+    "cloudtrain's own": "CLOUDTRAIN_* variables the local backend adds, outside the SM_ namespace (documented)",
+    "scratch": "TMPDIR: the local backend gives each host one in the job folder, removed with the job (an "
+    "instance's /tmp goes with the instance)",
 }
+ONE_SIDE_ONLY = frozenset(
+    {"AWS_REGION", "TRAINING_JOB_ARN", "PWD", "TMPDIR"}  # platform, shell, scratch
+    | {"ENABLE_RUNTIME_UPTIME_TELEMETRY", "TF2_BEHAVIOR", "TPU_ML_PLATFORM", "TPU_ML_PLATFORM_VERSION"}
+)
 
 BY_KEY = {  # values normalised by the key they are under (instance type, network interface, model_dir)
     "current_instance_type": "<instance type>",
@@ -272,6 +286,8 @@ BY_KEY = {  # values normalised by the key they are under (instance type, networ
     "network_interface_name": "<interface>",
     "SM_NETWORK_INTERFACE_NAME": "<interface>",
     "SM_HP_MODEL_DIR": "<model_dir>",
+    "SAGEMAKER_REGION": "<region>",
+    "S3_REGION": "<region>",
 }
 
 
@@ -314,7 +330,11 @@ class Normaliser:
 
 def normalised(seen: dict[str, Any], *, root: str, job: str, surroundings: dict[str, str]) -> dict[str, Any]:
     """One side's dump without the environment it was started in, and with the ALLOWED_DIFFERENCES normalised."""
-    environment = _decode_json_values(environment_added(seen["environment"], surroundings))
+    added = environment_added(seen["environment"], surroundings)
+    environment = _decode_json_values(
+        {k: v for k, v in added.items() if k not in ONE_SIDE_ONLY and not k.startswith("CLOUDTRAIN_")}
+    )
+    environment.get("SM_TRAINING_ENV", {}).pop("topology", None)
     normaliser = Normaliser(root, job, seen["environment"].get("SM_MODULE_DIR") or "<none>")
     out: dict[str, Any] = normaliser.value(seen | {"environment": environment})
     out["opt_ml"] = [p for p in out["opt_ml"] if not p.startswith("output/data/contract-")]
