@@ -44,47 +44,24 @@ AWS_IMAGES_TOOLKIT_ONLY = pytest.mark.parametrize("toolkit_endpoint", ["4.8.3"],
 
 # --- users' jobs on two hosts under AWS's toolkit ------------------------------------------------------------
 
-PLAIN_KERAS = """\
-    \"\"\"A script-mode script as SageMaker's documentation shows them: argparse, SM_* variables, plain Keras fit.\"\"\"
-    import argparse, json, os, tempfile
-
-    import numpy as np
-    import tensorflow as tf
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--model_dir", type=str)  # SageMaker passes an S3 URI; the model goes to SM_MODEL_DIR
-    args = parser.parse_args()
-
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    with np.load(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "digits.npz")) as data:
-        x, y = data["x"], data["y"]
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(2048, seed=0).repeat().batch(args.batch_size)
-    with strategy.scope():
-        model = tf.keras.Sequential(
-            [tf.keras.Input(shape=(8, 8)), tf.keras.layers.Flatten(), tf.keras.layers.Dense(64, activation="relu"),
-             tf.keras.layers.Dense(10)]
-        )
-        model.compile("adam", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = model.fit(dataset.with_options(options), epochs=args.epochs, steps_per_epoch=20, verbose=2)
-    print(f"final accuracy={history.history['accuracy'][-1]:.4f}", flush=True)
-    chief = json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 0
-    model.save(os.environ["SM_MODEL_DIR"] if chief else tempfile.mkdtemp())  # every worker saves (tf_keras)
-    """
+SCRIPTS = (
+    Path(__file__).parent / "scripts"
+)  # users' scripts that import nothing of cloudtrain (tests/test_plain_keras.py)
 PLAIN_KERAS_SPEC = """\
 name: plain-keras
-code: {{source_dir: code, entry_point: train.py}}
+code: {{source_dir: {scripts}, entry_point: {entry_point}}}
 image: {{framework_version: "2.19"}}
 resources: {{instance_type: ml.m5.xlarge, instance_count: 2}}
 distribution: {{strategy: multi_worker_mirrored}}
-data: {{train: {train}}}
+data: {{train: {data}/train, eval: {data}/eval}}
 hyperparameters: {{epochs: 5, batch_size: 64}}
-environment: {{TF_USE_LEGACY_KERAS: "1"}}  # tf-keras is in AWS's TF 2.19 image; Keras 3's fit fails under MWMS
-metrics: [{{name: accuracy, regex: "final accuracy=([0-9.]+)"}}]
+metrics: [{{name: accuracy, regex: "{metric}=([0-9.]+)"}}]
 """
+# (entry point, the line each worker ends with, where the chief's SavedModel lands in model/)
+PLAIN_KERAS_SHAPES = {
+    "sagemaker-docs": ("plain_keras_sm.py", "eval_accuracy", "000000001/saved_model.pb"),
+    "tf-tutorial": ("tf_tutorial.py", "final accuracy", "keras-model/saved_model.pb"),
+}
 SLEEPER = """\
     import time
     print("sleeping", flush=True)
@@ -140,28 +117,32 @@ def test_digits_trains_on_two_hosts_under_awss_toolkit(
     assert_torn_down(toolkit_endpoint, name)
 
 
+@pytest.mark.parametrize("shape", PLAIN_KERAS_SHAPES)
 def test_plain_keras_script_trains_on_two_hosts_under_awss_toolkit(
     toolkit_endpoint: ControlPlane,
     digits_data: Path,  # noqa: F811
     tmp_path: Path,
     home: Path,  # noqa: F811
+    shape: str,
 ) -> None:
-    """An unchanged SageMaker-documentation script (strict argparse that knows --model_dir, model.fit under
-    MultiWorkerMirroredStrategy, the chief saving to SM_MODEL_DIR) trains, and its SavedModel comes back."""
-    (tmp_path / "job" / "code").mkdir(parents=True)
-    (tmp_path / "job" / "code" / "train.py").write_text(textwrap.dedent(PLAIN_KERAS))
-    spec = tmp_path / "job" / "job.yaml"
-    spec.write_text(PLAIN_KERAS_SPEC.format(train=digits_data / "train"))
+    """Unchanged plain-Keras scripts (SageMaker's documentation shape: strict argparse that knows --model_dir; TF's
+    multi-worker tutorial shape: TF_CONFIG, steps_per_epoch) train with model.fit under MultiWorkerMirroredStrategy
+    on AWS's TF 2.19 image, tf-keras chosen by `distribution.keras: auto`, and the SavedModel comes back."""
+    entry_point, metric, saved_model = PLAIN_KERAS_SHAPES[shape]
+    spec = tmp_path / "job.yaml"
+    spec.write_text(PLAIN_KERAS_SPEC.format(scripts=SCRIPTS, entry_point=entry_point, data=digits_data, metric=metric))
     done = ct("submit", str(spec), "--backend", "sagemaker", "--wait", "--json", home=home)
     assert done.code == 0, done.err[-3000:]
     name = done.json()["job"]["name"]
     info = ct("status", name, "--json", home=home).json()
     assert info["status"] == "Completed" and info["metrics"]["accuracy"] >= 0.8
-    hosts = {e["host"] for e in log_events(name, home) if e["message"].startswith("final accuracy=")}
-    assert hosts == {"algo-1", "algo-2"}  # both workers trained, in sync
+    events = log_events(name, home)
+    assert {e["host"] for e in events if f"{metric}=" in e["message"]} == {"algo-1"}  # the chief reports
+    fitted = {e["host"] for e in events if re.search(r"accuracy: [0-9.]+", e["message"])}  # Keras's own lines
+    assert fitted == {"algo-1", "algo-2"}, [e["message"] for e in events][-40:]  # both workers trained
     out = tmp_path / "fetched"
     assert ct("fetch-model", name, "--to", str(out), home=home).code == 0
-    assert (out / "model" / "saved_model.pb").is_file()
+    assert (out / "model" / saved_model).is_file()
     assert_torn_down(toolkit_endpoint, name)
 
 

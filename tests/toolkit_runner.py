@@ -25,8 +25,8 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cloudtrain.backends.local_runner import CHIEF, Graces, Outcome, Runner, Worker, _stop_event, pump_output
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
+from cloudtrain.backends.local_runner import Graces, Outcome, Runner, Worker, _stop_event
 from tests.netns import RELAY_PORT, HostNetwork, Relay
 
 REPO = Path(__file__).resolve().parent.parent
@@ -191,13 +191,7 @@ class ToolkitRunner(Runner):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        worker = ToolkitWorker(host, host_dir, proc)
-        log_path = self.job_dir / "logs" / f"{host}.jsonl"
-        log_path.parent.mkdir(exist_ok=True)
-        on_line = self.metrics.feed if host == CHIEF else None
-        worker.reader = threading.Thread(target=pump_output, args=(worker, log_path, on_line), daemon=True)
-        worker.reader.start()
-        return worker
+        return self._pumped(ToolkitWorker(host, host_dir, proc))
 
     def _kill_all(self) -> None:
         super()._kill_all()  # SIGKILL to each host's group: unshare and, with it (--kill-child), its PID 1

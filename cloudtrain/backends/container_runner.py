@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cloudtrain.backends import containers
 from cloudtrain.backends.containers import ContainerPlan
-from cloudtrain.backends.local_runner import CHIEF, Graces, Outcome, Runner, Worker, _stop_event, pump_output
+from cloudtrain.backends.local_runner import Graces, Outcome, Runner, Worker, _stop_event
 
 MODULE = "cloudtrain.backends.container_runner"
 
@@ -82,11 +82,7 @@ class ContainerRunner(Runner):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        worker = ContainerWorker(host, host_dir, proc, plan=self.container)
-        on_line = self.metrics.feed if host == CHIEF else None
-        worker.reader = threading.Thread(target=pump_output, args=(worker, log_path, on_line), daemon=True)
-        worker.reader.start()
-        return worker
+        return self._pumped(ContainerWorker(host, host_dir, proc, plan=self.container))
 
     def _kill_all(self) -> None:
         super()._kill_all()  # `docker kill` of every container still running, through ContainerWorker

@@ -418,9 +418,12 @@ class Runner:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: one killpg reaches the launcher and the script
         )
-        worker = Worker(host, host_dir, proc)
-        on_line = self.metrics.feed if host == CHIEF else None
-        log_path = self.job_dir / "logs" / f"{host}.jsonl"
+        return self._pumped(Worker(host, host_dir, proc))
+
+    def _pumped(self, worker: Worker) -> Worker:
+        """The worker with a thread copying its output to its log stream (the chief's through the metrics)."""
+        on_line = self.metrics.feed if worker.host == CHIEF else None
+        log_path = self.job_dir / "logs" / f"{worker.host}.jsonl"
         log_path.parent.mkdir(exist_ok=True)
         worker.log = LogStream(log_path)
         worker.reader = threading.Thread(
