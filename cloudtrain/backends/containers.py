@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloudtrain.archive import atomic_path
+from cloudtrain.backends.local_runner import MODEL_DIR
 from cloudtrain.errors import UserError
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ class ContainerPlan:
         argv = [self.docker, "run", "--rm", "--name", self.container(host), "--hostname", host]
         argv += ["--network", self.network, "--network-alias", host, "--label", f"{JOB_LABEL}={job_name}"]
         argv += ["-v", f"{host_dir}:/opt/ml"]
+        shared = host_dir.parent.parent / MODEL_DIR  # --model_dir: every host's, at the path the argv names
+        if shared.is_dir():
+            argv += ["-v", f"{shared}:{shared}"]
         for path in self.read_only:
             argv += ["-v", f"{path}:{path}:ro"]
         if self.gpus:

@@ -38,7 +38,7 @@ from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extrac
 from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
 from cloudtrain.backends.container_runner import MODULE as CONTAINER_RUNNER_MODULE
 from cloudtrain.backends.containers import ContainerPlan, prepare, remove_all
-from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names, private_file
+from cloudtrain.backends.local_runner import CHIEF, MODEL_DIR, WORKERS_FILE, RunPlan, host_names, private_file
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.backends.local_scope import kill_scope
 from cloudtrain.errors import JobExists, UserError, quoted
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from cloudtrain.spec import JobSpec
 
 LOCAL = "local"
-MODEL_DIR = "model_dir"  # <job>/model_dir: what --model_dir points at, shared by the hosts
 INSTANCE_TYPE = "local"  # what SageMaker's own local mode calls it; the spec's instance type is ignored
 JOB_NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker's TrainingJobName
 LOG_POLL_S = 0.2

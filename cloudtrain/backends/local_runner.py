@@ -34,6 +34,7 @@ from cloudtrain.redact import mask, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX, TENSORBOARD_FOLDER
 from cloudtrain.store import JobStore
 
+MODEL_DIR = "model_dir"  # <job>/model_dir: what --model_dir points at, shared by the hosts
 BACKEND = "local"
 MODULE = "cloudtrain.backends.local_runner"
 CHIEF = "algo-1"  # worker 0 of TF_CONFIG: its model, output and checkpoints are the job's

@@ -9,6 +9,7 @@ as the step. Each epoch is flushed at once, so a sync sees it.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -22,6 +23,9 @@ class EpochSummaries:
     def __init__(self, env: TrainingEnv) -> None:
         self._writer: Any = None
         if env.is_chief:
+            if importlib.util.find_spec("tensorboard") is None:  # tf.summary needs it; TF >= 2.21 leaves it out
+                print("no TensorBoard event files: the `tensorboard` package is not installed here", flush=True)
+                return
             import tensorflow as tf
 
             env.tensorboard_dir.mkdir(parents=True, exist_ok=True)
