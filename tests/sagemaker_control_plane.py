@@ -60,6 +60,7 @@ from cloudtrain.backends.base import JobInfo, Transition
 from cloudtrain.backends.local import HostLayout, LocalBackend, LogTail
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
+from cloudtrain.backends.local_scope import MODULE as GUARD_MODULE
 from cloudtrain.store import JobRecord
 from tests import sagemaker_api_rules
 from tests.control_plane_images import ImageJobs
@@ -732,7 +733,14 @@ class ControlPlane:
         return None
 
     def _kill(self, job: _Job) -> None:
-        """SIGKILL the runner's and every worker's process group, and wait for them to go."""
+        """SIGKILL the runner's guard, the runner's and every worker's process group, and wait for them to go.
+
+        The guard goes first, as everything on an instance does: left alone, it would see its runner die, end
+        the job's scope (a replacement's workers too) and record the job as failed.
+        """
+        for pid in _guard_pids(job.folder):
+            with suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if job.runner is not None and job.runner.poll() is None:
             with suppress(ProcessLookupError, PermissionError):
                 os.killpg(job.runner.pid, signal.SIGKILL)
@@ -777,6 +785,18 @@ def _upload_failed(info: JobInfo, reason: str) -> JobInfo:
     kept = tuple(t for t in info.transitions if t.status not in ("Completed", "Stopped"))
     failed = Transition("Failed", info.ended or time.time(), None, "Training job failed")
     return replace(info, status="Failed", secondary_status="Failed", failure_reason=reason, transitions=(*kept, failed))
+
+
+def _guard_pids(folder: Path) -> list[int]:
+    """The processes running the local runner's guard (`python -m cloudtrain.backends.local_scope FOLDER`)."""
+    wanted = [b"-m", GUARD_MODULE.encode(), str(folder).encode()]
+    found = []
+    for entry in Path("/proc").iterdir():
+        with suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if entry.name.isdigit() and all(part in argv for part in wanted):
+                found.append(int(entry.name))
+    return found
 
 
 def _shuffled(files: list[CheckpointFile]) -> list[CheckpointFile]:

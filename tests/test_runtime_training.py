@@ -63,6 +63,20 @@ def test_metrics_match_scikit_learn() -> None:
     assert report["confusion_matrix"] == confusion.tolist()
 
 
+def test_a_torn_checkpoint_folder_restores_the_newest_complete_checkpoint(tmp_path: Path) -> None:
+    """SageMaker syncs checkpoint files in no set order: the index may name a checkpoint whose data never came."""
+    from cloudtrain.runtime.training import latest_complete_checkpoint
+
+    for name in ("ckpt-10.index", "ckpt-10.data-00000-of-00001", "ckpt-11.index", "ckpt-11.data-00000-of-00001"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "ckpt-12.index").write_bytes(b"x")  # its data shard never arrived
+    (tmp_path / "ckpt-13.data-00000-of-00002").write_bytes(b"x")  # one of two shards, no index
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-12"\n')
+
+    assert latest_complete_checkpoint(tmp_path) == str(tmp_path / "ckpt-11")
+    assert latest_complete_checkpoint(tmp_path / "missing") is None
+
+
 def test_metrics_of_an_empty_or_bad_matrix() -> None:
     assert classification_metrics(np.zeros((2, 2)))["accuracy"] == 0.0
     with pytest.raises(ValueError, match="square"):

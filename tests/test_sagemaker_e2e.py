@@ -790,17 +790,22 @@ def test_spot_interruption_resumes_from_the_synced_checkpoint(
 
 
 def interrupt_after_epoch_3(plane: ControlPlane, name: str) -> int:
-    """Once the chief has logged epoch 3 and its checkpoint is in S3, interrupt; returns the epoch S3 had."""
+    """Once the chief has logged epoch 3 and a complete checkpoint of it is in S3, interrupt; returns the newest
+    complete one S3 had (its index and data: SageMaker uploads files in no set order, so `checkpoint` may name
+    one whose data is not there yet)."""
     s3, logs = boto3.client("s3"), boto3.client("logs")
     checkpoints = boto3.client("sagemaker").describe_training_job(TrainingJobName=name)["CheckpointConfig"]["S3Uri"]
     bucket, _, prefix = checkpoints.removeprefix("s3://").partition("/")
 
     def synced_epoch() -> int:
-        try:
-            index = s3.get_object(Bucket=bucket, Key=f"{prefix}/checkpoint")["Body"].read().decode()
-        except ClientError:
-            return 0
-        return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', index).group(1))  # type: ignore[union-attr]
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents", [])
+        names = {o["Key"].rsplit("/", 1)[-1] for o in listed}
+        complete = [
+            int(m.group(1))
+            for n in names
+            if (m := re.fullmatch(r"ckpt-(\d+)\.index", n)) and f"ckpt-{m.group(1)}.data-00000-of-00001" in names
+        ]
+        return max(complete, default=0)
 
     wait_for("the chief's epoch=3", lambda: any("epoch=3 " in m for ls in cloudwatch(name, logs).values() for m in ls))
     synced: int = wait_for("checkpoint 3 in S3", lambda: synced_epoch() >= 3 and synced_epoch())

@@ -490,7 +490,7 @@ def _restore(checkpoint: Any, epoch_var: Any, env: TrainingEnv, strategy: tf.dis
     """
     import tensorflow as tf
 
-    latest = tf.train.latest_checkpoint(str(env.checkpoint_dir)) if env.checkpoint_dir.is_dir() else None
+    latest = latest_complete_checkpoint(env.checkpoint_dir)
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
     epoch = int(epoch_var.numpy())
@@ -509,6 +509,27 @@ def _restore(checkpoint: Any, epoch_var: Any, env: TrainingEnv, strategy: tf.dis
                 f"{env.checkpoint_dir}"
             )
     return epoch
+
+
+def latest_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest `ckpt-N` whose index and every data shard are there, whatever the `checkpoint` file names.
+
+    SageMaker uploads a checkpoint folder file by file in no set order, and an interruption can cut that
+    upload: the restored folder may name a checkpoint whose files never arrived, or lack some of a newer one's.
+    """
+    if not checkpoint_dir.is_dir():
+        return None
+    complete = []
+    for index in checkpoint_dir.glob("ckpt-*.index"):
+        prefix = index.name.removesuffix(".index")
+        number = prefix.removeprefix("ckpt-")
+        shards = list(checkpoint_dir.glob(f"{prefix}.data-*-of-*"))
+        if not number.isdigit() or not shards:
+            continue
+        total = shards[0].name.rsplit("-of-", 1)[1]
+        if total.isdigit() and len(shards) == int(total):
+            complete.append((int(number), str(checkpoint_dir / prefix)))
+    return max(complete)[1] if complete else None
 
 
 def _load_history(checkpoint_dir: Path, epochs_done: int) -> list[dict[str, float]]:
