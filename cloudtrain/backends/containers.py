@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 CONTAINER_FILE = "container.json"
 JOB_LABEL = "cloudtrain.job"
 DOCKER_TIMEOUT_S = 60.0
+REMOVE_WAIT_S = 60.0  # how long remove_all waits for another caller's removal of the same containers
 LineCallback = Callable[[str], None]
 
 
@@ -166,9 +168,15 @@ def create_network(plan: ContainerPlan, job_name: str) -> None:
 
 
 def remove_all(plan: ContainerPlan, job_name: str) -> None:
-    """Remove every container of the job (running or not) and its network; quiet when they are gone."""
-    found = docker_quiet(plan, "ps", "-aq", "--filter", f"label={JOB_LABEL}={job_name}")
-    ids = found.stdout.split()
-    if ids:
+    """Remove every container of the job (running or not) and its network; quiet when they are gone.
+
+    Two callers may race (the runner's guard and a command that finds the runner dead): each returns only once
+    the containers are gone, so the network can go too, whoever removed them.
+    """
+    deadline = time.monotonic() + REMOVE_WAIT_S
+    while ids := docker_quiet(plan, "ps", "-aq", "--filter", f"label={JOB_LABEL}={job_name}").stdout.split():
         docker_quiet(plan, "rm", "-f", *ids)
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     docker_quiet(plan, "network", "rm", plan.network)
