@@ -92,34 +92,20 @@ def status_row(ctx: Context) -> Row:
     calls = {
         name: _calls(ctx, cmd, ctx.folder("status-home"), moto.url) for name, cmd in (("cloudtrain", ct), ("aws", aws))
     }
-    runs = ctx.runs(11, 3)
-    ctx.log(f"status: {runs} interleaved runs of `cloudtrain status` and `aws sagemaker describe-training-job`")
-    results = interleave(
-        [
-            ("cloudtrain", lambda: ctx.processes.run(ct, env=unseen_env()).check("cloudtrain status").wall),
-            ("aws", lambda: ctx.processes.run(aws, env=env).check("aws describe-training-job").wall),
-        ],
-        runs,
-    )
-    a, b = Stats.of(results["cloudtrain"]), Stats.of(results["aws"])
-    ratio, text = ratio_text(results["cloudtrain"], results["aws"])
-    return Row(
+    return _status_row(
+        ctx,
         name="status",
         title="`cloudtrain status JOB --json` wall time",
-        figure=a.fmt(),
-        against=f"`aws sagemaker describe-training-job` {b.fmt()}",
-        ratio=text,
-        target="≤ 1.0x",
-        met=ratio <= 1.0,
-        commands=[f"AWS_ENDPOINT_URL={moto.url} {' '.join(ct)}", f"AWS_ENDPOINT_URL={moto.url} {' '.join(aws)}"],
-        details=[
+        target=1.0,
+        commands=(ct, aws),
+        envs=(unseen_env, lambda: env),
+        moto_url=moto.url,
+        calls=calls,
+        notes=[
             "Endpoint: moto's server on loopback, started by the bench; the job was made with `cloudtrain submit`.",
             "Each cloudtrain run has a home that has not seen the job end, so it asks AWS as for a running job "
             "(row status-finished: a job it has seen end).",
-            f"Requests per call (through a counting proxy, untimed): cloudtrain {_fmt_calls(calls['cloudtrain'])}; "
-            f"aws {_fmt_calls(calls['aws'])}.",
         ],
-        data={"cloudtrain_s": results["cloudtrain"], "aws_s": results["aws"], "ratio": ratio, "calls": calls},
     )
 
 
@@ -139,29 +125,58 @@ def status_finished_row(ctx: Context) -> Row:
         raise RuntimeError(f"moto's job is {seen['status']}, not Completed")
     json.loads(ctx.processes.run(aws, env=env).check("aws describe-training-job").out)
     calls = {name: _calls(ctx, cmd, home, moto.url) for name, cmd in (("cloudtrain", ct), ("aws", aws))}
+    return _status_row(
+        ctx,
+        name="status-finished",
+        title="`cloudtrain status JOB --json` of a finished job, wall time",
+        target=0.2,
+        commands=(ct, aws),
+        envs=(lambda: env, lambda: env),
+        moto_url=moto.url,
+        calls=calls,
+        notes=[
+            "A job cloudtrain has seen end (one earlier `status`) is answered from the job store: a finished "
+            "SageMaker job does not change."
+        ],
+    )
+
+
+def _status_row(
+    ctx: Context,
+    *,
+    name: str,
+    title: str,
+    target: float,
+    commands: tuple[list[str], list[str]],
+    envs: tuple[Callable[[], dict[str, str]], Callable[[], dict[str, str]]],
+    moto_url: str,
+    calls: dict[str, dict[str, int]],
+    notes: list[str],
+) -> Row:
+    """`cloudtrain status` against `aws sagemaker describe-training-job`, interleaved, as one row."""
+    (ct, aws), (ct_env, aws_env) = commands, envs
     runs = ctx.runs(11, 3)
-    ctx.log(f"status-finished: {runs} interleaved runs of `cloudtrain status` and `aws describe-training-job`")
+    ctx.log(f"{name}: {runs} interleaved runs of `cloudtrain status` and `aws sagemaker describe-training-job`")
     results = interleave(
         [
-            ("cloudtrain", lambda: ctx.processes.run(ct, env=env).check("cloudtrain status").wall),
-            ("aws", lambda: ctx.processes.run(aws, env=env).check("aws describe-training-job").wall),
+            ("cloudtrain", lambda: ctx.processes.run(ct, env=ct_env()).check("cloudtrain status").wall),
+            ("aws", lambda: ctx.processes.run(aws, env=aws_env()).check("aws describe-training-job").wall),
         ],
         runs,
     )
     a, b = Stats.of(results["cloudtrain"]), Stats.of(results["aws"])
     ratio, text = ratio_text(results["cloudtrain"], results["aws"])
     return Row(
-        name="status-finished",
-        title="`cloudtrain status JOB --json` of a finished job, wall time",
+        name=name,
+        title=title,
         figure=a.fmt(),
         against=f"`aws sagemaker describe-training-job` {b.fmt()}",
         ratio=text,
-        target="≤ 0.2x",
-        met=ratio <= 0.2,
-        commands=[f"AWS_ENDPOINT_URL={moto.url} {' '.join(ct)}", f"AWS_ENDPOINT_URL={moto.url} {' '.join(aws)}"],
+        target=f"≤ {target:.1f}x",
+        met=ratio <= target,
+        commands=[f"AWS_ENDPOINT_URL={moto_url} {' '.join(ct)}", f"AWS_ENDPOINT_URL={moto_url} {' '.join(aws)}"],
         details=[
-            "A job cloudtrain has seen end (one earlier `status`) is answered from the job store: a finished "
-            "SageMaker job does not change.",
+            *notes,
             f"Requests per call (through a counting proxy, untimed): cloudtrain {_fmt_calls(calls['cloudtrain'])}; "
             f"aws {_fmt_calls(calls['aws'])}.",
         ],
