@@ -71,26 +71,33 @@ def help_row(ctx: Context) -> Row:
     )
 
 
-def status_row(ctx: Context) -> Row:
-    moto = ctx.moto()
-    home = ctx.folder("status-home")
-    code = ctx.folder("status-code")
+def _status_job(ctx: Context, row: str, job_name: str) -> tuple[str, Path, dict[str, str], list[str], list[str]]:
+    """A SageMaker job on moto made with `cloudtrain submit`: (moto's URL, the home, its environment, the
+    `cloudtrain status` and `aws sagemaker describe-training-job` command lines)."""
+    moto_url = ctx.moto().url
+    home = ctx.folder(f"{row}-home")
+    code = ctx.folder(f"{row}-code")
     (code / "train.py").write_text("print('bench')\n")
-    spec = write_spec(code.parent / "status-spec.json", name="bench-status", source_dir=code, backend="sagemaker")
-    env = ctx.aws_env(moto.url, home)
+    spec = write_spec(code.parent / f"{row}-spec.json", name=job_name, source_dir=code, backend="sagemaker")
+    env = ctx.aws_env(moto_url, home)
     job = ctx.submit(spec, env)
     ct = [str(CLOUDTRAIN), "status", job, "--json"]
     aws = [AWS, "sagemaker", "describe-training-job", "--training-job-name", job]
+    return moto_url, home, env, ct, aws
+
+
+def status_row(ctx: Context) -> Row:
+    moto_url, _, env, ct, aws = _status_job(ctx, "status", "bench-status")
 
     def unseen_env() -> dict[str, str]:
         """A home that has not seen the job end (moto's jobs end at once): status asks AWS, as for a running job."""
-        return ctx.aws_env(moto.url, ctx.folder("status-home"))
+        return ctx.aws_env(moto_url, ctx.folder("status-home"))
 
     for cmd in (ct, aws):
         out = ctx.processes.run(cmd, env=unseen_env()).check(" ".join(cmd[:3]))
         json.loads(out.out)  # both print one JSON document
     calls = {
-        name: _calls(ctx, cmd, ctx.folder("status-home"), moto.url) for name, cmd in (("cloudtrain", ct), ("aws", aws))
+        name: _calls(ctx, cmd, ctx.folder("status-home"), moto_url) for name, cmd in (("cloudtrain", ct), ("aws", aws))
     }
     return _status_row(
         ctx,
@@ -99,7 +106,7 @@ def status_row(ctx: Context) -> Row:
         target=1.0,
         commands=(ct, aws),
         envs=(unseen_env, lambda: env),
-        moto_url=moto.url,
+        moto_url=moto_url,
         calls=calls,
         notes=[
             "Endpoint: moto's server on loopback, started by the bench; the job was made with `cloudtrain submit`.",
@@ -111,20 +118,12 @@ def status_row(ctx: Context) -> Row:
 
 def status_finished_row(ctx: Context) -> Row:
     """A finished job's status, answered from the job store, against AWS's CLI describing it."""
-    moto = ctx.moto()
-    home = ctx.folder("status-finished-home")
-    code = ctx.folder("status-finished-code")
-    (code / "train.py").write_text("print('bench')\n")
-    spec = write_spec(code.parent / "status-finished.json", name="bench-done", source_dir=code, backend="sagemaker")
-    env = ctx.aws_env(moto.url, home)
-    job = ctx.submit(spec, env)
-    ct = [str(CLOUDTRAIN), "status", job, "--json"]
-    aws = [AWS, "sagemaker", "describe-training-job", "--training-job-name", job]
+    moto_url, home, env, ct, aws = _status_job(ctx, "status-finished", "bench-done")
     seen = json.loads(ctx.processes.run(ct, env=env).check("cloudtrain status").out)  # sees it end: recorded
     if seen["status"] != "Completed":
         raise RuntimeError(f"moto's job is {seen['status']}, not Completed")
     json.loads(ctx.processes.run(aws, env=env).check("aws describe-training-job").out)
-    calls = {name: _calls(ctx, cmd, home, moto.url) for name, cmd in (("cloudtrain", ct), ("aws", aws))}
+    calls = {name: _calls(ctx, cmd, home, moto_url) for name, cmd in (("cloudtrain", ct), ("aws", aws))}
     return _status_row(
         ctx,
         name="status-finished",
@@ -132,7 +131,7 @@ def status_finished_row(ctx: Context) -> Row:
         target=0.2,
         commands=(ct, aws),
         envs=(lambda: env, lambda: env),
-        moto_url=moto.url,
+        moto_url=moto_url,
         calls=calls,
         notes=[
             "A job cloudtrain has seen end (one earlier `status`) is answered from the job store: a finished "
