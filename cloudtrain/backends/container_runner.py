@@ -9,19 +9,17 @@ containers and its network.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudtrain.backends import containers
 from cloudtrain.backends.containers import ContainerPlan
-from cloudtrain.backends.local_runner import Graces, Outcome, Runner, Worker, _stop_event
+from cloudtrain.backends.local_runner import Graces, LogStream, Outcome, Runner, Worker, _stop_event
 
 MODULE = "cloudtrain.backends.container_runner"
 
@@ -70,9 +68,10 @@ class ContainerRunner(Runner):
         }
         log_path = self.job_dir / "logs" / f"{host}.jsonl"
         log_path.parent.mkdir(exist_ok=True)
+        notes = LogStream(log_path)  # before the container's first line, in the stream's own (private) file
         for note in self.container.notes:
-            with open(log_path, "ab") as log:
-                log.write(json_line(f"cloudtrain: {note}"))
+            notes.write(f"cloudtrain: {note}")
+        notes.close()
         proc = subprocess.Popen(
             self.container.run_argv(self.plan.job_name, host, host_dir, variables),
             cwd=host_dir,
@@ -87,11 +86,6 @@ class ContainerRunner(Runner):
     def _kill_all(self) -> None:
         super()._kill_all()  # `docker kill` of every container still running, through ContainerWorker
         containers.remove_all(self.container, self.plan.job_name)
-
-
-def json_line(message: str) -> bytes:
-    """One line of a host's log stream, as `pump_output` writes them."""
-    return json.dumps({"t": time.time(), "m": message}).encode() + b"\n"
 
 
 def main(argv: list[str] | None = None) -> int:
