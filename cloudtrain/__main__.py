@@ -1,3 +1,3 @@
-from cloudtrain.entrypoint import main
+from cloudtrain.cli.entrypoint import main
 
 main()

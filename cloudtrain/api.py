@@ -1,9 +1,14 @@
-"""Every cloudtrain command as a Python function; the CLI only parses arguments and renders these.
+"""Every cloudtrain command as a Python function; the CLI only parses arguments and renders what these return.
 
-from cloudtrain import api
-job = api.submit("job_specs/digits.yaml", backend="local")
-final = api.wait(job.name)
-api.fetch_model(job.name, to="out")
+    from cloudtrain import api
+
+    local = api.Options(backend="local")
+    job = api.submit("job_specs/digits.yaml", options=local).job
+    final = api.wait(job.name, options=local)
+    api.fetch_model(job.name, to="out", options=local)
+
+`Options` is what a command line says (backend, region, role, endpoint, config profile); each function resolves
+it once, with the environment, the spec and the config file, into the `Settings` its backend receives.
 """
 
 from __future__ import annotations
@@ -16,21 +21,22 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.backends import AwsOptions, open_backend, resolve_backend_name
-from cloudtrain.config import Config, Settings
-from cloudtrain.errors import JobExists, SpecError, UserError
+from cloudtrain.backends import open_backend
+from cloudtrain.errors import JobExists, SpecError, UserError, quoted
+from cloudtrain.settings import Options, for_job, for_spec
 
 if TYPE_CHECKING:
-    from cloudtrain.backends.base import Artifacts, Backend, JobInfo, LogEvent, LogsStopped
-    from cloudtrain.build import BuildResult
+    from cloudtrain.backends.base import Backend
     from cloudtrain.compare import Comparison
     from cloudtrain.doctor import Diagnosis
+    from cloudtrain.image.build import BuildResult
+    from cloudtrain.jobs import Artifacts, JobInfo, LogEvent, LogsStopped
     from cloudtrain.scaffold import Scaffold
-    from cloudtrain.spec import JobSpec
+    from cloudtrain.spec.models import JobSpec
 
 SUFFIX_LEN = 12
 NAME_ATTEMPTS = 5  # names drawn for one submit when submits in the same second draw the same
@@ -68,7 +74,7 @@ def job_name_for(base: str, idempotency_key: str | None = None) -> str:
 
 def validate(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[JobSpec]:
     """Load and check each spec; the first bad one raises its SpecError."""
-    from cloudtrain.spec import load_spec
+    from cloudtrain.spec.load import load_spec
 
     if not paths:
         raise UserError("validate: give at least one spec file")
@@ -100,8 +106,8 @@ class SpecCheck:
 
 def check_specs(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[SpecCheck]:
     """Load and check every spec, each one's first problem kept rather than raised (an override's is raised)."""
-    from cloudtrain.spec import load_spec
-    from cloudtrain.spec_warnings import spec_warnings
+    from cloudtrain.spec.lint import spec_warnings
+    from cloudtrain.spec.load import load_spec
 
     if not paths:
         raise UserError("validate: give at least one spec file")
@@ -117,10 +123,26 @@ def check_specs(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> l
     return checks
 
 
-def schema() -> dict[str, Any]:
-    from cloudtrain.spec import json_schema
+def schema(*, output_of: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """The job spec's JSON Schema, or that of a command's `--json` output; written atomically to `out` if given."""
+    if output_of is None:
+        from cloudtrain.spec.models import json_schema
 
-    return json_schema()
+        document = json_schema()
+    else:
+        from cloudtrain.output_schemas import names, output_schema
+
+        if output_of not in names():
+            raise UserError(f"--output-of: {quoted(output_of)} is not one of {', '.join(names())}")
+        document = output_schema(output_of)
+    if out is not None:
+        import json
+
+        from cloudtrain.files import atomic_path
+
+        with atomic_path(Path(out)) as tmp:
+            tmp.write_text(json.dumps(document, indent=2) + "\n")
+    return document
 
 
 @dataclass(frozen=True)
@@ -143,46 +165,39 @@ class Submitted:
 def submit(
     spec_path: str | Path,
     *,
-    backend: str | None = None,
+    options: Options = Options(),
     overrides: Sequence[str] = (),
     name: str | None = None,
     idempotency_key: str | None = None,
     resume: str | None = None,
-    aws: AwsOptions = AwsOptions(),
     dry_run: bool = False,
-    config: Config | None = None,
     on_note: Callable[[str], None] | None = None,
-    container: bool = False,
 ) -> Submitted:
     """Validate the spec and start the job; with an idempotency key an existing job is reported, not doubled.
 
-    `container` runs a local job's hosts in containers of the job's image (needs a Docker engine).
-    `backend` and `aws` are the command line's; `config` (default: the environment and the config file) fills
-    in the rest, in the order command line, environment, spec, config file. `on_note` hears each note (a
-    secret-looking hyperparameter, what packing leaves out, a large code folder) as soon as it is known,
-    before the packing; they are in `Submitted.notes` too.
+    `options` are the command line's: each setting comes from them, else the environment, the spec, the config
+    file. `on_note` hears each note (a secret-looking hyperparameter, what packing leaves out, a large code
+    folder) as soon as it is known, before the packing; they are in `Submitted.notes` too.
     """
-    from cloudtrain.spec import load_spec
-    from cloudtrain.spec_warnings import spec_warnings
+    from cloudtrain.spec.lint import spec_warnings
+    from cloudtrain.spec.load import load_spec
 
     if name is not None:
         overrides = [*overrides, f"name={name}"]
-    cfg = config if config is not None else Config.load()
-    cli = Settings(backend=backend, region=aws.region, role_arn=aws.role_arn, endpoint_url=aws.endpoint_url)
-    if backend:
-        resolve_backend_name(backend)  # an unknown --backend is reported as such
-    spec = cfg.apply_to_spec(load_spec(spec_path, overrides), cli, overrides)
+    settings, spec = for_spec(options, load_spec(spec_path, overrides), overrides)
     key = idempotency_key or os.environ.get("CLOUDTRAIN_IDEMPOTENCY_KEY") or None
     job_name = job_name_for(spec.name, key)
-    backend_name = resolve_backend_name(backend, spec)
-    be = open_backend(backend_name, spec=spec, aws=aws, container=container)
+    be = open_backend(settings)
     warnings = spec_warnings(spec)
-    notes = [*secret_hyperparameters(spec), *left_out_notes(spec, backend_name)]
+    notes = [*secret_hyperparameters(spec), *left_out_notes(spec, uploads_data=be.remote)]
     for note in notes:
         if on_note is not None:
             on_note(note)
     if dry_run:
-        return replace(_dry_run(be, spec, job_name, notes), warnings=warnings)
+        from cloudtrain.jobs import JobInfo
+
+        pending = JobInfo(name=job_name, backend=be.name, status="NotCreated")
+        return Submitted(pending, created=False, plan=be.plan(spec, job_name), notes=notes, warnings=warnings)
     if key:
         existing = _find(be, job_name)
         if existing is not None:
@@ -198,7 +213,10 @@ def submit(
             if attempt == NAME_ATTEMPTS - 1:
                 raise
             job_name = job_name_for(spec.name)  # another submit took this second's name: draw again
-    _remember(backend_name, info, spec)
+    if be.remote:  # recorded here too, so later commands find its backend (and its region) without options
+        from cloudtrain.store import JobStore
+
+        JobStore(settings.home).remember(info.name, be.name, spec)
     return Submitted(info, created=True, notes=notes, warnings=warnings)
 
 
@@ -216,13 +234,13 @@ def _await_record(be: Backend, job_name: str) -> JobInfo:
     return found
 
 
-def left_out_notes(spec: JobSpec, backend_name: str) -> list[str]:
-    """What packing leaves out of the code folder and (uploaded to S3) the local data folders, one line each;
-    and, for a folder large enough to take a while, how large it is (so a long pause says what it is)."""
-    from cloudtrain.archive import left_out_note, tree_entries
+def left_out_notes(spec: JobSpec, *, uploads_data: bool) -> list[str]:
+    """What packing leaves out of the code folder and (where they are uploaded) the local data folders, one
+    line each; and, for a folder large enough to take a while, how large it is (so a long pause says what it is)."""
+    from cloudtrain.transfer.tarballs import left_out_note, tree_entries
 
     folders = {"code.source_dir": Path(spec.code.source_dir)}
-    if backend_name != "local":  # the local backend links data folders as they are
+    if uploads_data:
         folders.update({f"data.{ch}": Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")})
     notes = []
     for what, path in folders.items():
@@ -251,36 +269,22 @@ def secret_hyperparameters(spec: JobSpec) -> list[str]:
 def build(
     spec_path: str | Path,
     *,
+    options: Options = Options(),
     overrides: Sequence[str] = (),
     push: bool = False,
     dry_run: bool = False,
     platform: str = "linux/amd64",
     context_out: str | Path | None = None,
-    aws: AwsOptions = AwsOptions(),
-    config: Config | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Build (and push) the spec's `image.build` unless ECR holds its content-hash tag already."""
-    from cloudtrain.aws import AwsSettings
-    from cloudtrain.build import build_image
-    from cloudtrain.spec import load_spec
+    from cloudtrain.image.build import build_image
+    from cloudtrain.spec.load import load_spec
 
-    cfg = config if config is not None else Config.load()
-    cli = Settings(region=aws.region, endpoint_url=aws.endpoint_url)
-    spec = cfg.apply_to_spec(load_spec(spec_path, overrides), cli, overrides)
-    settings = AwsSettings(region=aws.region, endpoint_url=aws.endpoint_url)
+    settings, spec = for_spec(options, load_spec(spec_path, overrides), overrides)
     return build_image(
-        spec, push=push, dry_run=dry_run, platform=platform, context_out=context_out, aws=settings, on_line=on_line
+        spec, push=push, dry_run=dry_run, platform=platform, context_out=context_out, settings=settings, on_line=on_line
     )
-
-
-def _dry_run(be: Backend, spec: JobSpec, job_name: str, notes: list[str]) -> Submitted:
-    from cloudtrain.backends.base import JobInfo
-
-    plan_fn = getattr(be, "plan", None)
-    plan = plan_fn(spec, job_name) if plan_fn else {"job_name": job_name, "spec": spec.model_dump(mode="json")}
-    pending = JobInfo(name=job_name, backend=be.name, status="NotCreated")
-    return Submitted(pending, created=False, plan=plan, notes=notes)
 
 
 def _find(be: Backend, job_name: str) -> JobInfo | None:
@@ -292,132 +296,64 @@ def _find(be: Backend, job_name: str) -> JobInfo | None:
         return None
 
 
-def _remember(backend_name: str, info: JobInfo, spec: JobSpec) -> None:
-    """Record remote jobs locally too, so later commands find their backend without --backend."""
-    if backend_name == "local":
-        return  # the local backend's own records are the store
-    from cloudtrain.backends import cloudtrain_home
-    from cloudtrain.store import JobStore
-
-    JobStore(cloudtrain_home()).remember(info.name, backend_name, spec)
+def _backend_for(job: str | None, options: Options) -> Backend:
+    return open_backend(for_job(options, job))
 
 
-def backend_name_for(job: str | None, backend: str | None = None, config: Config | None = None) -> str:
-    """The command line's backend, else the one the job was recorded with, else the environment's, else the
-    config file's, else sagemaker where AWS is configured, else local."""
-    if backend:
-        return resolve_backend_name(backend)
-    if job is not None:
-        from cloudtrain.backends import cloudtrain_home
-        from cloudtrain.store import JobStore
-
-        recorded = JobStore(cloudtrain_home()).backend_of(job)
-        if recorded:
-            return recorded
-    cfg = config if config is not None else Config.load()
-    return resolve_backend_name(cfg.fallback_backend())
-
-
-def _backend_for(job: str | None, backend: str | None, aws: AwsOptions, config: Config | None) -> Backend:
-    cfg = config if config is not None else Config.load()
-    name = backend_name_for(job, backend, cfg)
-    return open_backend(name, aws=cfg.aws_options(aws, _recorded_settings(name, job)))
-
-
-def _recorded_settings(backend: str, job: str | None) -> Settings:
-    """The AWS settings of the spec a job was submitted with, so `status JOB` reaches the region it runs in."""
-    if job is None or backend == "local":
-        return Settings()
-    from cloudtrain.backends import cloudtrain_home
+def status(job: str, *, options: Options = Options()) -> JobInfo:
+    """The job now. A finished remote job never changes: once a call has seen it end, it is recorded in the
+    job store and answered from there, without AWS, sparing the API quota."""
     from cloudtrain.errors import JobNotFound
-    from cloudtrain.store import JobStore
-
-    try:
-        aws = JobStore(cloudtrain_home()).get(backend, job).spec.get("aws") or {}
-    except JobNotFound:
-        return Settings()
-    return Settings(region=aws.get("region"), role_arn=aws.get("role_arn"), endpoint_url=aws.get("endpoint_url"))
-
-
-def status(
-    job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions(), config: Config | None = None
-) -> JobInfo:
-    """The job now. A finished SageMaker job never changes: once a call has seen it end, it is recorded in the
-    job store and answered from there, without AWS (and without importing boto3), sparing the API quota."""
-    from cloudtrain.backends import cloudtrain_home
     from cloudtrain.store import JobRecord, JobStore
 
-    cfg = config if config is not None else Config.load()
-    name = backend_name_for(job, backend, cfg)
-    store = JobStore(cloudtrain_home()) if name != "local" else None
-    recorded = _recorded(store, name, job)
+    settings = for_job(options, job)
+    be = open_backend(settings)
+    if not be.remote:
+        return be.describe(job)
+    store = JobStore(settings.home)
+    try:
+        recorded: JobRecord | None = store.get(be.name, job)
+    except JobNotFound:
+        recorded = None
     if recorded is not None and recorded.done:
         return recorded.info
-    info = _backend_for(job, name, aws, cfg).describe(job)
-    if store is not None and info.done:
-        spec = recorded.spec if recorded is not None else {}
-        store.save(JobRecord(info, spec=spec))
+    info = be.describe(job)
+    if info.done:
+        store.save(JobRecord(info, spec=recorded.spec if recorded is not None else {}))
     return info
 
 
-def _recorded(store: Any, backend: str, job: str) -> Any:
-    """The store's record of a remote job, or None."""
-    from cloudtrain.errors import JobNotFound
-
-    if store is None:
-        return None
-    try:
-        return store.get(backend, job)
-    except JobNotFound:
-        return None
-
-
-def list_jobs(
-    *, backend: str | None = None, limit: int = 20, aws: AwsOptions = AwsOptions(), config: Config | None = None
-) -> list[JobInfo]:
-    return _backend_for(None, backend, aws, config).list_jobs(limit)
+def list_jobs(*, options: Options = Options(), limit: int = 20) -> list[JobInfo]:
+    return _backend_for(None, options).list_jobs(limit)
 
 
 def logs(
-    job: str,
-    *,
-    backend: str | None = None,
-    host: str | None = None,
-    follow: bool = False,
-    aws: AwsOptions = AwsOptions(),
-    config: Config | None = None,
+    job: str, *, options: Options = Options(), host: str | None = None, follow: bool = False
 ) -> Iterator[LogEvent]:
-    return _backend_for(job, backend, aws, config).logs(job, host=host, follow=follow)
+    return _backend_for(job, options).logs(job, host=host, follow=follow)
 
 
-def stop(
-    job: str, *, backend: str | None = None, aws: AwsOptions = AwsOptions(), config: Config | None = None
-) -> JobInfo:
-    return _backend_for(job, backend, aws, config).stop(job)
+def stop(job: str, *, options: Options = Options()) -> JobInfo:
+    return _backend_for(job, options).stop(job)
 
 
 def fetch_model(
     job: str,
     *,
     to: str | Path | None = None,
-    backend: str | None = None,
-    aws: AwsOptions = AwsOptions(),
+    options: Options = Options(),
     on_progress: Callable[[int, int], None] | None = None,
-    config: Config | None = None,
 ) -> Artifacts:
     """Download and extract the model, output (evaluation report) and checkpoints into `to` (default ./<job>)."""
     dest = Path(to) if to is not None else Path.cwd() / job
-    be = _backend_for(job, backend, aws, config)
+    be = _backend_for(job, options)
     info = be.describe(job)
     if not info.done:
         raise UserError(f"job {job} is {info.status}: its model can be fetched once it ends (cloudtrain logs {job} -f)")
     _refuse_foreign_files(dest)
     created = not dest.exists()
     try:
-        if on_progress is not None and be.name == "sagemaker":
-            found = be.fetch_artifacts(job, dest, on_progress=on_progress)  # type: ignore[call-arg]
-        else:
-            found = be.fetch_artifacts(job, dest)
+        found = be.fetch_artifacts(job, dest, on_progress=on_progress)
         fetched_files(dest, write=True)
     finally:
         if created:
@@ -451,7 +387,7 @@ def fetched_files(dest: Path, *, write: bool = False) -> dict[str, list[int]]:
             if path.is_symlink() or not path.is_dir():
                 files[path.relative_to(dest).as_posix()] = [info.st_size, info.st_mtime_ns]
     if write and files:
-        from cloudtrain.archive import atomic_path
+        from cloudtrain.files import atomic_path
 
         with atomic_path(dest / FETCH_MANIFEST) as tmp:
             tmp.write_text(json.dumps(files))
@@ -479,9 +415,7 @@ def tensorboard(
     jobs: Sequence[str],
     *,
     port: int | None = None,
-    backend: str | None = None,
-    aws: AwsOptions = AwsOptions(),
-    config: Config | None = None,
+    options: Options = Options(),
     on_ready: Callable[[str], None] = lambda url: None,
     on_note: Callable[[str], None] = lambda line: None,
 ) -> None:
@@ -493,10 +427,9 @@ def tensorboard(
     if not jobs:
         raise UserError("tensorboard: give at least one job")
     command = board.tensorboard_command()  # before reaching any backend: a missing TensorBoard is one line
-    cfg = config if config is not None else Config.load()
     watched = []
     for job in dict.fromkeys(jobs):
-        be = _backend_for(job, backend, aws, cfg)
+        be = _backend_for(job, options)
         be.describe(job)  # JobNotFound now, before anything starts
         watched.append((job, be))
     board.serve(command, watched, port=port, on_ready=on_ready, on_note=on_note)
@@ -511,20 +444,18 @@ class WaitTimeout(UserError):
 def watch(
     job: str,
     *,
-    backend: str | None = None,
-    aws: AwsOptions = AwsOptions(),
+    options: Options = Options(),
     with_logs: bool = True,
     timeout: float | None = None,
     poll: float | None = None,
-    config: Config | None = None,
 ) -> Iterator[JobInfo | LogEvent | LogsStopped]:
     """Yield status changes and (optionally) log lines until the job ends; the last item is the final JobInfo.
 
     Logs come from a thread of their own: if they fail (throttled, denied, credentials expired), a
     `LogsStopped` is yielded once and the wait goes on with the status alone.
     """
-    be = _backend_for(job, backend, aws, config)
-    interval = poll if poll is not None else (0.5 if be.name == "local" else 5.0)
+    be = _backend_for(job, options)
+    interval = poll if poll is not None else be.status_interval
     deadline = None if timeout is None else time.monotonic() + timeout
     lines: queue.Queue[LogEvent | LogsStopped | None] = queue.Queue(maxsize=10_000)
     stop_flag = threading.Event()
@@ -552,9 +483,8 @@ def watch(
 def _pump_logs(
     be: Backend, job: str, out: queue.Queue[LogEvent | LogsStopped | None], stop_flag: threading.Event
 ) -> None:
-    from cloudtrain.aws import one_line
-    from cloudtrain.backends.base import LogsStopped
-    from cloudtrain.errors import CloudtrainError
+    from cloudtrain.errors import CloudtrainError, one_line
+    from cloudtrain.jobs import LogsStopped
 
     try:
         for event in be.logs(job, follow=True):
@@ -582,7 +512,7 @@ def _drain(lines: queue.Queue[LogEvent | LogsStopped | None], until: float) -> I
 
 def _drain_to_end(lines: queue.Queue[LogEvent | LogsStopped | None], job: str) -> Iterator[LogEvent | LogsStopped]:
     """Every line left once the job has ended, however many; a stream silent for DRAIN_IDLE_S ends with a note."""
-    from cloudtrain.backends.base import LogEvent
+    from cloudtrain.jobs import LogEvent
 
     while True:
         try:
@@ -597,55 +527,39 @@ def _drain_to_end(lines: queue.Queue[LogEvent | LogsStopped | None], job: str) -
         yield event
 
 
-def wait(
-    job: str,
-    *,
-    backend: str | None = None,
-    aws: AwsOptions = AwsOptions(),
-    timeout: float | None = None,
-    config: Config | None = None,
-) -> JobInfo:
+def wait(job: str, *, options: Options = Options(), timeout: float | None = None) -> JobInfo:
     """Block until the job ends and return its final state."""
     final: Any = None
-    for item in watch(job, backend=backend, aws=aws, with_logs=False, timeout=timeout, config=config):
+    for item in watch(job, options=options, with_logs=False, timeout=timeout):
         final = item
     return final
 
 
-def compare(
-    jobs: Sequence[str],
-    *,
-    backend: str | None = None,
-    aws: AwsOptions = AwsOptions(),
-    config: Config | None = None,
-    fetched_root: str | Path | None = None,
-) -> Comparison:
+def compare(jobs: Sequence[str], *, options: Options = Options(), fetched_root: str | Path | None = None) -> Comparison:
     """Jobs side by side: differing spec fields, code hashes, metrics and evaluation.
 
     An evaluation report already fetched to `<fetched_root>/<job>/output/` (default: the current folder, where
-    fetch-model puts it) is read from there, else from the job's output archive.
+    fetch-model puts it) is read from there, else from the job's own output.
     """
     from cloudtrain import compare as comparing
 
     if len(jobs) < 2:
         raise UserError("compare: give at least two jobs")
-    cfg = config if config is not None else Config.load()
     root = Path(fetched_root) if fetched_root is not None else Path.cwd()
     notes: list[str] = []
     sides = []
     for job in jobs:
-        be = _backend_for(job, backend, aws, cfg)
-        sides.append(comparing.side(be, job, aws=cfg.aws_options(aws), fetched=root / job, notes=notes))
+        settings = for_job(options, job)
+        be = open_backend(settings)
+        sides.append(comparing.side(be, job, home=settings.home, fetched=root / job, notes=notes))
     return comparing.compare(sides, notes)
 
 
-def doctor(*, aws: AwsOptions = AwsOptions(), config: Config | None = None) -> Diagnosis:
+def doctor(*, options: Options = Options()) -> Diagnosis:
     """Check the AWS set-up a submit needs: region, credentials, SageMaker's role, the output bucket (reads only)."""
     from cloudtrain.doctor import diagnose
 
-    cfg = config if config is not None else Config.load()
-    cli = Settings(region=aws.region, role_arn=aws.role_arn, endpoint_url=aws.endpoint_url)
-    return diagnose(cfg.defaults(cli))
+    return diagnose(for_job(options))
 
 
 def init(folder: str | Path = ".", *, name: str | None = None, force: bool = False) -> Scaffold:
@@ -653,3 +567,35 @@ def init(folder: str | Path = ".", *, name: str | None = None, force: bool = Fal
     from cloudtrain.scaffold import init as scaffold
 
     return scaffold(folder, name=name, force=force)
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    """`cloudtrain config`: the config file, the profile, and each setting's value with where it comes from."""
+
+    path: Path
+    exists: bool
+    profile: str | None
+    sources: dict[str, tuple[str | None, str]]  # setting -> (value, where it came from)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "exists": self.exists,
+            "profile": self.profile,
+            "settings": {k: {"value": v, "source": where} for k, (v, where) in self.sources.items()},
+        }
+
+
+def config(*, options: Options = Options(), spec: str | Path | None = None) -> ConfigReport:
+    """The default settings and where each comes from; with `spec`, what that spec sets too, as submit sees it."""
+    from cloudtrain.settings import config_path
+
+    loaded = options.sources()
+    job_spec = None
+    if spec is not None:
+        from cloudtrain.spec.load import load_spec
+
+        job_spec = load_spec(spec)
+    sources = loaded.sources(job_spec, options.layer)
+    return ConfigReport(loaded.path or config_path(), loaded.path is not None, loaded.profile, sources)

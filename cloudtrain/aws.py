@@ -1,23 +1,9 @@
-"""AWS sessions and clients for cloudtrain (botocore), and the translation of AWS failures into cloudtrain errors.
+"""botocore sessions and clients for cloudtrain, and AWS's failures as cloudtrain's one-line errors.
 
-botocore is imported inside functions only: `cloudtrain --help` must not pay its ~0.5 s import. Sessions
-are botocore's own (boto3's adds nothing cloudtrain's clients use, and importing it costs another ~25 ms,
-s3transfer included, on paths such as `status` that never upload). Settings
-come, strongest first, from the CLI, the spec's `aws:` section, then whatever botocore itself reads
-(`AWS_DEFAULT_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL`, config files), which we leave to botocore rather
-than re-implement. Every client has adaptive retries and botocore's parameter validation (never disabled).
-
-Failures to reach AWS at all (no credentials, no region, endpoint unreachable, credentials rejected)
-become one-line `BackendUnavailable` errors (exit 3); AWS's other refusals become one-line
-`AwsRefused` errors (exit 5). Messages never carry secrets: they are built from error codes and endpoint hosts,
-and scrubbed of the credential values found in the environment.
-
-There is no reachability probe: a command sends only the requests it needs (`status` is one
-DescribeTrainingJob). An unreachable endpoint still fails fast: until a session has had its first
-answer, a connection failure (refused, unknown host, connect timeout) is tried `CONNECT_ATTEMPTS`
-times, not the ten adaptive attempts with backoff that a flaky network deserves once AWS has answered.
-Every session also retries answers cut short (a body shorter than its Content-Length), which botocore
-would otherwise parse as a whole answer.
+botocore is imported inside functions only (`cloudtrain --help` must not pay for it); whatever a `Settings`
+leaves unset is botocore's own chain. Not reaching AWS is `BackendUnavailable` (exit 3), a refusal `AwsRefused`
+(exit 5); messages never carry secrets. Why there is no reachability probe, and how retries are split:
+docs/architecture.md, "Talking to AWS".
 """
 
 from __future__ import annotations
@@ -28,18 +14,15 @@ import random
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cloudtrain import __version__
-from cloudtrain.errors import AwsRefused, BackendUnavailable, CloudtrainError, UserError, quoted
-from cloudtrain.redact import scrub
+from cloudtrain.errors import AwsRefused, BackendUnavailable, CloudtrainError, UserError, one_line, quoted
+from cloudtrain.settings import Settings
 
 if TYPE_CHECKING:
     from botocore.config import Config
-
-    from cloudtrain.spec import AwsSpec
 
 # botocore reads AWS_DEFAULT_REGION (or the profile's region), not AWS_REGION (that is the aws CLI v2's).
 NO_REGION = "no AWS region: pass --region, set CLOUDTRAIN_REGION, aws.region in the spec, or AWS_DEFAULT_REGION"
@@ -72,29 +55,6 @@ _CREDENTIAL_CODES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class AwsSettings:
-    """Where and as whom to talk to AWS; None means "let boto3 decide" (env vars, config files)."""
-
-    region: str | None = None
-    profile: str | None = None
-    endpoint_url: str | None = None
-
-    def over(self, weaker: AwsSettings) -> AwsSettings:
-        """These settings, with gaps filled from weaker ones (CLI over spec over environment)."""
-        return AwsSettings(
-            region=self.region or weaker.region,
-            profile=self.profile or weaker.profile,
-            endpoint_url=self.endpoint_url or weaker.endpoint_url,
-        )
-
-    @classmethod
-    def from_spec(cls, aws: AwsSpec | None) -> AwsSettings:
-        if aws is None:
-            return cls()
-        return cls(region=aws.region, profile=aws.profile, endpoint_url=aws.endpoint_url)
-
-
 def client_config(*, max_pool_connections: int = 16) -> Config:
     """The botocore Config of every cloudtrain client (parameter validation stays on)."""
     from botocore.config import Config
@@ -119,7 +79,7 @@ class AwsSession:
     Instances hold their own clients, account and "has AWS answered yet": there is no module-level state.
     """
 
-    settings: AwsSettings = field(default_factory=AwsSettings)
+    settings: Settings = field(default_factory=lambda: Settings())
     _session: Any = field(default=None, init=False, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _account: str | None = field(default=None, init=False, repr=False)
@@ -131,15 +91,15 @@ class AwsSession:
             import botocore.session
             from botocore.exceptions import ProfileNotFound
 
-            session = botocore.session.Session(profile=self.settings.profile)
+            session = botocore.session.Session(profile=self.settings.aws_profile)
             try:
-                if self.settings.profile:
+                if self.settings.aws_profile:
                     session.get_scoped_config()  # an unknown profile: said here, as one line
                 if self.settings.region:
                     session.set_config_variable("region", self.settings.region)
             except ProfileNotFound:
                 raise UserError(
-                    f"AWS profile {quoted(self.settings.profile)} not found in the AWS config files"
+                    f"AWS profile {quoted(self.settings.aws_profile)} not found in the AWS config files"
                 ) from None
             session.register(
                 "before-parameter-build.s3", expect_default_bucket_owner, unique_id="cloudtrain-expected-owner"
@@ -269,43 +229,6 @@ def _retry_cut_short(response: Any = None, operation: Any = None, attempts: int 
 
         raise ConnectionClosedError(endpoint_url=response[0].url)
     return backoff(attempts)
-
-
-def aws_configured(environ: Mapping[str, str] | None = None, home: Path | None = None) -> bool:
-    """Whether AWS looks configured here (credentials or profile in env, or AWS config files); no network.
-
-    Cheap on purpose: it only chooses the default backend, so it must not import boto3.
-    """
-    env = os.environ if environ is None else environ
-    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        return True
-    if any(
-        env.get(name)
-        for name in (
-            "AWS_PROFILE",
-            "AWS_DEFAULT_PROFILE",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        )
-    ):
-        return True
-    base = home if home is not None else Path(env.get("HOME") or Path.home())
-    files = [
-        Path(env["AWS_SHARED_CREDENTIALS_FILE"])
-        if env.get("AWS_SHARED_CREDENTIALS_FILE")
-        else base / ".aws/credentials",
-        Path(env["AWS_CONFIG_FILE"]) if env.get("AWS_CONFIG_FILE") else base / ".aws/config",
-    ]
-    return any(f.is_file() and f.stat().st_size > 0 for f in files)
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """Collapse whitespace, drop secrets (the environment's AWS credentials, URL userinfo), shorten: error text
-    shown to users is one line."""
-    text = scrub(" ".join(str(text).split()))
-    text = re.sub(r"(https?://)[^/@\s]+@", r"\1", text)  # userinfo in URLs
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _display_url(url: str) -> str:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cloudtrain.aws import NO_REGION, AwsSession, AwsSettings, default_bucket_owner, error_code, translate_errors
-from cloudtrain.config import Settings
+from cloudtrain.aws import NO_REGION, AwsSession, default_bucket_owner, error_code, translate_errors
 from cloudtrain.errors import AwsRefused, BackendUnavailable, CloudtrainError
-from cloudtrain.patterns import ROLE_ARN_PATTERN, S3_URI
+from cloudtrain.settings import Settings
+from cloudtrain.spec.patterns import ROLE_ARN_PATTERN, S3_URI
 
 Status = Literal["ok", "warn", "fail"]
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
@@ -46,7 +46,7 @@ class Diagnosis:
 
 def diagnose(settings: Settings) -> Diagnosis:
     """Every check that can run: a failed region or credentials check ends the list (nothing else can be asked)."""
-    session = AwsSession(AwsSettings(region=settings.region, endpoint_url=settings.endpoint_url))
+    session = AwsSession(settings)
     checks: list[Check] = []
     try:
         region = session.region

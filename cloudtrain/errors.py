@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class CloudtrainError(Exception):
     """Base of every error cloudtrain reports to a user (never with a traceback)."""
@@ -64,3 +66,13 @@ def quoted(text: str, limit: int = 60) -> str:
     """
     r = repr(text)
     return r if len(r) <= limit else r[: limit - 4] + "..." + r[-1]
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Collapse whitespace, drop secrets (the environment's AWS credentials, URL userinfo), shorten: error text
+    shown to users is one line."""
+    from cloudtrain.redact import scrub
+
+    text = scrub(" ".join(str(text).split()))
+    text = re.sub(r"(https?://)[^/@\s]+@", r"\1", text)  # userinfo in URLs
+    return text if len(text) <= limit else text[: limit - 1] + "…"

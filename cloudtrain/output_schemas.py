@@ -289,7 +289,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                 },
                 "notes": {"type": "array", "items": _STR},
             },
-            "What `cloudtrain build` did, or with --dry-run would do (cloudtrain.build.BuildResult).",
+            "What `cloudtrain build` did, or with --dry-run would do (cloudtrain.image.build.BuildResult).",
         ),
     ),
     "doctor": _schema(

@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from cloudtrain.spec import ResourcesSpec
+from cloudtrain.spec.models import ResourcesSpec
 
 SPOT_NOTE = "managed spot usually costs 60-90% less, billed only for the seconds run (the wait for capacity is free)"
 

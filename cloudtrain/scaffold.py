@@ -255,7 +255,7 @@ class Scaffold:
 
 def job_name(folder: Path, name: str | None) -> str:
     """The given name (checked), else one made from the folder's name."""
-    from cloudtrain.spec import JOB_NAME_MAX, NAME_PATTERN
+    from cloudtrain.spec.models import JOB_NAME_MAX, NAME_PATTERN
 
     if name is not None:
         if not re.match(NAME_PATTERN, name) or len(name) > JOB_NAME_MAX:

@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.backends.base import TERMINAL, JobInfo, Transition
 from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, quoted
+from cloudtrain.jobs import TERMINAL, JobInfo, Transition
 from cloudtrain.redact import REDACTED as REDACTED  # re-exported: what a redacted value reads
 from cloudtrain.redact import redact_environment
 
 if TYPE_CHECKING:
-    from cloudtrain.spec import JobSpec
+    from cloudtrain.spec.models import JobSpec
 
 DB_NAME = "jobs.db"
 BUSY_TIMEOUT_S = 30.0

@@ -56,11 +56,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
-from cloudtrain.backends.base import JobInfo, Transition
 from cloudtrain.backends.local import HostLayout, LocalBackend, LogTail
 from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.backends.local_scope import MODULE as GUARD_MODULE
+from cloudtrain.jobs import JobInfo, Transition
 from cloudtrain.store import JobRecord
 from tests import sagemaker_api_rules
 from tests.control_plane_images import ImageJobs

@@ -33,13 +33,14 @@ import pytest
 import yaml
 
 import cloudtrain
-from cloudtrain.build import build_image, ensure_image
-from cloudtrain.build_context import BUILD_OUT, DEFAULT_PLATFORM, collect_inputs, image_reference, manifest
-from cloudtrain.dockerignore import IgnoreRules
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
+from cloudtrain.image.build import build_image, ensure_image
+from cloudtrain.image.context import BUILD_OUT, DEFAULT_PLATFORM, collect_inputs, image_reference, manifest
+from cloudtrain.image.ignore import IgnoreRules
 from cloudtrain.output_schemas import output_schema
-from cloudtrain.packaging import runtime_files
-from cloudtrain.spec import JobSpec, load_spec
+from cloudtrain.spec.load import load_spec
+from cloudtrain.spec.models import JobSpec
+from cloudtrain.transfer.code import runtime_files
 from tests.clirun import cloudtrain as run_cli
 
 if TYPE_CHECKING:
@@ -318,7 +319,13 @@ def test_dockerfile_installs_requirements_before_any_code_and_keeps_the_contract
     # The ignore file beside it lets only docker/train through.
     rules = IgnoreRules.parse((REPO / "docker" / "Dockerfile.dockerignore").read_text())
     assert not rules.excluded("docker/train")
-    for other in (".venv/bin/python", "data/digits/train/x.npy", "cloudtrain/build.py", "docker/Dockerfile", ".git"):
+    for other in (
+        ".venv/bin/python",
+        "data/digits/train/x.npy",
+        "cloudtrain/image/build.py",
+        "docker/Dockerfile",
+        ".git",
+    ):
         assert rules.excluded(other), other
 
 

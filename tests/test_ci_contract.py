@@ -215,7 +215,7 @@ def test_schema_command_prints_each_output_schema(home: Path) -> None:
 
 
 def test_build_schema_matches_the_build_result() -> None:
-    build = pytest.importorskip("cloudtrain.build")
+    build = pytest.importorskip("cloudtrain.image.build")
     fields = set(build.BuildResult.__dataclass_fields__)
     assert set(output_schema("build")["properties"]) == fields
 

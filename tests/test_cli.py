@@ -60,12 +60,12 @@ def test_help_is_fast_and_imports_nothing_heavy(home: Path) -> None:
     for command in ("submit", "status", "logs", "stop", "fetch-model", "validate", "schema"):
         assert command in result.out
     heavy = "('tensorflow', 'boto3', 'botocore', 'pydantic')"
-    probe = f"import sys, cloudtrain.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    probe = f"import sys, cloudtrain.cli.app; print(sorted(m for m in {heavy} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert loaded.stdout.strip() == "[]"
     # the top-level help does not even import typer: only os, sys and the text itself
     imported = modules_imported_by("--help", env={"COLUMNS": "200"})
-    assert "cloudtrain.help_text" in imported and not {"typer", "shutil", "typing"} & imported
+    assert "cloudtrain.cli.help_text" in imported and not {"typer", "shutil", "typing"} & imported
 
 
 def modules_imported_by(*args: str, env: dict[str, str]) -> set[str]:
@@ -79,33 +79,33 @@ def modules_imported_by(*args: str, env: dict[str, str]) -> set[str]:
 def test_status_imports_neither_pydantic_nor_the_spec(home: Path) -> None:
     """`status` is what CI loops call: no spec is read, so nothing validates (typer itself must not either)."""
     imported = modules_imported_by("status", "--json", env={"CLOUDTRAIN_HOME": str(home)})
-    assert "cloudtrain.api" in imported and not {"pydantic", "cloudtrain.spec", "yaml"} & imported
+    assert "cloudtrain.api" in imported and not {"pydantic", "cloudtrain.spec.models", "yaml"} & imported
 
 
 def test_help_and_version_are_typers_own_text_for_every_command(home: Path) -> None:
-    """`--help`, `--version` and each command's `--help` skip typer (cloudtrain.entrypoint, help_text); what they
+    """`--help`, `--version` and each command's `--help` skip typer (cloudtrain.cli.entrypoint, help_text); what they
     print must be what typer renders now, and every command the app has must be there."""
     import typer
 
-    from cloudtrain.cli import app
-    from cloudtrain.help_text import HELP
+    from cloudtrain.cli.app import app
+    from cloudtrain.cli.help_text import HELP
 
     commands = list(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
     expected = [("--help",), ("--version",), *((name, "--help") for name in commands)]
     assert sorted(HELP) == sorted(expected), "commands changed: run scripts/render-help"
     env = {**os.environ, "COLUMNS": "200"}
     for args in expected:
-        code = f"import sys; sys.argv = ['cloudtrain', *{list(args)!r}]; from cloudtrain.cli import main; main()"
+        code = f"import sys; sys.argv = ['cloudtrain', *{list(args)!r}]; from cloudtrain.cli.app import main; main()"
         rendered = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
         assert rendered.stdout == HELP[args], f"`cloudtrain {' '.join(args)}` changed: run scripts/render-help"
         assert cloudtrain(*args, home=home).out == HELP[args]
     imported = modules_imported_by("submit", "--help", env={"COLUMNS": "200"})
-    assert "cloudtrain.help_text" in imported and not {"typer", "shutil", "typing"} & imported
+    assert "cloudtrain.cli.help_text" in imported and not {"typer", "shutil", "typing"} & imported
 
 
 def test_help_on_a_narrow_terminal_is_typers(home: Path) -> None:
     """Below 80 columns click wraps help to the terminal: the text rendered ahead is not that, typer answers."""
-    from cloudtrain.help_text import HELP
+    from cloudtrain.cli.help_text import HELP
 
     narrow = cloudtrain("submit", "--help", home=home, env={"COLUMNS": "60"})
     assert narrow.code == 0 and narrow.out.startswith("Usage: cloudtrain submit")

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from cloudtrain import api
-from cloudtrain.archive import bytes_tarball
-from cloudtrain.backends import AwsOptions
-from cloudtrain.compare import _s3_report, report_from_tarball
-from cloudtrain.config import Config
+from cloudtrain.backends.sagemaker import SageMakerBackend
+from cloudtrain.jobs import EVAL_REPORT, JobInfo
+from cloudtrain.settings import Config, Options, Settings
+from cloudtrain.transfer.tarballs import bytes_tarball, json_member
 from tests.clirun import Result, cloudtrain
 from tests.test_ci_contract import check_shape
 from tests.test_cli import TINY, write_job
@@ -71,7 +71,7 @@ def test_a_fetched_report_is_read_where_fetch_model_put_it(tmp_path: Path, monke
     (fetched / "eval_report.json").write_text(json.dumps({"accuracy": 0.9, "loss": 0.25}))
     monkeypatch.setenv("CLOUDTRAIN_HOME", str(home))
 
-    result = api.compare([first, second], config=Config(), fetched_root=tmp_path / "work")
+    result = api.compare([first, second], options=Options(config=Config()), fetched_root=tmp_path / "work")
     assert result.sides[0].evaluation == {"accuracy": 0.9, "loss": 0.25, "source": str(fetched / "eval_report.json")}
     assert ("eval.loss", [0.25, None]) in result.metrics
     assert result.spec_diff == []
@@ -92,6 +92,11 @@ def test_report_from_an_output_archive_in_s3(aws_endpoint: str) -> None:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="out-bucket")
     s3.put_object(Bucket="out-bucket", Key="job/output/output.tar.gz", Body=archive)
-    assert _s3_report("s3://out-bucket/job/output/output.tar.gz", AwsOptions()) == {"accuracy": 0.75, "loss": 0.5}
-    assert _s3_report("s3://out-bucket/other/output.tar.gz", AwsOptions()) is None
-    assert report_from_tarball(io.BytesIO(bytes_tarball({"other.json": b"{}"}))) is None
+    backend = SageMakerBackend(Settings())
+
+    def report(uri: str) -> object:
+        return backend.evaluation(JobInfo("job", "sagemaker", "Completed", artifacts={"output": uri}))[0]
+
+    assert report("s3://out-bucket/job/output/output.tar.gz") == {"accuracy": 0.75, "loss": 0.5}
+    assert report("s3://out-bucket/other/output.tar.gz") is None
+    assert json_member(io.BytesIO(bytes_tarball({"other.json": b"{}"})), EVAL_REPORT, 1 << 20) is None

@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from cloudtrain.api import backend_name_for
-from cloudtrain.backends import AwsOptions
-from cloudtrain.config import ENV_VARS, Config, ConfigError, Settings, config_path, env_settings, read_config_file
 from cloudtrain.errors import UserError
-from cloudtrain.spec import load_spec
+from cloudtrain.settings import (
+    ENV_VARS,
+    Config,
+    ConfigError,
+    Options,
+    config_path,
+    env_settings,
+    for_job,
+    read_config_file,
+)
+from cloudtrain.settings import Layer as Settings  # one source's say
+from cloudtrain.spec.load import load_spec
 from tests.clirun import cloudtrain
 
 # One value per layer and setting, each different, so the winner can be told from the result.
@@ -126,7 +134,7 @@ def test_backend_of_a_job_command(
     if recorded:
         JobStore(tmp_path / "home").remember("job-1", recorded, load_spec(spec_file(tmp_path)))
     config = Config(env=Settings(backend=env), file=Settings(backend=file))
-    assert backend_name_for("job-1", cli, config) == expected
+    assert for_job(Options(backend=cli, config=config), "job-1").backend == expected
 
 
 def test_aws_options_without_a_spec() -> None:
@@ -134,7 +142,7 @@ def test_aws_options_without_a_spec() -> None:
         env=Settings(region="us-west-2"),
         file=Settings(region="eu-west-1", endpoint_url="http://file.example", role_arn=VALUES["role_arn"]["file"]),
     )
-    merged = config.aws_options(AwsOptions(endpoint_url="http://cli.example"))
+    merged = for_job(Options(endpoint_url="http://cli.example", config=config))
     assert (merged.region, merged.endpoint_url, merged.role_arn) == (
         "us-west-2",
         "http://cli.example",

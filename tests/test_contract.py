@@ -21,8 +21,8 @@ from cloudtrain.runtime import contract
 from cloudtrain.runtime.env import write_failure
 from cloudtrain.runtime.failures import KERAS3_MWMS_REASON
 from cloudtrain.runtime.launcher import ContainerConfig, install, prepare, script_command, script_environment
-from cloudtrain.spec import JobSpec, legacy_keras
-from cloudtrain.spec import script_environment as spec_environment
+from cloudtrain.spec.models import JobSpec, legacy_keras
+from cloudtrain.spec.models import script_environment as spec_environment
 
 FIXTURES = Path(__file__).parent / "fixtures" / "toolkit"
 VERSIONS = ("4.8.3", "5.1.4")

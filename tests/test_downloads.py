@@ -10,10 +10,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from cloudtrain.archive import bytes_tarball, safe_extract
-from cloudtrain.downloads import PART_SIZE, ArrivingFile, Downloader, head_object
 from cloudtrain.errors import CloudtrainError, UserError
-from cloudtrain.packaging import Progress, S3Location
+from cloudtrain.transfer.download import PART_SIZE, ArrivingFile, Downloader, head_object
+from cloudtrain.transfer.s3 import Progress, S3Location
+from cloudtrain.transfer.tarballs import bytes_tarball, safe_extract
 from tests.faultproxy import FaultProxy
 
 SMALL_PART = 4

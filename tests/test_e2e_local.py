@@ -98,3 +98,21 @@ def wait_for_epoch(home: Path, job: str, at_least: int, timeout: float = 180) ->
             return max(epochs)
         time.sleep(0.2)
     raise AssertionError(f"{job} never reached epoch {at_least}")
+
+
+def test_the_readme_api_example_runs(tmp_path: Path) -> None:
+    """The README's Python example, as written, from the repository's root: it trains, and fetch-model writes out/."""
+    readme = (REPO / "README.md").read_text()
+    example = re.search(r"```python\n(from cloudtrain import api\n.*?)```", readme, re.S)
+    assert example is not None
+    out = tmp_path / "work"
+    out.mkdir()
+    (out / "job_specs").symlink_to(REPO / "job_specs")  # its data is ../data/digits, made here
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "prepare-data"), "--out", str(out / "data" / "digits")], check=True
+    )
+    env = {**os.environ, "CLOUDTRAIN_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    ran = subprocess.run([sys.executable, "-c", example.group(1)], cwd=out, env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("Completed ")
+    assert (out / "out" / "output" / "eval_report.json").is_file()

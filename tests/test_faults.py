@@ -44,8 +44,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from cloudtrain.api import fetched_files
-from cloudtrain.archive import bytes_tarball
-from cloudtrain.packaging import tarball_digest
+from cloudtrain.transfer.code import tarball_digest
+from cloudtrain.transfer.tarballs import bytes_tarball
 from tests.clirun import REPO, Result, cloudtrain
 from tests.faultproxy import Fault, FaultProxy
 from tests.test_cli import TINY, write_job

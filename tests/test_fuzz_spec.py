@@ -29,7 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloudtrain.errors import SpecError
-from cloudtrain.spec import JobSpec, json_schema, load_spec
+from cloudtrain.spec.load import load_spec
+from cloudtrain.spec.models import JobSpec, json_schema
 from tests.clirun import REPO, cloudtrain
 
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the huge scalars, on purpose
@@ -435,7 +436,7 @@ RUNNER = textwrap.dedent(
     """\
     import json, resource, sys
     from cloudtrain.errors import SpecError
-    from cloudtrain.spec import load_spec
+    from cloudtrain.spec.load import load_spec
     limit = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     for path in sys.argv[2:]:

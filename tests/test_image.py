@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from cloudtrain.backends.containers import ContainerPlan, _gpus
-from cloudtrain.build import build_image
-from cloudtrain.spec import load_spec
+from cloudtrain.image.build import build_image
+from cloudtrain.spec.load import load_spec
 from cloudtrain.store import JobStore
 from tests.clirun import REPO, Result, cloudtrain
 from tests.conftest import SAGEMAKER_ROLE

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from cloudtrain.backends.base import JobInfo
 from cloudtrain.backends.local import LocalBackend
 from cloudtrain.errors import JobExists, JobNotFound, UserError
-from cloudtrain.spec import JobSpec
+from cloudtrain.jobs import JobInfo
+from cloudtrain.spec.models import JobSpec
 from cloudtrain.store import REDACTED, SCHEMA_VERSION, JobRecord, JobStore
 from tests.clirun import cloudtrain
 
@@ -419,7 +419,7 @@ def test_a_job_store_a_newer_cloudtrain_wrote_is_refused_in_one_line(tmp_path: P
 
 WRITER = """
 import pathlib, sys, time
-from cloudtrain.backends.base import JobInfo
+from cloudtrain.jobs import JobInfo
 from cloudtrain.store import JobRecord, JobStore
 home, tag, go = sys.argv[1:4]
 store = JobStore(pathlib.Path(home))

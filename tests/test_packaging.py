@@ -23,7 +23,7 @@ def test_plain_install_has_the_command_and_no_tensorflow(tmp_path: Path) -> None
     assert version.returncode == 0 and version.stdout.startswith("cloudtrain ")
 
     probe = (
-        "import importlib.util, json, cloudtrain.pricing, cloudtrain.images;"
+        "import importlib.util, json, cloudtrain.pricing, cloudtrain.image.stock;"
         "print(json.dumps([importlib.util.find_spec(m) is None for m in ('tensorflow', 'sagemaker')]))"
     )
     missing = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True)
@@ -34,7 +34,7 @@ def test_plain_install_has_the_command_and_no_tensorflow(tmp_path: Path) -> None
         [
             str(venv / "bin" / "python"),
             "-c",
-            "from cloudtrain.images import resolve_image; from cloudtrain.spec import ImageSpec;"
+            "from cloudtrain.image.stock import resolve_image; from cloudtrain.spec.models import ImageSpec;"
             "print(resolve_image(ImageSpec(), 'us-east-1', 'ml.g5.xlarge', use_sdk=False).uri)",
         ],
         capture_output=True,

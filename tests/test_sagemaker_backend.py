@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +26,37 @@ from boto3.s3.transfer import TransferConfig
 from botocore.session import get_session
 from botocore.validate import ParamValidator
 
-from cloudtrain import vendor
-from cloudtrain.archive import bytes_tarball
-from cloudtrain.aws import aws_configured
 from cloudtrain.backends.sagemaker import CODE_TAG, GIT_TAG, LOG_GROUP, MANAGED_TAG, SPEC_TAG, SageMakerBackend
 from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError
-from cloudtrain.images import _table, resolve_image
-from cloudtrain.packaging import RUNTIME_STUB, build_code_package, code_tree, runtime_files, tarball_digest
+from cloudtrain.image.stock import _table, resolve_image
 from cloudtrain.pricing import SPOT_NOTE, estimate, price_per_hour
-from cloudtrain.spec import ImageSpec, JobSpec, ResourcesSpec, spec_digest
+from cloudtrain.settings import Options, aws_configured, for_job, for_spec
+from cloudtrain.spec.models import ImageSpec, JobSpec, ResourcesSpec, spec_digest
+from cloudtrain.transfer import vendor
+from cloudtrain.transfer.code import RUNTIME_STUB, build_code_package, code_tree, runtime_files, tarball_digest
+from cloudtrain.transfer.tarballs import bytes_tarball
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 ACCOUNT = "123456789012"  # moto's
 DEFAULT_BUCKET = f"sagemaker-us-east-1-{ACCOUNT}"
 GPU_219 = "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:2.19-gpu-py312"
+
+
+def sagemaker(
+    spec: JobSpec | None = None,
+    *,
+    role_arn: str | None = None,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    **intervals: float,
+) -> SageMakerBackend:
+    """The backend as a command opens it: its settings resolved once, from the command line's (these
+    arguments), CLOUDTRAIN_*, the spec and the config file; `profile` stands for the spec's aws.profile."""
+    options = Options(backend="sagemaker", role_arn=role_arn, endpoint_url=endpoint_url)
+    settings = for_spec(options, spec)[0] if spec is not None else for_job(options)
+    if profile is not None:
+        settings = replace(settings, aws_profile=profile)
+    return SageMakerBackend(settings, **intervals)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +140,7 @@ def validate_create_training_job(request: dict[str, Any]) -> None:
 
 def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, FULL)
-    plan = SageMakerBackend().plan(spec, "digits-1")
+    plan = sagemaker(spec).plan(spec, "digits-1")
     req = plan["request"]
     validate_create_training_job(req)
 
@@ -197,7 +215,7 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
 
     # Without KMS, spot, VPC or retries those fields are absent; an EBS-backed type gets VolumeKmsKeyId.
     small = make_spec(tmp_path / "small", drop=("data",))
-    req = SageMakerBackend().plan(small, "digits-2")["request"]
+    req = sagemaker(small).plan(small, "digits-2")["request"]
     validate_create_training_job(req)
     assert {"VpcConfig", "RetryStrategy", "InputDataConfig"}.isdisjoint(req)
     assert req["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
@@ -207,7 +225,7 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
         tmp_path / "m5",
         {"resources": {"instance_type": "ml.m5.xlarge", "keep_alive": "10m"}, "aws": {"kms_key_id": "k"}},
     )
-    req = SageMakerBackend().plan(m5, "digits-3")["request"]
+    req = sagemaker(m5).plan(m5, "digits-3")["request"]
     assert req["ResourceConfig"]["VolumeKmsKeyId"] == "k"
     assert req["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600
     assert req["AlgorithmSpecification"]["TrainingImage"].endswith("tensorflow-training:2.19-cpu-py312")
@@ -216,7 +234,7 @@ def test_plan_maps_every_field_and_passes_botocore_validation(aws_endpoint: str,
 def test_plan_creates_nothing(aws_endpoint: str, tmp_path: Path) -> None:
     s3, sm = boto3.client("s3"), boto3.client("sagemaker")
     spec = make_spec(tmp_path)  # default bucket: sagemaker-<region>-<account>, which does not exist yet
-    plan = SageMakerBackend().plan(spec, "dry-1")
+    plan = sagemaker(spec).plan(spec, "dry-1")
     assert s3.list_buckets()["Buckets"] == []
     assert sm.list_training_jobs()["TrainingJobSummaries"] == []
     assert all(u["exists"] is False and u["uploaded_bytes"] == 0 for u in plan["uploads"])
@@ -225,7 +243,8 @@ def test_plan_creates_nothing(aws_endpoint: str, tmp_path: Path) -> None:
 
 
 def test_plan_without_aws_still_shows_the_request(aws_endpoint: str, tmp_path: Path) -> None:
-    plan = SageMakerBackend(endpoint_url=f"http://127.0.0.1:{closed_port()}").plan(make_spec(tmp_path), "offline-1")
+    spec = make_spec(tmp_path)
+    plan = sagemaker(spec, endpoint_url=f"http://127.0.0.1:{closed_port()}").plan(spec, "offline-1")
     validate_create_training_job(plan["request"])
     assert all(u["exists"] is None for u in plan["uploads"])
     assert "AWS not reached" in plan["notes"][0]
@@ -234,21 +253,21 @@ def test_plan_without_aws_still_shows_the_request(aws_endpoint: str, tmp_path: P
 def test_missing_role_names_the_field(aws_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = make_spec(tmp_path, drop=("aws.role_arn",))
     with pytest.raises(UserError, match=r"aws\.role_arn") as e:
-        SageMakerBackend().submit(spec, "no-role")
+        sagemaker(spec).submit(spec, "no-role")
     assert e.value.exit_code == 2
     assert boto3.client("s3").list_buckets()["Buckets"] == []
     monkeypatch.setenv("CLOUDTRAIN_ROLE_ARN", ROLE)
-    assert SageMakerBackend().plan(spec, "env-role")["request"]["RoleArn"] == ROLE
+    assert sagemaker(spec).plan(spec, "env-role")["request"]["RoleArn"] == ROLE
     other = "arn:aws:iam::123456789012:role/FromCli"
-    assert SageMakerBackend(role_arn=other).plan(spec, "cli-role")["request"]["RoleArn"] == other
+    assert sagemaker(spec, role_arn=other).plan(spec, "cli-role")["request"]["RoleArn"] == other
 
 
 def test_reserved_hyperparameters_and_tags_are_refused(aws_endpoint: str, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"hyperparameters\.sagemaker_program"):
-        SageMakerBackend().submit(make_spec(tmp_path, {"hyperparameters": {"sagemaker_program": "x.py"}}), "hp")
+        sagemaker(spec := make_spec(tmp_path, {"hyperparameters": {"sagemaker_program": "x.py"}})).submit(spec, "hp")
     assert boto3.client("s3").list_buckets()["Buckets"] == []  # refused before any bucket or upload
     with pytest.raises(UserError, match=r"tags\.cloudtrain:managed"):
-        SageMakerBackend().plan(make_spec(tmp_path / "t", {"tags": {"cloudtrain:managed": "no"}}), "tag")
+        sagemaker(spec := make_spec(tmp_path / "t", {"tags": {"cloudtrain:managed": "no"}})).plan(spec, "tag")
 
 
 # --- code packaging and content-addressed uploads --------------------------------------------------
@@ -271,7 +290,7 @@ def test_tf_keras_is_packed_for_an_image_that_may_lack_it(aws_endpoint: str, tmp
     if not tf_keras.__version__.startswith("2.21."):
         pytest.skip(f"this Python's tf-keras is {tf_keras.__version__}, the test packs 2.21")
     spec = make_spec(tmp_path, {"image": {"framework_version": "2.21"}})
-    request = SageMakerBackend().plan(spec, "digits-1")["request"]
+    request = sagemaker(spec).plan(spec, "digits-1")["request"]
     assert request["Environment"]["PYTHONPATH"] == "/opt/ml/code/.cloudtrain/vendor"
     assert request["Environment"]["TF_USE_LEGACY_KERAS"] == "1"
     names = build_code_package(spec.code, tmp_path / "a", extra=vendor.job_entries(spec)).names
@@ -281,7 +300,7 @@ def test_tf_keras_is_packed_for_an_image_that_may_lack_it(aws_endpoint: str, tmp
     on_219 = make_spec(tmp_path, {"image": {"framework_version": "2.19"}})
     assert (
         vendor.job_entries(on_219) == []
-        and "PYTHONPATH" not in SageMakerBackend().plan(on_219, "d-2")["request"]["Environment"]
+        and "PYTHONPATH" not in sagemaker(on_219).plan(on_219, "d-2")["request"]["Environment"]
     )
 
 
@@ -385,7 +404,7 @@ def test_requirements_elsewhere_is_packed_as_the_root_requirements(tmp_path: Pat
 def test_second_submit_of_unchanged_code_and_data_uploads_nothing(aws_endpoint: str, tmp_path: Path) -> None:
     s3 = boto3.client("s3")
     spec = make_spec(tmp_path)
-    backend = SageMakerBackend()
+    backend = sagemaker(spec)
     backend.submit(spec, "run-1")
     first = backend.last_plan
     assert first is not None
@@ -423,7 +442,7 @@ def test_second_submit_of_unchanged_code_and_data_uploads_nothing(aws_endpoint: 
 
 def test_submit_describe_list_stop_on_moto(aws_endpoint: str, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, {"output": {"s3_uri": "s3://ct-test-out/runs"}})
-    backend = SageMakerBackend()
+    backend = sagemaker(spec)
     with pytest.raises(UserError, match=r"output\.s3_uri: the S3 bucket 'ct-test-out' does not exist"):
         backend.submit(spec, "digits-a")
     boto3.client("s3").create_bucket(Bucket="ct-test-out")
@@ -483,8 +502,9 @@ def test_submit_describe_list_stop_on_moto(aws_endpoint: str, tmp_path: Path) ->
 
 
 def test_logs_merge_streams_in_time_order_tagged_by_host(aws_endpoint: str, tmp_path: Path) -> None:
-    backend = SageMakerBackend(poll_interval=0.05, max_poll_interval=0.1)
-    backend.submit(make_spec(tmp_path), "demo")
+    spec = make_spec(tmp_path)
+    backend = sagemaker(spec, poll_interval=0.05, max_poll_interval=0.1)
+    backend.submit(spec, "demo")
     logs = boto3.client("logs")
     logs.create_log_group(logGroupName=LOG_GROUP)
     now = int(time.time() * 1000) - 60_000
@@ -520,8 +540,9 @@ def test_logs_merge_streams_in_time_order_tagged_by_host(aws_endpoint: str, tmp_
 def test_logs_follow_reads_each_of_many_streams_with_its_own_token(aws_endpoint: str, tmp_path: Path) -> None:
     """120 streams (60 hosts, each container started twice): each read from its start with GetLogEvents and its
     forward token, every line once, merged by time; FilterLogEvents (5 requests/s per account) is never used."""
-    backend = SageMakerBackend(poll_interval=0.01)
-    backend.submit(make_spec(tmp_path, {"resources": {"instance_count": 60}}), "wide")
+    spec = make_spec(tmp_path, {"resources": {"instance_count": 60}})
+    backend = sagemaker(spec, poll_interval=0.01)
+    backend.submit(spec, "wide")
     logs = boto3.client("logs")
     logs.create_log_group(logGroupName=LOG_GROUP)
     now = int(time.time() * 1000) - 60_000
@@ -545,8 +566,9 @@ def test_logs_follow_reads_each_of_many_streams_with_its_own_token(aws_endpoint:
 
 
 def test_logs_before_any_log_group_exist_are_empty(aws_endpoint: str, tmp_path: Path) -> None:
-    backend = SageMakerBackend(poll_interval=0.01)
-    backend.submit(make_spec(tmp_path), "quiet")
+    spec = make_spec(tmp_path)
+    backend = sagemaker(spec, poll_interval=0.01)
+    backend.submit(spec, "quiet")
     assert list(backend.logs("quiet")) == []
     assert list(backend.logs("quiet", follow=True)) == []
 
@@ -557,8 +579,9 @@ def test_logs_before_any_log_group_exist_are_empty(aws_endpoint: str, tmp_path: 
 def test_fetch_artifacts_downloads_in_parts_and_extracts(aws_endpoint: str, tmp_path: Path) -> None:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="ct-test-out")
-    backend = SageMakerBackend()
-    backend.submit(make_spec(tmp_path, {"output": {"s3_uri": "s3://ct-test-out/runs"}}), "fetch-me")
+    spec = make_spec(tmp_path, {"output": {"s3_uri": "s3://ct-test-out/runs"}})
+    backend = sagemaker(spec)
+    backend.submit(spec, "fetch-me")
     weights = os.urandom(20 << 20)  # incompressible: a 20 MiB model.tar.gz is three 8 MiB parts
     model = bytes_tarball({"model.keras": weights, "1/saved_model.pb": b"pb"})
     output = bytes_tarball({"eval_report.json": b'{"accuracy": 0.97}'})
@@ -594,8 +617,9 @@ def test_fetch_artifacts_downloads_in_parts_and_extracts(aws_endpoint: str, tmp_
 def test_fetch_artifacts_refuses_an_unsafe_archive(aws_endpoint: str, tmp_path: Path) -> None:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="ct-test-out")
-    backend = SageMakerBackend()
-    backend.submit(make_spec(tmp_path, {"output": {"s3_uri": "s3://ct-test-out/runs"}}), "evil")
+    spec = make_spec(tmp_path, {"output": {"s3_uri": "s3://ct-test-out/runs"}})
+    backend = sagemaker(spec)
+    backend.submit(spec, "evil")
     s3.put_object(
         Bucket="ct-test-out", Key="runs/evil/output/model.tar.gz", Body=bytes_tarball({"../escaped.txt": b"x"})
     )
@@ -607,8 +631,9 @@ def test_fetch_artifacts_refuses_an_unsafe_archive(aws_endpoint: str, tmp_path: 
 
 
 def test_fetch_artifacts_of_a_job_without_any(aws_endpoint: str, tmp_path: Path) -> None:
-    backend = SageMakerBackend()
-    backend.submit(make_spec(tmp_path), "empty")
+    spec = make_spec(tmp_path)
+    backend = sagemaker(spec)
+    backend.submit(spec, "empty")
     got = backend.fetch_artifacts("empty", tmp_path / "artifacts")
     assert (got.model, got.output, got.checkpoints) == (None, None, None)
 
@@ -628,13 +653,13 @@ def test_closed_endpoint_is_backend_unavailable_in_one_line(aws_endpoint: str, m
     started = time.monotonic()
     for call in (lambda b: b.describe("x"), lambda b: b.list_jobs(), lambda b: list(b.logs("x"))):
         with pytest.raises(BackendUnavailable) as e:
-            call(SageMakerBackend())
+            call(sagemaker())
         message = str(e.value)
         assert e.value.exit_code == 3
         assert message == f"cannot reach AWS at http://127.0.0.1:{port}: connection refused"
         assert "testing-secret-key" not in message and "testing-access-key" not in message
     with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port}"):
-        SageMakerBackend(endpoint_url=f"http://user:pw@127.0.0.1:{port}").describe("x")
+        sagemaker(endpoint_url=f"http://user:pw@127.0.0.1:{port}").describe("x")
     assert time.monotonic() - started < 20  # fails fast: no ten adaptive retries with backoff
 
 
@@ -642,9 +667,9 @@ def test_missing_credentials_are_backend_unavailable(aws_endpoint: str, monkeypa
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(BackendUnavailable, match="no AWS credentials"):
-        SageMakerBackend().describe("x")
+        sagemaker().describe("x")
     with pytest.raises(UserError, match="AWS profile"):
-        SageMakerBackend(profile="nobody").describe("x")
+        sagemaker(profile="nobody").describe("x")
 
 
 def test_aws_configured_is_a_cheap_local_check(tmp_path: Path) -> None:
@@ -658,7 +683,7 @@ def test_aws_configured_is_a_cheap_local_check(tmp_path: Path) -> None:
 
 def test_importing_the_aws_modules_does_not_import_boto3() -> None:
     code = (
-        "import sys, cloudtrain.aws, cloudtrain.packaging, cloudtrain.images, cloudtrain.pricing, "
+        "import sys, cloudtrain.aws, cloudtrain.transfer.code, cloudtrain.image.stock, cloudtrain.pricing, "
         "cloudtrain.backends.sagemaker; "
         "print(sorted(m for m in ('boto3', 'botocore', 'sagemaker') if m in sys.modules))"
     )
@@ -674,7 +699,7 @@ def test_status_of_a_job_loads_neither_boto3_nor_the_spec_models(
 ) -> None:
     """`status JOB --json` is botocore and one request: no boto3 (s3transfer), no pydantic spec models, no YAML,
     no rich. (Checking CLOUDTRAIN_ROLE_ARN needs only the stdlib patterns.)"""
-    SageMakerBackend().submit(make_spec(tmp_path), "light")
+    sagemaker(spec := make_spec(tmp_path)).submit(spec, "light")
     monkeypatch.setenv("CLOUDTRAIN_ROLE_ARN", ROLE)
     monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path / "home"))
     code = (
@@ -682,7 +707,7 @@ def test_status_of_a_job_loads_neither_boto3_nor_the_spec_models(
         "sys.argv = ['cloudtrain', 'status', 'light', '--backend', 'sagemaker', '--json']\n"
         "try:\n    runpy.run_module('cloudtrain', run_name='__main__')\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
-        "heavy = ('boto3', 's3transfer', 'cloudtrain.spec', 'cloudtrain.spec_source', 'yaml', 'rich')\n"
+        "heavy = ('boto3', 's3transfer', 'cloudtrain.spec.models', 'cloudtrain.spec.source', 'yaml', 'rich')\n"
         "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -736,8 +761,8 @@ SDK_PYTHON = REPO_ROOT / ".venv-sdk" / "bin" / "python"
 SDK_BRANCH = """
 import json, sys
 from cloudtrain.errors import UserError
-from cloudtrain.images import resolve_image
-from cloudtrain.spec import ImageSpec
+from cloudtrain.image.stock import resolve_image
+from cloudtrain.spec.models import ImageSpec
 out = {}
 for version, region, instance_type in json.load(sys.stdin):
     for use_sdk in (True, False):

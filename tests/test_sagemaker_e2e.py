@@ -27,7 +27,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ParamValidationError
 
-from cloudtrain.aws import AwsSession, AwsSettings
+from cloudtrain.aws import AwsSession
+from cloudtrain.settings import Settings
 from tests.clirun import REPO, Result, cloudtrain
 from tests.sagemaker_control_plane import LOG_GROUP, ControlPlane
 from tests.test_cli import write_job as write_tiny_job
@@ -229,7 +230,7 @@ def test_control_plane_answers_as_aws_does(sagemaker_endpoint: ControlPlane, tmp
 
 def test_cloudtrains_clients_validate_before_sending(sagemaker_endpoint: ControlPlane) -> None:
     """botocore's parameter validation is on in every client cloudtrain makes: a bad request never leaves."""
-    session = AwsSession(AwsSettings())
+    session = AwsSession(Settings())
     for service in ("sagemaker", "s3", "logs"):
         assert session.client(service).meta.config.parameter_validation is True
     sent = len(sagemaker_endpoint.requests)
@@ -597,7 +598,7 @@ def test_request_matches_the_sagemaker_sdks_tensorflow_estimator(
     sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
 ) -> None:
     """job_specs/digits.yaml's CreateTrainingJob and the SDK's for the same settings, both recorded at the endpoint."""
-    from cloudtrain.spec import load_spec
+    from cloudtrain.spec.load import load_spec
 
     sagemaker_endpoint.run_jobs = False  # only the requests matter here
     for channel in ("train", "eval"):

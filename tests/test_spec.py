@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from cloudtrain.errors import SpecError
-from cloudtrain.spec import JobSpec, json_schema, load_spec, spec_digest
-from cloudtrain.spec_source import MAX_SPEC_BYTES
+from cloudtrain.spec.load import load_spec
+from cloudtrain.spec.models import JobSpec, json_schema, spec_digest
+from cloudtrain.spec.source import MAX_SPEC_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -725,7 +726,6 @@ def test_models_alone_validate_without_a_spec_file() -> None:
 
 def test_loading_a_spec_imports_nothing_heavy() -> None:
     """Every command reads a spec first; it must not pay for TensorFlow or boto3 to do so."""
-    code = (
-        "import sys, cloudtrain.spec; print(sorted(m for m in ('tensorflow', 'boto3', 'botocore') if m in sys.modules))"
-    )
+    heavy = "('tensorflow', 'boto3', 'botocore')"
+    code = f"import sys, cloudtrain.spec.models; print(sorted(m for m in {heavy} if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"

@@ -24,7 +24,7 @@ import boto3
 import pytest
 
 from cloudtrain.errors import UserError
-from cloudtrain.eventfiles import EventFile, mirror
+from cloudtrain.transfer.events import EventFile, mirror
 from tests.clirun import REPO, cloudtrain
 from tests.tbevents import METRICS, epochs_of, scalars
 from tests.test_ci_contract import takes_ctrl_c  # noqa: F401  (a fixture)

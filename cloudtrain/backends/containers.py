@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloudtrain.archive import atomic_path
 from cloudtrain.backends.local_runner import MODEL_DIR
 from cloudtrain.errors import UserError
+from cloudtrain.files import atomic_path
 
 if TYPE_CHECKING:
-    from cloudtrain.spec import JobSpec
+    from cloudtrain.spec.models import JobSpec
 
 CONTAINER_FILE = "container.json"
 JOB_LABEL = "cloudtrain.job"
@@ -97,7 +97,7 @@ def prepare(
 
     Raises BackendUnavailable (no engine), UserError (no image to run) or CloudtrainError (a build failed).
     """
-    from cloudtrain.build import build_local, engine
+    from cloudtrain.image.build import build_local, engine
 
     environ: Mapping[str, str] = os.environ if env is None else env
     kind = spec.image.kind
@@ -127,7 +127,7 @@ def prepare(
 
 def _gpus(instance_type: str, runtimes: str) -> tuple[bool, list[str]]:
     """`--gpus all` for a GPU instance type where the engine has the NVIDIA runtime; else CPU, and a note why."""
-    from cloudtrain.images import processor
+    from cloudtrain.image.stock import processor
 
     try:
         wants = processor(instance_type) == "gpu"

@@ -34,21 +34,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.archive import atomic_path, iter_tree, make_tarball, safe_extract, staging_folder, swap_in, writing_to
-from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
 from cloudtrain.backends.container_runner import MODULE as CONTAINER_RUNNER_MODULE
 from cloudtrain.backends.containers import ContainerPlan, prepare, remove_all
 from cloudtrain.backends.local_runner import CHIEF, MODEL_DIR, WORKERS_FILE, RunPlan, host_names, private_file
 from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
 from cloudtrain.backends.local_scope import kill_scope
 from cloudtrain.errors import JobExists, UserError, quoted
-from cloudtrain.eventfiles import mirror_folder
-from cloudtrain.packaging import build_code_package
+from cloudtrain.files import atomic_path, staging_folder, swap_in, writing_to
+from cloudtrain.jobs import EVAL_REPORT, EVAL_REPORT_MAX_BYTES, Artifacts, JobInfo, LogEvent
 from cloudtrain.runtime.env import TENSORBOARD_FOLDER
 from cloudtrain.store import JobRecord, JobStore
+from cloudtrain.transfer.code import CODE_TARBALL, build_code_package, tarball_digest
+from cloudtrain.transfer.events import mirror_folder
+from cloudtrain.transfer.tarballs import iter_tree, json_member, make_tarball, safe_extract
 
 if TYPE_CHECKING:
-    from cloudtrain.spec import JobSpec
+    from cloudtrain.spec.models import JobSpec
+    from cloudtrain.transfer.s3 import ProgressCallback
 
 LOCAL = "local"
 INSTANCE_TYPE = "local"  # what SageMaker's own local mode calls it; the spec's instance type is ignored
@@ -67,6 +69,8 @@ class LocalBackend:
     """
 
     name = LOCAL
+    remote = False  # code and data are used where they are; the job store is this backend's own record
+    status_interval = 0.5  # seconds between status checks while waiting: a local job's state is a file read
 
     def __init__(self, home: Path, *, container: bool = False) -> None:
         self.home = Path(home).resolve()  # the runner gets absolute paths whatever its working folder
@@ -78,13 +82,17 @@ class LocalBackend:
 
     # -- submit ---------------------------------------------------------------------------------------------
 
+    def plan(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> dict[str, Any]:
+        """`--dry-run`: the job's name and the spec as it would run; creates nothing."""
+        return {"job_name": job_name, "spec": spec.model_dump(mode="json")}
+
     def submit(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> JobInfo:
         """Lay the job folder out and start its runner; raises JobExists if the name is taken."""
         if not JOB_NAME.match(job_name):
             raise UserError(
                 f"job name {quoted(job_name)}: 1-63 letters, digits and hyphens, not starting with a hyphen"
             )
-        from cloudtrain.spec import legacy_keras, script_environment
+        from cloudtrain.spec.models import legacy_keras, script_environment
 
         if legacy_keras(spec):
             check_tf_keras()
@@ -179,7 +187,8 @@ class LocalBackend:
 
     # -- reading --------------------------------------------------------------------------------------------
 
-    def describe(self, job_name: str) -> JobInfo:
+    def describe(self, job_name: str, *, tags: bool = False) -> JobInfo:
+        """The job's record, brought up to date (a local job's tags are always in it)."""
         return self._refresh(self.store.get(LOCAL, job_name)).info
 
     def list_jobs(self, limit: int = 20) -> list[JobInfo]:
@@ -253,14 +262,34 @@ class LocalBackend:
         """The chief's TensorBoard folder (`output/tensorboard`, as on SageMaker): written while the job runs."""
         return self.job_dir(job_name) / "hosts" / CHIEF / "output" / TENSORBOARD_FOLDER
 
+    def code_digest(self, info: JobInfo) -> str | None:
+        """The digest of the job folder's sourcedir.tar.gz (`transfer.code.tarball_digest`); None if unreadable."""
+        import tarfile
+        import zlib
+
+        tarball = self.job_dir(info.name) / CODE_TARBALL
+        try:
+            return tarball_digest(tarball) if tarball.is_file() else None
+        except (OSError, EOFError, tarfile.TarError, zlib.error):
+            return None
+
+    def evaluation(self, info: JobInfo) -> tuple[Any, str]:
+        """From output.tar.gz once the job has ended, else from the chief's output folder (a running job)."""
+        tarball = self.job_dir(info.name) / "output.tar.gz"
+        if tarball.is_file():
+            with open(tarball, "rb") as f:
+                return json_member(f, EVAL_REPORT, EVAL_REPORT_MAX_BYTES), str(tarball)
+        live = self.job_dir(info.name) / "hosts" / CHIEF / "output" / "data" / EVAL_REPORT
+        return (json.loads(live.read_text()), str(live)) if live.is_file() else (None, "")
+
     def sync_tensorboard(self, job_name: str, dest: Path) -> int:
-        """The chief's TensorBoard files mirrored into dest, appending what is new (see `cloudtrain.eventfiles`)."""
+        """The chief's TensorBoard files mirrored into dest, appending what is new (`cloudtrain.transfer.events`)."""
         self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
         return mirror_folder(self._tensorboard(job_name), dest)
 
-    def fetch_artifacts(self, job_name: str, dest: Path) -> Artifacts:
+    def fetch_artifacts(self, job_name: str, dest: Path, *, on_progress: ProgressCallback | None = None) -> Artifacts:
         """Extract model.tar.gz and output.tar.gz, and copy the chief's checkpoints and TensorBoard files, under
-        dest (safely).
+        dest (safely). Nothing is downloaded, so `on_progress` is never called.
 
         All of it is staged inside dest first and then swapped in, so a failed fetch leaves dest as it was.
         """
@@ -338,7 +367,7 @@ def _installed(distribution: str) -> str | None:
 def _vendored(spec: JobSpec) -> list[tuple[str, Path]]:
     """tf-keras packed for AWS's image, as on SageMaker, so both tarballs (and code digests) are the same; the local
     run never reads it, so a job whose copy cannot be had runs without."""
-    from cloudtrain import vendor
+    from cloudtrain.transfer import vendor
 
     try:
         return vendor.job_entries(spec)

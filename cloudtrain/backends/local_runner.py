@@ -3,10 +3,10 @@
 It plays SageMaker's part: one worker process per host (`cloudtrain.runtime.launcher`), one log stream
 per host, the chief's metric lines, the secondary statuses, the max runtime, a stop, and the upload of
 the chief's model and output. TensorFlow workers ignore SIGTERM and wait forever for a dead peer
-(FACTS.md), so every ending goes through SIGKILL of every worker's process group: each worker runs in
-its own group (launcher and script together), and the runner kills those groups, and the job's scope
-(`local_scope`: whatever the scripts started, even in sessions of their own), on every exit path; a guard
-does it when the runner itself is killed.
+(MultiWorkerMirroredStrategy's collectives have no timeout), so every ending goes through SIGKILL: each
+worker runs in its own process group (launcher and script together), and the runner kills those groups,
+and the job's scope (`local_scope`: whatever the scripts started, even in sessions of their own), on every
+exit path; a guard does it when the runner itself is killed.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cloudtrain.archive import atomic_path, tar_directory
 from cloudtrain.backends.local_scope import ENDED, SCOPE_VARIABLE, kill_scope, start_guard
 from cloudtrain.errors import CloudtrainError
+from cloudtrain.files import atomic_path
 from cloudtrain.redact import mask, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX, TENSORBOARD_FOLDER
 from cloudtrain.store import JobStore
+from cloudtrain.transfer.tarballs import tar_directory
 
 MODEL_DIR = "model_dir"  # <job>/model_dir: what --model_dir points at, shared by the hosts
 BACKEND = "local"

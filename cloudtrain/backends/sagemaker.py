@@ -1,30 +1,13 @@
-"""The SageMaker backend: CreateTrainingJob built with boto3, logs from CloudWatch, artifacts from S3.
-
-The request is built here, field by field, rather than through the sagemaker SDK (whose v3 has no
-TensorFlow estimator and no MultiWorkerMirroredStrategy): the hyperparameters are the ones the SDK's
-TensorFlow estimator sends (every value a JSON-encoded string; `sagemaker_program`,
-`sagemaker_submit_directory`, `sagemaker_container_log_level`, `sagemaker_job_name`,
-`sagemaker_region`, `model_dir`, and `sagemaker_multi_worker_mirrored_strategy_enabled` for MWMS), so
-AWS's stock TensorFlow images run the job in script mode as they would for the SDK.
-
-cloudtrain's jobs carry the tag `cloudtrain:managed=true`; `list_jobs` finds them with one SageMaker
-Search call filtered on that tag server-side (sorted newest first, tags included), rather than
-ListTrainingJobs plus one ListTags call per job, or a naming rule users could not choose freely.
-
-Requests are counted. `status JOB` is one DescribeTrainingJob (the tags, which it does not return, cost a
-ListTags call that only `describe(tags=True)` makes, for `compare`). A submit of unchanged code and data is
-DescribeTrainingJob (is the name free), GetCallerIdentity (the default bucket's name; not with
-output.s3_uri), one HeadObject per content-addressed upload, CreateTrainingJob; the JobInfo it returns is
-made from the request. HeadBucket, the tarball and the uploads come only when something is missing; a bucket
-the spec names (output.s3_uri, checkpoints.s3_uri, s3:// data) costs one HeadBucket, for its region.
-`logs --follow` reads each host's stream with GetLogEvents, at most once per 2 s (see `SageMakerBackend._follow`).
+"""The SageMaker backend: CreateTrainingJob built with botocore as AWS's TensorFlow estimator would send it, logs
+from CloudWatch, artifacts from S3. Why it is built by hand, how jobs are found, and the requests each command
+costs: docs/architecture.md, "The SageMaker backend".
 """
 
 from __future__ import annotations
 
 import heapq
+import io
 import json
-import os
 import re
 import subprocess
 import time
@@ -34,39 +17,29 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain import vendor
-from cloudtrain.archive import staging_folder, swap_in, writing_to
 from cloudtrain.aws import (
     AwsSession,
-    AwsSettings,
     default_bucket_owner,
     error_code,
     error_message,
     translate_errors,
 )
-from cloudtrain.backends.base import TERMINAL, Artifacts, JobInfo, LogEvent, Transition
-from cloudtrain.downloads import Downloader, S3Object, head_object, list_objects
 from cloudtrain.errors import AwsRefused, BackendUnavailable, JobExists, JobNotFound, UserError, quoted
-from cloudtrain.eventfiles import EventFile, mirror
-from cloudtrain.packaging import (
-    CODE_TARBALL,
-    CodeTree,
-    Progress,
-    ProgressCallback,
-    S3Location,
-    S3Uploader,
-    Upload,
-    channel_uri,
-    code_location,
-    code_tree,
-    data_location,
-    tree_digest,
-)
+from cloudtrain.files import staging_folder, swap_in, writing_to
+from cloudtrain.jobs import EVAL_REPORT, EVAL_REPORT_MAX_BYTES, TERMINAL, Artifacts, JobInfo, LogEvent, Transition
+from cloudtrain.settings import ENV_VARS, Settings
+from cloudtrain.transfer import vendor
+from cloudtrain.transfer.code import CODE_TARBALL, CodeTree, code_tree
+from cloudtrain.transfer.download import Downloader, S3Object, head_object, list_objects
+from cloudtrain.transfer.events import EventFile, mirror
+from cloudtrain.transfer.s3 import Progress, ProgressCallback, S3Location
+from cloudtrain.transfer.tarballs import json_member
+from cloudtrain.transfer.upload import S3Uploader, Upload, channel_uri, code_location, data_location, tree_digest
 
 if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: `status` and `logs` never need them
-    from cloudtrain.images import ImageChoice
+    from cloudtrain.image.stock import ImageChoice
     from cloudtrain.pricing import CostEstimate
-    from cloudtrain.spec import JobSpec
+    from cloudtrain.spec.models import JobSpec
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # SageMaker's default LocalPath; cloudtrain.runtime's too
@@ -75,7 +48,6 @@ MANAGED_TAG = "cloudtrain:managed"
 SPEC_TAG = "cloudtrain:spec-sha256"
 CODE_TAG = "cloudtrain:code-sha256"
 GIT_TAG = "cloudtrain:git-commit"
-ROLE_ENV = "CLOUDTRAIN_ROLE_ARN"
 CONTAINER_LOG_LEVEL = 20  # logging.INFO, the SDK's default container_log_level
 MWMS_HP = "sagemaker_multi_worker_mirrored_strategy_enabled"
 SCRIPT_MODE_HPS = (
@@ -89,6 +61,7 @@ SCRIPT_MODE_HPS = (
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
 OFFLINE_ACCOUNT = "ACCOUNT-ID"
+OUTPUT_READ_MAX_BYTES = 64 << 20  # output.tar.gz read into memory for its report; bigger: fetch-model it first
 MAX_LAG_S = 60.0  # the longest CloudWatch ingestion lag `logs --follow` waits out after a job has ended
 
 
@@ -158,7 +131,7 @@ def _check_limits(spec: JobSpec, hyperparameters: Mapping[str, str], environment
 
 def job_tags(spec: JobSpec, code_sha256: str, commit: str | None) -> list[dict[str, str]]:
     """The spec's tags plus cloudtrain's own; `aws:` and `cloudtrain:` keys are reserved."""
-    from cloudtrain.spec import spec_digest
+    from cloudtrain.spec.models import spec_digest
 
     tags = dict(spec.tags)
     for key in tags:
@@ -188,7 +161,7 @@ def build_request(
     tags: list[dict[str, str]],
 ) -> dict[str, Any]:
     """The CreateTrainingJob keyword arguments; pure, so dry-run and submit send the same thing."""
-    from cloudtrain.spec import Strategy, script_environment
+    from cloudtrain.spec.models import Strategy, script_environment
 
     res = spec.resources
     kms = spec.aws.kms_key_id
@@ -415,7 +388,7 @@ class _Stream:
 
 @dataclass
 class SageMakerBackend:
-    """Training jobs on SageMaker. Constructor settings (the CLI's) win over the spec's `aws:` section.
+    """Training jobs on SageMaker, in the region, account and endpoint its `settings` say.
 
     `logs(follow=True)` reads each host's stream at most every `poll_interval` seconds (GetLogEvents with its
     forward token), backing off by half while it is quiet up to `max_poll_interval` (so a line written after a
@@ -424,47 +397,30 @@ class SageMakerBackend:
     still have no stream (see `_follow`).
     """
 
-    region: str | None = None
-    profile: str | None = None
-    endpoint_url: str | None = None
-    role_arn: str | None = None
+    settings: Settings = field(default_factory=Settings)
     poll_interval: float = 2.0
     max_poll_interval: float = 2.5
     status_interval: float = 5.0
     discover_interval: float = 15.0
     download_workers: int = 8
     name: str = field(default="sagemaker", init=False)
+    remote: bool = field(default=True, init=False)  # see `Backend.remote`
     last_plan: JobPlan | None = field(default=None, init=False, repr=False)
-    _sessions: dict[AwsSettings, AwsSession] = field(default_factory=dict, init=False, repr=False)
+    _aws: AwsSession | None = field(default=None, init=False, repr=False)
     _tensorboard_uris: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
-
-    @classmethod
-    def from_spec(cls, spec: JobSpec, **overrides: Any) -> SageMakerBackend:
-        """A backend whose later describe/logs/fetch calls use the spec's region/profile/endpoint too."""
-        backend = cls(**overrides)
-        merged = backend._settings(spec)
-        backend.region, backend.profile, backend.endpoint_url = merged.region, merged.profile, merged.endpoint_url
-        backend.role_arn = backend.role_arn or spec.aws.role_arn
-        return backend
 
     # sessions and shared look-ups
 
-    def _settings(self, spec: JobSpec | None = None) -> AwsSettings:
-        mine = AwsSettings(self.region, self.profile, self.endpoint_url)
-        return mine.over(AwsSettings.from_spec(spec.aws)) if spec is not None else mine
+    def _session(self) -> AwsSession:
+        if self._aws is None:
+            self._aws = AwsSession(self.settings)
+        return self._aws
 
-    def _session(self, spec: JobSpec | None = None) -> AwsSession:
-        settings = self._settings(spec)
-        if settings not in self._sessions:
-            self._sessions[settings] = AwsSession(settings)
-        return self._sessions[settings]
-
-    def _role(self, spec: JobSpec) -> str:
-        role = self.role_arn or spec.aws.role_arn or os.environ.get(ROLE_ENV)
+    def _role(self) -> str:
+        role = self.settings.role_arn
         if not role:
-            raise UserError(
-                f"no IAM role for SageMaker: set aws.role_arn in the spec, pass --role-arn, or set {ROLE_ENV}"
-            )
+            where = f"set aws.role_arn in the spec, pass --role-arn, or set {ENV_VARS['role_arn']}"
+            raise UserError(f"no IAM role for SageMaker: {where}")
         if not ROLE_ARN.match(role):
             raise UserError(f"aws.role_arn {quoted(role)} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
         return role
@@ -613,8 +569,8 @@ class SageMakerBackend:
         """`image.build`'s content-hash URI; a real submit first builds and pushes it when ECR lacks the tag."""
         if spec.image.kind != "build":
             return None
-        from cloudtrain.build import ensure_image
-        from cloudtrain.build_context import image_reference
+        from cloudtrain.image.build import ensure_image
+        from cloudtrain.image.context import image_reference
 
         if dry_run:
             return image_reference(spec, OFFLINE_ACCOUNT if offline else session.account_id(), session.region)
@@ -637,12 +593,12 @@ class SageMakerBackend:
         before the first byte goes to S3 or a bucket is created. When HeadObject finds the code and every
         data manifest, the bucket exists and nothing is built or sent: no tarball, no HeadBucket.
         """
-        from cloudtrain.images import resolve_image
+        from cloudtrain.image.stock import resolve_image
         from cloudtrain.pricing import estimate
 
         if not JOB_NAME.match(job_name):
             raise UserError(f"job name {quoted(job_name)}: SageMaker wants 1-63 letters, digits and hyphens")
-        role = self._role(spec)
+        role = self._role()
         region = session.region
         self._check_instance_type(session, spec.resources.instance_type)
         if not offline:
@@ -732,7 +688,7 @@ class SageMakerBackend:
         Only reads AWS (STS, HeadBucket, HeadObject, DescribeTrainingJob). When AWS cannot be reached
         the plan is still made, with a placeholder account and uploads of unknown state, and says so.
         """
-        session = self._session(spec)
+        session = self._session()
         with translate_errors(session.where):
             notes: list[str] = []
             try:
@@ -761,7 +717,7 @@ class SageMakerBackend:
         """Upload what is missing, CreateTrainingJob, return at once; `last_plan` keeps the uploads made."""
         from botocore.exceptions import ClientError
 
-        session = self._session(spec)
+        session = self._session()
         with translate_errors(session.where):
             if self._job_exists(session, job_name):  # AWS would refuse anyway; this also spares the uploads
                 raise JobExists(job_name)
@@ -1012,9 +968,35 @@ class SageMakerBackend:
             checked={obj.dest.name: checked[obj.dest] for obj in tarballs.values()},
         )
 
+    def code_digest(self, info: JobInfo) -> str | None:
+        """The code digest submit tagged the job with (in `info.tags` when described with tags=True)."""
+        return info.tags.get(CODE_TAG)
+
+    def evaluation(self, info: JobInfo) -> tuple[Any, str]:
+        """eval_report.json from the ended job's output.tar.gz on S3, read into memory (bounded)."""
+        from botocore.exceptions import ClientError
+
+        uri = info.artifacts.get("output")
+        if not info.done or not uri:
+            return None, ""
+        location = S3Location.parse(uri)
+        session = self._session()
+        with translate_errors(session.where, "S3"):
+            s3 = session.client("s3")
+            try:
+                head = s3.head_object(Bucket=location.bucket, Key=location.key)
+            except ClientError as e:
+                if error_code(e) in ("404", "NoSuchKey", "NotFound"):
+                    return None, uri
+                raise
+            if head["ContentLength"] > OUTPUT_READ_MAX_BYTES:
+                raise ValueError(f"{uri} is {head['ContentLength'] >> 20} MiB; fetch-model it first")
+            body = s3.get_object(Bucket=location.bucket, Key=location.key)["Body"].read()
+        return json_member(io.BytesIO(body), EVAL_REPORT, EVAL_REPORT_MAX_BYTES), uri
+
     def sync_tensorboard(self, job_name: str, dest: Path) -> int:
         """The job's TensorBoard event files in S3 mirrored into dest: one listing, then a ranged GET of what each
-        file gained since the last call (see `cloudtrain.eventfiles`). Nothing before SageMaker uploads any."""
+        file gained since the last call (see `cloudtrain.transfer.events`). Nothing before SageMaker uploads any."""
         session = self._session()
         with translate_errors(session.where):
             if job_name not in self._tensorboard_uris:  # fixed at CreateTrainingJob: described once

@@ -61,9 +61,10 @@ def _one_run(
     run = ctx.cloudtrain(*submit, env=env).check("cloudtrain submit")
     returned = time.time()
     job = json.loads(run.out)["job"]["name"]
+    local = api.Options(backend="local")
     with _home(home):
-        info = poll(lambda: (i := api.status(job, backend="local")).done and i, 600, 0.5, f"job {job} to end")
-        events = list(api.logs(job, backend="local"))
+        info = poll(lambda: (i := api.status(job, options=local)).done and i, 600, 0.5, f"job {job} to end")
+        events = list(api.logs(job, options=local))
     if info.status != "Completed":
         raise RuntimeError(f"job {job} ended {info.status}: {info.failure_reason}")
     at: dict[str, float] = {"submit returned": returned}

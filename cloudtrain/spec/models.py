@@ -1,8 +1,7 @@
-"""The job spec: pydantic models of the YAML a user writes, and `load_spec`, which reads one.
+"""The job spec's pydantic models: the YAML a user writes, validated (`cloudtrain.spec.load` reads a file).
 
-Paths in a spec are relative to the spec file; loading resolves them to absolute paths so that backends
-never depend on the working directory. Every problem becomes one `SpecError` naming the file, the line and
-the field: `spec_source` reads the YAML with a line for every key, `spec_errors` words the errors.
+Paths in a spec are relative to the spec file; validation resolves them to absolute paths so that backends
+never depend on the working directory.
 """
 
 from __future__ import annotations
@@ -10,10 +9,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 import re
 import types
-from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -25,14 +22,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from cloudtrain.errors import SpecError, quoted
-from cloudtrain.patterns import (  # defined apart (stdlib only) for the code paths that never load a spec
+from cloudtrain.errors import quoted
+from cloudtrain.spec.patterns import (  # defined apart (stdlib only) for the code paths that never load a spec
     CHANNEL_PATTERN,
     ENV_NAME_PATTERN,
     INSTANCE_TYPE_PATTERN,
@@ -47,8 +43,8 @@ from cloudtrain.patterns import (  # defined apart (stdlib only) for the code pa
     VERSION_PATTERN,
     is_tag_text,
 )
-from cloudtrain.patterns import PATTERN_HELP as PATTERN_HELP  # re-exported: spec_errors words errors with it
-from cloudtrain.spec_source import SpecLoader, kind_of, read_text
+from cloudtrain.spec.patterns import PATTERN_HELP as PATTERN_HELP  # re-exported: messages words errors with it
+from cloudtrain.spec.source import kind_of
 
 if TYPE_CHECKING:
     from pydantic import GetJsonSchemaHandler
@@ -479,38 +475,6 @@ def _suggest_file(folder: Path, name: str) -> str:
         names = []
     close = difflib.get_close_matches(name, names, n=1)
     return f" (did you mean {quoted(close[0])}?)" if close else ""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Loading: bytes -> YAML with a line for every key -> JobSpec, every failure one SpecError.
-
-
-def load_spec(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> JobSpec:
-    """Read, check and validate a job spec; paths in it are resolved against the spec file's folder.
-
-    `overrides` are `--set dotted.path=value` strings applied before validation, each value read as
-    YAML (`epochs=3` is a number, `data.train=s3://bucket/p` a string; a text field keeps the text, so
-    `image.framework_version=2.10` stays "2.10"). Paths they give are, like the file's, relative to
-    the spec file's folder. Raises one `SpecError` for any problem, naming the file (as given), the
-    line and the field; `--set` in place of the file when an override is at fault.
-    """
-    from cloudtrain.spec_errors import apply_overrides, spec_error  # they need the models defined above
-
-    shown = os.fspath(path)
-    text = read_text(Path(shown), shown)
-    loader = SpecLoader(text, shown)
-    data = loader.load()
-    if data is None:
-        raise SpecError(shown, 1, None, "the spec is empty")
-    if not isinstance(data, dict):
-        raise SpecError(
-            shown, loader.source.root_line, None, f"the top level must be a mapping of fields (got {kind_of(data)})"
-        )
-    data, from_cli = apply_overrides(data, overrides, loader.source)
-    try:
-        return JobSpec.model_validate(data, context={"base_dir": Path(shown).absolute().parent})
-    except ValidationError as e:
-        raise spec_error(e, data, loader.source, shown, from_cli) from None
 
 
 def json_schema() -> dict[str, Any]:

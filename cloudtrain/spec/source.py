@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from cloudtrain.errors import SpecError, quoted
+from cloudtrain.errors import SpecError, one_line, quoted
 
 # The loader's limits. A job spec is a page of YAML; these bound the time and memory a hostile or
 # broken file can cost (a "billion laughs" expands a few hundred bytes into gigabytes).
@@ -373,10 +373,6 @@ class SpecLoader(_BaseLoader):  # type: ignore[misc,valid-type]
     def _line_text(self, line: int | None) -> str:
         lines = self.text.splitlines()
         return lines[line - 1] if line and 0 < line <= len(lines) else ""
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def dotted_path(path: Loc) -> str:

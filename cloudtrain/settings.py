@@ -1,26 +1,8 @@
-"""Defaults from the environment and the config file, and the order in which they apply.
+"""Layer, resolved once into one `Layer` that backends receive and never merge again.
 
-Five settings can come from four places; the first that gives one wins:
-
-    command line  (--backend, --region, --role-arn, --endpoint-url, --set output.s3_uri=...)
-    environment   (CLOUDTRAIN_BACKEND, CLOUDTRAIN_REGION, CLOUDTRAIN_ROLE_ARN, CLOUDTRAIN_OUTPUT_S3_URI,
-                   CLOUDTRAIN_ENDPOINT_URL)
-    the job spec  (backend, aws.region, aws.role_arn, output.s3_uri, aws.endpoint_url)
-    config file   ($XDG_CONFIG_HOME/cloudtrain/config.yaml, default ~/.config/cloudtrain/config.yaml)
-
-then botocore's own chain (AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, ~/.aws/config) for the AWS ones. A command about
-an existing job (status, logs, stop, fetch-model, compare) has no spec; its backend is the command line's, else
-the one the job was recorded with, else the environment's, else the config file's.
-
-The config file holds top-level defaults and named profiles that override them, picked with `--profile` or
-`CLOUDTRAIN_PROFILE`:
-
-    backend: sagemaker
-    region: eu-west-1
-    role_arn: arn:aws:iam::123456789012:role/SageMakerRole
-    output_s3_uri: s3://my-bucket/cloudtrain
-    profiles:
-      dev: {backend: local}
+The first that gives a setting wins: the command line (`Options`), `CLOUDTRAIN_*`, the job spec (or the spec a
+job was submitted with), the config file (with its chosen profile); AWS's own chain fills what is still unset.
+docs/architecture.md shows the order with examples.
 """
 
 from __future__ import annotations
@@ -29,17 +11,17 @@ import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.errors import SpecError, UserError, quoted
 
 if TYPE_CHECKING:
-    from cloudtrain.backends import AwsOptions
-    from cloudtrain.spec import JobSpec
+    from cloudtrain.spec.models import JobSpec
 
 CONFIG_NAME = Path("cloudtrain") / "config.yaml"
+HOME_ENV = "CLOUDTRAIN_HOME"
 PROFILE_ENV = "CLOUDTRAIN_PROFILE"
 BACKENDS = ("local", "sagemaker")
 # Each setting: its environment variable and where it sits in a job spec.
@@ -64,8 +46,8 @@ class ConfigError(SpecError):
 
 
 @dataclass(frozen=True)
-class Settings:
-    """One layer of settings; None means "this layer does not say"."""
+class Layer:
+    """What one source (command line, environment, spec, config file) says; None: "this one does not say"."""
 
     backend: str | None = None
     region: str | None = None
@@ -73,9 +55,9 @@ class Settings:
     output_s3_uri: str | None = None
     endpoint_url: str | None = None
 
-    def over(self, weaker: Settings) -> Settings:
+    def over(self, weaker: Layer) -> Layer:
         """These settings, with the gaps filled from a weaker layer."""
-        return Settings(**{f.name: getattr(self, f.name) or getattr(weaker, f.name) for f in fields(self)})
+        return Layer(**{f.name: getattr(self, f.name) or getattr(weaker, f.name) for f in fields(self)})
 
     def items(self) -> list[tuple[str, str | None]]:
         return [(f.name, getattr(self, f.name)) for f in fields(self)]
@@ -83,7 +65,7 @@ class Settings:
 
 def check_value(name: str, value: Any) -> str | None:
     """Why `value` is not a valid setting `name`, or None when it is."""
-    from cloudtrain.patterns import PATTERN_HELP, REGION_PATTERN, ROLE_ARN_PATTERN, S3_URI, URL_PATTERN
+    from cloudtrain.spec.patterns import PATTERN_HELP, REGION_PATTERN, ROLE_ARN_PATTERN, S3_URI, URL_PATTERN
 
     if not isinstance(value, str) or not value:
         return "expected a non-empty string"
@@ -103,7 +85,7 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
     return root / CONFIG_NAME
 
 
-def env_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def env_settings(environ: Mapping[str, str] | None = None) -> Layer:
     """The CLOUDTRAIN_* variables that are set (empty counts as unset); a bad value is a one-line error."""
     environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
@@ -114,12 +96,12 @@ def env_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if (problem := check_value(name, value)) is not None:
             raise UserError(f"{var}: {problem}")
         values[name] = value
-    return Settings(**values)
+    return Layer(**values)
 
 
-def read_config_file(path: Path, profile: str | None = None) -> tuple[Settings, Settings]:
+def read_config_file(path: Path, profile: str | None = None) -> tuple[Layer, Layer]:
     """The file's top-level settings and `profile`'s; every problem is one ConfigError with its line."""
-    from cloudtrain.spec_source import SpecLoader, read_text
+    from cloudtrain.spec.source import SpecLoader, read_text
 
     shown = str(path)
     try:
@@ -137,7 +119,7 @@ def read_config_file(path: Path, profile: str | None = None) -> tuple[Settings, 
         line, _, _ = loader.source.locate(data, loc)
         return ConfigError(shown, line, ".".join(loc), message)
 
-    def layer(section: dict[str, Any], prefix: tuple[str, ...], allowed: Sequence[str]) -> Settings:
+    def layer(section: dict[str, Any], prefix: tuple[str, ...], allowed: Sequence[str]) -> Layer:
         for key, value in section.items():
             loc = (*prefix, str(key))
             if key not in allowed:
@@ -146,7 +128,7 @@ def read_config_file(path: Path, profile: str | None = None) -> tuple[Settings, 
                 raise fail(loc, f"unknown setting ({hint})")
             if key != "profiles" and (problem := check_value(key, value)) is not None:
                 raise fail(loc, problem)
-        return Settings(**{k: v for k, v in section.items() if k in ENV_VARS})
+        return Layer(**{k: v for k, v in section.items() if k in ENV_VARS})
 
     settings = layer(data, (), [*ENV_VARS, "profiles"])
     profiles = data.get("profiles", {})
@@ -154,13 +136,13 @@ def read_config_file(path: Path, profile: str | None = None) -> tuple[Settings, 
         profiles = {}
     if not isinstance(profiles, dict):
         raise fail(("profiles",), "must be a mapping of profile names to settings")
-    named: dict[str, Settings] = {}
+    named: dict[str, Layer] = {}
     for name, section in profiles.items():  # every profile is checked, not only the one chosen
         if not isinstance(section, dict):
             raise fail(("profiles", str(name)), "must be a mapping of settings")
         named[str(name)] = layer(section, ("profiles", str(name)), list(ENV_VARS))
     if profile is None:
-        return settings, Settings()
+        return settings, Layer()
     if profile not in named:
         have = ", ".join(named) or "none"
         raise fail(("profiles",) if "profiles" in data else (), f"no profile {profile!r} (profiles: {have})")
@@ -171,14 +153,14 @@ def read_config_file(path: Path, profile: str | None = None) -> tuple[Settings, 
 class Config:
     """The environment's and the config file's settings; the command line and the spec are the caller's."""
 
-    env: Settings = Settings()
-    file: Settings = Settings()  # the file's top level
-    profile_settings: Settings = Settings()  # the chosen profile's, over the top level
+    env: Layer = Layer()
+    file: Layer = Layer()  # the file's top level
+    profile_settings: Layer = Layer()  # the chosen profile's, over the top level
     path: Path | None = None  # the config file that was read, None when there is none
     profile: str | None = None
 
     @property
-    def from_file(self) -> Settings:
+    def from_file(self) -> Layer:
         return self.profile_settings.over(self.file)
 
     @classmethod
@@ -194,21 +176,11 @@ class Config:
         top, chosen = read_config_file(path, profile)
         return cls(env_settings(environ), top, chosen, path, profile)
 
-    def defaults(self, cli: Settings = Settings()) -> Settings:
-        """Without a spec: the command line, then the environment, then the config file."""
-        return cli.over(self.env).over(self.from_file)
+    def defaults(self, cli: Layer = Layer(), recorded: Layer = Layer()) -> Layer:
+        """Without a spec: the command line, the environment, the spec a job was submitted with, the config file."""
+        return cli.over(self.env).over(recorded).over(self.from_file)
 
-    def aws_options(self, cli: AwsOptions, recorded: Settings = Settings()) -> AwsOptions:
-        """AWS options for a command without a spec; `recorded` is the job's spec as submitted, if known."""
-        given = Settings(region=cli.region, role_arn=cli.role_arn, endpoint_url=cli.endpoint_url)
-        merged = given.over(self.env).over(recorded).over(self.from_file)
-        return replace(cli, region=merged.region, role_arn=merged.role_arn, endpoint_url=merged.endpoint_url)
-
-    def fallback_backend(self) -> str | None:
-        """The backend of a job cloudtrain has no record of: the environment's, else the config file's."""
-        return self.env.backend or self.from_file.backend
-
-    def sources(self, spec: JobSpec | None = None, cli: Settings = Settings()) -> dict[str, tuple[str | None, str]]:
+    def sources(self, spec: JobSpec | None = None, cli: Layer = Layer()) -> dict[str, tuple[str | None, str]]:
         """Each setting's value and where it came from (for `cloudtrain config` and for messages)."""
         out: dict[str, tuple[str | None, str]] = {}
         for name, var in ENV_VARS.items():
@@ -223,7 +195,7 @@ class Config:
             out[name] = next(((v, where) for v, where in layers if v), (None, "not set"))
         return out
 
-    def apply_to_spec(self, spec: JobSpec, cli: Settings = Settings(), overrides: Sequence[str] = ()) -> JobSpec:
+    def apply_to_spec(self, spec: JobSpec, cli: Layer = Layer(), overrides: Sequence[str] = ()) -> JobSpec:
         """The spec with each setting taken from the strongest layer that gives it.
 
         `overrides` are the `--set` strings the spec was loaded with: a field they set counts as the command
@@ -268,3 +240,152 @@ def _overridden(overrides: Sequence[str], path: tuple[str, ...]) -> bool:
         if key == path[: len(key)]:
             return True
     return False
+
+
+def cloudtrain_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Where job folders and the job record database live: $CLOUDTRAIN_HOME, else ~/.cloudtrain."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(HOME_ENV) or Path.home() / ".cloudtrain").expanduser()
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the command line (or a caller of `cloudtrain.api`) says; None: the next source decides.
+
+    `profile` picks a profile of cloudtrain's config file (not an AWS profile); `config` replaces reading the
+    environment and the config file (tests, or a program that has its own).
+    """
+
+    backend: str | None = None
+    region: str | None = None
+    role_arn: str | None = None
+    endpoint_url: str | None = None
+    profile: str | None = None
+    container: bool = False
+    config: Config | None = None
+
+    def __post_init__(self) -> None:
+        choose_backend(self.backend)  # an unknown --backend is said as such, before anything else
+
+    @property
+    def layer(self) -> Layer:
+        return Layer(backend=self.backend, region=self.region, role_arn=self.role_arn, endpoint_url=self.endpoint_url)
+
+    def sources(self) -> Config:
+        return self.config if self.config is not None else Config.load(self.profile)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where and how a command runs, resolved once (`for_spec`, `for_job`); backends take it as it is.
+
+    None leaves a setting to AWS's own chain (AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, ~/.aws/config).
+    `aws_profile` is the spec's `aws.profile`, a profile of ~/.aws/config.
+    """
+
+    backend: str = "local"
+    region: str | None = None
+    role_arn: str | None = None
+    output_s3_uri: str | None = None
+    endpoint_url: str | None = None
+    aws_profile: str | None = None
+    home: Path = field(default_factory=cloudtrain_home)
+    container: bool = False
+
+
+def aws_configured(environ: Mapping[str, str] | None = None, home: Path | None = None) -> bool:
+    """Whether AWS looks configured here (credentials or profile in env, or AWS config files); no network.
+
+    Cheap on purpose: it only chooses the default backend, so it must not import boto3.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        return True
+    if any(
+        env.get(name)
+        for name in (
+            "AWS_PROFILE",
+            "AWS_DEFAULT_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        )
+    ):
+        return True
+    base = home if home is not None else Path(env.get("HOME") or Path.home())
+    files = [
+        Path(env["AWS_SHARED_CREDENTIALS_FILE"])
+        if env.get("AWS_SHARED_CREDENTIALS_FILE")
+        else base / ".aws/credentials",
+        Path(env["AWS_CONFIG_FILE"]) if env.get("AWS_CONFIG_FILE") else base / ".aws/config",
+    ]
+    return any(f.is_file() and f.stat().st_size > 0 for f in files)
+
+
+def choose_backend(*candidates: str | None) -> str:
+    """The first backend given, strongest first; else sagemaker where AWS is configured, else local."""
+    for name in candidates:
+        if name:
+            if name not in BACKENDS:
+                raise UserError(f"--backend: {quoted(name)} is not one of {', '.join(BACKENDS)}")
+            return name
+    return "sagemaker" if aws_configured() else "local"
+
+
+def for_spec(options: Options, spec: JobSpec, overrides: Sequence[str] = ()) -> tuple[Settings, JobSpec]:
+    """The settings of a submit or a build, and the spec with each setting taken from the strongest source
+    (what is submitted and recorded). `overrides` are the `--set`s the spec was loaded with: they count as
+    the command line."""
+    spec = options.sources().apply_to_spec(spec, options.layer, overrides)
+    settings = Settings(
+        backend=choose_backend(spec.backend),
+        region=spec.aws.region,
+        role_arn=spec.aws.role_arn,
+        output_s3_uri=spec.output.s3_uri,
+        endpoint_url=spec.aws.endpoint_url,
+        aws_profile=spec.aws.profile,
+        container=options.container,
+    )
+    return settings, spec
+
+
+def for_job(options: Options, job: str | None = None) -> Settings:
+    """The settings of a command about a job (or about no job: a list, doctor).
+
+    The backend is the command line's, else the one the job was recorded with, else the environment's or
+    the config file's: a job lives where it was submitted. The AWS settings of the spec it was submitted
+    with sit between the environment and the config file, so `status JOB` reaches the region it runs in.
+    """
+    config = options.sources()
+    home = cloudtrain_home()
+    recorded = _recorded_backend(home, job) if job is not None and not options.backend else None
+    backend = choose_backend(options.backend, recorded, config.env.backend, config.from_file.backend)
+    submitted = _submitted_aws(home, backend, job) if job is not None else Layer()
+    merged = config.defaults(options.layer, submitted)
+    return Settings(
+        backend=backend,
+        region=merged.region,
+        role_arn=merged.role_arn,
+        output_s3_uri=merged.output_s3_uri,
+        endpoint_url=merged.endpoint_url,
+        home=home,
+        container=options.container,
+    )
+
+
+def _recorded_backend(home: Path, job: str) -> str | None:
+    from cloudtrain.store import JobStore
+
+    return JobStore(home).backend_of(job)
+
+
+def _submitted_aws(home: Path, backend: str, job: str) -> Layer:
+    """The AWS settings of the spec a job was submitted with (none for a job submitted elsewhere)."""
+    from cloudtrain.errors import JobNotFound
+    from cloudtrain.store import JobStore
+
+    try:
+        aws = JobStore(home).get(backend, job).spec.get("aws") or {}
+    except JobNotFound:
+        return Layer()
+    return Layer(region=aws.get("region"), role_arn=aws.get("role_arn"), endpoint_url=aws.get("endpoint_url"))

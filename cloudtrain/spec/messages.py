@@ -1,187 +1,23 @@
-"""Wording a spec's problems: `--set` overrides, and pydantic errors turned into one line with a line number."""
+"""pydantic's errors about a spec, turned into one line with the file, the line and the field."""
 
 from __future__ import annotations
 
 import difflib
 import re
 import types
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from enum import Enum
-from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
     ValidationError,
 )
-from pydantic.fields import FieldInfo
 
-from cloudtrain.errors import SpecError, quoted
+from cloudtrain.errors import SpecError, one_line, quoted
 from cloudtrain.redact import is_secret_name
-from cloudtrain.spec import PATTERN_HELP, FieldError, JobSpec, format_duration, parse_duration
-from cloudtrain.spec_source import Loc, SourceMap, SpecLoader, dotted_path, kind_of, one_line, short
-
-# ----------------------------------------------------------------------------------------------------------
-# --set overrides
-
-
-def apply_overrides(
-    data: dict[str, Any], overrides: Sequence[str], source: SourceMap
-) -> tuple[dict[str, Any], dict[Loc, str]]:
-    """`data` with each `--set dotted.path=value` applied, and the text given for each path set.
-
-    Mappings and lists along a path are copied, not changed: an alias may share them with another
-    place in the spec. A missing or empty section on the way is created.
-    """
-    root: dict[str, Any] = dict(data)
-    source.copied(root, data)
-    from_cli: dict[Loc, str] = {}
-    for override in overrides:
-        dotted, sep, text = override.partition("=")
-        segments = [segment.strip() for segment in dotted.split(".")]
-        if not sep or not all(segments):
-            raise SpecError(
-                "--set", None, dotted_path((dotted.strip(),)) or None, f"expected dotted.path=value (got {override!r})"
-            )
-        value = _override_value(dotted.strip(), text)
-        path: list[str | int] = []
-        parent: Any = root
-        for i, segment in enumerate(segments):
-            key: str | int = segment
-            if isinstance(parent, list):
-                if not segment.isdigit() or int(segment) >= len(parent):
-                    raise SpecError(
-                        "--set",
-                        None,
-                        dotted_path((*path, segment)),
-                        f"no such item ({dotted_path(path)} has {len(parent)})",
-                    )
-                key = int(segment)
-            path.append(key)
-            if i == len(segments) - 1:
-                parent[key] = _typed_override(tuple(path), value, text.strip())
-                break
-            child = parent[key] if isinstance(parent, list) else parent.get(key)
-            if child is None:
-                child = {}
-            elif isinstance(child, (dict, list)):
-                original, child = child, (dict(child) if isinstance(child, dict) else list(child))
-                source.copied(child, original)
-            else:
-                raise SpecError(
-                    "--set", None, dotted_path(path), f"is {kind_of(child)}, so it has no {segments[i + 1]!r}"
-                )
-            parent[key] = child
-            parent = child
-        from_cli[tuple(path)] = text.strip()
-    return root, from_cli
-
-
-def _override_value(dotted: str, text: str) -> Any:
-    """An override's value, read as YAML with the spec's own limits."""
-    try:
-        return SpecLoader(text, "--set").load()
-    except SpecError as e:
-        if dotted.startswith("environment.") or is_secret_name(dotted.rsplit(".", 1)[-1]):  # never echoed
-            raise SpecError(
-                "--set", None, dotted_path((dotted,)), "cannot read the value (not shown: it may be a secret)"
-            ) from None
-        raise SpecError(
-            "--set", None, dotted_path((dotted,)), f"cannot read the value {quoted(text.strip())}: {e.message}"
-        ) from None
-
-
-def _typed_override(path: Loc, value: Any, text: str) -> Any:
-    """The text as given where the field takes text: `--set image.framework_version=2.10` means "2.10", not 2.1.
-
-    In a file, quotes say so (and the error says to add them); on a command line they would need a
-    second layer of shell quoting.
-    """
-    if isinstance(value, (bool, int, float, date)):
-        tp = _bare(_type_at(path))
-        if isinstance(tp, type) and issubclass(tp, (str, Path)) and not issubclass(tp, Enum):
-            return text
-    return value
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The models' shape, for messages: which fields a location has, which are durations.
-
-
-def _bare(tp: Any) -> Any:
-    """`tp` without Annotated and without `| None`."""
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp = get_args(tp)[0]
-        elif origin in (Union, types.UnionType) and len(args := [a for a in get_args(tp) if a is not type(None)]) == 1:
-            tp = args[0]
-        else:
-            return tp
-
-
-def _step(tp: Any, segment: str | int) -> tuple[Any, FieldInfo | None]:
-    """The type one step into `tp` (a model's field, a mapping's value, a list's item), and the FieldInfo if a field."""
-    tp = _bare(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        info = tp.model_fields.get(segment) if isinstance(segment, str) else None
-        return (info.annotation, info) if info else (None, None)
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is dict and len(args) == 2:
-        return args[1], None
-    if origin is list and args:
-        return args[0], None
-    return None, None
-
-
-def _type_at(loc: Loc) -> Any:
-    tp: Any = JobSpec
-    for segment in loc:
-        tp, _ = _step(tp, segment)
-    return tp
-
-
-def _field_at(loc: Loc) -> FieldInfo | None:
-    tp: Any = JobSpec
-    info = None
-    for segment in loc:
-        tp, info = _step(tp, segment)
-    return info
-
-
-def _is_duration(info: FieldInfo | None) -> bool:
-    if info is None:
-        return False
-
-    def metadata(tp: Any) -> Iterator[Any]:
-        if get_origin(tp) is Annotated:
-            yield from tp.__metadata__
-        for arg in get_args(tp):
-            yield from metadata(arg)
-
-    return any(
-        isinstance(m, BeforeValidator) and m.func is parse_duration
-        for m in (*info.metadata, *metadata(info.annotation))
-    )
-
-
-def _model_fields(tp: Any) -> list[str]:
-    tp = _bare(tp)
-    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
-
-
-def _field_paths(tp: Any, prefix: Loc = ()) -> Iterator[Loc]:
-    """Every field path of the model tree, to spot a field written at the wrong level."""
-    for name in _model_fields(tp):
-        yield (*prefix, name)
-        yield from _field_paths(_step(tp, name)[0], (*prefix, name))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# pydantic's errors -> one SpecError
+from cloudtrain.spec.fields import field_at, field_paths, is_duration, model_fields, type_at
+from cloudtrain.spec.models import PATTERN_HELP, FieldError, JobSpec, format_duration
+from cloudtrain.spec.source import Loc, SourceMap, dotted_path, kind_of, short
 
 
 @dataclass(frozen=True)
@@ -324,7 +160,7 @@ def _message(problem: _Problem, value: Any, raw: str | None) -> str:
     if kind in _COMPARISONS:
         op, key = _COMPARISONS[kind]
         limit = ctx.get(key)
-        if _is_duration(_field_at(loc)):
+        if is_duration(field_at(loc)):
             limit = format_duration(limit) if isinstance(limit, int) and limit else limit
             got = short(one_line(value)) if isinstance(value, str) else got  # 30d, as written
         return f"must be {op} {limit} (got {got})"
@@ -363,11 +199,11 @@ def _union_message(problems: list[_Problem], value: Any, raw: str | None) -> str
 
 def _unknown_field(loc: Loc) -> str:
     name = str(loc[-1])
-    fields = _model_fields(_type_at(loc[:-1]))
+    fields = model_fields(type_at(loc[:-1]))
     close = difflib.get_close_matches(name, fields, n=1)
     if close:
         return f"unknown field (did you mean {close[0]!r}?)"
-    elsewhere = [path for path in _field_paths(JobSpec) if path[-1] == name]
+    elsewhere = [path for path in field_paths(JobSpec) if path[-1] == name]
     if elsewhere:
         return f"unknown field here (did you mean {dotted_path(elsewhere[0])!r}?)"
     return f"unknown field (expected one of: {', '.join(fields)})"

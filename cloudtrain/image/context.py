@@ -21,9 +21,9 @@ from cloudtrain import __version__
 from cloudtrain.errors import UserError, quoted
 
 if TYPE_CHECKING:
-    from cloudtrain.spec import ImageBuild, JobSpec
+    from cloudtrain.spec.models import ImageBuild, JobSpec
 
-from cloudtrain.dockerignore import IgnoreRules, ignore_file_for, posixpath_parent
+from cloudtrain.image.ignore import IgnoreRules, ignore_file_for, posixpath_parent
 
 BUILD_OUT = ".cloudtrain-build"  # default dry-run output; never part of a context
 DEFAULT_PLATFORM = "linux/amd64"  # SageMaker training instances are x86_64
@@ -106,7 +106,7 @@ def requirements_file(spec: JobSpec) -> Path | None:
 
 
 def _runtime_entries() -> list[Entry]:
-    from cloudtrain.packaging import runtime_files
+    from cloudtrain.transfer.code import runtime_files
 
     prefix = f"{INJECTED}/python"
     entries = [Entry(f"{prefix}/cloudtrain/__init__.py", "file", data=RUNTIME_STUB.encode())]

@@ -21,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 from cloudtrain.redact import redact, scrub
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     from rich.console import Console
 
-    from cloudtrain.backends.base import Artifacts, JobInfo, LogEvent
-    from cloudtrain.build import BuildResult
+    from cloudtrain.api import ConfigReport, SpecCheck
     from cloudtrain.compare import Comparison
-    from cloudtrain.config import Config
     from cloudtrain.doctor import Diagnosis
+    from cloudtrain.image.build import BuildResult
+    from cloudtrain.jobs import Artifacts, JobInfo, LogEvent
     from cloudtrain.scaffold import Scaffold
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -296,18 +297,34 @@ def _cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def settings(config: Config, sources: dict[str, tuple[str | None, str]]) -> None:
+def settings(report: ConfigReport) -> None:
     """`cloudtrain config`: the file, the profile, and each setting with where it comes from."""
-    from cloudtrain.config import config_path
-
     out = console()
-    path = config.path or config_path()
-    out.print(f"config file: {path}{'' if config.path else ' (none)'}", markup=False)
-    if config.profile:
-        out.print(f"profile: {config.profile}", markup=False)
-    columns(
-        [["SETTING", "VALUE", "FROM"], *([name, value or "-", source] for name, (value, source) in sources.items())]
-    )
+    out.print(f"config file: {report.path}{'' if report.exists else ' (none)'}", markup=False)
+    if report.profile:
+        out.print(f"profile: {report.profile}", markup=False)
+    rows = ([name, value or "-", source] for name, (value, source) in report.sources.items())
+    columns([["SETTING", "VALUE", "FROM"], *rows])
+
+
+def spec_checks(checks: Sequence[SpecCheck], *, json: bool) -> None:
+    """`cloudtrain validate`: a line per spec (on stdout when ok, on stderr when not), or the JSON document."""
+    if json:
+        print_json([c.to_json() for c in checks])
+    for check in checks:
+        for warning in check.warnings:
+            sys.stderr.write(f"warning: {check.file}: {warning}\n")
+        if check.spec is not None and not json:
+            count = check.spec.resources.instance_count
+            console().print(f"{check.file}: ok ({check.spec.name}, {count} instance(s))", markup=False)
+        elif check.error is not None:
+            sys.stderr.write(f"error: {check.error}\n")
+
+
+def log_json(event: LogEvent) -> None:
+    """`logs --json`: one JSON object per line, flushed as it arrives."""
+    sys.stdout.write(json.dumps(event.to_json()) + "\n")
+    sys.stdout.flush()
 
 
 def diagnosis(result: Diagnosis) -> None:

@@ -23,11 +23,11 @@ from importlib import metadata, util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloudtrain.archive import iter_tree
 from cloudtrain.errors import UserError
+from cloudtrain.transfer.tarballs import iter_tree
 
 if TYPE_CHECKING:
-    from cloudtrain.spec import JobSpec
+    from cloudtrain.spec.models import JobSpec
 
 SHIPS_TF_KERAS = frozenset({"2.18", "2.19"})  # AWS's images that list tf-keras of their own minor version
 VENDOR_DIR = ".cloudtrain/vendor"
@@ -109,7 +109,7 @@ def _download(minor: str, dest: Path) -> Path:
 
 def job_minor(spec: JobSpec) -> str | None:
     """`vendored_minor` for a spec: AWS's stock image (framework_version, or the default) and legacy Keras."""
-    from cloudtrain.spec import legacy_keras
+    from cloudtrain.spec.models import legacy_keras
 
     return vendored_minor(spec.image.version if spec.image.kind == "framework" else None, legacy_keras(spec))
 

@@ -35,13 +35,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cloudtrain.aws import AwsSession, AwsSettings, error_code, one_line, translate_errors
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
+from cloudtrain.aws import AwsSession, error_code, translate_errors
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError, one_line
+from cloudtrain.settings import Settings
 
 if TYPE_CHECKING:
-    from cloudtrain.spec import JobSpec
+    from cloudtrain.spec.models import JobSpec
 
-from cloudtrain.build_context import (
+from cloudtrain.image.context import (
     BUILD_OUT,
     DEFAULT_PLATFORM,
     BuildInputs,
@@ -51,7 +52,7 @@ from cloudtrain.build_context import (
     manifest,
     registry_host,
 )
-from cloudtrain.dockerignore import IgnoreRules
+from cloudtrain.image.ignore import IgnoreRules
 
 LABEL = "cloudtrain.content-hash"
 OFFLINE_ACCOUNT = "ACCOUNT-ID"  # as the SageMaker backend's dry-run shows an account it could not look up
@@ -330,10 +331,8 @@ def _private_tmp() -> str | None:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
 
 
-def _session_for(spec: JobSpec, aws: AwsSettings | None, session: AwsSession | None) -> AwsSession:
-    if session is not None:
-        return session
-    return AwsSession((aws or AwsSettings()).over(AwsSettings.from_spec(spec.aws)))
+def _session_for(settings: Settings | None, session: AwsSession | None) -> AwsSession:
+    return session if session is not None else AwsSession(settings if settings is not None else Settings())
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -347,7 +346,7 @@ def build_image(
     dry_run: bool = False,
     platform: str = DEFAULT_PLATFORM,
     context_out: str | os.PathLike[str] | None = None,
-    aws: AwsSettings | None = None,
+    settings: Settings | None = None,
     session: AwsSession | None = None,
     on_line: LineCallback | None = None,
     docker: str = "docker",
@@ -365,7 +364,7 @@ def build_image(
     say: LineCallback = on_line or (lambda _line: None)
     environ: Mapping[str, str] = os.environ if env is None else env
     inputs = collect_inputs(spec, platform)
-    sess = _session_for(spec, aws, session)
+    sess = _session_for(settings, session)
     if dry_run:
         return _dry_run(
             inputs, sess, Path(context_out) if context_out is not None else Path(BUILD_OUT), docker, environ, say
@@ -377,7 +376,7 @@ def ensure_image(
     spec: JobSpec,
     *,
     session: AwsSession | None = None,
-    aws: AwsSettings | None = None,
+    settings: Settings | None = None,
     platform: str = DEFAULT_PLATFORM,
     on_line: LineCallback | None = None,
     docker: str = "docker",
@@ -385,7 +384,7 @@ def ensure_image(
 ) -> str:
     """The ECR URI of the spec's built image for `submit`: built and pushed first when ECR lacks its tag."""
     result = build_image(
-        spec, push=True, platform=platform, aws=aws, session=session, on_line=on_line, docker=docker, env=env
+        spec, push=True, platform=platform, settings=settings, session=session, on_line=on_line, docker=docker, env=env
     )
     return result.image
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from cloudtrain.errors import UserError, quoted
 
 if TYPE_CHECKING:
-    from cloudtrain.spec import ImageBuild
+    from cloudtrain.spec.models import ImageBuild
 
 # ----------------------------------------------------------------------------------------------------------
 # .dockerignore, with Docker's semantics (moby/patternmatcher: ignorefile.ReadAll + MatchesOrParentMatches)

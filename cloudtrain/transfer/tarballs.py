@@ -1,4 +1,4 @@
-"""Tarballs made reproducibly and extracted safely, and files written atomically.
+"""Tarballs made reproducibly and extracted safely, and the folder walk that says what a tarball holds.
 
 Reproducible: the same tree gives the same bytes (sorted entries, fixed mtime, owner and mode,
 gzip without a timestamp), so code is content-addressed and uploaded once. Safe: extraction
@@ -19,9 +19,11 @@ import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from cloudtrain import checksums
 from cloudtrain.errors import UserError, quoted
+from cloudtrain.files import atomic_path, swap_in, writing_to
+from cloudtrain.transfer import checksums
 
 EXCLUDED_NAMES = frozenset({"__pycache__", ".git", ".ipynb_checkpoints", ".DS_Store", ".pytest_cache"})
 _FIXED_MTIME = 0
@@ -90,7 +92,7 @@ def left_out_note(what: str, left_out: list[str]) -> str | None:
     return f"{what}: left out {shown} ({PACK_RULE})"
 
 
-def _tarinfo(name: str, size: int, executable: bool) -> tarfile.TarInfo:
+def tarinfo(name: str, size: int, executable: bool) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = _FIXED_MTIME
@@ -117,7 +119,7 @@ def make_tarball(dest: Path, files: Iterable[tuple[str, Path]], *, mtimes: bool 
         for name, path in entries:
             if path.is_symlink() or not path.is_file():
                 continue
-            info = _tarinfo(name, path.stat().st_size, os.access(path, os.X_OK))
+            info = tarinfo(name, path.stat().st_size, os.access(path, os.X_OK))
             if mtimes:
                 info.mtime = int(path.stat().st_mtime)
             with open(path, "rb") as f:
@@ -133,20 +135,6 @@ def tar_directory(src: Path, dest: Path) -> str:
 def sha256_file(path: Path) -> str:
     """The file's SHA-256 in hex: how code and data are addressed in S3."""
     return checksums.digest_of_file(path, "SHA256").hex()
-
-
-@contextlib.contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """A temporary path beside dest that replaces dest only if the block succeeds."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_member(member: tarfile.TarInfo, archive: str, links: set[PurePosixPath]) -> None:
@@ -194,19 +182,6 @@ def _stays_inside(start: PurePosixPath, target: PurePosixPath, links: set[PurePo
             if i < len(target.parts) - 1 and PurePosixPath(*parts) in links:
                 return False
     return True
-
-
-@contextlib.contextmanager
-def writing_to(dest: Path) -> Iterator[None]:
-    """OS errors while writing under dest (disk full, no permission, a file in the way) as one UserError.
-
-    Exit code 2: the destination the user chose cannot take the files; the same command will not work
-    until they free space or choose another folder.
-    """
-    try:
-        yield
-    except OSError as e:
-        raise UserError(f"cannot write to {dest}: {e.strerror or type(e).__name__}") from None
 
 
 class _SparseTarFile(tarfile.TarFile):
@@ -325,33 +300,6 @@ def _folder_mode() -> int:
     return 0o755
 
 
-def swap_in(new: Path, dest: Path) -> None:
-    """Put `new` (a file or a folder) at `dest`, replacing what is there; on failure dest is as it was."""
-    if not (new.is_dir() and dest.exists() and not dest.is_symlink()):
-        os.replace(new, dest)
-        return
-    old = dest.with_name(f".{dest.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(dest, old)
-    try:
-        os.replace(new, dest)
-    except OSError:
-        os.replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def staging_folder(dest: Path) -> Iterator[Path]:
-    """A scratch folder inside dest (same filesystem, so `swap_in` is a rename), removed afterwards."""
-    dest.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".fetch.", suffix=".part", dir=dest))
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def bytes_tarball(files: dict[str, bytes]) -> bytes:
     """A small reproducible .tar.gz in memory (tests and generated build contexts)."""
     buf = io.BytesIO()
@@ -361,5 +309,20 @@ def bytes_tarball(files: dict[str, bytes]) -> bytes:
     ):
         for name in sorted(files):
             data = files[name]
-            tar.addfile(_tarinfo(name, len(data), False), io.BytesIO(data))
+            tar.addfile(tarinfo(name, len(data), False), io.BytesIO(data))
     return buf.getvalue()
+
+
+def json_member(fileobj: Any, name: str, max_bytes: int) -> Any:
+    """The JSON file `name` inside a .tar.gz (a job's output.tar.gz holds eval_report.json), or None; refuses a
+    member bigger than `max_bytes`."""
+    import json
+
+    with tarfile.open(fileobj=fileobj, mode="r:gz") as tar:
+        for member in tar:
+            if member.name.lstrip("./") == name and member.isfile():
+                if member.size > max_bytes:
+                    raise ValueError(f"{name} is {member.size} bytes")
+                data = tar.extractfile(member)
+                return json.loads(data.read()) if data is not None else None
+    return None

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cloudtrain import checksums
-from cloudtrain.archive import atomic_path, safe_extract
 from cloudtrain.aws import BODY_ATTEMPTS, backoff, error_code
-from cloudtrain.checksums import Reported
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError, quoted
-from cloudtrain.packaging import Progress, S3Location
+from cloudtrain.files import atomic_path
+from cloudtrain.transfer import checksums
+from cloudtrain.transfer.checksums import Reported
+from cloudtrain.transfer.s3 import Progress, S3Location
+from cloudtrain.transfer.tarballs import safe_extract
 
 PART_SIZE = 8 << 20
 LARGE_PART_SIZE = 16 << 20

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from cloudtrain.archive import iter_tree
 from cloudtrain.errors import UserError, quoted
+from cloudtrain.transfer.tarballs import iter_tree
 
 
 @dataclass(frozen=True)

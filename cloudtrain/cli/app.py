@@ -14,21 +14,31 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cloudtrain import __version__
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobFailed, UserError, quoted
+from cloudtrain.cli.options import (
+    BackendOpt,
+    EndpointOpt,
+    JobBackendOpt,
+    JsonOpt,
+    ProfileOpt,
+    RegionOpt,
+    SetOpt,
+    command_options,
+)
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobFailed, UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from cloudtrain.api import Submitted
-    from cloudtrain.backends import AwsOptions
-    from cloudtrain.backends.base import JobInfo
-    from cloudtrain.config import Config
+    from cloudtrain.jobs import JobInfo
+    from cloudtrain.settings import Options
 
 STOP_WAIT_S = 120.0  # how long Ctrl-C with --stop-on-interrupt waits for the job to reach Stopped
 INTERRUPTED = 130  # 128 + SIGINT
@@ -49,47 +59,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-BackendOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--backend", "-b", help="local or sagemaker. Default: CLOUDTRAIN_BACKEND, the spec's, the config file's."
-    ),
-]
-JobBackendOpt = Annotated[
-    str | None,
-    typer.Option("--backend", "-b", help="local or sagemaker. Default: the backend the job was submitted to."),
-]
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print one JSON document on stdout (cloudtrain schema --output-of).")
-]
-EndpointOpt = Annotated[
-    str | None,
-    typer.Option("--endpoint-url", help="AWS API endpoint. Default: CLOUDTRAIN_ENDPOINT_URL, config, AWS's."),
-]
-RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region. Default: CLOUDTRAIN_REGION, config.")]
-ProfileOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--profile",
-        envvar="CLOUDTRAIN_PROFILE",
-        help="A profile of cloudtrain's config file (not an AWS profile).",
-        show_envvar=True,
-    ),
-]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a spec field: --set hyperparameters.epochs=3.")
-]
-
-
-def _settings(
-    profile: str | None, endpoint_url: str | None = None, region: str | None = None, role_arn: str | None = None
-) -> tuple[Config, AwsOptions]:
-    """The environment's and config file's settings, and the command line's AWS options."""
-    from cloudtrain.backends import AwsOptions
-    from cloudtrain.config import Config
-
-    return Config.load(profile), AwsOptions(region=region, endpoint_url=endpoint_url, role_arn=role_arn)
 
 
 def _version(value: bool) -> None:
@@ -125,7 +94,8 @@ def init(
     plain Keras model.fit) and a small synthetic data set under FOLDER, then prints the commands that take it
     to a trained model.
     """
-    from cloudtrain import api, render
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
     done = api.init(folder, name=name, force=force)
     api.validate([done.spec])  # what init writes must pass validate
@@ -142,19 +112,11 @@ def validate(
 
     Each bad spec is one line on stderr with its file, line and field, and the exit code is 2.
     """
-    from cloudtrain import api, render
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
     checks = api.check_specs(specs, set_ or [])
-    if json:
-        render.print_json([c.to_json() for c in checks])
-    for check in checks:
-        for warning in check.warnings:
-            sys.stderr.write(f"warning: {check.file}: {warning}\n")
-        if check.spec is not None and not json:
-            count = check.spec.resources.instance_count
-            render.console().print(f"{check.file}: ok ({check.spec.name}, {count} instance(s))", markup=False)
-        elif check.error is not None:
-            sys.stderr.write(f"error: {check.error}\n")
+    render.spec_checks(checks, json=json)
     if any(c.error is not None for c in checks):
         raise typer.Exit(2)
 
@@ -216,24 +178,24 @@ def submit(
     json: JsonOpt = False,
 ) -> None:
     """Validate SPEC, package the code and start the training job."""
-    from cloudtrain import api, render
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
     if (timeout is not None or stop_on_interrupt) and not wait:
         raise UserError("--timeout and --stop-on-interrupt apply to --wait; add --wait")
-    config, aws = _settings(profile, endpoint_url, region, role_arn)
+    options = command_options(
+        profile, backend=backend, endpoint_url=endpoint_url, region=region, role_arn=role_arn, container=container
+    )
     err = render.console(stderr=True)
     result = api.submit(
         spec,
-        backend=backend,
+        options=options,
         overrides=set_ or [],
         name=name,
         idempotency_key=idempotency_key,
         resume=resume,
-        aws=aws,
         dry_run=dry_run,
-        config=config,
         on_note=lambda note: err.print(f"note: {render.neutralised(note)}", markup=False),
-        container=container,
     )
     job = result.job
     for warning in result.warnings:
@@ -246,7 +208,7 @@ def submit(
     if not wait:
         render.print_json(result.to_json()) if json else render.next_steps(job)
         return
-    final = _wait(result, config, aws, timeout, stop_on_interrupt, json, err)
+    final = _wait(result, options, timeout, stop_on_interrupt, json, err)
     if json:
         render.print_json({**result.to_json(), "job": final.to_json()})
     else:
@@ -258,8 +220,7 @@ def submit(
 
 def _wait(
     result: Submitted,
-    config: Config,
-    aws: AwsOptions,
+    options: Options,
     timeout: float | None,
     stop_on_interrupt: bool,
     json: bool,
@@ -270,13 +231,15 @@ def _wait(
     SIGTERM is what most CI systems (GitLab, Jenkins, Kubernetes, `timeout`) send a cancelled run, where
     GitHub Actions sends SIGINT: both mean the same here.
     """
-    from cloudtrain import api, render
+    from cloudtrain import api
     from cloudtrain.api import WaitTimeout
+    from cloudtrain.cli import render
 
-    job, backend = result.job.name, result.job.backend
+    job = result.job.name
+    options = replace(options, backend=result.job.backend)
     try:
         with _sigterm_interrupts():
-            return _follow(job, backend, aws, timeout, config, err)
+            return _follow(job, options, timeout, err)
     except BackendUnavailable as e:  # credentials expired mid-wait (a CI role's session), or AWS unreachable
         raise BackendUnavailable(
             f"{e} while waiting; job {job} keeps running: cloudtrain status {job} (or logs {job} --follow) "
@@ -284,23 +247,24 @@ def _wait(
         ) from None
     except WaitTimeout as e:
         if json:
-            current = api.status(job, backend=backend, aws=aws, config=config)
+            current = api.status(job, options=options)
             render.print_json({**result.to_json(), "job": current.to_json()})
         raise WaitTimeout(f"{e}; it keeps running: cloudtrain logs {job} --follow, or cloudtrain stop {job}") from None
     except KeyboardInterrupt as interrupt:
-        final = _interrupted(job, backend, aws, config, stop_on_interrupt, err)
+        final = _interrupted(job, options, stop_on_interrupt, err)
         if json:
             render.print_json({**result.to_json(), "job": final.to_json()})
         raise typer.Exit(TERMINATED if isinstance(interrupt, _Terminated) else INTERRUPTED) from None
 
 
-def _follow(job: str, backend: str, aws: AwsOptions, timeout: float | None, config: Config, err: Console) -> JobInfo:
+def _follow(job: str, options: Options, timeout: float | None, err: Console) -> JobInfo:
     """The job's status changes and log lines on stderr until it ends; its final state."""
-    from cloudtrain import api, render
-    from cloudtrain.backends.base import LogEvent, LogsStopped
+    from cloudtrain import api
+    from cloudtrain.cli import render
+    from cloudtrain.jobs import LogEvent, LogsStopped
 
     final, shown = None, ""
-    for item in api.watch(job, backend=backend, aws=aws, timeout=timeout, config=config):
+    for item in api.watch(job, options=options, timeout=timeout):
         if isinstance(item, LogEvent):
             render.log_line(item, err)
             continue
@@ -315,9 +279,7 @@ def _follow(job: str, backend: str, aws: AwsOptions, timeout: float | None, conf
     return final
 
 
-def _interrupted(
-    job: str, backend: str, aws: AwsOptions, config: Config, stop_on_interrupt: bool, err: Console
-) -> JobInfo:
+def _interrupted(job: str, options: Options, stop_on_interrupt: bool, err: Console) -> JobInfo:
     """Stop the job and wait (a while) for it to be Stopped, or leave it running; either way say so."""
     from cloudtrain import api
     from cloudtrain.api import WaitTimeout
@@ -328,17 +290,17 @@ def _interrupted(
             f"stop it: cloudtrain stop {job}",
             markup=False,
         )
-        return api.status(job, backend=backend, aws=aws, config=config)
+        return api.status(job, options=options)
     err.print(f"interrupted: stopping job {job}", markup=False)
     try:
         with _sigterm_interrupts():
-            api.stop(job, backend=backend, aws=aws, config=config)
-            final = api.wait(job, backend=backend, aws=aws, timeout=STOP_WAIT_S, config=config)
+            api.stop(job, options=options)
+            final = api.wait(job, options=options, timeout=STOP_WAIT_S)
         err.print(f"job {job} {final.status}", markup=False)
         return final
     except (KeyboardInterrupt, WaitTimeout):  # a second signal, or a job slow to stop
         err.print(f"job {job} may still be stopping: cloudtrain status {job}", markup=False)
-        return api.status(job, backend=backend, aws=aws, config=config)
+        return api.status(job, options=options)
 
 
 class _Terminated(KeyboardInterrupt):
@@ -377,19 +339,18 @@ def build(
     json: JsonOpt = False,
 ) -> None:
     """Build the spec's training image, tagged by a hash of everything in it; skip it if ECR has that tag."""
-    from cloudtrain import api, render
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
-    config, aws = _settings(profile, endpoint_url, region)
     err = render.console(stderr=True)
     result = api.build(
         spec,
+        options=command_options(profile, endpoint_url=endpoint_url, region=region),
         overrides=set_ or [],
         push=push,
         dry_run=dry_run,
         platform=platform,
         context_out=context_out,
-        aws=aws,
-        config=config,
         on_line=lambda line: err.print(line, markup=False, highlight=False),
     )
     render.print_json(result.to_json()) if json else render.build_result(result)
@@ -406,14 +367,15 @@ def status(
     json: JsonOpt = False,
 ) -> None:
     """Show a job (and what to run next), or the recent jobs."""
-    from cloudtrain import api, render
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
-    config, aws = _settings(profile, endpoint_url, region)
+    options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
     if job is None:
-        jobs = api.list_jobs(backend=backend, limit=limit, aws=aws, config=config)
+        jobs = api.list_jobs(options=options, limit=limit)
         render.print_json([j.to_json() for j in jobs]) if json else render.job_table(jobs)
         return
-    info = api.status(job, backend=backend, aws=aws, config=config)
+    info = api.status(job, options=options)
     if json:
         render.print_json(info.to_json())
         return
@@ -436,19 +398,13 @@ def logs(
 
     Every host's lines, merged in time order and tagged with the host, each printed as it arrives.
     """
-    import json as jsonlib
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
-    from cloudtrain import api, render
-
-    config, aws = _settings(profile, endpoint_url, region)
+    options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
     out = render.console()
-    for event in api.logs(job, backend=backend, host=host, follow=follow, aws=aws, config=config):
-        if json:
-            line = {"timestamp": event.timestamp, "host": event.host, "message": event.message}
-            sys.stdout.write(jsonlib.dumps(line) + "\n")
-            sys.stdout.flush()
-        else:
-            render.log_line(event, out)
+    for event in api.logs(job, options=options, host=host, follow=follow):
+        render.log_json(event) if json else render.log_line(event, out)
 
 
 @app.command()
@@ -462,12 +418,13 @@ def stop(
     json: JsonOpt = False,
 ) -> None:
     """Stop a running job (its model so far is still saved)."""
-    from cloudtrain import api, render
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
-    config, aws = _settings(profile, endpoint_url, region)
-    info = api.stop(job, backend=backend, aws=aws, config=config)
+    options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
+    info = api.stop(job, options=options)
     if wait:
-        info = api.wait(job, backend=backend, aws=aws, config=config)
+        info = api.wait(job, options=options)
     render.print_json(info.to_json()) if json else render.console().print(f"{job}: {render.styled_status(info)}")
 
 
@@ -485,10 +442,11 @@ def fetch_model(
 
     Extracts (safely) model/, output/ (with eval_report.json) and checkpoints/ under --to.
     """
-    from cloudtrain import api, render
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
-    config, aws = _settings(profile, endpoint_url, region)
-    found = api.fetch_model(job, to=to, backend=backend, aws=aws, config=config)
+    options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
+    found = api.fetch_model(job, to=to, options=options)
     if json:
         render.print_json(render.fetched_json(job, found))
         return
@@ -520,9 +478,10 @@ def tensorboard(
 
     Serves TensorBoard on 127.0.0.1 with the jobs' event files, updated while they run.
     """
-    from cloudtrain import api, board, render
+    from cloudtrain import api, board
+    from cloudtrain.cli import render
 
-    config, aws = _settings(profile, endpoint_url, region)
+    options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
     err = render.console(stderr=True)
 
     def ready(url: str) -> None:
@@ -535,9 +494,7 @@ def tensorboard(
             api.tensorboard(
                 jobs,
                 port=port,
-                backend=backend,
-                aws=aws,
-                config=config,
+                options=options,
                 on_ready=ready,
                 on_note=lambda line: err.print(f"note: {line}", markup=False),
             )
@@ -559,10 +516,11 @@ def compare(
 
     The spec fields that differ, the code hashes, the final metrics and the evaluation accuracy and loss.
     """
-    from cloudtrain import api, render
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
-    config, aws = _settings(profile, endpoint_url, region)
-    result = api.compare(jobs, backend=backend, aws=aws, config=config)
+    options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
+    result = api.compare(jobs, options=options)
     render.print_json(result.to_json()) if json else render.comparison(result)
 
 
@@ -591,28 +549,11 @@ def config(
 
     backend, region, role_arn, output_s3_uri and endpoint_url, from the environment and the config file.
     """
-    from cloudtrain import render
-    from cloudtrain.config import config_path
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
-    loaded, _ = _settings(profile)
-    job_spec = None
-    if spec is not None:
-        from cloudtrain.spec import load_spec
-
-        job_spec = load_spec(spec)
-    sources = loaded.sources(job_spec)
-    if json:
-        path = loaded.path or config_path()
-        render.print_json(
-            {
-                "path": str(path),
-                "exists": loaded.path is not None,
-                "profile": loaded.profile,
-                "settings": {k: {"value": v, "source": where} for k, (v, where) in sources.items()},
-            }
-        )
-        return
-    render.settings(loaded, sources)
+    report = api.config(options=command_options(profile), spec=spec)
+    render.print_json(report.to_json()) if json else render.settings(report)
 
 
 @app.command(
@@ -632,10 +573,11 @@ def doctor(
     Reads only. Exit code 0 when nothing failed, 3 when AWS cannot be reached as configured, 5 when a
     submit would be refused (a role SageMaker cannot assume, a bucket of another account or region).
     """
-    from cloudtrain import api, render
+    from cloudtrain import api
+    from cloudtrain.cli import render
 
-    config, aws = _settings(profile, endpoint_url, region, role_arn)
-    result = api.doctor(aws=aws, config=config)
+    options = command_options(profile, endpoint_url=endpoint_url, region=region, role_arn=role_arn)
+    result = api.doctor(options=options)
     render.print_json(result.to_json()) if json else render.diagnosis(result)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
@@ -657,25 +599,13 @@ def schema(
 
     For editors (yaml-language-server) and CI checks; --output-of gives a command's --json shape.
     """
-    import json as jsonlib
+    import json
 
     from cloudtrain import api
-    from cloudtrain.archive import atomic_path
 
-    if output_of is None:
-        document = api.schema()
-    else:
-        from cloudtrain.output_schemas import names, output_schema
-
-        if output_of not in names():
-            raise UserError(f"--output-of: {quoted(output_of)} is not one of {', '.join(names())}")
-        document = output_schema(output_of)
-    text = jsonlib.dumps(document, indent=2) + "\n"
+    document = api.schema(output_of=output_of, out=out)
     if out is None:
-        sys.stdout.write(text)
-        return
-    with atomic_path(out) as tmp:
-        tmp.write_text(text)
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
 def main() -> None:
@@ -718,7 +648,7 @@ def main() -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    from cloudtrain.render import neutralised
+    from cloudtrain.cli.render import neutralised
 
     sys.stderr.write(f"error: {neutralised(message)}\n")  # a failure reason comes from the job
     sys.exit(code)

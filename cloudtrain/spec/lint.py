@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from cloudtrain.errors import quoted
 
 if TYPE_CHECKING:
-    from cloudtrain.spec import JobSpec
+    from cloudtrain.spec.models import JobSpec
 
 # What a POSIX shell passes through as one word unchanged (shlex.quote's safe characters); "" is dropped.
 _SHELL_SAFE = re.compile(r"^[\w@%+=:,./-]+$", re.ASCII)

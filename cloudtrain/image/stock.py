@@ -19,9 +19,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from cloudtrain.aws import one_line
-from cloudtrain.errors import UserError, quoted
-from cloudtrain.spec import ImageSpec
+from cloudtrain.errors import UserError, one_line, quoted
+from cloudtrain.spec.models import ImageSpec
 
 FRAMEWORK = "tensorflow"
 BUILTIN_SOURCE = "cloudtrain's built-in table (install cloudtrain[images] for the sagemaker SDK's)"
@@ -121,7 +120,7 @@ def resolve_image(
         return ImageChoice(str(image.uri), "image.uri")
     if image.kind == "build":
         if built_uri is None:  # a programming error: the backend resolves image.build before asking
-            raise ValueError("image.build: pass the URI that cloudtrain.build made (built_uri)")
+            raise ValueError("image.build: pass the URI that cloudtrain.image.build made (built_uri)")
         return ImageChoice(built_uri, "cloudtrain build")
     version = image.version
     processor(instance_type)  # validates the instance type before any SDK is imported

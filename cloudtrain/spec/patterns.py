@@ -1,6 +1,6 @@
 """The patterns of spec and setting values, apart from the spec's pydantic models so that checking a setting
 (`CLOUDTRAIN_ROLE_ARN`) or parsing an S3 URI on the way to one DescribeTrainingJob costs no pydantic model
-building (importing `cloudtrain.spec` takes longer than importing boto3). Stdlib only.
+building (importing `cloudtrain.spec.models` takes longer than importing boto3). Stdlib only.
 """
 
 from __future__ import annotations

@@ -17,23 +17,24 @@ import sys
 def main() -> None:
     args = sys.argv[1:]
     if (not args or args[-1] in ("--help", "--version")) and "_CLOUDTRAIN_COMPLETE" not in os.environ:
-        from cloudtrain.help_text import HELP
+        from cloudtrain.cli.help_text import HELP
 
         text = HELP.get(tuple(args) or ("--help",))
         if text is not None and _terminal_columns() >= 80:
             # As typer: --help is an answer (stdout, 0); no arguments at all is a usage mistake (stderr, 2).
             _print(text, err=not args)
             sys.exit(2 if not args else 0)
-    if _finished_remote_status(args):
+    if _finished_status(args):
         sys.exit(0)
-    from cloudtrain.cli import main as cli_main
+    from cloudtrain.cli.app import main as cli_main
 
     cli_main()
 
 
-def _finished_remote_status(args: list[str]) -> bool:
-    """`cloudtrain status JOB [--json]` of a finished SageMaker job, answered from the job store without
-    typer (a third of the start-up) or boto3: a CI job polling a finished job costs next to nothing.
+def _finished_status(args: list[str]) -> bool:
+    """`cloudtrain status JOB [--json]` of a finished job, answered from the job store without typer (a third
+    of the start-up) or boto3: a CI job polling a finished job costs next to nothing. A finished job never
+    changes, on any backend.
 
     Anything else, or anything unexpected (no record, a job still running, an unreadable store), is left
     to the full command, which answers it (or reports the error) as always.
@@ -41,19 +42,19 @@ def _finished_remote_status(args: list[str]) -> bool:
     rest = [a for a in args[1:] if a != "--json"]
     if args[:1] != ["status"] or len(rest) != 1 or rest[0].startswith("-"):
         return False
-    from cloudtrain.backends import cloudtrain_home
     from cloudtrain.errors import CloudtrainError
+    from cloudtrain.settings import cloudtrain_home
     from cloudtrain.store import JobStore
 
     try:
         store = JobStore(cloudtrain_home())
         backend = store.backend_of(rest[0])
-        record = store.get(backend, rest[0]) if backend not in (None, "local") else None
+        record = store.get(backend, rest[0]) if backend is not None else None
     except CloudtrainError:
         return False
     if record is None or not record.done:
         return False
-    from cloudtrain import render
+    from cloudtrain.cli import render
 
     if "--json" in args:
         render.print_json(record.info.to_json())

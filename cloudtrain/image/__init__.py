@@ -1,0 +1,1 @@
+"""The training image: AWS's stock TensorFlow images, and building cloudtrain's own (context, ignore rules, docker)."""
