@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.loopback_aws import ROLE_ARN, MotoServer, aws_env
+
 if TYPE_CHECKING:
     from tests.sagemaker_control_plane import ControlPlane
     from tests.toolkit_runner import Toolkit
@@ -31,45 +33,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def _moto_server() -> Iterator[str]:
-    """One moto server for the session, on 127.0.0.1 and a free port (it starts in milliseconds)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def _moto_server() -> Iterator[MotoServer]:
+    """One moto server for the session (tests/loopback_aws.py, shared with scripts/bench)."""
+    server = MotoServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture
-def aws_endpoint(_moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """moto's endpoint URL, emptied for this test, with every AWS_* setting pointing at it and nowhere else.
-
-    Dummy keys, us-east-1, no instance-metadata look-ups (that address is off loopback), and config files
-    that do not exist, so a developer's ~/.aws never leaks in.
-    """
-    import urllib.request
-
-    urllib.request.urlopen(urllib.request.Request(f"{_moto_server}/moto-api/reset", method="POST"), timeout=10)
+def aws_endpoint(
+    _moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """moto's endpoint URL, emptied for this test, with every AWS_* setting pointing at it and nowhere else."""
+    _moto_server.reset()
     for name in list(os.environ):
         if name.startswith("AWS_") or name == "CLOUDTRAIN_ROLE_ARN":
             monkeypatch.delenv(name)
-    nowhere = tmp_path_factory.mktemp("no-aws-config")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", _moto_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing-access-key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-key-do-not-print")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(nowhere / "config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(nowhere / "credentials"))
-    return _moto_server
+    for name, value in aws_env(_moto_server.url, tmp_path_factory.mktemp("no-aws-config")).items():
+        monkeypatch.setenv(name, value)
+    return _moto_server.url
 
 
 # --- SageMaker's control plane on loopback, in front of moto: the SageMaker backend's end-to-end tests --------
-
-
-SAGEMAKER_ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
 
 @pytest.fixture
@@ -128,7 +113,7 @@ def _control_plane(
     home = tmp_path_factory.mktemp("sagemaker-control-plane")
     plane = ControlPlane(aws_endpoint, home, toolkit=toolkit).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", plane.url)
-    monkeypatch.setenv("CLOUDTRAIN_ROLE_ARN", SAGEMAKER_ROLE)
+    monkeypatch.setenv("CLOUDTRAIN_ROLE_ARN", ROLE_ARN)
     try:
         yield plane
     finally:

@@ -36,13 +36,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
+
+from tests.loopback_aws import operation_of, service_of
 
 Action = Literal["drop_request", "drop_response", "throttle", "error", "add_headers"]
 _CHUNK = 1 << 16
 _HEAD_LIMIT = 1 << 16
 _KEPT_BODY = 1 << 20  # request bodies kept in the log, but for S3's (uploads)
-_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 
 
 @dataclass(frozen=True)
@@ -56,28 +57,12 @@ class Request:
     @property
     def service(self) -> str:
         """The service the request is signed for (`s3`, `sagemaker`, `sts`, `logs` ...), '' if unsigned."""
-        m = _SCOPE.search(self.headers.get("authorization", ""))
-        return m.group(1) if m else ""
+        return service_of(self.headers.get("authorization", ""))
 
     @property
     def operation(self) -> str:
         """The API operation, as far as the head tells (S3's are inferred from the method and query)."""
-        if target := self.headers.get("x-amz-target"):
-            return target.rsplit(".", 1)[-1]
-        if self.service != "s3":
-            return self.method
-        parts = urlsplit(self.target)
-        query = parse_qs(parts.query, keep_blank_values=True)
-        key = parts.path.strip("/").partition("/")[2]
-        if self.method == "PUT":
-            return "UploadPart" if "partNumber" in query else ("PutObject" if key else "CreateBucket")
-        if self.method == "POST":
-            return "CreateMultipartUpload" if "uploads" in query else "CompleteMultipartUpload"
-        if self.method == "GET":
-            return "GetObject" if key and "uploadId" not in query else "ListObjects"
-        if self.method == "HEAD":
-            return "HeadObject" if key else "HeadBucket"
-        return "AbortMultipartUpload" if self.method == "DELETE" and "uploadId" in query else self.method
+        return operation_of(self.service, self.method, self.target, self.headers)
 
 
 @dataclass

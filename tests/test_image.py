@@ -32,8 +32,8 @@ from cloudtrain.image.build import build_image
 from cloudtrain.spec.load import load_spec
 from cloudtrain.store import JobStore
 from tests.clirun import REPO, Result, cloudtrain
-from tests.conftest import SAGEMAKER_ROLE
 from tests.docker_engine import Engine, Registry, base_image, install, why_no_engine
+from tests.loopback_aws import ROLE_ARN as SAGEMAKER_ROLE
 from tests.test_build import dry, small_project, tree
 
 CLIS = {"Docker's CLI": Path("/usr/local/bin/docker"), "Debian's docker.io CLI": Path("/usr/bin/docker")}

@@ -1,4 +1,4 @@
-"""AWS on loopback for the bench: moto's server in a child process, and a counting proxy in front of it.
+"""A counting proxy in front of moto's server (tests/loopback_aws.py), for the bench.
 
 The proxy parses just enough HTTP/1.1 to see where each request starts and how long its body is, records
 every request (service from the SigV4 scope, operation from X-Amz-Target or S3's method and query, body
@@ -13,102 +13,18 @@ import email.utils
 import os
 import re
 import socket
-import subprocess
 import threading
 import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from benchlib.core import VENV_PY, Processes
+from tests.loopback_aws import operation_of, service_of
 
-ACCOUNT = "123456789012"  # moto's
-REGION = "us-east-1"
-ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/bench"
-BUCKET = f"sagemaker-{REGION}-{ACCOUNT}"  # the SDK's and cloudtrain's default bucket
-_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _PIECE = 1 << 16
-
-_MOTO_MAIN = """
-import sys
-from moto.server import ThreadedMotoServer
-server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-server.start()
-host, port = server.get_host_and_port()
-print(f"http://{host}:{port}", flush=True)
-sys.stdin.read()  # serve until the bench closes this pipe (or dies)
-server.stop()
-"""
-
-
-class MotoServer:
-    """moto's server in its own process (its GIL is not the bench's); it exits when the bench goes away."""
-
-    def __init__(self, processes: Processes, env: dict[str, str]) -> None:
-        self._proc = processes.start(
-            [str(VENV_PY), "-c", _MOTO_MAIN],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self._proc.stdout is not None
-        self.url = self._proc.stdout.readline().strip()
-        if not self.url.startswith("http://"):
-            raise RuntimeError("moto's server did not start")
-
-    def reset(self) -> None:
-        import urllib.request
-
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=30)
-
-    def close(self) -> None:
-        stdin: IO[str] | None = self._proc.stdin
-        if stdin is not None:
-            with suppress(OSError):
-                stdin.close()
-        try:
-            self._proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
-
-def aws_env(base: dict[str, str], endpoint: str, scratch: Path) -> dict[str, str]:
-    """Every AWS client pointed at the loopback endpoint: dummy keys, no config files, no instance metadata."""
-    nowhere = scratch / "no-aws-config"
-    nowhere.mkdir(parents=True, exist_ok=True)
-    return {
-        **base,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "bench-access-key",
-        "AWS_SECRET_ACCESS_KEY": "bench-secret-key",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(nowhere / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(nowhere / "credentials"),
-        "CLOUDTRAIN_ROLE_ARN": ROLE_ARN,
-    }
-
-
-def boto3_client(service: str, endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="bench-access-key",
-        aws_secret_access_key="bench-secret-key",
-    )
-
-
-# --- the proxy ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -133,32 +49,6 @@ class Served:
     etag: str
     modified: float
     crc64nvme: str | None = None
-
-
-def _operation(service: str, method: str, target: str, headers: dict[str, str], body_start: bytes) -> str:
-    if amz_target := headers.get("x-amz-target"):
-        return amz_target.rsplit(".", 1)[-1]
-    parts = urlsplit(target)
-    if parts.path.startswith("/service/") and "/operation/" in parts.path:  # smithy rpc-v2-cbor
-        return parts.path.rsplit("/", 1)[-1]
-    if service != "s3":
-        action = parse_qs(body_start.decode("utf-8", "replace")).get("Action") or parse_qs(parts.query).get("Action")
-        return action[0] if action else method
-    query = parse_qs(parts.query, keep_blank_values=True)
-    key = parts.path.strip("/").partition("/")[2]
-    if method == "PUT":
-        if "partNumber" in query:
-            return "UploadPart"
-        if not key:
-            return "CreateBucket"
-        return "CopyObject" if "x-amz-copy-source" in headers else "PutObject"
-    if method == "POST":
-        return "CreateMultipartUpload" if "uploads" in query else "CompleteMultipartUpload"
-    if method == "GET":
-        return "GetObject" if key and "uploadId" not in query else "ListObjects"
-    if method == "HEAD":
-        return "HeadObject" if key else "HeadBucket"
-    return method
 
 
 class CountingProxy:
@@ -257,8 +147,7 @@ class CountingProxy:
                     name, _, value = line.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
                 method, target = request_line.decode("latin-1").split()[:2]
-                scope = _SCOPE.search(headers.get("authorization", ""))
-                service = scope.group(1) if scope else ""
+                service = service_of(headers.get("authorization", ""))
                 served = self._served_for(service, method, target)
                 if served is not None:
                     self._record(service, method, target, headers, b"", 0)
@@ -327,7 +216,7 @@ class CountingProxy:
                 client.shutdown(socket.SHUT_RDWR)
 
     def _record(self, service: str, method: str, target: str, headers: dict[str, str], start: bytes, size: int) -> None:
-        operation = _operation(service, method, target, headers, start)
+        operation = operation_of(service, method, target, headers, start)
         seen = Seen(time.time(), service, operation, method, target, size, start)
         with self._lock:
             self._seen.append(seen)

@@ -9,8 +9,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib.aws import MotoServer, aws_env
 from benchlib.core import CLOUDTRAIN, REPO, VENV_PY, Processes, Run, clean_env
+from tests.loopback_aws import ROLE_ARN, MotoServer, aws_env
 
 DIGITS = REPO / "data" / "digits"
 
@@ -57,13 +57,19 @@ class Context:
         """moto's server, started on first use and stopped when the bench ends."""
         if self._moto is None:
             self.log("starting moto's server")
-            self._moto = MotoServer(self.processes, self.base_env)
+            self._moto = MotoServer(self.base_env, python=VENV_PY)
             self.stack.callback(self._moto.close)
         return self._moto
 
     def aws_env(self, endpoint: str, home: Path) -> dict[str, str]:
         """cloudtrain and the AWS CLI aimed at `endpoint`, with their own cloudtrain job home."""
-        return {**aws_env(self.base_env, endpoint, self.scratch), "CLOUDTRAIN_HOME": str(home)}
+        nowhere = self.scratch / "no-aws-config"
+        return {
+            **self.base_env,
+            **aws_env(endpoint, nowhere),
+            "CLOUDTRAIN_ROLE_ARN": ROLE_ARN,
+            "CLOUDTRAIN_HOME": str(home),
+        }
 
     def cloudtrain(self, *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 600) -> Run:
         return self.processes.run([CLOUDTRAIN, *args], env=env, cwd=cwd, timeout=timeout)

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,7 +139,6 @@ def run_container(ctx: Context) -> Row:
     Needs root: it starts a Docker engine of its own and the tests' base image (tests/docker_engine.py, made
     once per machine and cached). The image build is in the warm-up run, not in the figures.
     """
-    sys.path.insert(0, str(REPO))
     from tests.docker_engine import Engine, base_image, install, why_no_engine
 
     if reason := why_no_engine():

@@ -18,7 +18,6 @@ import importlib
 import re
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchlib.aws import CountingProxy, Seen, boto3_client
+from benchlib.aws import CountingProxy, Seen
 from benchlib.context import Context, write_spec
 from benchlib.core import CLOUDTRAIN, REPO, Row, Stats, poll
+from tests.loopback_aws import client
 
 HOST_COUNTS = (1, 4)
 PERIOD_S = 0.5  # each host writes a line this often
@@ -43,8 +43,6 @@ _HOST = re.compile(r"algo-\d+")
 def _control_plane() -> ModuleType:
     if not CONTROL_PLANE.is_file():
         raise RuntimeError(f"{CONTROL_PLANE} is missing: this row needs the SageMaker control plane")
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     return importlib.import_module("tests.sagemaker_control_plane")
 
 
@@ -162,7 +160,7 @@ def _one_run(
         hyperparameters={"stop_file": str(stop_file), "max_seconds": 600},
     )
     job = ctx.submit(spec, env)
-    logs = boto3_client("logs", moto_url)  # the bench's own writes go straight to moto, uncounted
+    logs = client("logs", moto_url)  # the bench's own writes go straight to moto, uncounted
 
     def streams_up() -> dict[str, str] | None:
         try:

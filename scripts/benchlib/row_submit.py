@@ -13,10 +13,11 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from benchlib.aws import BUCKET, ROLE_ARN, CountingProxy
+from benchlib.aws import CountingProxy
 from benchlib.context import Context, write_spec
 from benchlib.core import CLOUDTRAIN, SDK_PY, Row, Stats, interleave, ratio_text
 from benchlib.profiling import top_functions
+from tests.loopback_aws import DEFAULT_BUCKET, ROLE_ARN
 
 MIB = 1 << 20
 UPLOADS = ("PutObject", "UploadPart")
@@ -76,7 +77,7 @@ def run(ctx: Context) -> Row:
     }
     ct = [str(CLOUDTRAIN), "submit", str(spec), "--json"]
     sdk = [str(SDK_PY), str(Path(__file__).with_name("sdk_submit.py")), str(source), "--role", ROLE_ARN]
-    sdk += ["--bucket", BUCKET]
+    sdk += ["--bucket", DEFAULT_BUCKET]
     sdk_times: list[dict[str, float]] = []
 
     def measure(cmd: list[str], run_env: dict[str, str], what: str) -> tuple[float, int, Counter[str]]:
