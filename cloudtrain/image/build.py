@@ -1,23 +1,7 @@
 """`cloudtrain build`: a spec's `image.build`, content-addressed, built with the Docker CLI and pushed to ECR.
 
-The tag is the first 16 hex characters of a sha256 over everything that goes into the image, so an image
-is built and pushed once: when ECR holds the tag, there is nothing to do, and a job always names exactly
-the image its inputs make.
-
-cloudtrain assembles the build context itself, in a folder, and Docker sees only that folder:
-
-- the files, folders and symlinks of `image.build.context` that the ignore file lets through, with
-  Docker's rules (`<Dockerfile>.dockerignore` next to the Dockerfile, else `<context>/.dockerignore`;
-  the ignore file at the context's root is applied here and not sent, so Docker does not apply it again);
-- `.cloudtrain/Dockerfile`, the spec's Dockerfile (built with `-f`);
-- `.cloudtrain/requirements.txt`, the job's requirements file (`code.requirements`, else source_dir's
-  requirements.txt; empty when there is none), so a Dockerfile can install it in a layer of its own;
-- `.cloudtrain/python/cloudtrain/`, this cloudtrain's in-container runtime (a stub `__init__.py` and
-  `runtime/**.py`, as the code tarball ships it).
-
-How the context is staged and hashed: `build_context`; Docker's ignore rules: `dockerignore`.
-
-No module-level state; boto3 is imported only through `cloudtrain.aws`, inside functions.
+The tag is a hash of everything that goes into the image, so an image is built and pushed once and a job
+names exactly the image its inputs make; what the context holds: docs/architecture.md, "Images".
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
 """The code tarball (`sourcedir.tar.gz`): what it holds, its digest, and building it.
 
-The tarball holds `code.source_dir`'s files at its root, as the SageMaker SDK packs it, plus
-cloudtrain's in-container runtime (`cloudtrain/__init__.py` as a small stub and every
-`cloudtrain/runtime/**/*.py`), so AWS's stock TensorFlow image runs a cloudtrain job with nothing
-installed. If source_dir has its own `cloudtrain/` package (or a `cloudtrain.py`), theirs wins whole
-and none of ours is added: the user ships exactly what they tested, and a merge of two versions of
-one package could mix incompatible files. When `code.requirements` is not the root
-`requirements.txt`, it is packed as the root `requirements.txt`, the only one script mode installs.
-
-The code digest is a sha256 over what the tarball holds, not over its gzip bytes: the packaging format
-version, then per entry in name order its name, mode, size and the sha256 of its contents (cloudtrain's
-runtime files and version stub are entries too). It is computed by streaming the files through sha256,
-about 1 GB/s, so an unchanged tree costs one HeadObject and no tarball; the tarball (gzip is the slow
-part: ~1 s for 50 MB at level 1, ~6 s at level 9) is built only when S3 lacks it, and the digest is
-computed again from the very bytes packed, so a file changed meanwhile is an error, never a tarball
-stored under another tree's name. `tarball_digest` gives the same digest from a built tarball (the
-local backend's job folder keeps one), so `compare` reads one hash for both backends.
+The digest is over what the tarball holds (names, modes, contents), not its gzip bytes, so one tree has one
+digest on both backends and an unchanged tree is never packed again: docs/architecture.md, "The code tarball".
 """
 
 from __future__ import annotations
