@@ -11,6 +11,7 @@ import pytest
 
 from cloudtrain import api
 from cloudtrain.errors import JobNotFound, UserError
+from tests.clirun import environment
 from tests.test_cli import TINY, write_job
 
 LOCAL = api.Options(backend="local")
@@ -18,12 +19,13 @@ LOCAL = api.Options(backend="local")
 
 @pytest.fixture(autouse=True)
 def no_outside_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A job home of its own, no config file, no AWS and no CLOUDTRAIN_* settings from the machine."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "CLOUDTRAIN_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("CLOUDTRAIN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    """The command line tests' environment (a job home of its own, no config file, no AWS and no CLOUDTRAIN_*
+    settings from the machine), and no AWS files either."""
+    wanted = environment(tmp_path / "home")
+    for name in set(os.environ) - set(wanted):
+        monkeypatch.delenv(name)
+    for name, value in wanted.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     return tmp_path / "home"
@@ -78,7 +80,7 @@ def test_a_dry_run_creates_nothing(tmp_path: Path, no_outside_settings: Path) ->
 
 
 def test_settings_and_where_they_come_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = tmp_path / "xdg" / "cloudtrain" / "config.yaml"
+    config = tmp_path / "home" / "xdg" / "cloudtrain" / "config.yaml"
     config.parent.mkdir(parents=True)
     config.write_text("region: eu-west-1\nprofiles:\n  ci: {backend: local}\n")
     monkeypatch.setenv("CLOUDTRAIN_REGION", "us-west-2")
