@@ -395,8 +395,8 @@ class SageMakerBackend:
     quiet spell shows up within that); it checks the job's status every `status_interval` and looks for new
     streams every `discover_interval`, at once when the status changes, and at every status check while hosts
     still have no stream (see `_follow`). The defaults keep a busy stream within one log API call per 2 s
-    (a read every 2.1 s, 0.95, plus a listing a minute, 0.03) and a line within 2.1 s and a request of
-    reaching CloudWatch.
+    (a read every 2.1 s, 0.95, plus a listing a minute, 0.03) and a busy stream's line within 2.1 s and a
+    request of reaching CloudWatch.
     """
 
     settings: Settings = field(default_factory=Settings)
