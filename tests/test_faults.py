@@ -619,12 +619,14 @@ def started_at(home: Path, job: str) -> int | None:
 
 
 def checkpointed(home: Path, job: str) -> int:
-    """The last epoch in the chief's checkpoint index (what a resume restores), 0 for none."""
-    index = home / "jobs" / job / "hosts" / "algo-1" / "checkpoints" / "checkpoint"
-    if not index.exists():
-        return 0
-    m = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', index.read_text(), re.MULTILINE)
-    return int(m.group(1)) if m else 0
+    """The newest epoch whose checkpoint the chief wrote whole, index and data (what a resume restores), 0 for none.
+
+    Not the epoch the `checkpoint` file names: a worker killed after writing ckpt-N but before naming it there
+    leaves that file one epoch behind, and a resume still restores ckpt-N.
+    """
+    folder = home / "jobs" / job / "hosts" / "algo-1" / "checkpoints"
+    written = (re.fullmatch(r"ckpt-(\d+)\.index", p.name) for p in folder.glob("ckpt-*.index"))
+    return max((int(m[1]) for m in written if m and any(folder.glob(f"ckpt-{m[1]}.data-*"))), default=0)
 
 
 def last_logged_epoch(home: Path, job: str) -> int:
