@@ -65,7 +65,7 @@ def test_metrics_match_scikit_learn() -> None:
 
 def test_a_torn_checkpoint_folder_restores_the_newest_complete_checkpoint(tmp_path: Path) -> None:
     """SageMaker syncs checkpoint files in no set order: the index may name a checkpoint whose data never came."""
-    from cloudtrain.runtime.training import latest_complete_checkpoint
+    from cloudtrain.runtime.training import complete_checkpoints
 
     for name in ("ckpt-10.index", "ckpt-10.data-00000-of-00001", "ckpt-11.index", "ckpt-11.data-00000-of-00001"):
         (tmp_path / name).write_bytes(b"x")
@@ -73,8 +73,19 @@ def test_a_torn_checkpoint_folder_restores_the_newest_complete_checkpoint(tmp_pa
     (tmp_path / "ckpt-13.data-00000-of-00002").write_bytes(b"x")  # one of two shards, no index
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-12"\n')
 
-    assert latest_complete_checkpoint(tmp_path) == str(tmp_path / "ckpt-11")
-    assert latest_complete_checkpoint(tmp_path / "missing") is None
+    assert complete_checkpoints(tmp_path) == [str(tmp_path / "ckpt-11"), str(tmp_path / "ckpt-10")]
+    assert complete_checkpoints(tmp_path / "missing") == []
+
+
+def test_a_checkpoint_written_but_not_yet_named_is_restored(tmp_path: Path) -> None:
+    """A worker killed between writing ckpt-N and naming it in `checkpoint` leaves that file one behind."""
+    from cloudtrain.runtime.training import complete_checkpoints
+
+    for name in ("ckpt-10.index", "ckpt-10.data-00000-of-00001", "ckpt-11.index", "ckpt-11.data-00000-of-00001"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "ckpt-10"\n')
+
+    assert complete_checkpoints(tmp_path)[0] == str(tmp_path / "ckpt-11")
 
 
 def test_metrics_of_an_empty_or_bad_matrix() -> None:
@@ -298,6 +309,25 @@ def test_one_worker_trains_then_resumes(code: Path, data: Path, tmp_path: Path) 
     assert {tag: [step for step, _ in points[tag]] for tag in METRICS} == {tag: list(range(1, 13)) for tag in METRICS}
     assert [v for _, v in points["learning_rate"]] == pytest.approx([0.002] * 12)
     assert len(points["steps_per_second"]) == 12 and all(v > 0 for _, v in points["steps_per_second"])
+
+
+@pytest.mark.slow
+def test_a_checkpoint_index_cut_short_resumes_from_the_one_before(code: Path, data: Path, tmp_path: Path) -> None:
+    """A worker killed while writing ckpt-3's index: the resume says so and restores ckpt-2 instead of failing."""
+    root = tmp_path / "opt_ml"
+    for channel in ("train", "eval"):
+        (root / "input" / "data").mkdir(parents=True, exist_ok=True)
+        (root / "input" / "data" / channel).symlink_to(data / channel)
+    first = _finish(_start(code, root, ["--epochs", "3", *SPEC_ARGS], tmp_path / "1.log"), tmp_path / "1.log")
+    assert first.returncode == 0, first.output[-3000:]
+    index = root / "checkpoints" / "ckpt-3.index"
+    index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
+
+    second = _finish(_start(code, root, ["--epochs", "4", *SPEC_ARGS], tmp_path / "2.log"), tmp_path / "2.log")
+    assert second.returncode == 0, second.output[-3000:]
+    assert "note: ckpt-3 cannot be read" in second.output
+    assert second.resumed_from == 2 and second.epochs == [3, 4]
+    _check_outputs(root, epochs=4, resumed_from=2)
 
 
 @pytest.mark.slow

@@ -490,9 +490,15 @@ def _restore(checkpoint: Any, epoch_var: Any, env: TrainingEnv, strategy: tf.dis
     """
     import tensorflow as tf
 
-    latest = latest_complete_checkpoint(env.checkpoint_dir)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+    for prefix in complete_checkpoints(env.checkpoint_dir):
+        try:
+            restored = checkpoint.restore(prefix)
+        except (RuntimeError, tf.errors.OpError) as e:  # an index cut short: the worker died while writing it
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"note: {Path(prefix).name} cannot be read ({reason}); trying the one before", flush=True)
+            continue
+        restored.assert_existing_objects_matched()
+        break
     epoch = int(epoch_var.numpy())
     if strategy.num_replicas_in_sync > 1:
         value = tf.constant([epoch, epoch * epoch], dtype=tf.float64)
@@ -511,14 +517,16 @@ def _restore(checkpoint: Any, epoch_var: Any, env: TrainingEnv, strategy: tf.dis
     return epoch
 
 
-def latest_complete_checkpoint(checkpoint_dir: Path) -> str | None:
-    """The newest `ckpt-N` whose index and every data shard are there, whatever the `checkpoint` file names.
+def complete_checkpoints(checkpoint_dir: Path) -> list[str]:
+    """The `ckpt-N` prefixes whose index and every data shard are there, newest first, whatever the `checkpoint`
+    file names.
 
     SageMaker uploads a checkpoint folder file by file in no set order, and an interruption can cut that
     upload: the restored folder may name a checkpoint whose files never arrived, or lack some of a newer one's.
+    A worker killed between writing ckpt-N and naming it in `checkpoint` leaves that file one behind.
     """
     if not checkpoint_dir.is_dir():
-        return None
+        return []
     complete = []
     for index in checkpoint_dir.glob("ckpt-*.index"):
         prefix = index.name.removesuffix(".index")
@@ -529,7 +537,7 @@ def latest_complete_checkpoint(checkpoint_dir: Path) -> str | None:
         total = shards[0].name.rsplit("-of-", 1)[1]
         if total.isdigit() and len(shards) == int(total):
             complete.append((int(number), str(checkpoint_dir / prefix)))
-    return max(complete)[1] if complete else None
+    return [prefix for _, prefix in sorted(complete, reverse=True)]
 
 
 def _load_history(checkpoint_dir: Path, epochs_done: int) -> list[dict[str, float]]:
