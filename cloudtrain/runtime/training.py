@@ -494,7 +494,7 @@ def _restore(checkpoint: Any, epoch_var: Any, env: TrainingEnv, strategy: tf.dis
         try:
             restored = checkpoint.restore(prefix)
         except (RuntimeError, tf.errors.OpError) as e:  # an index cut short: the worker died while writing it
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = next(iter(str(e).strip().splitlines()), type(e).__name__)
             print(f"note: {Path(prefix).name} cannot be read ({reason}); trying the one before", flush=True)
             continue
         restored.assert_existing_objects_matched()
