@@ -18,7 +18,7 @@ LOCAL = api.Options(backend="local")
 
 
 @pytest.fixture(autouse=True)
-def no_outside_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def no_outside_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The command line tests' environment (a job home of its own, no config file, no AWS and no CLOUDTRAIN_*
     settings from the machine), and no AWS files either."""
     wanted = environment(tmp_path / "home")
@@ -28,7 +28,6 @@ def no_outside_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    return tmp_path / "home"
 
 
 def test_a_local_job_from_submit_to_fetch(tmp_path: Path) -> None:
@@ -69,7 +68,7 @@ def test_compare_two_jobs(tmp_path: Path) -> None:
     assert ("eval.accuracy", [0.5, 0.5]) in result.metrics
 
 
-def test_a_dry_run_creates_nothing(tmp_path: Path, no_outside_settings: Path) -> None:
+def test_a_dry_run_creates_nothing(tmp_path: Path) -> None:
     spec = write_job(tmp_path / "p", TINY)
     planned = api.submit(spec, options=LOCAL, dry_run=True)
     assert planned.job.status == "NotCreated" and not planned.created
