@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudtrain.backends.container_runner import MODULE
-from cloudtrain.backends.containers import ContainerPlan, remove_all
+from cloudtrain.backends.local.container_runner import MODULE
+from cloudtrain.backends.local.containers import ContainerPlan, remove_all
 
 
 @dataclass(frozen=True)

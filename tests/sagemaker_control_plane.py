@@ -56,10 +56,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
-from cloudtrain.backends.local import HostLayout, LocalBackend, LogTail
-from cloudtrain.backends.local_runner import CHIEF, WORKERS_FILE, RunPlan, host_names
-from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
-from cloudtrain.backends.local_scope import MODULE as GUARD_MODULE
+from cloudtrain.backends.local.backend import HostLayout, LocalBackend, LogTail
+from cloudtrain.backends.local.runner import CHIEF, WORKERS_FILE, RunPlan, host_names
+from cloudtrain.backends.local.runner import MODULE as RUNNER_MODULE
+from cloudtrain.backends.local.scope import MODULE as GUARD_MODULE
 from cloudtrain.jobs import JobInfo, Transition
 from cloudtrain.store import JobRecord
 from tests import sagemaker_api_rules
@@ -788,7 +788,7 @@ def _upload_failed(info: JobInfo, reason: str) -> JobInfo:
 
 
 def _guard_pids(folder: Path) -> list[int]:
-    """The processes running the local runner's guard (`python -m cloudtrain.backends.local_scope FOLDER`)."""
+    """The processes running the local runner's guard (`python -m cloudtrain.backends.local.scope FOLDER`)."""
     wanted = [b"-m", GUARD_MODULE.encode(), str(folder).encode()]
     found = []
     for entry in Path("/proc").iterdir():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloudtrain import api
-from cloudtrain.backends.sagemaker import SageMakerBackend
+from cloudtrain.backends.sagemaker.backend import SageMakerBackend
 from cloudtrain.jobs import EVAL_REPORT, JobInfo
 from cloudtrain.settings import Config, Options, Settings
 from cloudtrain.transfer.tarballs import bytes_tarball, json_member

@@ -27,7 +27,7 @@ import boto3
 import pytest
 import yaml
 
-from cloudtrain.backends.containers import ContainerPlan, _gpus
+from cloudtrain.backends.local.containers import ContainerPlan, _gpus
 from cloudtrain.image.build import build_image
 from cloudtrain.spec.load import load_spec
 from cloudtrain.store import JobStore

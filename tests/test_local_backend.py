@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from cloudtrain.backends.local import LocalBackend
+from cloudtrain.backends.local.backend import LocalBackend
 from cloudtrain.errors import JobExists, JobNotFound, UserError
 from cloudtrain.jobs import JobInfo
 from cloudtrain.spec.models import JobSpec

@@ -26,7 +26,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.session import get_session
 from botocore.validate import ParamValidator
 
-from cloudtrain.backends.sagemaker import CODE_TAG, GIT_TAG, LOG_GROUP, MANAGED_TAG, SPEC_TAG, SageMakerBackend
+from cloudtrain.backends.sagemaker.backend import CODE_TAG, GIT_TAG, LOG_GROUP, MANAGED_TAG, SPEC_TAG, SageMakerBackend
 from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError
 from cloudtrain.image.stock import _table, resolve_image
 from cloudtrain.pricing import SPOT_NOTE, estimate, price_per_hour
@@ -684,7 +684,7 @@ def test_aws_configured_is_a_cheap_local_check(tmp_path: Path) -> None:
 def test_importing_the_aws_modules_does_not_import_boto3() -> None:
     code = (
         "import sys, cloudtrain.aws, cloudtrain.transfer.code, cloudtrain.image.stock, cloudtrain.pricing, "
-        "cloudtrain.backends.sagemaker; "
+        "cloudtrain.backends.sagemaker.backend; "
         "print(sorted(m for m in ('boto3', 'botocore', 'sagemaker') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

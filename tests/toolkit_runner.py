@@ -1,6 +1,6 @@
 """The control plane's runner for stock-image jobs: every host runs AWS's own `train` entry point.
 
-`python -m tests.toolkit_runner --in-place-of cloudtrain.backends.local_runner <job folder>` supervises a
+`python -m tests.toolkit_runner --in-place-of cloudtrain.backends.local.runner <job folder>` supervises a
 job as the local runner does (statuses, max runtime, stop: SIGTERM then SIGKILL, failure reason from
 `output/failure`, the chief's model.tar.gz and output.tar.gz), but each host is the sagemaker-training
 toolkit (`train` → `sagemaker_tensorflow_container.training:main`) of `.venv-toolkit`, started as an AWS
@@ -25,8 +25,8 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
-from cloudtrain.backends.local_runner import Graces, Outcome, Runner, Worker, _stop_event
+from cloudtrain.backends.local.runner import MODULE as RUNNER_MODULE
+from cloudtrain.backends.local.runner import Graces, Outcome, Runner, Worker, _stop_event
 from tests.netns import RELAY_PORT, HostNetwork, Relay
 
 REPO = Path(__file__).resolve().parent.parent

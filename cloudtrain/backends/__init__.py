@@ -21,9 +21,9 @@ def open_backend(settings: Settings) -> Backend:
             f"--container runs the hosts in Docker on this machine: it needs --backend local, not {settings.backend}"
         )
     if settings.backend == "local":
-        from cloudtrain.backends.local import LocalBackend
+        from cloudtrain.backends.local.backend import LocalBackend
 
         return LocalBackend(settings.home, container=settings.container)
-    from cloudtrain.backends.sagemaker import SageMakerBackend
+    from cloudtrain.backends.sagemaker.backend import SageMakerBackend
 
     return SageMakerBackend(settings)

@@ -1,4 +1,4 @@
-"""The detached supervisor of one local container job: `python -m cloudtrain.backends.container_runner <job>`.
+"""The detached supervisor of one local container job: `python -m cloudtrain.backends.local.container_runner <job>`.
 
 The process runner (`local_runner.Runner`) with containers for processes: each host's worker is an attached
 `docker run` (its output is the host's log, its exit code the container's), all on the job's own network.
@@ -17,11 +17,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloudtrain.backends import containers
-from cloudtrain.backends.containers import ContainerPlan
-from cloudtrain.backends.local_runner import Graces, LogStream, Outcome, Runner, Worker, _stop_event
+from cloudtrain.backends.local import containers
+from cloudtrain.backends.local.containers import ContainerPlan
+from cloudtrain.backends.local.runner import Graces, LogStream, Outcome, Runner, Worker, _stop_event
 
-MODULE = "cloudtrain.backends.container_runner"
+MODULE = "cloudtrain.backends.local.container_runner"
 
 
 @dataclass

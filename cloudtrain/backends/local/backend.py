@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.backends.container_runner import MODULE as CONTAINER_RUNNER_MODULE
-from cloudtrain.backends.containers import ContainerPlan, prepare, remove_all
-from cloudtrain.backends.local_runner import CHIEF, MODEL_DIR, WORKERS_FILE, RunPlan, host_names, private_file
-from cloudtrain.backends.local_runner import MODULE as RUNNER_MODULE
-from cloudtrain.backends.local_scope import kill_scope
+from cloudtrain.backends.local.container_runner import MODULE as CONTAINER_RUNNER_MODULE
+from cloudtrain.backends.local.containers import ContainerPlan, prepare, remove_all
+from cloudtrain.backends.local.runner import CHIEF, MODEL_DIR, WORKERS_FILE, RunPlan, host_names, private_file
+from cloudtrain.backends.local.runner import MODULE as RUNNER_MODULE
+from cloudtrain.backends.local.scope import kill_scope
 from cloudtrain.errors import JobExists, UserError, quoted
 from cloudtrain.files import atomic_path, staging_folder, swap_in, writing_to
 from cloudtrain.jobs import EVAL_REPORT, EVAL_REPORT_MAX_BYTES, Artifacts, JobInfo, LogEvent

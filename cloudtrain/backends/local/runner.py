@@ -1,4 +1,4 @@
-"""The detached supervisor of one local job: `python -m cloudtrain.backends.local_runner <job folder>`.
+"""The detached supervisor of one local job: `python -m cloudtrain.backends.local.runner <job folder>`.
 
 It plays SageMaker's part: one worker process per host (`cloudtrain.runtime.launcher`), one log stream
 per host, the chief's metric lines, the secondary statuses, the max runtime, a stop, and the upload of
@@ -27,7 +27,7 @@ from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cloudtrain.backends.local_scope import ENDED, SCOPE_VARIABLE, kill_scope, start_guard
+from cloudtrain.backends.local.scope import ENDED, SCOPE_VARIABLE, kill_scope, start_guard
 from cloudtrain.errors import CloudtrainError
 from cloudtrain.files import atomic_path
 from cloudtrain.redact import mask, secret_values
@@ -37,7 +37,7 @@ from cloudtrain.transfer.tarballs import tar_directory
 
 MODEL_DIR = "model_dir"  # <job>/model_dir: what --model_dir points at, shared by the hosts
 BACKEND = "local"
-MODULE = "cloudtrain.backends.local_runner"
+MODULE = "cloudtrain.backends.local.runner"
 CHIEF = "algo-1"  # worker 0 of TF_CONFIG: its model, output and checkpoints are the job's
 PLAN_FILE = "runner.json"
 TMP_DIR = "tmp"  # the workers' TMPDIR, one folder per host
@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = _stop_event()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m cloudtrain.backends.local_runner JOB_DIR", file=sys.stderr)
+        print("usage: python -m cloudtrain.backends.local.runner JOB_DIR", file=sys.stderr)
         return 2
     return Runner(Path(args[0]).resolve(), stop, Graces.from_environ(os.environ)).run()
 

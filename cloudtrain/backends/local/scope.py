@@ -7,7 +7,7 @@ groups are all there is). The guard is a small process in a session of its own h
 from the runner: when the runner dies, even by SIGKILL, the pipe closes, and the guard ends the scope and
 records the job's end at once, without waiting for a command to look at the job.
 
-    python -m cloudtrain.backends.local_scope JOB_DIR    (the guard; its stdin is the pipe)
+    python -m cloudtrain.backends.local.scope JOB_DIR    (the guard; its stdin is the pipe)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 SCOPE_VARIABLE = "CLOUDTRAIN_JOB_SCOPE"
-MODULE = "cloudtrain.backends.local_scope"
+MODULE = "cloudtrain.backends.local.scope"
 ENDED = b"ended"  # what the runner writes to the guard when it ends by itself
 KILL_ROUNDS = 20  # a process may fork while its scope is being killed: look again until none is left
 PROC = Path("/proc")
@@ -77,7 +77,7 @@ def guard(job_dir: Path) -> int:
     if said == ENDED:
         return 0
     kill_scope(job_dir)
-    from cloudtrain.backends.local import LocalBackend
+    from cloudtrain.backends.local.backend import LocalBackend
 
     deadline = time.monotonic() + 10.0  # the dead runner's pid may take a moment to be reaped
     backend = LocalBackend(job_dir.parents[1])
