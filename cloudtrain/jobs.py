@@ -80,6 +80,11 @@ class LogsStopped:
     reason: str
 
 
+# What a job leaves, each a field of `Artifacts`; the first two are tarballs (model.tar.gz, output.tar.gz).
+ARTIFACT_KINDS = ("model", "output", "checkpoints", "tensorboard")
+TARBALL_KINDS = ARTIFACT_KINDS[:2]
+
+
 @dataclass(frozen=True)
 class Artifacts:
     """Where `fetch-model` put things, each an extracted folder or None when the job made none."""

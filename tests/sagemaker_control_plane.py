@@ -56,10 +56,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 
-from cloudtrain.backends.local.backend import HostLayout, LocalBackend, LogTail
-from cloudtrain.backends.local.runner import CHIEF, WORKERS_FILE, RunPlan, host_names
-from cloudtrain.backends.local.runner import MODULE as RUNNER_MODULE
+from cloudtrain.backends.contract import COMMUNICATION_VARIABLE, MWMS_HYPERPARAMETER, STRATEGY_VARIABLE
+from cloudtrain.backends.local.backend import LocalBackend, LogTail
+from cloudtrain.backends.local.layout import BACKEND as LOCAL  # the store's name for the jobs the runner supervises
+from cloudtrain.backends.local.layout import CHIEF, WORKERS_FILE, HostLayout, host_names
+from cloudtrain.backends.local.runner import RunPlan
 from cloudtrain.backends.local.scope import MODULE as GUARD_MODULE
+from cloudtrain.backends.local.scope import RUNNER_MODULE
 from cloudtrain.jobs import JobInfo, Transition
 from cloudtrain.store import JobRecord
 from tests import sagemaker_api_rules
@@ -68,10 +71,8 @@ from tests.netns import HostNetwork
 from tests.toolkit_runner import MODULE as TOOLKIT_RUNNER
 from tests.toolkit_runner import REPO, Toolkit, ToolkitPlan, platform_environment, stand_ins
 
-LOCAL = "local"  # the store's backend name for the jobs the runner supervises
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 ACCOUNT = "123456789012"  # moto's
-MWMS_HP = "sagemaker_multi_worker_mirrored_strategy_enabled"
 STOCK_TF_IMAGE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/tensorflow-training:")
 S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/?(?P<key>.*)$")
 CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/(?P<service>[^/]+)/aws4_request")
@@ -534,9 +535,9 @@ class ControlPlane:
             hosts=tuple(job.hosts),
             max_runtime=float(job.request["StoppingCondition"].get("MaxRuntimeInSeconds", 86400)),
             strategy="multi_worker_mirrored"
-            if hyperparameters.get(MWMS_HP) == "true"
-            else environment.get("CLOUDTRAIN_STRATEGY", "none"),
-            communication=environment.get("CLOUDTRAIN_COMMUNICATION", "auto"),
+            if hyperparameters.get(MWMS_HYPERPARAMETER) == "true"
+            else environment.get(STRATEGY_VARIABLE, "none"),
+            communication=environment.get(COMMUNICATION_VARIABLE, "auto"),
             metrics=tuple(
                 (m["Name"], m["Regex"]) for m in job.request["AlgorithmSpecification"].get("MetricDefinitions", [])
             ),

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from cloudtrain.backends.sagemaker.backend import job_info
+from cloudtrain.backends.sagemaker.describe import job_info
 from cloudtrain.runtime import contract
 from cloudtrain.runtime.env import write_failure
 from cloudtrain.runtime.failures import KERAS3_MWMS_REASON

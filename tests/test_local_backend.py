@@ -1,6 +1,6 @@
 """The local backend end to end, with tiny non-TensorFlow scripts (each job takes well under a second).
 
-Every job runs the real path: LocalBackend.submit -> detached local_runner -> one launcher per host ->
+Every job runs the real path: LocalBackend.submit -> detached local.runner -> one launcher per host ->
 the script. A fixture fails any test that leaves a process running under the test's folders.
 """
 

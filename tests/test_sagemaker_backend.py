@@ -26,7 +26,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.session import get_session
 from botocore.validate import ParamValidator
 
-from cloudtrain.backends.sagemaker.backend import CODE_TAG, GIT_TAG, LOG_GROUP, MANAGED_TAG, SPEC_TAG, SageMakerBackend
+from cloudtrain.backends.sagemaker.backend import SageMakerBackend
+from cloudtrain.backends.sagemaker.cloudwatch import LOG_GROUP
+from cloudtrain.backends.sagemaker.request import CODE_TAG, GIT_TAG, MANAGED_TAG, SPEC_TAG
 from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError
 from cloudtrain.image.stock import _table, resolve_image
 from cloudtrain.pricing import SPOT_NOTE, estimate, price_per_hour

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cloudtrain.backends.local.runner import MODULE as RUNNER_MODULE
-from cloudtrain.backends.local.runner import Graces, Outcome, Runner, Worker, _stop_event
+from cloudtrain.backends.local.runner import Graces, Outcome, Runner, Worker, stop_event
 from tests.netns import RELAY_PORT, HostNetwork, Relay
 
 REPO = Path(__file__).resolve().parent.parent
@@ -200,7 +200,7 @@ class ToolkitRunner(Runner):
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop = _stop_event()
+    stop = stop_event()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3 or args[:2] != ["--in-place-of", RUNNER_MODULE]:
         print(f"usage: python -m {MODULE} --in-place-of {RUNNER_MODULE} JOB_DIR", file=sys.stderr)

@@ -18,6 +18,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.jobs import ARTIFACT_KINDS, EVAL_REPORT, TARBALL_KINDS
 from cloudtrain.redact import redact, scrub
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ def artifacts(found: Artifacts) -> None:
     if not (found.model or found.output or found.checkpoints or found.tensorboard):
         out.print("  nothing to fetch: the job left no model, output or checkpoints", markup=False)
         return
-    for kind in ("model", "output", "checkpoints", "tensorboard"):
+    for kind in ARTIFACT_KINDS:
         path = getattr(found, kind)
         out.print(f"  {kind:<12} {path if path else '- (none)'}", markup=False)
     if found.checked:
@@ -181,7 +182,7 @@ def artifacts(found: Artifacts) -> None:
 
 def evaluation(found: Artifacts) -> tuple[Path, dict[str, float | None]] | None:
     """eval_report.json among fetched artifacts, and its accuracy and loss; None when the job wrote none."""
-    report_path = found.output / "eval_report.json" if found.output else None
+    report_path = found.output / EVAL_REPORT if found.output else None
     if report_path is None or not report_path.is_file():
         return None
     try:
@@ -196,7 +197,7 @@ def evaluation(found: Artifacts) -> tuple[Path, dict[str, float | None]] | None:
 def fetched_json(job: str, found: Artifacts) -> dict[str, Any]:
     """fetch-model's --json document (schema `fetch-model`)."""
     report = evaluation(found)
-    paths = {kind: str(getattr(found, kind)) if getattr(found, kind) else None for kind in ("model", "output")}
+    paths = {kind: str(getattr(found, kind)) if getattr(found, kind) else None for kind in TARBALL_KINDS}
     return {
         "job": job,
         **paths,

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from cloudtrain.runtime.env import LOCAL_VARIABLE
+
 # params.SAGEMAKER_HYPERPARAMETERS: held back from the script and from SM_FRAMEWORK_PARAMS.
 SAGEMAKER_HYPERPARAMETERS = (
     "sagemaker_program",
@@ -32,6 +34,8 @@ SAGEMAKER_HYPERPARAMETERS = (
     "sagemaker_s3_output",
 )
 SAGEMAKER_PREFIX = "sagemaker_"
+# What the SDK's TensorFlow estimator sends for `distribution={"multi_worker_mirrored_strategy": ...}`.
+MWMS_HYPERPARAMETER = "sagemaker_multi_worker_mirrored_strategy_enabled"
 # Flags that make the current instance group a distribution group (get_distribution_instance_groups_...).
 _DISTRIBUTION_FLAGS = (
     "sagemaker_mpi_enabled",
@@ -39,7 +43,7 @@ _DISTRIBUTION_FLAGS = (
     "sagemaker_distributed_dataparallel_enabled",
     "sagemaker_pytorch_ddp_enabled",
     "sagemaker_pytorch_xla_multi_worker_enabled",
-    "sagemaker_multi_worker_mirrored_strategy_enabled",
+    MWMS_HYPERPARAMETER,
     "sagemaker_torch_distributed_enabled",
 )
 # AWS's TF training images set SAGEMAKER_TRAINING_MODULE to this (their Dockerfiles' `ENV`).
@@ -174,7 +178,7 @@ def training_env(
 
 def _num_gpus(environ: Mapping[str, str]) -> int:
     """GPUs visible to the container (none on the local backend, which is CPU only)."""
-    if environ.get("CLOUDTRAIN_LOCAL"):
+    if environ.get(LOCAL_VARIABLE):
         return 0
     return sum(1 for _ in Path("/dev").glob("nvidia[0-9]*"))
 

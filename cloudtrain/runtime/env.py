@@ -26,6 +26,14 @@ MWMS_PORT = 8890  # the port the SageMaker TensorFlow toolkit gives every worker
 FAILURE_REASON_MAX = 1024  # SageMaker's FailureReason limit
 _SCRIPT_MODE_PREFIX = "sagemaker_"  # script-mode hyperparameters, never passed to the user's script
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# The CLOUDTRAIN_* variables the backends set for the runtime (`cloudtrain.backends.contract` hands them over).
+OPT_ML_VARIABLE = "CLOUDTRAIN_OPT_ML"  # the /opt/ml of this host (local backend)
+CHECKPOINT_DIR_VARIABLE = "CLOUDTRAIN_CHECKPOINT_DIR"
+TENSORBOARD_DIR_VARIABLE = "CLOUDTRAIN_TENSORBOARD_DIR"
+STRATEGY_VARIABLE = "CLOUDTRAIN_STRATEGY"
+COMMUNICATION_VARIABLE = "CLOUDTRAIN_COMMUNICATION"
+HOST_ADDRESSES_VARIABLE = "CLOUDTRAIN_HOST_ADDRESSES"  # host -> "127.0.0.1:port" (local backend)
+LOCAL_VARIABLE = "CLOUDTRAIN_LOCAL"  # set on the local backend's workers
 
 T = TypeVar("T", bool, int, float, str)
 
@@ -55,7 +63,7 @@ def build_tf_config(hosts: list[str], current_host: str, addresses: dict[str, st
 
 def opt_ml_root(environ: Mapping[str, str] = os.environ) -> Path:
     """The contract's root folder: `CLOUDTRAIN_OPT_ML` on the local backend, else /opt/ml."""
-    return Path(environ.get("CLOUDTRAIN_OPT_ML") or DEFAULT_ROOT)
+    return Path(environ.get(OPT_ML_VARIABLE) or DEFAULT_ROOT)
 
 
 def failure_file(environ: Mapping[str, str] = os.environ) -> Path:
@@ -222,8 +230,8 @@ class TrainingEnv:
             model_dir=Path(environ.get("SM_MODEL_DIR") or root / "model"),
             output_dir=output_dir,
             output_data_dir=Path(environ.get("SM_OUTPUT_DATA_DIR") or output_dir / "data"),
-            checkpoint_dir=Path(environ.get("CLOUDTRAIN_CHECKPOINT_DIR") or root / "checkpoints"),
-            tensorboard_dir=Path(environ.get("CLOUDTRAIN_TENSORBOARD_DIR") or output_dir / TENSORBOARD_FOLDER),
+            checkpoint_dir=Path(environ.get(CHECKPOINT_DIR_VARIABLE) or root / "checkpoints"),
+            tensorboard_dir=Path(environ.get(TENSORBOARD_DIR_VARIABLE) or output_dir / TENSORBOARD_FOLDER),
             num_gpus=int(environ.get("SM_NUM_GPUS") or 0),
             num_cpus=int(environ.get("SM_NUM_CPUS") or _cpu_count()),
             tf_config=_json_env(environ, "TF_CONFIG"),

@@ -25,10 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from cloudtrain.runtime import contract
-from cloudtrain.runtime.env import _decode_hyperparameter, build_tf_config, failure_file, opt_ml_root, write_failure
+from cloudtrain.runtime.env import (
+    CHECKPOINT_DIR_VARIABLE,
+    HOST_ADDRESSES_VARIABLE,
+    LOCAL_VARIABLE,
+    _decode_hyperparameter,
+    build_tf_config,
+    failure_file,
+    opt_ml_root,
+    write_failure,
+)
 from cloudtrain.runtime.failures import explain
 
-MWMS_FLAG = "sagemaker_multi_worker_mirrored_strategy_enabled"
 REQUIREMENTS = "requirements.txt"
 _REQUIREMENT_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -77,7 +85,7 @@ class ContainerConfig:
 
     @property
     def mwms(self) -> bool:
-        return bool(contract.framework_parameters(self.hyperparameters).get(MWMS_FLAG, False))
+        return bool(contract.framework_parameters(self.hyperparameters).get(contract.MWMS_HYPERPARAMETER, False))
 
     @property
     def region(self) -> str:
@@ -105,7 +113,7 @@ def script_environment(cfg: ContainerConfig, code_dir: Path, environ: Mapping[st
     )
     env = {k: v for k, v in environ.items() if not k.startswith("SM_") and k != "TF_CONFIG"}
     model_dir = hps.get("model_dir")
-    bucket_region = None if environ.get("CLOUDTRAIN_LOCAL") else _bucket_region(model_dir, cfg.region)
+    bucket_region = None if environ.get(LOCAL_VARIABLE) else _bucket_region(model_dir, cfg.region)
     env.update(contract.s3_variables(model_dir, cfg.region, bucket_region))
     env["SAGEMAKER_JOB_NAME"] = str(cfg.hyperparameters.get("sagemaker_job_name") or "")
     env["CURRENT_HOST"] = cfg.current_host
@@ -113,7 +121,7 @@ def script_environment(cfg: ContainerConfig, code_dir: Path, environ: Mapping[st
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code_dir), environ.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(contract.sm_variables(training_env, hps))
-    env.setdefault("CLOUDTRAIN_CHECKPOINT_DIR", str(cfg.root / "checkpoints"))
+    env.setdefault(CHECKPOINT_DIR_VARIABLE, str(cfg.root / "checkpoints"))
     config = tf_config(cfg, environ)
     if config is not None:
         env["TF_CONFIG"] = json.dumps(config)
@@ -143,7 +151,7 @@ def tf_config(cfg: ContainerConfig, environ: Mapping[str, str]) -> dict[str, Any
     """TF_CONFIG when MultiWorkerMirroredStrategy is enabled; local workers get their loopback addresses."""
     if not cfg.mwms:
         return None
-    raw = environ.get("CLOUDTRAIN_HOST_ADDRESSES")
+    raw = environ.get(HOST_ADDRESSES_VARIABLE)
     addresses = json.loads(raw) if raw else None
     return build_tf_config(cfg.hosts, cfg.current_host, addresses)
 
@@ -232,7 +240,7 @@ def install(kind: contract.EntryPointType, code_dir: Path, entry: str, environ: 
     if kind == "command":
         (code_dir / entry).chmod(0o777)
         return None
-    local = bool(environ.get("CLOUDTRAIN_LOCAL"))
+    local = bool(environ.get(LOCAL_VARIABLE))
     has_requirements = (code_dir / REQUIREMENTS).is_file()
     if local and (kind == "package" or has_requirements):
         check_requirements(code_dir)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cloudtrain.runtime.env import TrainingEnv
+from cloudtrain.runtime.env import COMMUNICATION_VARIABLE, STRATEGY_VARIABLE, TrainingEnv
 from cloudtrain.runtime.report import write_json_atomic
 from cloudtrain.runtime.summaries import EpochSummaries, learning_rate
 
@@ -45,7 +45,7 @@ SAVED_MODEL_VERSION = "1"  # TF Serving loads <model_dir>/<version>/saved_model.
 
 def default_strategy_kind(env: TrainingEnv) -> str:
     """CLOUDTRAIN_STRATEGY, else multi_worker_mirrored under TF_CONFIG, mirrored on several GPUs, else none."""
-    if kind := env.environ.get("CLOUDTRAIN_STRATEGY"):
+    if kind := env.environ.get(STRATEGY_VARIABLE):
         return kind
     if env.tf_config:
         return "multi_worker_mirrored"
@@ -63,7 +63,7 @@ def make_strategy(
     letting every worker use all cores.
     """
     kind = kind or default_strategy_kind(env)
-    communication = communication or env.environ.get("CLOUDTRAIN_COMMUNICATION") or "auto"
+    communication = communication or env.environ.get(COMMUNICATION_VARIABLE) or "auto"
     if kind not in STRATEGIES:
         raise ValueError(f"unknown strategy {kind!r} (choose from {', '.join(STRATEGIES)})")
     if communication not in COMMUNICATIONS:

@@ -1,17 +1,12 @@
 """The local backend: SageMaker's training-container contract on this machine, processes for containers.
 
 `submit` lays out one folder per host as SageMaker lays out /opt/ml on each instance and starts a
-detached runner (`local_runner`), so it returns at once and the job outlives the CLI. Every other call
-reads the job record store and the job folder, so any cloudtrain process can follow, stop or fetch a
-job that another one submitted.
+detached runner (`runner`), so it returns at once and the job outlives the CLI. Every other call
+reads the job record store and the job folder (`layout`), so any cloudtrain process can follow, stop or
+fetch a job that another one submitted.
 
 With `submit --container` the hosts are containers of the job's image instead (`containers`, run by
 `container_runner`); everything else about the job is the same.
-
-    <home>/jobs/<job>/sourcedir.tar.gz     the code with cloudtrain's runtime, exactly as SageMaker receives it
-                      hosts/algo-N/         one /opt/ml per host (input/config, input/data, code, model, ...)
-                      logs/algo-N.jsonl     one log stream per host: {"t": epoch seconds, "m": line}
-                      model.tar.gz, output.tar.gz   the chief's model/ and output/data/ at the end
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ import heapq
 import json
 import operator
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -34,13 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.backends.local.container_runner import MODULE as CONTAINER_RUNNER_MODULE
-from cloudtrain.backends.local.containers import ContainerPlan, prepare, remove_all
-from cloudtrain.backends.local.runner import CHIEF, MODEL_DIR, WORKERS_FILE, RunPlan, host_names, private_file
-from cloudtrain.backends.local.runner import MODULE as RUNNER_MODULE
-from cloudtrain.backends.local.scope import kill_scope
+from cloudtrain.backends.contract import ARTIFACT_KINDS, JOB_NAME, TARBALL_KINDS, hyperparameters, script_mode
+from cloudtrain.backends.local.containers import ContainerPlan, prepare
+from cloudtrain.backends.local.layout import (
+    BACKEND,
+    CHIEF,
+    INSTANCE_TYPE,
+    MODEL_DIR,
+    HostLayout,
+    host_names,
+    private_file,
+)
+from cloudtrain.backends.local.runner import RunPlan
+from cloudtrain.backends.local.scope import CONTAINER_RUNNER_MODULE, RUNNER_MODULE, end_if_abandoned
 from cloudtrain.errors import JobExists, UserError, quoted
-from cloudtrain.files import atomic_path, staging_folder, swap_in, writing_to
+from cloudtrain.files import staging_folder, swap_in, writing_to
 from cloudtrain.jobs import EVAL_REPORT, EVAL_REPORT_MAX_BYTES, Artifacts, JobInfo, LogEvent
 from cloudtrain.runtime.env import TENSORBOARD_FOLDER
 from cloudtrain.store import JobRecord, JobStore
@@ -52,14 +54,8 @@ if TYPE_CHECKING:
     from cloudtrain.spec.models import JobSpec
     from cloudtrain.transfer.s3 import ProgressCallback
 
-LOCAL = "local"
-INSTANCE_TYPE = "local"  # what SageMaker's own local mode calls it; the spec's instance type is ignored
-JOB_NAME = re.compile(r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")  # SageMaker's TrainingJobName
 LOG_POLL_S = 0.2
 LOG_CHUNK = 1 << 20  # bytes of a log stream read at once
-RUNNER_START_S = 60.0  # a record older than this without a runner pid was never started
-RUNNER_DIED = "local runner process died"
-_INPUT_CHANNEL = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
 
 
 class LocalBackend:
@@ -68,7 +64,7 @@ class LocalBackend:
     With `container`, jobs it submits run each host in a container of the job's image (`containers`).
     """
 
-    name = LOCAL
+    name = BACKEND
     remote = False  # code and data are used where they are; the job store is this backend's own record
     status_interval = 0.5  # seconds between status checks while waiting: a local job's state is a file read
 
@@ -108,7 +104,7 @@ class LocalBackend:
         try:
             self._lay_out(job_dir, spec, job_name, channels, restore, plan)
             record = JobRecord.for_spec(
-                job_name, LOCAL, spec, instance_type=INSTANCE_TYPE, message="Preparing the local workers"
+                job_name, BACKEND, spec, instance_type=INSTANCE_TYPE, message="Preparing the local workers"
             )
             self.store.create(record)
         except BaseException:
@@ -117,7 +113,7 @@ class LocalBackend:
         return self._start_runner(job_dir, script_environment(spec)).info
 
     def _chief_checkpoints(self, job_name: str) -> Path:
-        self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
+        self.store.get(BACKEND, job_name)  # JobNotFound for an unknown job
         path = self.job_dir(job_name) / "hosts" / CHIEF / "checkpoints"
         if not path.is_dir():
             raise UserError(f"resume: job {quoted(job_name)} has no checkpoints folder ({path})")
@@ -140,9 +136,13 @@ class LocalBackend:
     ) -> None:
         hosts = host_names(spec.resources.instance_count)
         sourcedir = build_code_package(spec.code, job_dir, extra=_vendored(spec)).path  # what SageMaker gets
+        # --model_dir: on SageMaker an S3 prefix every host shares, apart from model.tar.gz; here a folder of the job
+        values = script_mode(
+            spec, job_name, submit_directory=str(sourcedir), region="local", model_dir=str(job_dir / MODEL_DIR)
+        )
         layout = HostLayout(
             hosts=hosts,
-            hyperparameters=hyperparameters_json(spec, sourcedir, job_name, job_dir / MODEL_DIR),
+            hyperparameters=hyperparameters(spec, values),
             channels=channels,
             sourcedir=sourcedir,
             network_interface="lo" if container is None else "eth0",
@@ -179,59 +179,32 @@ class LocalBackend:
                 )
         except OSError as e:
             reason = f"could not start the local runner: {e}"
-            return self.store.transition(LOCAL, name, "Failed", status="Failed", failure_reason=reason)
+            return self.store.transition(BACKEND, name, "Failed", status="Failed", failure_reason=reason)
         # The runner is our child until this process exits: a waiting thread reaps it (no zombie, no warning).
         threading.Thread(target=proc.wait, name=f"reap-runner-{name}", daemon=True).start()
-        self.store.set_pid(LOCAL, name, proc.pid)
-        return self.store.get(LOCAL, name)
+        self.store.set_pid(BACKEND, name, proc.pid)
+        return self.store.get(BACKEND, name)
 
     # -- reading --------------------------------------------------------------------------------------------
 
     def describe(self, job_name: str, *, tags: bool = False) -> JobInfo:
         """The job's record, brought up to date (a local job's tags are always in it)."""
-        return self._refresh(self.store.get(LOCAL, job_name)).info
+        return self._refresh(self.store.get(BACKEND, job_name)).info
 
     def list_jobs(self, limit: int = 20) -> list[JobInfo]:
-        return [self._refresh(r).info for r in self.store.list_jobs(LOCAL, limit)]
+        return [self._refresh(r).info for r in self.store.list_jobs(BACKEND, limit)]
 
     def _refresh(self, record: JobRecord) -> JobRecord:
-        """A running record whose runner is gone ends now (Stopped if a stop was asked, else Failed)."""
-        if record.done or self._runner_alive(record):
-            return record
-        self._kill_workers(record.name)
-        if record.info.status == "Stopping":
-            return self.store.transition(
-                LOCAL, record.name, "Stopped", status="Stopped", message="Training job stopped"
-            )
-        return self.store.transition(
-            LOCAL, record.name, "Failed", status="Failed", message="Training job failed", failure_reason=RUNNER_DIED
-        )
-
-    def _runner_alive(self, record: JobRecord) -> bool:
-        if record.pid is None:
-            return time.time() - (record.info.created or 0.0) < RUNNER_START_S  # submit is still starting it
-        return runner_alive(record.pid, record.name)
-
-    def _kill_workers(self, job_name: str) -> None:
-        """SIGKILL the worker process groups and the job's scope a dead runner left behind, or remove its
-        containers (TF workers would wait forever for their dead peers)."""
-        plan = ContainerPlan.load(self.job_dir(job_name))
-        if plan is not None:
-            remove_all(plan, job_name)
-        with suppress(OSError, ValueError):
-            pids = json.loads((self.job_dir(job_name) / WORKERS_FILE).read_text()).values()
-            for pid in pids:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(pid), signal.SIGKILL)
-        kill_scope(self.job_dir(job_name))
+        """A running record whose runner is gone ends now (`scope.end_if_abandoned`)."""
+        return end_if_abandoned(self.store, self.job_dir(record.name), record)
 
     def stop(self, job_name: str) -> JobInfo:
         """Mark the job Stopping and SIGTERM its runner, which ends the workers and uploads; returns at once."""
-        record = self._refresh(self.store.get(LOCAL, job_name))
+        record = self._refresh(self.store.get(BACKEND, job_name))
         if record.done:
             return record.info
         record = self.store.transition(
-            LOCAL, job_name, "Stopping", status="Stopping", message="Stopping the training job"
+            BACKEND, job_name, "Stopping", status="Stopping", message="Stopping the training job"
         )
         if record.pid is not None and not record.done:
             with suppress(ProcessLookupError):
@@ -240,7 +213,7 @@ class LocalBackend:
 
     def logs(self, job_name: str, *, host: str | None = None, follow: bool = False) -> Iterator[LogEvent]:
         """Every host's lines (or one host's) merged by time; with follow, until the job ends and all is read."""
-        record = self.store.get(LOCAL, job_name)
+        record = self.store.get(BACKEND, job_name)
         hosts = host_names(record.info.instance_count)
         if host is not None and host not in hosts:
             raise UserError(f"job {job_name} has no host {quoted(host)} (hosts: {', '.join(hosts)})")
@@ -284,7 +257,7 @@ class LocalBackend:
 
     def sync_tensorboard(self, job_name: str, dest: Path) -> int:
         """The chief's TensorBoard files mirrored into dest, appending what is new (`cloudtrain.transfer.events`)."""
-        self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
+        self.store.get(BACKEND, job_name)  # JobNotFound for an unknown job
         return mirror_folder(self._tensorboard(job_name), dest)
 
     def fetch_artifacts(self, job_name: str, dest: Path, *, on_progress: ProgressCallback | None = None) -> Artifacts:
@@ -293,11 +266,11 @@ class LocalBackend:
 
         All of it is staged inside dest first and then swapped in, so a failed fetch leaves dest as it was.
         """
-        self.store.get(LOCAL, job_name)  # JobNotFound for an unknown job
+        self.store.get(BACKEND, job_name)  # JobNotFound for an unknown job
         job_dir = self.job_dir(job_name)
         dest = Path(dest)
         with writing_to(dest), staging_folder(dest) as staging:
-            found = [kind for kind in ("model", "output") if (job_dir / f"{kind}.tar.gz").is_file()]
+            found = [kind for kind in TARBALL_KINDS if (job_dir / f"{kind}.tar.gz").is_file()]
             for kind in found:
                 safe_extract(job_dir / f"{kind}.tar.gz", staging / kind)
             chief = job_dir / "hosts" / CHIEF
@@ -306,32 +279,7 @@ class LocalBackend:
                     found.append(kind)
             for name in found:
                 swap_in(staging / name, dest / name)
-        kinds = ("model", "output", "checkpoints", "tensorboard")
-        return Artifacts(**{kind: dest / kind if kind in found else None for kind in kinds})
-
-
-def runner_alive(pid: int, job_name: str) -> bool:
-    """Whether pid is a live (not zombie) local runner of that job.
-
-    Checking the command line where /proc has it guards against the pid having been reused.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    if not proc.is_dir():
-        return True  # no /proc (macOS): the signal check is all there is
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
-    except (OSError, IndexError):
-        return False
-    argv = [a for a in argv if a]
-    runs_job = RUNNER_MODULE in argv or CONTAINER_RUNNER_MODULE in argv
-    return state != "Z" and runs_job and Path(argv[-1]).name == job_name
+        return Artifacts(**{kind: dest / kind if kind in found else None for kind in ARTIFACT_KINDS})
 
 
 TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-macos", "tensorflow-intel")
@@ -389,76 +337,6 @@ def local_channels(data: Mapping[str, str]) -> dict[str, Path]:
             raise UserError(f"data.{channel}: {location} does not exist")
         channels[channel] = path
     return channels
-
-
-def hyperparameters_json(spec: JobSpec, sourcedir: Path, job_name: str, model_dir: Path) -> dict[str, str]:
-    """hyperparameters.json: every value JSON-encoded as a string, as the SDK sends them, with script mode's.
-
-    `model_dir` (the script's `--model_dir`) is on SageMaker an S3 prefix that every host shares, apart from
-    model.tar.gz; here it is a folder of the job that every host shares, apart from model.tar.gz.
-    """
-    values: dict[str, Any] = dict(spec.hyperparameters)
-    values.update(
-        sagemaker_program=spec.code.entry_point,
-        sagemaker_submit_directory=str(sourcedir),
-        sagemaker_region="local",
-        sagemaker_container_log_level=20,
-        sagemaker_job_name=job_name,
-        model_dir=str(model_dir),
-    )
-    if spec.distribution.strategy.value == "multi_worker_mirrored":
-        values["sagemaker_multi_worker_mirrored_strategy_enabled"] = True
-    return {k: json.dumps(v) for k, v in values.items()}
-
-
-@dataclass(frozen=True)
-class HostLayout:
-    """What every host folder gets; `create` writes one as SageMaker prepares /opt/ml on an instance."""
-
-    hosts: list[str]
-    hyperparameters: dict[str, str]
-    channels: dict[str, Path]
-    sourcedir: Path
-    network_interface: str = "lo"  # eth0 in a container, as on SageMaker
-
-    def resource_config(self, host: str) -> dict[str, Any]:
-        return {
-            "current_host": host,
-            "current_instance_type": INSTANCE_TYPE,
-            "current_group_name": "homogeneousCluster",
-            "hosts": self.hosts,
-            "instance_groups": [
-                {"instance_group_name": "homogeneousCluster", "instance_type": INSTANCE_TYPE, "hosts": self.hosts}
-            ],
-            "network_interface_name": self.network_interface,
-        }
-
-    def create(self, host_dir: Path, host: str) -> None:
-        config = host_dir / "input" / "config"
-        config.mkdir(parents=True)
-        _write_json(config / "hyperparameters.json", self.hyperparameters)
-        _write_json(config / "resourceconfig.json", self.resource_config(host))
-        _write_json(config / "inputdataconfig.json", {c: _INPUT_CHANNEL for c in self.channels})
-        for channel, source in self.channels.items():
-            _link_channel(host_dir / "input" / "data" / channel, source)
-        for folder in ("model", "output/data", "checkpoints"):
-            (host_dir / folder).mkdir(parents=True)
-        safe_extract(self.sourcedir, host_dir / "code")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
-
-
-def _link_channel(dest: Path, source: Path) -> None:
-    """A symlink to the channel's folder (no copy); a single file is linked inside a folder of its own."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        dest.symlink_to(source, target_is_directory=True)
-    else:
-        dest.mkdir()
-        (dest / source.name).symlink_to(source)
 
 
 @dataclass

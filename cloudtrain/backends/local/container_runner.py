@@ -1,6 +1,6 @@
 """The detached supervisor of one local container job: `python -m cloudtrain.backends.local.container_runner <job>`.
 
-The process runner (`local_runner.Runner`) with containers for processes: each host's worker is an attached
+The process runner (`runner.Runner`) with containers for processes: each host's worker is an attached
 `docker run` (its output is the host's log, its exit code the container's), all on the job's own network.
 A stop or the max runtime sends SIGTERM to each container (`docker kill --signal TERM`, as SageMaker's stop
 reaches PID 1), and after the grace period SIGKILL (`docker kill`). Every ending removes the job's
@@ -17,11 +17,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloudtrain.backends.contract import runtime_environment
 from cloudtrain.backends.local import containers
 from cloudtrain.backends.local.containers import ContainerPlan
-from cloudtrain.backends.local.runner import Graces, LogStream, Outcome, Runner, Worker, _stop_event
+from cloudtrain.backends.local.runner import Graces, LogStream, Outcome, Runner, Worker, stop_event
+from cloudtrain.backends.local.scope import CONTAINER_RUNNER_MODULE
 
-MODULE = "cloudtrain.backends.local.container_runner"
+MODULE = CONTAINER_RUNNER_MODULE
 
 
 @dataclass
@@ -62,8 +64,7 @@ class ContainerRunner(Runner):
         host_dir = self.job_dir / "hosts" / host
         variables = {
             "TRAINING_JOB_NAME": self.plan.job_name,
-            "CLOUDTRAIN_STRATEGY": self.plan.strategy,
-            "CLOUDTRAIN_COMMUNICATION": self.plan.communication,
+            **runtime_environment(self.plan.strategy, self.plan.communication, None),  # /opt/ml/checkpoints
             "PYTHONUNBUFFERED": "1",
         }
         log_path = self.job_dir / "logs" / f"{host}.jsonl"
@@ -89,7 +90,7 @@ class ContainerRunner(Runner):
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop = _stop_event()
+    stop = stop_event()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print(f"usage: python -m {MODULE} JOB_DIR", file=sys.stderr)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloudtrain.backends.local.runner import MODEL_DIR
+from cloudtrain.backends.local.layout import MODEL_DIR
 from cloudtrain.errors import UserError
 from cloudtrain.files import atomic_path
 

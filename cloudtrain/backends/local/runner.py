@@ -5,7 +5,7 @@ per host, the chief's metric lines, the secondary statuses, the max runtime, a s
 the chief's model and output. TensorFlow workers ignore SIGTERM and wait forever for a dead peer
 (MultiWorkerMirroredStrategy's collectives have no timeout), so every ending goes through SIGKILL: each
 worker runs in its own process group (launcher and script together), and the runner kills those groups,
-and the job's scope (`local_scope`: whatever the scripts started, even in sessions of their own), on every
+and the job's scope (`scope`: whatever the scripts started, even in sessions of their own), on every
 exit path; a guard does it when the runner itself is killed.
 """
 
@@ -27,7 +27,9 @@ from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cloudtrain.backends.local.scope import ENDED, SCOPE_VARIABLE, kill_scope, start_guard
+from cloudtrain.backends.contract import HOST_ADDRESSES_VARIABLE, LOCAL_VARIABLE, OPT_ML_VARIABLE, runtime_environment
+from cloudtrain.backends.local.layout import BACKEND, CHIEF, WORKERS_FILE, private_file
+from cloudtrain.backends.local.scope import ENDED, RUNNER_MODULE, SCOPE_VARIABLE, kill_scope, start_guard
 from cloudtrain.errors import CloudtrainError
 from cloudtrain.files import atomic_path
 from cloudtrain.redact import mask, secret_values
@@ -35,13 +37,9 @@ from cloudtrain.runtime.env import FAILURE_REASON_MAX, TENSORBOARD_FOLDER
 from cloudtrain.store import JobStore
 from cloudtrain.transfer.tarballs import tar_directory
 
-MODEL_DIR = "model_dir"  # <job>/model_dir: what --model_dir points at, shared by the hosts
-BACKEND = "local"
-MODULE = "cloudtrain.backends.local.runner"
-CHIEF = "algo-1"  # worker 0 of TF_CONFIG: its model, output and checkpoints are the job's
+MODULE = RUNNER_MODULE
 PLAN_FILE = "runner.json"
 TMP_DIR = "tmp"  # the workers' TMPDIR, one folder per host
-WORKERS_FILE = "workers.json"
 DEFAULT_STOP_GRACE_S = 10.0
 DEFAULT_FAILURE_GRACE_S = 5.0
 POLL_S = 0.1
@@ -51,11 +49,6 @@ RECORD_END_S = 3600.0  # how long a runner waits for the store to take the job's
 RECORD_RETRY_S = 1.0
 METRIC_LINE_MAX = 4096  # characters of a line the metric regexes see
 METRIC_MATCH_S = 0.1  # time one regex may take on one line
-
-
-def host_names(count: int) -> list[str]:
-    """SageMaker's host names; the first is the chief."""
-    return [f"algo-{i}" for i in range(1, count + 1)]
 
 
 @dataclass(frozen=True)
@@ -274,11 +267,6 @@ def pump_output(worker: Worker, log: LogStream, on_line: Callable[[str], None] |
         log.close()
 
 
-def private_file(path: Path) -> int:
-    """A file descriptor appending to path, created readable by its owner only (logs hold what a job printed)."""
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-
-
 def free_ports(count: int) -> list[int]:
     """Free loopback ports, held open together while choosing so no two are the same."""
     with ExitStack() as stack:
@@ -400,15 +388,13 @@ class Runner:
         host_dir = self.job_dir / "hosts" / host
         env = {
             **os.environ,
-            "CLOUDTRAIN_OPT_ML": str(host_dir),
-            "CLOUDTRAIN_HOST_ADDRESSES": json.dumps(addresses),
-            "CLOUDTRAIN_LOCAL": "1",
-            "CLOUDTRAIN_STRATEGY": self.plan.strategy,
-            "CLOUDTRAIN_COMMUNICATION": self.plan.communication,
-            "CLOUDTRAIN_CHECKPOINT_DIR": str(host_dir / "checkpoints"),
+            OPT_ML_VARIABLE: str(host_dir),
+            HOST_ADDRESSES_VARIABLE: json.dumps(addresses),
+            LOCAL_VARIABLE: "1",
+            **runtime_environment(self.plan.strategy, self.plan.communication, str(host_dir / "checkpoints")),
             "TRAINING_JOB_NAME": self.plan.job_name,
             "PYTHONUNBUFFERED": "1",
-            SCOPE_VARIABLE: str(self.job_dir),  # every process the worker starts is the job's (local_scope)
+            SCOPE_VARIABLE: str(self.job_dir),  # every process the worker starts is the job's (`scope`)
             "TMPDIR": str(self._tmp(host)),  # removed with the job's processes, as an instance's disk is
         }
         proc = subprocess.Popen(
@@ -506,7 +492,7 @@ class Runner:
         shutil.rmtree(self.job_dir / TMP_DIR, ignore_errors=True)
 
 
-def _stop_event() -> threading.Event:
+def stop_event() -> threading.Event:
     """An event set by SIGTERM or SIGINT: a stop request, handled by the supervision loop."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -515,10 +501,10 @@ def _stop_event() -> threading.Event:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop = _stop_event()
+    stop = stop_event()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m cloudtrain.backends.local.runner JOB_DIR", file=sys.stderr)
+        print(f"usage: python -m {MODULE} JOB_DIR", file=sys.stderr)
         return 2
     return Runner(Path(args[0]).resolve(), stop, Graces.from_environ(os.environ)).run()
 

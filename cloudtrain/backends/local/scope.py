@@ -8,10 +8,14 @@ from the runner: when the runner dies, even by SIGKILL, the pipe closes, and the
 records the job's end at once, without waiting for a command to look at the job.
 
     python -m cloudtrain.backends.local.scope JOB_DIR    (the guard; its stdin is the pipe)
+
+A command that finds a job's runner gone ends the job the same way (`end_if_abandoned`), through the job store:
+the backend, the guard and the test control plane share this one ending.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,8 +25,16 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
+from cloudtrain.backends.local.containers import ContainerPlan, remove_all
+from cloudtrain.backends.local.layout import BACKEND, WORKERS_FILE
+from cloudtrain.store import JobRecord, JobStore
+
 SCOPE_VARIABLE = "CLOUDTRAIN_JOB_SCOPE"
 MODULE = "cloudtrain.backends.local.scope"
+RUNNER_MODULE = "cloudtrain.backends.local.runner"  # `python -m` of a job of processes
+CONTAINER_RUNNER_MODULE = "cloudtrain.backends.local.container_runner"  # of a job of containers
+RUNNER_START_S = 60.0  # a record older than this without a runner pid was never started
+RUNNER_DIED = "local runner process died"
 ENDED = b"ended"  # what the runner writes to the guard when it ends by itself
 KILL_ROUNDS = 20  # a process may fork while its scope is being killed: look again until none is left
 PROC = Path("/proc")
@@ -77,13 +89,70 @@ def guard(job_dir: Path) -> int:
     if said == ENDED:
         return 0
     kill_scope(job_dir)
-    from cloudtrain.backends.local.backend import LocalBackend
-
     deadline = time.monotonic() + 10.0  # the dead runner's pid may take a moment to be reaped
-    backend = LocalBackend(job_dir.parents[1])
-    while not backend.describe(job_dir.name).done and time.monotonic() < deadline:
+    store = JobStore(job_dir.parents[1])
+    while not end_if_abandoned(store, job_dir, store.get(BACKEND, job_dir.name)).done:
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.1)
     return 0
+
+
+def end_if_abandoned(store: JobStore, job_dir: Path, record: JobRecord) -> JobRecord:
+    """A running record whose runner is gone ends now (Stopped if a stop was asked, else Failed), its workers
+    killed first; any other record is returned as it is."""
+    if record.done or _runner_alive(record):
+        return record
+    kill_workers(job_dir)
+    if record.info.status == "Stopping":
+        return store.transition(BACKEND, record.name, "Stopped", status="Stopped", message="Training job stopped")
+    return store.transition(
+        BACKEND, record.name, "Failed", status="Failed", message="Training job failed", failure_reason=RUNNER_DIED
+    )
+
+
+def _runner_alive(record: JobRecord) -> bool:
+    if record.pid is None:
+        return time.time() - (record.info.created or 0.0) < RUNNER_START_S  # submit is still starting it
+    return runner_alive(record.pid, record.name)
+
+
+def kill_workers(job_dir: Path) -> None:
+    """SIGKILL the worker process groups and the job's scope a dead runner left behind, or remove its
+    containers (TF workers would wait forever for their dead peers)."""
+    plan = ContainerPlan.load(job_dir)
+    if plan is not None:
+        remove_all(plan, job_dir.name)
+    with suppress(OSError, ValueError):
+        pids = json.loads((job_dir / WORKERS_FILE).read_text()).values()
+        for pid in pids:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(pid), signal.SIGKILL)
+    kill_scope(job_dir)
+
+
+def runner_alive(pid: int, job_name: str) -> bool:
+    """Whether pid is a live (not zombie) local runner of that job.
+
+    Checking the command line where /proc has it guards against the pid having been reused.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if not proc.is_dir():
+        return True  # no /proc (macOS): the signal check is all there is
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except (OSError, IndexError):
+        return False
+    argv = [a for a in argv if a]
+    runs_job = RUNNER_MODULE in argv or CONTAINER_RUNNER_MODULE in argv
+    return state != "Z" and runs_job and Path(argv[-1]).name == job_name
 
 
 if __name__ == "__main__":

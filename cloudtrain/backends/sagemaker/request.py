@@ -1,0 +1,225 @@
+"""CreateTrainingJob's request, built as AWS's TensorFlow estimator would send it: pure, so `--dry-run` and
+`submit` send the same thing, and AWS's own limits are checked here so an error names the spec's field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtrain.backends.contract import RESERVED_HYPERPARAMETERS, hyperparameters, runtime_environment, script_mode
+from cloudtrain.errors import UserError
+from cloudtrain.transfer import vendor
+from cloudtrain.transfer.code import CodeTree
+from cloudtrain.transfer.s3 import S3Location
+from cloudtrain.transfer.upload import Upload
+
+if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: `status` and `logs` never need them
+    from cloudtrain.image.stock import ImageChoice
+    from cloudtrain.pricing import CostEstimate
+    from cloudtrain.spec.models import JobSpec
+
+TENSORBOARD_LOCAL_PATH = "/opt/ml/output/tensorboard"  # SageMaker's default LocalPath; cloudtrain.runtime's too
+MANAGED_TAG = "cloudtrain:managed"
+SPEC_TAG = "cloudtrain:spec-sha256"
+CODE_TAG = "cloudtrain:code-sha256"
+GIT_TAG = "cloudtrain:git-commit"
+
+
+def git_commit(folder: Path) -> str | None:
+    """HEAD of the git checkout holding folder, `-dirty` if files under it changed; None outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=all", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not re.fullmatch(r"[0-9a-f]{40,64}", head):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+INSTANCE_STORAGE_FAMILIES = ("g5", "g6", "p5", "trn1")  # the SDK's `volume_size_supported`: no EBS volume
+
+
+def _has_instance_storage(instance_type: str) -> bool:
+    """Instance types with local NVMe storage take no EBS volume key (AWS refuses VolumeKmsKeyId there): the
+    SDK's rule, a "d" in the family (c5d, p4d, r5d) or one of `INSTANCE_STORAGE_FAMILIES` (g6e, p5en, trn1n too)."""
+    family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
+    return "d" in family or family.startswith(INSTANCE_STORAGE_FAMILIES)
+
+
+def _check_limits(spec: JobSpec, hyperparameters: Mapping[str, str], environment: Mapping[str, str]) -> None:
+    """AWS's size limits, checked here so the error names the spec field instead of a 400 from AWS."""
+    for name in spec.hyperparameters:
+        if name in RESERVED_HYPERPARAMETERS or name.startswith("sagemaker_"):
+            raise UserError(f"hyperparameters.{name}: reserved for SageMaker script mode")
+    if len(hyperparameters) > 100:
+        raise UserError(f"hyperparameters: at most 100 with script mode's own (got {len(hyperparameters)})")
+    for name, value in hyperparameters.items():
+        if len(name) > 256 or len(value) > 2500:
+            raise UserError(f"hyperparameters.{name}: names are at most 256 characters, values 2500 once JSON-encoded")
+    if len(environment) > 100:
+        raise UserError(f"environment: at most 100 variables (got {len(environment)})")
+    for name, value in environment.items():
+        if len(name) > 512 or len(value) > 512:
+            raise UserError(f"environment.{name}: names and values are at most 512 characters on SageMaker")
+
+
+def job_tags(spec: JobSpec, code_sha256: str, commit: str | None) -> list[dict[str, str]]:
+    """The spec's tags plus cloudtrain's own; `aws:` and `cloudtrain:` keys are reserved."""
+    from cloudtrain.spec.models import spec_digest
+
+    tags = dict(spec.tags)
+    for key in tags:
+        if key.startswith(("aws:", "cloudtrain:")):
+            raise UserError(f"tags.{key}: the aws: and cloudtrain: prefixes are reserved")
+    tags[MANAGED_TAG] = "true"
+    tags[SPEC_TAG] = spec_digest(spec)
+    tags[CODE_TAG] = code_sha256
+    if commit:
+        tags[GIT_TAG] = commit
+    if len(tags) > 50:
+        raise UserError(f"tags: SageMaker takes at most 50 tags, cloudtrain uses {len(tags) - len(spec.tags)}")
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def build_request(
+    spec: JobSpec,
+    job_name: str,
+    *,
+    region: str,
+    role_arn: str,
+    image_uri: str,
+    code_uri: str,
+    channels: Mapping[str, str],
+    output: S3Location,
+    checkpoint_uri: str,
+    tags: list[dict[str, str]],
+) -> dict[str, Any]:
+    """The CreateTrainingJob keyword arguments; pure, so dry-run and submit send the same thing."""
+    from cloudtrain.spec.models import script_environment
+
+    res = spec.resources
+    kms = spec.aws.kms_key_id
+    model_dir = output.join(job_name, "model").uri
+    values = script_mode(spec, job_name, submit_directory=code_uri, region=region, model_dir=model_dir)
+    job_hyperparameters = hyperparameters(spec, values)
+    strategy = spec.distribution.strategy.value
+    environment = {
+        **script_environment(spec),
+        **runtime_environment(strategy, spec.distribution.communication, spec.checkpoints.local_path),
+    }
+    if vendor.job_minor(spec):  # tf-keras packed in the code: on the path AWS's toolkit hands the script
+        environment["PYTHONPATH"] = ":".join(
+            p for p in (vendor.container_pythonpath(), environment.get("PYTHONPATH")) if p
+        )
+    _check_limits(spec, job_hyperparameters, environment)
+
+    algorithm: dict[str, Any] = {"TrainingImage": image_uri, "TrainingInputMode": "File"}
+    if spec.metrics:
+        algorithm["MetricDefinitions"] = [{"Name": m.name, "Regex": m.regex} for m in spec.metrics]
+    algorithm["EnableSageMakerMetricsTimeSeries"] = True
+
+    resource_config: dict[str, Any] = {
+        "InstanceType": res.instance_type,
+        "InstanceCount": res.instance_count,
+        "VolumeSizeInGB": res.volume_size_gb,
+    }
+    if kms and not _has_instance_storage(res.instance_type):
+        resource_config["VolumeKmsKeyId"] = kms
+    if res.keep_alive:
+        resource_config["KeepAlivePeriodInSeconds"] = res.keep_alive
+
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": res.max_runtime}
+    if res.spot.enabled and res.spot.max_wait is not None:
+        stopping["MaxWaitTimeInSeconds"] = res.spot.max_wait
+
+    output_config: dict[str, str] = {"S3OutputPath": output.uri}
+    if kms:
+        output_config["KmsKeyId"] = kms
+
+    request: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": algorithm,
+        "HyperParameters": job_hyperparameters,
+        "RoleArn": role_arn,
+        "OutputDataConfig": output_config,
+        "ResourceConfig": resource_config,
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": res.spot.enabled,
+        "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": spec.checkpoints.local_path},
+        # SageMaker uploads the event files cloudtrain.runtime writes there while the job runs.
+        "TensorBoardOutputConfig": {"S3OutputPath": output.uri, "LocalPath": TENSORBOARD_LOCAL_PATH},
+        "Environment": environment,
+        "Tags": tags,
+    }
+    if channels:
+        request["InputDataConfig"] = [
+            {
+                "ChannelName": name,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": uri,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "CompressionType": "None",
+                "RecordWrapperType": "None",
+            }
+            for name, uri in channels.items()
+        ]
+    if spec.aws.vpc is not None:
+        request["VpcConfig"] = {
+            "SecurityGroupIds": list(spec.aws.vpc.security_group_ids),
+            "Subnets": list(spec.aws.vpc.subnets),
+        }
+    if res.max_retry_attempts > 0:
+        request["RetryStrategy"] = {"MaximumRetryAttempts": res.max_retry_attempts}
+    return request
+
+
+def request_code_uri(request: Mapping[str, Any]) -> str:
+    """The code tarball's S3 URI inside a request (sagemaker_submit_directory, JSON-decoded)."""
+    return str(json.loads(request["HyperParameters"]["sagemaker_submit_directory"]))
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a submit sends and uploads; `to_json` is `--dry-run`'s output."""
+
+    request: dict[str, Any]
+    uploads: tuple[Upload, ...]
+    image: ImageChoice
+    cost: CostEstimate
+    code: CodeTree
+    notes: tuple[str, ...] = ()
+
+    @property
+    def uploaded_bytes(self) -> int:
+        return sum(u.uploaded_bytes for u in self.uploads)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "request": self.request,
+            "estimated_cost_usd": self.cost.total_usd,
+            "cost_note": self.cost.note(),
+            "cost": self.cost.to_json(),
+            "uploads": [u.to_json() for u in self.uploads],
+            "image_source": self.image.source,
+            "code_files": list(self.code.names),
+            "notes": list(self.notes),
+        }
