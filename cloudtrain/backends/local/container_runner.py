@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudtrain.backends.contract import runtime_environment
-from cloudtrain.backends.local import containers
+from cloudtrain.backends.local import containers, runner
 from cloudtrain.backends.local.containers import ContainerPlan
-from cloudtrain.backends.local.runner import Graces, LogStream, Outcome, Runner, Worker, stop_event
+from cloudtrain.backends.local.runner import Graces, LogStream, Outcome, Runner, Worker
 from cloudtrain.backends.local.scope import CONTAINER_RUNNER_MODULE
 
 MODULE = CONTAINER_RUNNER_MODULE
@@ -90,12 +90,7 @@ class ContainerRunner(Runner):
 
 
 def main(argv: list[str] | None = None) -> int:
-    stop = stop_event()
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print(f"usage: python -m {MODULE} JOB_DIR", file=sys.stderr)
-        return 2
-    return ContainerRunner(Path(args[0]).resolve(), stop, Graces.from_environ(os.environ)).run()
+    return runner.main(argv, ContainerRunner, MODULE)
 
 
 if __name__ == "__main__":

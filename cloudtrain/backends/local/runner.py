@@ -500,13 +500,14 @@ def stop_event() -> threading.Event:
     return stop
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, runner: type[Runner] = Runner, module: str = MODULE) -> int:
+    """`python -m <module> JOB_DIR`: the job in that folder run to its end by `runner` (a stop is SIGTERM)."""
     stop = stop_event()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print(f"usage: python -m {MODULE} JOB_DIR", file=sys.stderr)
+        print(f"usage: python -m {module} JOB_DIR", file=sys.stderr)
         return 2
-    return Runner(Path(args[0]).resolve(), stop, Graces.from_environ(os.environ)).run()
+    return runner(Path(args[0]).resolve(), stop, Graces.from_environ(os.environ)).run()
 
 
 if __name__ == "__main__":
