@@ -189,7 +189,7 @@ def submit(
     job_name = job_name_for(spec.name, key)
     be = open_backend(settings)
     warnings = spec_warnings(spec)
-    notes = [*secret_hyperparameters(spec), *left_out_notes(spec, uploads_data=be.remote)]
+    notes = [*secret_hyperparameters(spec), *left_out_notes(spec, uploads_data=be.uploads_data)]
     for note in notes:
         if on_note is not None:
             on_note(note)
@@ -213,7 +213,7 @@ def submit(
             if attempt == NAME_ATTEMPTS - 1:
                 raise
             job_name = job_name_for(spec.name)  # another submit took this second's name: draw again
-    if be.remote:  # recorded here too, so later commands find its backend (and its region) without options
+    if be.record_at_submit:  # so later commands find its backend (and its region) without options
         from cloudtrain.store import JobStore
 
         JobStore(settings.home).remember(info.name, be.name, spec)
@@ -308,7 +308,7 @@ def status(job: str, *, options: Options = Options()) -> JobInfo:
 
     settings = for_job(options, job)
     be = open_backend(settings)
-    if not be.remote:
+    if not be.status_from_record:
         return be.describe(job)
     store = JobStore(settings.home)
     try:

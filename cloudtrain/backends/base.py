@@ -16,9 +16,9 @@ class Backend(Protocol):
     """Where jobs run. Callers read what a backend can do from these attributes, never from its name."""
 
     name: str  # as jobs are recorded: "local" or "sagemaker"
-    # Jobs run elsewhere: local data folders are uploaded, and cloudtrain records each job in its job store at
-    # submit (so later commands find its backend) and answers a finished one's status from there.
-    remote: bool
+    uploads_data: bool  # local data folders are uploaded (so what packing leaves out of them is said)
+    record_at_submit: bool  # `api.submit` records the job in the job store, so later commands find its backend
+    status_from_record: bool  # a finished job's status is answered from its record, sparing the backend's API
     status_interval: float  # seconds between status checks while waiting for a job
 
     def plan(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> dict[str, Any]:

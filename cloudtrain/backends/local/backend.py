@@ -65,7 +65,9 @@ class LocalBackend:
     """
 
     name = BACKEND
-    remote = False  # code and data are used where they are; the job store is this backend's own record
+    uploads_data = False  # code and data are used where they are
+    record_at_submit = False  # the job store is this backend's own record of its jobs
+    status_from_record = False  # its record is the job's state: `describe` brings it up to date
     status_interval = 0.5  # seconds between status checks while waiting: a local job's state is a file read
 
     def __init__(self, home: Path, *, container: bool = False) -> None:

@@ -74,7 +74,9 @@ class SageMakerBackend:
     discover_interval: float = 60.0
     download_workers: int = 8
     name: str = field(default=NAME, init=False)
-    remote: bool = field(default=True, init=False)  # see `Backend.remote`
+    uploads_data: bool = field(default=True, init=False)  # the capabilities: see `Backend`
+    record_at_submit: bool = field(default=True, init=False)
+    status_from_record: bool = field(default=True, init=False)
     last_plan: JobPlan | None = field(default=None, init=False, repr=False)
     _aws: AwsSession | None = field(default=None, init=False, repr=False)
     _tensorboard_uris: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
