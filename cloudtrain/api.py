@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends import open_backend
-from cloudtrain.errors import JobExists, SpecError, UserError, quoted
+from cloudtrain.errors import JobExists, SpecError, UserError, WaitTimeout, quoted
 from cloudtrain.settings import Options, for_job, for_spec
 
 if TYPE_CHECKING:
@@ -433,12 +433,6 @@ def tensorboard(
         be.describe(job)  # JobNotFound now, before anything starts
         watched.append((job, be))
     board.serve(command, watched, port=port, on_ready=on_ready, on_note=on_note)
-
-
-class WaitTimeout(UserError):
-    """`--timeout` passed with the job still running. Exit code 4."""
-
-    exit_code = 4
 
 
 def watch(

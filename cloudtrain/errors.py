@@ -1,20 +1,35 @@
-"""The few error types a user sees; the CLI renders each as one line with its exit code."""
+"""The few error types a user sees, and every exit code cloudtrain gives; the CLI renders each error as one
+line and exits with its code (docs/ci.md: what a pipeline may rely on)."""
 
 from __future__ import annotations
 
 import re
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit code of `cloudtrain`, in one place."""
+
+    OK = 0
+    FAILED = 1  # a waited-for job failed or stopped, or anything else went wrong
+    USER_ERROR = 2  # bad input: a spec, an argument, a file (and usage errors)
+    UNAVAILABLE = 3  # the backend could not be reached
+    TIMED_OUT = 4  # `--timeout` passed with the job still running
+    REFUSED = 5  # AWS answered and refused
+    INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C during a wait
+    TERMINATED = 143  # 128 + SIGTERM: a cancelled CI run
 
 
 class CloudtrainError(Exception):
     """Base of every error cloudtrain reports to a user (never with a traceback)."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class UserError(CloudtrainError):
     """Bad input: a spec, an argument, a file. Exit code 2."""
 
-    exit_code = 2
+    exit_code = ExitCode.USER_ERROR
 
 
 class SpecError(UserError):
@@ -33,7 +48,7 @@ class JobNotFound(UserError):
 class BackendUnavailable(CloudtrainError):
     """The backend (AWS endpoint, Docker engine, local store) could not be reached. Exit code 3."""
 
-    exit_code = 3
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class AwsRefused(CloudtrainError):
@@ -41,13 +56,19 @@ class AwsRefused(CloudtrainError):
     throttling past every retry, a default bucket owned by another account). Exit code 5: a pipeline tells
     it apart from a job that ran and failed (1)."""
 
-    exit_code = 5
+    exit_code = ExitCode.REFUSED
 
 
 class JobFailed(CloudtrainError):
     """A waited-for job ended Failed or Stopped. Exit code 1."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
+
+
+class WaitTimeout(CloudtrainError):
+    """`--timeout` passed with the job still running (it is not the user's mistake). Exit code 4."""
+
+    exit_code = ExitCode.TIMED_OUT
 
 
 class JobExists(UserError):

@@ -9,11 +9,9 @@ command runs, so `cloudtrain --help` and shell completion stay fast.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -31,7 +29,7 @@ from cloudtrain.cli.options import (
     SetOpt,
     command_options,
 )
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, JobFailed, UserError
+from cloudtrain.errors import BackendUnavailable, CloudtrainError, ExitCode, JobFailed, UserError, WaitTimeout
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,8 +39,8 @@ if TYPE_CHECKING:
     from cloudtrain.settings import Options
 
 STOP_WAIT_S = 120.0  # how long Ctrl-C with --stop-on-interrupt waits for the job to reach Stopped
-INTERRUPTED = 130  # 128 + SIGINT
-TERMINATED = 143  # 128 + SIGTERM
+INTERRUPTED = ExitCode.INTERRUPTED
+TERMINATED = ExitCode.TERMINATED
 
 app = typer.Typer(
     help="Launch multi-worker TensorFlow training jobs on AWS SageMaker, or locally under the same contract.",
@@ -118,7 +116,7 @@ def validate(
     checks = api.check_specs(specs, set_ or [])
     render.spec_checks(checks, json=json)
     if any(c.error is not None for c in checks):
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.USER_ERROR)
 
 
 @app.command(
@@ -232,14 +230,12 @@ def _wait(
     GitHub Actions sends SIGINT: both mean the same here.
     """
     from cloudtrain import api
-    from cloudtrain.api import WaitTimeout
     from cloudtrain.cli import render
 
     job = result.job.name
     options = replace(options, backend=result.job.backend)
     try:
-        with _sigterm_interrupts():
-            return _follow(job, options, timeout, err)
+        return _follow(job, options, timeout, err)
     except BackendUnavailable as e:  # credentials expired mid-wait (a CI role's session), or AWS unreachable
         raise BackendUnavailable(
             f"{e} while waiting; job {job} keeps running: cloudtrain status {job} (or logs {job} --follow) "
@@ -282,7 +278,6 @@ def _follow(job: str, options: Options, timeout: float | None, err: Console) -> 
 def _interrupted(job: str, options: Options, stop_on_interrupt: bool, err: Console) -> JobInfo:
     """Stop the job and wait (a while) for it to be Stopped, or leave it running; either way say so."""
     from cloudtrain import api
-    from cloudtrain.api import WaitTimeout
 
     if not stop_on_interrupt:
         err.print(
@@ -293,9 +288,8 @@ def _interrupted(job: str, options: Options, stop_on_interrupt: bool, err: Conso
         return api.status(job, options=options)
     err.print(f"interrupted: stopping job {job}", markup=False)
     try:
-        with _sigterm_interrupts():
-            api.stop(job, options=options)
-            final = api.wait(job, options=options, timeout=STOP_WAIT_S)
+        api.stop(job, options=options)
+        final = api.wait(job, options=options, timeout=STOP_WAIT_S)
         err.print(f"job {job} {final.status}", markup=False)
         return final
     except (KeyboardInterrupt, WaitTimeout):  # a second signal, or a job slow to stop
@@ -304,21 +298,8 @@ def _interrupted(job: str, options: Options, stop_on_interrupt: bool, err: Conso
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM during a wait, handled as Ctrl-C is (exit code 143 rather than 130)."""
-
-
-def _raise_terminated(_signum: int, _frame: object) -> None:
-    raise _Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises `_Terminated` in the main thread inside the block, instead of ending the process at once."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    """SIGTERM, raised in the main thread by `main`'s one handler and handled as Ctrl-C is (a wait detaches or
+    stops its job; exit code 143 rather than 130)."""
 
 
 @app.command(epilog="\b\nThen: cloudtrain submit SPEC (it uses the image, and builds it first if ECR lacks the tag)")
@@ -490,14 +471,13 @@ def tensorboard(
             board.open_browser(url)
 
     try:
-        with _sigterm_interrupts():
-            api.tensorboard(
-                jobs,
-                port=port,
-                options=options,
-                on_ready=ready,
-                on_note=lambda line: err.print(f"note: {line}", markup=False),
-            )
+        api.tensorboard(
+            jobs,
+            port=port,
+            options=options,
+            on_ready=ready,
+            on_note=lambda line: err.print(f"note: {line}", markup=False),
+        )
     except KeyboardInterrupt as interrupt:
         err.print("TensorBoard stopped", markup=False)
         raise typer.Exit(TERMINATED if isinstance(interrupt, _Terminated) else INTERRUPTED) from None
@@ -617,9 +597,9 @@ def main() -> None:
     # job folder) before it exits 143, rather than dying where it stands.
     terminated: list[int] = []
 
-    def on_sigterm(signum: int, frame: object) -> None:
+    def on_sigterm(signum: int, _frame: object) -> None:
         terminated.append(signum)  # typer turns the interrupt into exit code 130: this says it was SIGTERM
-        _raise_terminated(signum, frame)
+        raise _Terminated
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
@@ -633,8 +613,8 @@ def main() -> None:
     except TyperException as e:  # usage errors: unknown option, missing argument, bad value
         if type(e).__name__ == "NoArgsIsHelpError":  # a bare `cloudtrain` (narrow terminal): the help itself
             sys.stderr.write(e.format_message() + "\n")
-            sys.exit(2)
-        _fail(e.format_message(), 2)
+            sys.exit(ExitCode.USER_ERROR)
+        _fail(e.format_message(), ExitCode.USER_ERROR)
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(TERMINATED if terminated else INTERRUPTED)
     except BrokenPipeError:
