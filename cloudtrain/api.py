@@ -342,7 +342,6 @@ def fetch_model(
     *,
     to: str | Path | None = None,
     options: Options = Options(),
-    on_progress: Callable[[int, int], None] | None = None,
 ) -> Artifacts:
     """Download and extract the model, output (evaluation report) and checkpoints into `to` (default ./<job>)."""
     dest = Path(to) if to is not None else Path.cwd() / job
@@ -353,7 +352,7 @@ def fetch_model(
     _refuse_foreign_files(dest)
     created = not dest.exists()
     try:
-        found = be.fetch_artifacts(job, dest, on_progress=on_progress)
+        found = be.fetch_artifacts(job, dest)
         fetched_files(dest, write=True)
     finally:
         if created:
@@ -585,7 +584,7 @@ def config(*, options: Options = Options(), spec: str | Path | None = None) -> C
     """The default settings and where each comes from; with `spec`, what that spec sets too, as submit sees it."""
     from cloudtrain.settings import config_path
 
-    loaded = options.sources()
+    loaded = options.read_config()
     job_spec = None
     if spec is not None:
         from cloudtrain.spec.load import load_spec

@@ -1,4 +1,5 @@
-"""Layer, resolved once into one `Layer` that backends receive and never merge again.
+"""Where each setting comes from (one `Layer` per source), resolved once into the `Settings` that backends receive
+and never merge again.
 
 The first that gives a setting wins: the command line (`Options`), `CLOUDTRAIN_*`, the job spec (or the spec a
 job was submitted with), the config file (with its chosen profile); AWS's own chain fills what is still unset.
@@ -271,7 +272,8 @@ class Options:
     def layer(self) -> Layer:
         return Layer(backend=self.backend, region=self.region, role_arn=self.role_arn, endpoint_url=self.endpoint_url)
 
-    def sources(self) -> Config:
+    def read_config(self) -> Config:
+        """The environment's and the config file's settings: `config` if given, else read now."""
         return self.config if self.config is not None else Config.load(self.profile)
 
 
@@ -336,7 +338,7 @@ def for_spec(options: Options, spec: JobSpec, overrides: Sequence[str] = ()) -> 
     """The settings of a submit or a build, and the spec with each setting taken from the strongest source
     (what is submitted and recorded). `overrides` are the `--set`s the spec was loaded with: they count as
     the command line."""
-    spec = options.sources().apply_to_spec(spec, options.layer, overrides)
+    spec = options.read_config().apply_to_spec(spec, options.layer, overrides)
     settings = Settings(
         backend=choose_backend(spec.backend),
         region=spec.aws.region,
@@ -356,7 +358,7 @@ def for_job(options: Options, job: str | None = None) -> Settings:
     the config file's: a job lives where it was submitted. The AWS settings of the spec it was submitted
     with sit between the environment and the config file, so `status JOB` reaches the region it runs in.
     """
-    config = options.sources()
+    config = options.read_config()
     home = cloudtrain_home()
     recorded = _recorded_backend(home, job) if job is not None and not options.backend else None
     backend = choose_backend(options.backend, recorded, config.env.backend, config.from_file.backend)
