@@ -25,17 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain import records
 from cloudtrain.backends import open_backend
 from cloudtrain.errors import JobExists, SpecError, UserError, WaitTimeout, quoted
-from cloudtrain.settings import Options, for_job, for_spec
+from cloudtrain.records import for_job
+from cloudtrain.settings import Config as Config  # for the command line, which imports nothing else of settings
+from cloudtrain.settings import Options, for_spec
 
 if TYPE_CHECKING:
     from cloudtrain.backends.base import Backend
-    from cloudtrain.compare import Comparison
-    from cloudtrain.doctor import Diagnosis
-    from cloudtrain.image.build import BuildResult
+    from cloudtrain.compare import Comparison as Comparison  # what the command line renders, named through api
+    from cloudtrain.doctor import Diagnosis as Diagnosis
+    from cloudtrain.image.build import BuildResult as BuildResult
     from cloudtrain.jobs import Artifacts, JobInfo, LogEvent, LogsStopped
-    from cloudtrain.scaffold import Scaffold
+    from cloudtrain.scaffold import Scaffold as Scaffold
     from cloudtrain.spec.models import JobSpec
 
 SUFFIX_LEN = 12
@@ -214,9 +217,7 @@ def submit(
                 raise
             job_name = job_name_for(spec.name)  # another submit took this second's name: draw again
     if be.record_at_submit:  # so later commands find its backend (and its region) without options
-        from cloudtrain.store import JobStore
-
-        JobStore(settings.home).remember(info.name, be.name, spec)
+        records.remember(settings.home, info.name, be.name, spec)
     return Submitted(info, created=True, notes=notes, warnings=warnings)
 
 
@@ -303,24 +304,23 @@ def _backend_for(job: str | None, options: Options) -> Backend:
 def status(job: str, *, options: Options = Options()) -> JobInfo:
     """The job now. A finished remote job never changes: once a call has seen it end, it is recorded in the
     job store and answered from there, without AWS, sparing the API quota."""
-    from cloudtrain.errors import JobNotFound
-    from cloudtrain.store import JobRecord, JobStore
-
     settings = for_job(options, job)
     be = open_backend(settings)
     if not be.status_from_record:
         return be.describe(job)
-    store = JobStore(settings.home)
-    try:
-        recorded: JobRecord | None = store.get(be.name, job)
-    except JobNotFound:
-        recorded = None
+    recorded = records.recorded(settings.home, be.name, job)
     if recorded is not None and recorded.done:
         return recorded.info
     info = be.describe(job)
     if info.done:
-        store.save(JobRecord(info, spec=recorded.spec if recorded is not None else {}))
+        records.keep_finished(settings.home, info, recorded)
     return info
+
+
+def finished_status(job: str) -> JobInfo | None:
+    """The job's state if the job store holds it finished (it never changes then), on whichever backend it ran;
+    None otherwise. Reads one local file: `status` of a finished job needs no backend, no options."""
+    return records.finished(job)
 
 
 def list_jobs(*, options: Options = Options(), limit: int = 20) -> list[JobInfo]:
@@ -528,6 +528,13 @@ def wait(job: str, *, options: Options = Options(), timeout: float | None = None
     return final
 
 
+def open_browser(url: str) -> bool:
+    """Open url (`tensorboard`'s) in the user's browser, where there is one (`board.open_browser`)."""
+    from cloudtrain import board
+
+    return board.open_browser(url)
+
+
 def compare(jobs: Sequence[str], *, options: Options = Options(), fetched_root: str | Path | None = None) -> Comparison:
     """Jobs side by side: differing spec fields, code hashes, metrics and evaluation.
 
@@ -544,7 +551,8 @@ def compare(jobs: Sequence[str], *, options: Options = Options(), fetched_root: 
     for job in jobs:
         settings = for_job(options, job)
         be = open_backend(settings)
-        sides.append(comparing.side(be, job, home=settings.home, fetched=root / job, notes=notes))
+        spec = records.submitted_spec(settings.home, be.name, job)
+        sides.append(comparing.side(be, job, spec=spec, fetched=root / job, notes=notes))
     return comparing.compare(sides, notes)
 
 

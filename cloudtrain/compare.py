@@ -96,16 +96,11 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix, value
 
 
-def side(be: Backend, job: str, *, home: Path, fetched: Path | None, notes: list[str]) -> Side:
-    """What compare shows of one job; what cannot be found becomes None and a note."""
-    from cloudtrain.errors import JobNotFound
-    from cloudtrain.store import JobStore
-
+def side(be: Backend, job: str, *, spec: dict[str, Any] | None, fetched: Path | None, notes: list[str]) -> Side:
+    """What compare shows of one job, with the spec it was submitted with (None: not recorded here); what cannot
+    be found becomes None and a note."""
     info = be.describe(job, tags=True)  # tags hold a SageMaker job's code digest
-    try:
-        spec: dict[str, Any] | None = JobStore(home).get(be.name, job).spec
-    except JobNotFound:
-        spec = None
+    if spec is None:
         notes.append(f"{job}: no spec recorded here (submitted from another machine?)")
     code = be.code_digest(info)
     if code is None:

@@ -279,7 +279,8 @@ class Options:
 
 @dataclass(frozen=True)
 class Settings:
-    """Where and how a command runs, resolved once (`for_spec`, `for_job`); backends take it as it is.
+    """Where and how a command runs, resolved once (`for_spec`; `records.for_job` for a command about a job);
+    backends take it as it is.
 
     None leaves a setting to AWS's own chain (AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, ~/.aws/config).
     `aws_profile` is the spec's `aws.profile`, a profile of ~/.aws/config.
@@ -349,45 +350,3 @@ def for_spec(options: Options, spec: JobSpec, overrides: Sequence[str] = ()) -> 
         container=options.container,
     )
     return settings, spec
-
-
-def for_job(options: Options, job: str | None = None) -> Settings:
-    """The settings of a command about a job (or about no job: a list, doctor).
-
-    The backend is the command line's, else the one the job was recorded with, else the environment's or
-    the config file's: a job lives where it was submitted. The AWS settings of the spec it was submitted
-    with sit between the environment and the config file, so `status JOB` reaches the region it runs in.
-    """
-    config = options.read_config()
-    home = cloudtrain_home()
-    recorded = _recorded_backend(home, job) if job is not None and not options.backend else None
-    backend = choose_backend(options.backend, recorded, config.env.backend, config.from_file.backend)
-    submitted = _submitted_aws(home, backend, job) if job is not None else Layer()
-    merged = config.defaults(options.layer, submitted)
-    return Settings(
-        backend=backend,
-        region=merged.region,
-        role_arn=merged.role_arn,
-        output_s3_uri=merged.output_s3_uri,
-        endpoint_url=merged.endpoint_url,
-        home=home,
-        container=options.container,
-    )
-
-
-def _recorded_backend(home: Path, job: str) -> str | None:
-    from cloudtrain.store import JobStore
-
-    return JobStore(home).backend_of(job)
-
-
-def _submitted_aws(home: Path, backend: str, job: str) -> Layer:
-    """The AWS settings of the spec a job was submitted with (none for a job submitted elsewhere)."""
-    from cloudtrain.errors import JobNotFound
-    from cloudtrain.store import JobStore
-
-    try:
-        aws = JobStore(home).get(backend, job).spec.get("aws") or {}
-    except JobNotFound:
-        return Layer()
-    return Layer(region=aws.get("region"), role_arn=aws.get("role_arn"), endpoint_url=aws.get("endpoint_url"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloudtrain.errors import UserError
+from cloudtrain.records import for_job
 from cloudtrain.settings import (
     ENV_VARS,
     Config,
@@ -16,7 +17,6 @@ from cloudtrain.settings import (
     Options,
     config_path,
     env_settings,
-    for_job,
     read_config_file,
 )
 from cloudtrain.settings import Layer as Settings  # one source's say

@@ -32,7 +32,8 @@ from cloudtrain.backends.sagemaker.request import CODE_TAG, GIT_TAG, MANAGED_TAG
 from cloudtrain.errors import BackendUnavailable, JobExists, JobNotFound, UserError
 from cloudtrain.image.stock import _table, resolve_image
 from cloudtrain.pricing import SPOT_NOTE, estimate, price_per_hour
-from cloudtrain.settings import Options, aws_configured, for_job, for_spec
+from cloudtrain.records import for_job
+from cloudtrain.settings import Options, aws_configured, for_spec
 from cloudtrain.spec.models import ImageSpec, JobSpec, ResourcesSpec, spec_digest
 from cloudtrain.transfer import vendor
 from cloudtrain.transfer.code import RUNTIME_STUB, build_code_package, code_tree, runtime_files, tarball_digest

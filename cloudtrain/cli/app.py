@@ -34,9 +34,8 @@ from cloudtrain.errors import BackendUnavailable, CloudtrainError, ExitCode, Job
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from cloudtrain.api import Submitted
+    from cloudtrain.api import Options, Submitted
     from cloudtrain.jobs import JobInfo
-    from cloudtrain.settings import Options
 
 STOP_WAIT_S = 120.0  # how long Ctrl-C with --stop-on-interrupt waits for the job to reach Stopped
 INTERRUPTED = ExitCode.INTERRUPTED
@@ -459,7 +458,7 @@ def tensorboard(
 
     Serves TensorBoard on 127.0.0.1 with the jobs' event files, updated while they run.
     """
-    from cloudtrain import api, board
+    from cloudtrain import api
     from cloudtrain.cli import render
 
     options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
@@ -468,7 +467,7 @@ def tensorboard(
     def ready(url: str) -> None:
         render.console().print(f"TensorBoard at {url}  (Ctrl-C to stop)", markup=False)
         if not no_browser:
-            board.open_browser(url)
+            api.open_browser(url)
 
     try:
         api.tensorboard(

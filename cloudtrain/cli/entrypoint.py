@@ -42,25 +42,18 @@ def _finished_status(args: list[str]) -> bool:
     rest = [a for a in args[1:] if a != "--json"]
     if args[:1] != ["status"] or len(rest) != 1 or rest[0].startswith("-"):
         return False
-    from cloudtrain.errors import CloudtrainError
-    from cloudtrain.settings import cloudtrain_home
-    from cloudtrain.store import JobStore
+    from cloudtrain import api
 
-    try:
-        store = JobStore(cloudtrain_home())
-        backend = store.backend_of(rest[0])
-        record = store.get(backend, rest[0]) if backend is not None else None
-    except CloudtrainError:
-        return False
-    if record is None or not record.done:
+    info = api.finished_status(rest[0])
+    if info is None:
         return False
     from cloudtrain.cli import render
 
     if "--json" in args:
-        render.print_json(record.info.to_json())
+        render.print_json(info.to_json())
     else:
-        render.job_detail(record.info)
-        render.next_steps(record.info)
+        render.job_detail(info)
+        render.next_steps(info)
     return True
 
 

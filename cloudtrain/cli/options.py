@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from cloudtrain.settings import Options
+    from cloudtrain.api import Options
 
 BackendOpt = Annotated[
     str | None,
@@ -52,7 +52,7 @@ def command_options(
 ) -> Options:
     """What the command line says, for `cloudtrain.api` to resolve with the environment, spec and config file
     (read now: a broken config file is said before anything else)."""
-    from cloudtrain.settings import Config, Options
+    from cloudtrain.api import Config, Options
 
     return Options(
         backend=backend,

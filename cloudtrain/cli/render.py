@@ -27,12 +27,8 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from cloudtrain.api import ConfigReport, SpecCheck
-    from cloudtrain.compare import Comparison
-    from cloudtrain.doctor import Diagnosis
-    from cloudtrain.image.build import BuildResult
+    from cloudtrain.api import BuildResult, Comparison, ConfigReport, Diagnosis, Scaffold, SpecCheck
     from cloudtrain.jobs import Artifacts, JobInfo, LogEvent
-    from cloudtrain.scaffold import Scaffold
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 STATUS_STYLE = {"Completed": "green", "Failed": "red", "Stopped": "yellow", "Stopping": "yellow", "InProgress": "cyan"}
