@@ -156,3 +156,24 @@ def test_the_architecture_page_lists_every_package() -> None:
     for path in PACKAGE.iterdir():
         if path.is_dir() and (path / "__init__.py").exists():
             assert f"`{path.name}/`" in page, path.name
+
+
+def test_the_path_of_a_submit_names_modules_and_functions_that_exist() -> None:
+    """Every `package/module` and `module.function` the page's submit path names is in the code."""
+    import importlib
+
+    page = (REPO / "docs" / "architecture.md").read_text()
+    path = page.split("## The path of a submit", 1)[1].split("\n## ", 1)[0]
+    named = re.findall(r"`([a-z_]+(?:/[a-z_]+)*)(?:\.([a-z_]+))?`", path)
+    checked = 0
+    for module, attribute in named:
+        dotted = module.replace("/", ".")
+        candidates = [f"cloudtrain.{dotted}", f"cloudtrain.backends.{dotted}"]
+        found = next((c for c in candidates if c in MODULES), None)
+        if found is None:
+            assert "/" not in module, f"{module}: no such module"
+            continue  # a word in backquotes (an attribute, a variable), not a module
+        if attribute:
+            assert hasattr(importlib.import_module(found), attribute), f"{module}.{attribute}"
+        checked += 1
+    assert checked >= 15
