@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.errors import CloudtrainError
-from cloudtrain.jobs import EVAL_REPORT
+from cloudtrain.jobs import EVAL_KEYS, EVAL_REPORT, eval_numbers
 
 if TYPE_CHECKING:
     from cloudtrain.backends.base import Backend
     from cloudtrain.jobs import JobInfo
-
-EVAL_KEYS = ("accuracy", "loss")
 
 
 @dataclass(frozen=True)
@@ -123,7 +121,7 @@ def _evaluation(be: Backend, info: JobInfo, fetched: Path | None, notes: list[st
         return None
     if not isinstance(report, dict):
         return None
-    values = {k: report.get(k) if isinstance(report.get(k), (int, float)) else None for k in EVAL_KEYS}
+    values = eval_numbers(report)
     return {**values, "source": source}
 
 

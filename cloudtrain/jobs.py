@@ -98,3 +98,11 @@ class Artifacts:
 
 EVAL_REPORT = "eval_report.json"  # in a job's output (output.tar.gz): what `compare` reads of its evaluation
 EVAL_REPORT_MAX_BYTES = 16 << 20
+EVAL_KEYS = ("accuracy", "loss")  # what `compare` and `fetch-model` show of an evaluation report
+
+
+def eval_numbers(report: Any) -> dict[str, float | None]:
+    """An evaluation report's accuracy and loss: each the number it holds, or None (also for a report that is no
+    JSON object)."""
+    report = report if isinstance(report, dict) else {}
+    return {k: report[k] if isinstance(report.get(k), (int, float)) else None for k in EVAL_KEYS}

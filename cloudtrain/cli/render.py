@@ -18,7 +18,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from cloudtrain.jobs import ARTIFACT_KINDS, EVAL_REPORT, TARBALL_KINDS
+from cloudtrain.jobs import ARTIFACT_KINDS, EVAL_REPORT, TARBALL_KINDS, eval_numbers
 from cloudtrain.redact import redact, scrub
 
 if TYPE_CHECKING:
@@ -185,9 +185,7 @@ def evaluation(found: Artifacts) -> tuple[Path, dict[str, float | None]] | None:
         report = json.loads(report_path.read_text())
     except ValueError:
         report = {}
-    report = report if isinstance(report, dict) else {}
-    numbers = {k: report[k] if isinstance(report.get(k), (int, float)) else None for k in ("accuracy", "loss")}
-    return report_path, numbers
+    return report_path, eval_numbers(report)
 
 
 def fetched_json(job: str, found: Artifacts) -> dict[str, Any]:
