@@ -163,10 +163,10 @@ def wait_done(backend: LocalBackend, name: str) -> JobInfo:
     raise AssertionError(f"{name} still {backend.describe(name).status} after {WAIT_S}s")
 
 
-def wait_for_line(backend: LocalBackend, name: str, text: str) -> None:
+def wait_for_line(backend: LocalBackend, name: str, text: str, host: str | None = None) -> None:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
-        if any(text in e.message for e in backend.logs(name)):
+        if any(text in e.message for e in backend.logs(name, host=host)):
             return
         time.sleep(0.05)
     raise AssertionError(f"{name} never printed {text!r}")
@@ -295,7 +295,7 @@ def test_dead_peer_gets_the_hanging_chief_killed(backend: LocalBackend, tmp_path
 
 def test_stop_ends_the_job_as_stopped_and_uploads_the_model(backend: LocalBackend, tmp_path: Path) -> None:
     backend.submit(make_spec(tmp_path, SLEEP, resources={"instance_count": 2}), "stop-1")
-    wait_for_line(backend, "stop-1", "ready")
+    wait_for_line(backend, "stop-1", "ready", host="algo-1")  # the chief's model is the job's: it has written it
 
     answer = backend.stop("stop-1")
 
