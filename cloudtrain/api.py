@@ -118,7 +118,8 @@ def check_specs(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> l
     for path in paths:
         try:
             spec = load_spec(path, overrides)
-            checks.append(SpecCheck(str(path), spec=spec, warnings=tuple(spec_warnings(spec))))
+            warnings = spec_warnings(spec, spec_path=path, overrides=overrides)
+            checks.append(SpecCheck(str(path), spec=spec, warnings=tuple(warnings)))
         except SpecError as e:
             if e.file == "--set":
                 raise
@@ -191,7 +192,7 @@ def submit(
     key = idempotency_key or os.environ.get("CLOUDTRAIN_IDEMPOTENCY_KEY") or None
     job_name = job_name_for(spec.name, key)
     be = open_backend(settings)
-    warnings = spec_warnings(spec)
+    warnings = spec_warnings(spec, spec_path=spec_path, overrides=overrides)
     notes = [*secret_hyperparameters(spec), *left_out_notes(spec, uploads_data=be.uploads_data)]
     for note in notes:
         if on_note is not None:
