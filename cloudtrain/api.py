@@ -194,6 +194,10 @@ def submit(
     be = open_backend(settings)
     warnings = spec_warnings(spec, spec_path=spec_path, overrides=overrides)
     notes = [*secret_hyperparameters(spec), *left_out_notes(spec, uploads_data=be.uploads_data)]
+    if spec.backend is None:  # no --backend, CLOUDTRAIN_BACKEND, spec or config file named one
+        from cloudtrain.settings import default_backend_reason
+
+        notes.insert(0, f"no backend named: {default_backend_reason()}")
     for note in notes:
         if on_note is not None:
             on_note(note)
@@ -599,5 +603,19 @@ def config(*, options: Options = Options(), spec: str | Path | None = None) -> C
         from cloudtrain.spec.load import load_spec
 
         job_spec = load_spec(spec)
-    sources = loaded.sources(job_spec, options.layer)
+    sources = with_aws_defaults(loaded.sources(job_spec, options.layer))
     return ConfigReport(loaded.path or config_path(), loaded.path is not None, loaded.profile, sources)
+
+
+def with_aws_defaults(sources: dict[str, tuple[str | None, str]]) -> dict[str, tuple[str | None, str]]:
+    """The backend and region a submit would use where no cloudtrain setting gives them, and why: AWS found in
+    the environment or ~/.aws files, AWS's own region chain."""
+    from cloudtrain.settings import aws_region, aws_source
+
+    out = dict(sources)
+    if out["backend"][0] is None:
+        found = aws_source()
+        out["backend"] = ("sagemaker", f"{found} (AWS is configured)") if found else ("local", "no AWS configuration")
+    if out["region"][0] is None and (region := aws_region()) is not None:
+        out["region"] = region
+    return out

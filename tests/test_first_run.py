@@ -69,3 +69,53 @@ def test_submit_says_it_too(project: Path, tmp_path: Path) -> None:
     )
     assert dry.code == 0, dry.err
     assert "the spec has no hyperparameter 'learning' (did you mean 'learning_rate'?)" in dry.err
+
+
+# --- which backend and region, and why -------------------------------------------------------------------------
+
+
+def aws_files(home: Path, *, region: str | None = "eu-west-1") -> dict[str, str]:
+    """AWS configured only in ~/.aws files (as `aws configure` leaves it): nothing AWS_* in the environment."""
+    aws = home / ".aws"
+    aws.mkdir(parents=True)
+    (aws / "credentials").write_text("[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = x\n")
+    if region:
+        (aws / "config").write_text(f"[default]\nregion = {region}\n")
+    return {"HOME": str(home)}
+
+
+def test_config_shows_the_backend_and_region_aws_files_give(tmp_path: Path) -> None:
+    env = aws_files(tmp_path / "user")
+    shown = cloudtrain("config", home=tmp_path / "home", env=env)
+    assert shown.code == 0, shown.err
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in shown.out.splitlines()[1:] if line.strip()}
+    assert rows["backend"] == ["sagemaker", "~/.aws/credentials (AWS is configured)"]
+    assert rows["region"] == ["eu-west-1", "~/.aws/config [default]"]
+    as_json = cloudtrain("config", "--json", home=tmp_path / "home", env=env).json()["settings"]
+    assert as_json["backend"] == {"value": "sagemaker", "source": "~/.aws/credentials (AWS is configured)"}
+
+
+def test_config_with_aws_keys_in_the_environment_and_with_none(tmp_path: Path) -> None:
+    keys = {"HOME": str(tmp_path), "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x"}
+    shown = cloudtrain("config", "--json", home=tmp_path / "home", env={**keys, "AWS_DEFAULT_REGION": "us-west-2"})
+    settings = shown.json()["settings"]
+    assert settings["backend"] == {
+        "value": "sagemaker",
+        "source": "AWS_ACCESS_KEY_ID in the environment (AWS is configured)",
+    }
+    assert settings["region"] == {"value": "us-west-2", "source": "AWS_DEFAULT_REGION"}
+    assert "AKIAEXAMPLE" not in shown.out
+    bare = cloudtrain("config", "--json", home=tmp_path / "home", env={"HOME": str(tmp_path)}).json()["settings"]
+    assert bare["backend"] == {"value": "local", "source": "no AWS configuration"}
+    assert bare["region"] == {"value": None, "source": "not set"}
+
+
+def test_submit_says_which_backend_it_chose_and_why(project: Path, tmp_path: Path) -> None:
+    env = aws_files(tmp_path / "user")
+    dry = cloudtrain("submit", str(project / "job.yaml"), "--dry-run", home=tmp_path / "home", env=env)
+    assert (
+        "note: no backend named: sagemaker, since AWS is configured (~/.aws/credentials); --backend local trains on "
+        "this machine" in dry.err
+    ), dry.err
+    named = cloudtrain("submit", str(project / "job.yaml"), "--dry-run", "--backend", "local", home=tmp_path / "home")
+    assert named.code == 0 and "no backend named" not in named.err, named.err
