@@ -193,6 +193,11 @@ def submit(
     job_name = job_name_for(spec.name, key)
     be = open_backend(settings)
     warnings = spec_warnings(spec, spec_path=spec_path, overrides=overrides)
+    if be.trains_here:  # worker processes here train with this machine's TensorFlow, not the image's
+        from cloudtrain.spec.lint import tensorflow_here, tensorflow_mismatch
+
+        if (mismatch := tensorflow_mismatch(spec, tensorflow_here())) is not None:
+            warnings.append(mismatch)
     notes = [*secret_hyperparameters(spec), *left_out_notes(spec, uploads_data=be.uploads_data)]
     if spec.backend is None:  # no --backend, CLOUDTRAIN_BACKEND, spec or config file named one
         from cloudtrain.settings import default_backend_reason

@@ -119,3 +119,40 @@ def test_submit_says_which_backend_it_chose_and_why(project: Path, tmp_path: Pat
     ), dry.err
     named = cloudtrain("submit", str(project / "job.yaml"), "--dry-run", "--backend", "local", home=tmp_path / "home")
     assert named.code == 0 and "no backend named" not in named.err, named.err
+
+
+def test_local_submit_warns_when_this_tensorflow_is_not_the_images(project: Path, tmp_path: Path) -> None:
+    from cloudtrain.spec.lint import tensorflow_here
+
+    here = tensorflow_here()
+    if here is None:
+        pytest.skip("TensorFlow is not installed here: nothing to compare the image's version with")
+    minor = ".".join(here.split(".")[:2])
+    other = "2.16" if minor != "2.16" else "2.19"
+    spec = str(project / "job.yaml")
+    differs = cloudtrain(
+        "submit",
+        spec,
+        "--backend",
+        "local",
+        "--dry-run",
+        "--set",
+        f"image.framework_version={other}",
+        home=tmp_path / "home",
+    )
+    assert differs.code == 0, differs.err
+    assert (
+        f"warning: {spec}: image.framework_version: this machine trains with TensorFlow {here}, the job's image on "
+        f"SageMaker runs {other};" in differs.err
+    ), differs.err
+    same = cloudtrain(
+        "submit",
+        spec,
+        "--backend",
+        "local",
+        "--dry-run",
+        "--set",
+        f"image.framework_version={minor}",
+        home=tmp_path / "home",
+    )
+    assert same.code == 0 and "warning" not in same.err, same.err

@@ -109,3 +109,35 @@ def strict_parse_args(script: Path) -> str | None:
         'to every script: it would stop with "unrecognized arguments"; add parser.add_argument("--model_dir") '
         "or use parse_known_args()"
     )
+
+
+TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-macos", "tensorflow-intel")
+
+
+def tensorflow_here() -> str | None:
+    """The installed TensorFlow's version, from its package metadata (no TensorFlow import), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in TF_DISTRIBUTIONS:
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def tensorflow_mismatch(spec: JobSpec, here: str | None) -> str | None:
+    """A line when this machine's TensorFlow (`here`, which local worker processes train with) and the job's
+    stock image differ in minor version: "what trains locally trains unchanged on SageMaker" holds only for the
+    same TensorFlow."""
+    if here is None or spec.image.kind != "framework":
+        return None
+    local, image = (".".join(v.split(".")[:2]) for v in (here, spec.image.version))
+    if local == image:
+        return None
+    default = "" if spec.image.framework_version else " (the default)"
+    return (
+        f"image.framework_version: this machine trains with TensorFlow {here}, the job's image on SageMaker runs "
+        f"{image}{default}; what trains here may not train the same there: pip install 'tensorflow-cpu=={image}.*' "
+        f'here, or set image.framework_version: "{local}" where AWS publishes that image'
+    )

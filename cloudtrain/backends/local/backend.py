@@ -75,6 +75,11 @@ class LocalBackend:
         self.store = JobStore(self.home)
         self.container = container
 
+    @property
+    def trains_here(self) -> bool:
+        """Worker processes train with this machine's TensorFlow; in `--container` mode, the image's."""
+        return not self.container
+
     def job_dir(self, job_name: str) -> Path:
         return self.home / "jobs" / job_name
 
