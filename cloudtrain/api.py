@@ -333,6 +333,17 @@ def finished_status(job: str) -> JobInfo | None:
     return records.finished(job)
 
 
+def metrics_note(info: JobInfo, *, options: Options = Options()) -> str | None:
+    """Why a job that has ended shows no metrics, in one line (`jobs.no_metrics_reason`); None when it has
+    some, runs yet, or was not submitted from here."""
+    from cloudtrain.jobs import no_metrics_reason
+
+    if info.metrics or not info.done:
+        return None  # spares reading the record
+    spec = records.submitted_spec(for_job(options, info.name).home, info.backend, info.name)
+    return None if spec is None else no_metrics_reason(info, spec)
+
+
 def list_jobs(*, options: Options = Options(), limit: int = 20) -> list[JobInfo]:
     return _backend_for(None, options).list_jobs(limit)
 

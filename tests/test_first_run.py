@@ -156,3 +156,51 @@ def test_local_submit_warns_when_this_tensorflow_is_not_the_images(project: Path
         home=tmp_path / "home",
     )
     assert same.code == 0 and "warning" not in same.err, same.err
+
+
+# --- a job that ends without metrics, or without a model -------------------------------------------------------
+
+NO_MODEL_SCRIPT = """\
+import argparse, pathlib
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", type=int, default=1)
+args, _ = parser.parse_known_args()
+for epoch in range(args.epochs):
+    print(f"Epoch {epoch + 1}: loss 0.5", flush=True)
+pathlib.Path("model.txt").write_text("weights")  # the working folder: never part of the model
+"""
+QUICK = ["--backend", "local", "--set", "resources.instance_count=1", "--set", "distribution.keras=keras3"]
+
+
+def finished_job(project: Path, home: Path, *sets: str) -> str:
+    (project / "code" / "train.py").write_text(NO_MODEL_SCRIPT)
+    done = cloudtrain("submit", str(project / "job.yaml"), *QUICK, *sets, "--wait", "--json", home=home)
+    assert done.code == 0, done.err
+    assert done.json()["job"]["status"] == "Completed"
+    return str(done.json()["job"]["name"])
+
+
+def test_a_job_without_metrics_regexes_says_why_it_has_no_metrics(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    job = finished_job(project, home, "--set", "metrics=[]")
+    shown = cloudtrain("status", job, home=home)
+    assert shown.code == 0, shown.err
+    assert "metrics     none: the spec has no metrics: regexes" in shown.out, shown.out
+
+
+def test_a_job_whose_log_matches_no_regex_says_so(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    job = finished_job(project, home)  # init's regexes look for `epoch=N loss=...`: this script prints otherwise
+    shown = cloudtrain("status", job, home=home)
+    assert (
+        f"metrics     none: no log line matched the spec's metrics regexes (compare them with cloudtrain logs {job};"
+        in (shown.out)
+    ), shown.out
+
+
+def test_fetch_model_says_the_model_folder_is_empty(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    job = finished_job(project, home)
+    fetched = cloudtrain("fetch-model", job, "--to", str(tmp_path / "fetched"), home=home)
+    assert fetched.code == 0, fetched.err
+    assert "the model folder is empty: the script saved nothing in SM_MODEL_DIR (/opt/ml/model)" in fetched.out

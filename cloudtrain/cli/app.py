@@ -209,7 +209,7 @@ def submit(
     if json:
         render.print_json({**result.to_json(), "job": final.to_json()})
     else:
-        render.job_detail(final)
+        render.job_detail(final, api.metrics_note(final, options=replace(options, backend=final.backend)))
         render.next_steps(final)
     if final.status != "Completed":
         raise JobFailed(f"job {final.name} ended {final.status}: {final.failure_reason or 'no reason given'}")
@@ -359,7 +359,7 @@ def status(
     if json:
         render.print_json(info.to_json())
         return
-    render.job_detail(info)
+    render.job_detail(info, api.metrics_note(info, options=options))
     render.next_steps(info)
 
 

@@ -113,7 +113,8 @@ def job_table(jobs: list[JobInfo]) -> None:
     out.print(table)
 
 
-def job_detail(info: JobInfo) -> None:
+def job_detail(info: JobInfo, metrics_note: str | None = None) -> None:
+    """A job in detail; `metrics_note` says why it has no metrics (`api.metrics_note`)."""
     out = console()
     safe = _markup_safe
 
@@ -132,6 +133,8 @@ def job_detail(info: JobInfo) -> None:
         field("failure", neutralised(scrub(info.failure_reason)), "red")
     for name, value in sorted(info.metrics.items()):
         field("metric", f"{name} = {value:g}")
+    if metrics_note:
+        field("metrics", metrics_note)
     for kind, location in sorted(info.artifacts.items()):
         field(kind, location)
     if info.transitions:
@@ -163,6 +166,12 @@ def log_line(event: LogEvent, out: Console | None = None) -> None:
     out.print(Text.assemble((stamp, "dim"), " ", (event.host, "cyan"), " ", message), emoji=False, markup=False)
 
 
+EMPTY_MODEL = (
+    "the model folder is empty: the script saved nothing in SM_MODEL_DIR (/opt/ml/model), the only folder that "
+    "becomes the model (docs/bring-your-script.md, section 6)"
+)
+
+
 def artifacts(found: Artifacts) -> None:
     out = console()
     if not (found.model or found.output or found.checkpoints or found.tensorboard):
@@ -171,6 +180,8 @@ def artifacts(found: Artifacts) -> None:
     for kind in ARTIFACT_KINDS:
         path = getattr(found, kind)
         out.print(f"  {kind:<12} {path if path else '- (none)'}", markup=False)
+    if found.model is None or not any(found.model.iterdir()):
+        out.print(f"  {'':<12} {EMPTY_MODEL}", markup=False)
     if found.checked:
         checked = ", ".join(f"{name} {how}" for name, how in sorted(found.checked.items()))
         out.print(f"  {'checked':<12} {checked}", markup=False)
