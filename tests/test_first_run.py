@@ -204,3 +204,32 @@ def test_fetch_model_says_the_model_folder_is_empty(project: Path, tmp_path: Pat
     fetched = cloudtrain("fetch-model", job, "--to", str(tmp_path / "fetched"), home=home)
     assert fetched.code == 0, fetched.err
     assert "the model folder is empty: the script saved nothing in SM_MODEL_DIR (/opt/ml/model)" in fetched.out
+
+
+# --- the text dry-run --------------------------------------------------------------------------------------------
+
+
+def test_the_text_dry_run_shows_its_notes_files_and_upload_sizes(project: Path, tmp_path: Path) -> None:
+    offline = {  # AWS configured, but not reachable: the plan is made with a placeholder account, and says so
+        "HOME": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # nothing listens
+        "CLOUDTRAIN_ROLE_ARN": "arn:aws:iam::123456789012:role/SageMakerTraining",
+    }
+    dry = cloudtrain(
+        "submit", str(project / "job.yaml"), "--backend", "sagemaker", "--dry-run", home=tmp_path / "h", env=offline
+    )
+    assert dry.code == 0, dry.err
+    lines = dry.out.splitlines()
+    assert "  train.py" in lines and "  train_keras.py" in lines
+    assert any(line.startswith("code files (") for line in lines)
+    uploads = [line.split() for line in lines if line.startswith(("  code ", "  data "))]
+    assert [row[:2] for row in uploads] == [["code", "sourcedir.tar.gz"], ["data", "train"], ["data", "eval"]]
+    assert all(row[3] in ("B", "KiB") for row in uploads), uploads
+    assert any(line.startswith("  at most ") and line.endswith(" to upload") for line in lines)
+    note = next(line for line in lines if line.startswith("note: AWS not reached"))
+    assert "account shown as ACCOUNT-ID" in note
+    assert lines[-1] == "dry run: nothing was created"

@@ -338,12 +338,39 @@ def diagnosis(result: Diagnosis) -> None:
     columns([[check.status.upper(), check.name, check.detail] for check in result.checks])
 
 
+PLAN_FILES_SHOWN = 20  # code files listed by name in a text dry run; the rest are counted (--json has all)
+
+
 def plan(plan: dict[str, Any]) -> None:
-    """A dry run: the exact request (secrets shown as `***`), then the cost estimate."""
+    """A dry run: the exact request (secrets shown as `***`), the code files and uploads with their sizes, the
+    notes (AWS not reached, a placeholder account), then the cost estimate."""
     out = console()
     plan = redact(plan)
     request = plan.get("request", plan)
     out.print_json(json.dumps(request, default=str))
+    if source := plan.get("image_source"):
+        out.print(
+            f"image: {request.get('AlgorithmSpecification', {}).get('TrainingImage', '-')} ({source})", markup=False
+        )
+    if files := plan.get("code_files"):
+        out.print(f"code files ({len(files)}):", markup=False)
+        for name in files[:PLAN_FILES_SHOWN]:
+            out.print(f"  {neutralised(name)}", markup=False)
+        if len(files) > PLAN_FILES_SHOWN:
+            out.print(f"  ... and {len(files) - PLAN_FILES_SHOWN} more (--json lists them all)", markup=False)
+    uploads = plan.get("uploads") or []
+    if uploads:
+        out.print("uploads:", markup=False)
+        state = {True: "there already", False: "to upload", None: "to upload unless there already"}
+        rows = [
+            [f"  {u['kind']}", neutralised(u["name"]), human_bytes(u["size"]), state[u.get("exists")], u["s3_uri"]]
+            for u in uploads
+        ]
+        columns(rows, out)
+        total = sum(u["size"] for u in uploads if u.get("exists") is not True)
+        out.print(f"  at most {human_bytes(total)} to upload", markup=False)
+    for note in plan.get("notes") or []:
+        out.print(f"note: {neutralised(note)}", markup=False)
     cost = plan.get("estimated_cost_usd")
     note = plan.get("cost_note", "")
     if cost is not None:
@@ -367,3 +394,13 @@ def build_result(result: BuildResult) -> None:
         out.print(f"{result.image}: {'built and pushed' if result.pushed else 'built'}", markup=False)
     for note in result.notes:
         out.print(f"  note: {note}", markup=False)
+
+
+def human_bytes(size: int) -> str:
+    """`88226` -> `86.2 KiB`: sizes as a person reads them."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
