@@ -233,3 +233,49 @@ def test_the_text_dry_run_shows_its_notes_files_and_upload_sizes(project: Path, 
     note = next(line for line in lines if line.startswith("note: AWS not reached"))
     assert "account shown as ACCOUNT-ID" in note
     assert lines[-1] == "dry run: nothing was created"
+
+
+# --- TensorFlow's start-up noise in `logs` -----------------------------------------------------------------------
+
+# What TensorFlow 2.19's GPU build prints on import (AWS's image), each worker, before the script's first line.
+TF_STARTUP = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+    "E0000 00:00:1733475600.123456      77 cuda_dnn.cc:8310] Unable to register cuDNN factory: Attempting to "
+    "register factory for plugin cuDNN when one has already been registered",
+    "2026-12-07 00:00:00.123456: I tensorflow/core/util/port.cc:153] oneDNN custom operations are on. You may see "
+    "slightly different numerical results due to floating-point round-off errors from different computation orders.",
+    "To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with the "
+    "appropriate compiler flags.",
+]
+NOISY_SCRIPT = f"""\
+import os, pathlib, sys
+for line in {TF_STARTUP!r}:
+    print(line, file=sys.stderr, flush=True)
+print("epoch=1 loss=0.5000 accuracy=0.9000 val_loss=0.5000 val_accuracy=0.9000", file=sys.stderr, flush=True)
+pathlib.Path(os.environ["SM_MODEL_DIR"], "model.txt").write_text("weights")
+"""  # all on stderr: one stream, so the order is the script's
+
+
+def test_logs_fold_tensorflows_startup_lines_into_one_per_host(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (project / "code" / "train.py").write_text(NOISY_SCRIPT)
+    two = ["--backend", "local", "--set", "distribution.keras=keras3", "--wait", "--json"]
+    done = cloudtrain("submit", str(project / "job.yaml"), *two, home=home)
+    assert done.code == 0, done.err
+    job = done.json()["job"]["name"]
+
+    shown = cloudtrain("logs", job, home=home)
+    assert shown.code == 0, shown.err
+    assert "oneDNN custom operations are on" not in shown.out
+    folded = [line for line in shown.out.splitlines() if "TensorFlow start-up line(s) folded" in line]
+    assert len(folded) == 2, shown.out  # one per host
+    for host, line in zip(("algo-1", "algo-2"), sorted(folded, key=lambda line: line.split()[1]), strict=True):
+        assert line.split()[1] == host
+        assert "[4 TensorFlow start-up line(s) folded: oneDNN, absl, CPU-instruction and CUDA notices" in line
+        assert f"harmless (cloudtrain logs {job} --all shows them)]" in line
+    assert "epoch=1 loss=0.5000" in shown.out
+
+    everything = cloudtrain("logs", job, "--all", home=home)
+    assert everything.out.count("oneDNN custom operations are on") == 2 and "folded" not in everything.out
+    as_json = cloudtrain("logs", job, "--json", home=home)
+    assert as_json.out.count("oneDNN custom operations are on") == 2  # machine output is never folded

@@ -373,18 +373,32 @@ def logs(
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     json: Annotated[bool, typer.Option("--json", help="One JSON object per line (schema: logs).")] = False,
+    all_lines: Annotated[
+        bool, typer.Option("--all", help="Also TensorFlow's start-up lines, which are otherwise folded into one.")
+    ] = False,
 ) -> None:
     """Print a job's log lines.
 
-    Every host's lines, merged in time order and tagged with the host, each printed as it arrives.
+    Every host's lines, merged in time order and tagged with the host, each printed as it arrives. TensorFlow's
+    start-up notices (oneDNN, absl, CPU instructions, CUDA plug-ins), harmless and printed by every worker, are
+    folded into one line per host unless --all (or --json).
     """
     from cloudtrain import api
     from cloudtrain.cli import render
 
     options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
     out = render.console()
-    for event in api.logs(job, options=options, host=host, follow=follow):
-        render.log_json(event) if json else render.log_line(event, out)
+    events = api.logs(job, options=options, host=host, follow=follow)
+    if json:
+        for event in events:
+            render.log_json(event)
+        return
+    if not all_lines:
+        from cloudtrain.tfnoise import fold_startup
+
+        events = fold_startup(events, job)
+    for event in events:
+        render.log_line(event, out)
 
 
 @app.command()

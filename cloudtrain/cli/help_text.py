@@ -191,7 +191,9 @@ HELP: dict[tuple[str, ...], str] = {
         "  Print a job's log lines.\n"
         "\n"
         "  Every host's lines, merged in time order and tagged with the host, each\n"
-        "  printed as it arrives.\n"
+        "  printed as it arrives. TensorFlow's start-up notices (oneDNN, absl, CPU\n"
+        "  instructions, CUDA plug-ins), harmless and printed by every worker, are\n"
+        "  folded into one line per host unless --all (or --json).\n"
         "\n"
         "Arguments:\n"
         "  job  The job name.  [required]\n"
@@ -207,6 +209,8 @@ HELP: dict[tuple[str, ...], str] = {
         "  --profile <str>       A profile of cloudtrain's config file (not an AWS\n"
         "                        profile).  [env var: CLOUDTRAIN_PROFILE]\n"
         "  --json                One JSON object per line (schema: logs).\n"
+        "  --all                 Also TensorFlow's start-up lines, which are otherwise\n"
+        "                        folded into one.\n"
         "  --help                Show this message and exit.\n"
     ),
     ("stop", "--help"): (
