@@ -279,3 +279,16 @@ def test_logs_fold_tensorflows_startup_lines_into_one_per_host(project: Path, tm
     assert everything.out.count("oneDNN custom operations are on") == 2 and "folded" not in everything.out
     as_json = cloudtrain("logs", job, "--json", home=home)
     assert as_json.out.count("oneDNN custom operations are on") == 2  # machine output is never folded
+
+
+def test_fetch_model_says_how_to_load_the_model(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (project / "code" / "train.py").write_text(
+        "import os, pathlib\npathlib.Path(os.environ['SM_MODEL_DIR'], 'model.keras').write_bytes(b'PK')\n"
+    )
+    done = cloudtrain("submit", str(project / "job.yaml"), *QUICK, "--wait", "--json", home=home)
+    assert done.code == 0, done.err
+    fetched = cloudtrain("fetch-model", done.json()["job"]["name"], "--to", str(tmp_path / "fetched"), home=home)
+    assert fetched.code == 0, fetched.err
+    model = tmp_path / "fetched" / "model" / "model.keras"
+    assert f"  load it      tf.keras.models.load_model({str(model)!r})" in fetched.out.splitlines()

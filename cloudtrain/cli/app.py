@@ -47,7 +47,7 @@ app = typer.Typer(
         "\b\nNew here? From nothing to a trained model on this machine:\n"
         "  cloudtrain init my-job                                    a spec, a training script, sample data\n"
         "  cloudtrain submit my-job/job.yaml --backend local --wait  train; prints the job's name\n"
-        "  cloudtrain fetch-model JOB --to model                     the model and its evaluation report\n"
+        "  cloudtrain fetch-model JOB --to fetched                   the model and its evaluation report\n"
         "\nEach command's --help says more. Defaults (backend, region, role, output bucket) can live in\n"
         "CLOUDTRAIN_* variables or a config file: cloudtrain config --help."
     ),
@@ -432,9 +432,11 @@ def fetch_model(
     profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Download a job's model and evaluation report.
+    """Download a job's model, output, checkpoints and TensorBoard files.
 
-    Extracts (safely) model/, output/ (with eval_report.json) and checkpoints/ under --to.
+    Extracts (safely) under --to: model/ (what the script saved in SM_MODEL_DIR, e.g. model.keras; 1/ is a
+    SavedModel for TF Serving, from cloudtrain.runtime), output/ (eval_report.json, plots), checkpoints/ and
+    tensorboard/. Load the model with tf.keras.models.load_model("DIR/model/model.keras").
     """
     from cloudtrain import api
     from cloudtrain.cli import render

@@ -182,6 +182,10 @@ def artifacts(found: Artifacts) -> None:
         out.print(f"  {kind:<12} {path if path else '- (none)'}", markup=False)
     if found.model is None or not any(found.model.iterdir()):
         out.print(f"  {'':<12} {EMPTY_MODEL}", markup=False)
+    elif (found.model / "model.keras").is_file():
+        load = f"tf.keras.models.load_model({str(found.model / 'model.keras')!r})"
+        serving = f"; {found.model / '1'} is a SavedModel for TF Serving" if (found.model / "1").is_dir() else ""
+        out.print(f"  {'load it':<12} {neutralised(load)}{neutralised(serving)}", markup=False)
     if found.checked:
         checked = ", ".join(f"{name} {how}" for name, how in sorted(found.checked.items()))
         out.print(f"  {'checked':<12} {checked}", markup=False)
@@ -251,7 +255,7 @@ def initialized(done: Scaffold) -> None:
     steps = [
         (f"cloudtrain validate {spec}", "check the spec"),
         (f"cloudtrain submit {spec} --backend local --wait", "train on this machine; prints the job's name"),
-        ("cloudtrain fetch-model JOB --to model", "the model and model/output/eval_report.json"),
+        ("cloudtrain fetch-model JOB --to fetched", "fetched/model/model.keras, fetched/output/eval_report.json"),
     ]
     width = max(len(command) for command, _ in steps)
     out.print("\nnext:", markup=False)
