@@ -31,19 +31,33 @@ FOLDED = (
 
 
 def fold_startup(events: Iterable[LogEvent], job: str) -> Iterator[LogEvent]:
-    """The events with each host's run of TensorFlow start-up lines replaced by one line saying what they were,
-    given when that host's next other line (or the end) comes, at the time of the first folded one."""
-    held: dict[str, list[LogEvent]] = {}
+    """The events with each host's run of TensorFlow start-up lines replaced by one line saying what they were."""
+    folder = StartupFolder(job)
     for event in events:
+        yield from folder.feed(event)
+    yield from folder.flush()
+
+
+class StartupFolder:
+    """Folds each host's run of start-up lines into one line, given when that host's next other line (or the
+    end) comes, at the time of the first folded one. Fed one event at a time, for streams mixed with others."""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.held: dict[str, list[LogEvent]] = {}
+
+    def feed(self, event: LogEvent) -> list[LogEvent]:
+        """What to show now for this event: nothing (held), or the host's folded line and the event."""
         if STARTUP.search(event.message):
-            held.setdefault(event.host, []).append(event)
-            continue
-        if event.host in held:
-            yield _folded(held.pop(event.host), job)
-        yield event
-    for run in held.values():
-        yield _folded(run, job)
+            self.held.setdefault(event.host, []).append(event)
+            return []
+        run = self.held.pop(event.host, None)
+        return [self._folded(run), event] if run else [event]
 
+    def flush(self) -> list[LogEvent]:
+        """The folded lines still held, at the end of the stream."""
+        runs, self.held = list(self.held.values()), {}
+        return [self._folded(run) for run in runs]
 
-def _folded(run: list[LogEvent], job: str) -> LogEvent:
-    return LogEvent(run[0].timestamp, run[0].host, FOLDED.format(count=len(run), job=job))
+    def _folded(self, run: list[LogEvent]) -> LogEvent:
+        return LogEvent(run[0].timestamp, run[0].host, FOLDED.format(count=len(run), job=self.job))

@@ -263,6 +263,8 @@ def test_logs_fold_tensorflows_startup_lines_into_one_per_host(project: Path, tm
     done = cloudtrain("submit", str(project / "job.yaml"), *two, home=home)
     assert done.code == 0, done.err
     job = done.json()["job"]["name"]
+    assert "oneDNN custom operations are on" not in done.err  # --wait streams the logs folded too
+    assert done.err.count("TensorFlow start-up line(s) folded") == 2, done.err
 
     shown = cloudtrain("logs", job, home=home)
     assert shown.code == 0, shown.err

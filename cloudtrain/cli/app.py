@@ -257,12 +257,17 @@ def _follow(job: str, options: Options, timeout: float | None, err: Console) -> 
     from cloudtrain import api
     from cloudtrain.cli import render
     from cloudtrain.jobs import LogEvent, LogsStopped
+    from cloudtrain.tfnoise import StartupFolder
 
     final, shown = None, ""
+    startup = StartupFolder(job)
     for item in api.watch(job, options=options, timeout=timeout):
         if isinstance(item, LogEvent):
-            render.log_line(item, err)
+            for line in startup.feed(item):
+                render.log_line(line, err)
             continue
+        for line in startup.flush() if isinstance(item, LogsStopped) or item.done else []:
+            render.log_line(line, err)
         if isinstance(item, LogsStopped):
             err.print(f"logs stopped: {item.reason}; still waiting for the job's status", markup=False)
             continue
