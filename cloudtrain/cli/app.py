@@ -583,7 +583,10 @@ def doctor(
         raise typer.Exit(result.exit_code)
 
 
-@app.command()
+@app.command(
+    epilog="\b\nEvery field with its type, default, allowed values, what AWS does with it and an example, from the\n"
+    "same models: docs/spec-reference.md (scripts/spec-reference writes it)."
+)
 def schema(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
     output_of: Annotated[
@@ -597,7 +600,8 @@ def schema(
 ) -> None:
     """Print the job spec's JSON Schema, or an output's.
 
-    For editors (yaml-language-server) and CI checks; --output-of gives a command's --json shape.
+    For editors (yaml-language-server) and CI checks; every field has a description. --output-of gives a
+    command's --json shape.
     """
     import json
 

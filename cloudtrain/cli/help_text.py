@@ -243,7 +243,7 @@ HELP: dict[tuple[str, ...], str] = {
         "  e.g. model.keras; 1/ is a SavedModel for TF Serving, from\n"
         "  cloudtrain.runtime), output/ (eval_report.json, plots), checkpoints/ and\n"
         "  tensorboard/. Load the model with\n"
-        '  tf.keras.models.load_model("DIR/model/model.keras").\n'
+        "  tf.keras.models.load_model(\"DIR/model/model.keras\").\n"
         "\n"
         "Arguments:\n"
         "  job  The job name.  [required]\n"
@@ -372,8 +372,8 @@ HELP: dict[tuple[str, ...], str] = {
         "\n"
         "  Print the job spec's JSON Schema, or an output's.\n"
         "\n"
-        "  For editors (yaml-language-server) and CI checks; --output-of gives a\n"
-        "  command's --json shape.\n"
+        "  For editors (yaml-language-server) and CI checks; every field has a\n"
+        "  description. --output-of gives a command's --json shape.\n"
         "\n"
         "Options:\n"
         "  -o, --out <path>   Write to this file instead of stdout.\n"
@@ -381,6 +381,9 @@ HELP: dict[tuple[str, ...], str] = {
         "                     status, status-list, stop, fetch-model, validate, logs,\n"
         "                     compare, config, build, doctor.\n"
         "  --help             Show this message and exit.\n"
+        "\n"
+        "  Every field with its type, default, allowed values, what AWS does with it and an example, from the\n"
+        "  same models: docs/spec-reference.md (scripts/spec-reference writes it).\n"
     ),
 }
 TOP_LEVEL_HELP = HELP[("--help",)]
