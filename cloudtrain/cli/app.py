@@ -256,8 +256,8 @@ def _follow(job: str, options: Options, timeout: float | None, err: Console) -> 
     """The job's status changes and log lines on stderr until it ends; its final state."""
     from cloudtrain import api
     from cloudtrain.cli import render
+    from cloudtrain.cli.tf_startup import StartupFolder
     from cloudtrain.jobs import LogEvent, LogsStopped
-    from cloudtrain.tfnoise import StartupFolder
 
     final, shown = None, ""
     startup = StartupFolder(job)
@@ -399,7 +399,7 @@ def logs(
             render.log_json(event)
         return
     if not all_lines:
-        from cloudtrain.tfnoise import fold_startup
+        from cloudtrain.cli.tf_startup import fold_startup
 
         events = fold_startup(events, job)
     for event in events:
