@@ -441,7 +441,7 @@ def fetch_model(
 
     Extracts (safely) under --to: model/ (what the script saved in SM_MODEL_DIR, e.g. model.keras; 1/ is a
     SavedModel for TF Serving, from cloudtrain.runtime), output/ (eval_report.json, plots), checkpoints/ and
-    tensorboard/. Load the model with tf.keras.models.load_model("DIR/model/model.keras").
+    tensorboard/. Load the model with tf.keras.models.load_model('DIR/model/model.keras').
     """
     from cloudtrain import api
     from cloudtrain.cli import render

@@ -243,7 +243,7 @@ HELP: dict[tuple[str, ...], str] = {
         "  e.g. model.keras; 1/ is a SavedModel for TF Serving, from\n"
         "  cloudtrain.runtime), output/ (eval_report.json, plots), checkpoints/ and\n"
         "  tensorboard/. Load the model with\n"
-        '  tf.keras.models.load_model("DIR/model/model.keras").\n'
+        "  tf.keras.models.load_model('DIR/model/model.keras').\n"
         "\n"
         "Arguments:\n"
         "  job  The job name.  [required]\n"
