@@ -294,3 +294,18 @@ def test_fetch_model_says_how_to_load_the_model(project: Path, tmp_path: Path) -
     assert fetched.code == 0, fetched.err
     model = tmp_path / "fetched" / "model" / "model.keras"
     assert f"  load it      tf.keras.models.load_model({str(model)!r})" in fetched.out.splitlines()
+
+
+def test_logs_show_a_keras_progress_bar_as_its_last_state(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    states = [f"{step}/4 [{'=' * step}{'.' * (4 - step)}] - loss: {1 / step:.4f}" for step in range(1, 5)]
+    bar = "\b" * 40  # Keras's verbose=1 redraws its bar with backspaces: all of it lands on one log line
+    (project / "code" / "train.py").write_text(f"print({bar.join(states)!r}, flush=True)\n")
+    done = cloudtrain("submit", str(project / "job.yaml"), *QUICK, "--wait", "--json", home=home)
+    assert done.code == 0, done.err
+    job = done.json()["job"]["name"]
+    shown = cloudtrain("logs", job, home=home)
+    assert shown.code == 0, shown.err
+    assert [line.split(" ", 2)[2] for line in shown.out.splitlines() if "/4 [" in line] == ["4/4 [====] - loss: 0.2500"]
+    raw = cloudtrain("logs", job, "--all", home=home)
+    assert "1/4 [=...] - loss: 1.0000" in raw.out  # shown inert (\x08), but whole

@@ -256,7 +256,7 @@ def _follow(job: str, options: Options, timeout: float | None, err: Console) -> 
     """The job's status changes and log lines on stderr until it ends; its final state."""
     from cloudtrain import api
     from cloudtrain.cli import render
-    from cloudtrain.cli.tf_startup import StartupFolder
+    from cloudtrain.cli.log_noise import StartupFolder
     from cloudtrain.jobs import LogEvent, LogsStopped
 
     final, shown = None, ""
@@ -379,14 +379,15 @@ def logs(
     profile: ProfileOpt = None,
     json: Annotated[bool, typer.Option("--json", help="One JSON object per line (schema: logs).")] = False,
     all_lines: Annotated[
-        bool, typer.Option("--all", help="Also TensorFlow's start-up lines, which are otherwise folded into one.")
+        bool, typer.Option("--all", help="Every line as written: TensorFlow's start-up lines, whole progress bars.")
     ] = False,
 ) -> None:
     """Print a job's log lines.
 
-    Every host's lines, merged in time order and tagged with the host, each printed as it arrives. TensorFlow's
-    start-up notices (oneDNN, absl, CPU instructions, CUDA plug-ins), harmless and printed by every worker, are
-    folded into one line per host unless --all (or --json).
+    Every host's lines, merged in time order and tagged with the host, each printed as it arrives. Unless --all
+    (or --json): TensorFlow's start-up notices (oneDNN, absl, CPU instructions, CUDA plug-ins), harmless and
+    printed by every worker, are folded into one line per host, and a progress bar (Keras's verbose=1) shows
+    its last state.
     """
     from cloudtrain import api
     from cloudtrain.cli import render
@@ -399,7 +400,7 @@ def logs(
             render.log_json(event)
         return
     if not all_lines:
-        from cloudtrain.cli.tf_startup import fold_startup
+        from cloudtrain.cli.log_noise import fold_startup
 
         events = fold_startup(events, job)
     for event in events:

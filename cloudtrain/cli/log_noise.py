@@ -1,7 +1,11 @@
-"""TensorFlow's start-up lines, recognised so `cloudtrain logs` can fold them: every worker process prints them
-on import (oneDNN's numerical-results notice, absl's "before InitializeLog", CPU-instruction and CUDA plug-in
-notices; on AWS's images once for the toolkit and once for the script), and a new user reads them as errors.
-They are harmless: folded into one line per host that says so, and `logs --all` shows them as they are.
+"""What `cloudtrain logs` (and `submit --wait`) tidy in a job's log, unless `--all`:
+
+- TensorFlow's start-up lines: every worker process prints them on import (oneDNN's numerical-results notice,
+  absl's "before InitializeLog", CPU-instruction and CUDA plug-in notices; on AWS's images once for the toolkit
+  and once for the script), and a new user reads them as errors. They are harmless: each host's run of them is
+  folded into one line that says so.
+- Progress bars (Keras's `verbose=1`): one log line of every state, joined by backspaces or carriage returns
+  (500-1,000 characters an epoch); shown as its last state, which is what a terminal would show.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ STARTUP = re.compile(
     r"|failed call to cuInit"
     r"|Skipping registering GPU devices"
 )
+_REDRAW = re.compile("[\b\r]+")
 FOLDED = (
     "[{count} TensorFlow start-up line(s) folded: oneDNN, absl, CPU-instruction and CUDA notices every worker "
     "prints on import; harmless (cloudtrain logs {job} --all shows them)]"
@@ -47,10 +52,13 @@ class StartupFolder:
         self.held: dict[str, list[LogEvent]] = {}
 
     def feed(self, event: LogEvent) -> list[LogEvent]:
-        """What to show now for this event: nothing (held), or the host's folded line and the event."""
+        """What to show now for this event: nothing (held), or the host's folded line and the event (a progress
+        bar as its last state)."""
         if STARTUP.search(event.message):
             self.held.setdefault(event.host, []).append(event)
             return []
+        if _REDRAW.search(event.message):
+            event = LogEvent(event.timestamp, event.host, last_state(event.message))
         run = self.held.pop(event.host, None)
         return [self._folded(run), event] if run else [event]
 
@@ -61,3 +69,10 @@ class StartupFolder:
 
     def _folded(self, run: list[LogEvent]) -> LogEvent:
         return LogEvent(run[0].timestamp, run[0].host, FOLDED.format(count=len(run), job=self.job))
+
+
+def last_state(message: str) -> str:
+    """A line redrawn with backspaces or carriage returns, as a terminal would end up showing it: the last
+    non-empty part."""
+    parts = [part for part in _REDRAW.split(message) if part.strip()]
+    return parts[-1] if parts else ""
