@@ -116,14 +116,16 @@ TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflo
 
 def tensorflow_here() -> str | None:
     """The installed TensorFlow's version, from its package metadata (no TensorFlow import), or None."""
+    return next((v for v in map(installed_version, TF_DISTRIBUTIONS) if v), None)
+
+
+def installed_version(distribution: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
-    for distribution in TF_DISTRIBUTIONS:
-        try:
-            return version(distribution)
-        except PackageNotFoundError:
-            continue
-    return None
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def tensorflow_mismatch(spec: JobSpec, here: str | None) -> str | None:
