@@ -119,7 +119,7 @@ def test_init_plain_keras_script_trains_on_two_workers_unchanged(tmp_path: Path)
     job = trained.json()["job"]
     assert job["instance_count"] == 2 and job["metrics"]["val_accuracy"] > 0.8
 
-    fetched = run("fetch-model", job["name"], "--to", "model", cwd=tmp_path, home=home)
+    fetched = run("fetch-model", job["name"], "--to", "fetched", cwd=tmp_path, home=home)
     assert fetched.code == 0, fetched.err
     assert (tmp_path / "fetched" / "model" / "model.keras").is_file()
     assert "  load it      tf.keras.models.load_model(" in fetched.out
