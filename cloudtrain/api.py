@@ -118,7 +118,8 @@ def check_specs(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> l
     for path in paths:
         try:
             spec = load_spec(path, overrides)
-            checks.append(SpecCheck(str(path), spec=spec, warnings=tuple(spec_warnings(spec))))
+            warnings = spec_warnings(spec, spec_path=path, overrides=overrides)
+            checks.append(SpecCheck(str(path), spec=spec, warnings=tuple(warnings)))
         except SpecError as e:
             if e.file == "--set":
                 raise
@@ -191,8 +192,17 @@ def submit(
     key = idempotency_key or os.environ.get("CLOUDTRAIN_IDEMPOTENCY_KEY") or None
     job_name = job_name_for(spec.name, key)
     be = open_backend(settings)
-    warnings = spec_warnings(spec)
+    warnings = spec_warnings(spec, spec_path=spec_path, overrides=overrides)
+    if be.trains_here:  # worker processes here train with this machine's TensorFlow, not the image's
+        from cloudtrain.spec.lint import tensorflow_here, tensorflow_mismatch
+
+        if (mismatch := tensorflow_mismatch(spec, tensorflow_here())) is not None:
+            warnings.append(mismatch)
     notes = [*secret_hyperparameters(spec), *left_out_notes(spec, uploads_data=be.uploads_data)]
+    if spec.backend is None:  # no --backend, CLOUDTRAIN_BACKEND, spec or config file named one
+        from cloudtrain.settings import default_backend_reason
+
+        notes.insert(0, f"no backend named: {default_backend_reason()}")
     for note in notes:
         if on_note is not None:
             on_note(note)
@@ -321,6 +331,17 @@ def finished_status(job: str) -> JobInfo | None:
     """The job's state if the job store holds it finished (it never changes then), on whichever backend it ran;
     None otherwise. Reads one local file: `status` of a finished job needs no backend, no options."""
     return records.finished(job)
+
+
+def metrics_note(info: JobInfo, *, options: Options = Options()) -> str | None:
+    """Why a job that has ended shows no metrics, in one line (`jobs.no_metrics_reason`); None when it has
+    some, runs yet, or was not submitted from here."""
+    from cloudtrain.jobs import no_metrics_reason
+
+    if info.metrics or not info.done:
+        return None  # spares reading the record
+    spec = records.submitted_spec(for_job(options, info.name).home, info.backend, info.name)
+    return None if spec is None else no_metrics_reason(info, spec)
 
 
 def list_jobs(*, options: Options = Options(), limit: int = 20) -> list[JobInfo]:
@@ -598,5 +619,19 @@ def config(*, options: Options = Options(), spec: str | Path | None = None) -> C
         from cloudtrain.spec.load import load_spec
 
         job_spec = load_spec(spec)
-    sources = loaded.sources(job_spec, options.layer)
+    sources = with_aws_defaults(loaded.sources(job_spec, options.layer))
     return ConfigReport(loaded.path or config_path(), loaded.path is not None, loaded.profile, sources)
+
+
+def with_aws_defaults(sources: dict[str, tuple[str | None, str]]) -> dict[str, tuple[str | None, str]]:
+    """The backend and region a submit would use where no cloudtrain setting gives them, and why: AWS found in
+    the environment or ~/.aws files, AWS's own region chain."""
+    from cloudtrain.settings import aws_region, aws_source
+
+    out = dict(sources)
+    if out["backend"][0] is None:
+        found = aws_source()
+        out["backend"] = ("sagemaker", f"{found} (AWS is configured)") if found else ("local", "no AWS configuration")
+    if out["region"][0] is None and (region := aws_region()) is not None:
+        out["region"] = region
+    return out

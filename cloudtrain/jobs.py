@@ -59,6 +59,22 @@ class JobInfo:
         return data
 
 
+def no_metrics_reason(info: JobInfo, spec: dict[str, Any]) -> str | None:
+    """Why a job that has ended has no metrics, given the (JSON) spec it was submitted with: metrics come only
+    from the log lines the spec's regexes match, on SageMaker as here."""
+    if info.metrics or not info.done:
+        return None
+    if not spec.get("metrics"):
+        return (
+            "none: the spec has no metrics: regexes, and metrics are read only from the log lines they match "
+            "(docs/bring-your-script.md, section 5)"
+        )
+    return (
+        f"none: no log line matched the spec's metrics regexes (compare them with cloudtrain logs {info.name}; "
+        "Keras's verbose=1 progress bar gives no matchable lines: use verbose=2)"
+    )
+
+
 @dataclass(frozen=True)
 class LogEvent:
     """One line of one host's log stream; `timestamp` is seconds since the epoch."""

@@ -297,32 +297,80 @@ class Settings:
 
 
 def aws_configured(environ: Mapping[str, str] | None = None, home: Path | None = None) -> bool:
-    """Whether AWS looks configured here (credentials or profile in env, or AWS config files); no network.
+    """Whether AWS looks configured here (credentials or profile in env, or AWS config files); no network."""
+    return aws_source(environ, home) is not None
+
+
+_AWS_ENV = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+
+
+def aws_source(environ: Mapping[str, str] | None = None, home: Path | None = None) -> str | None:
+    """Where AWS's configuration was found (what makes sagemaker the default backend), or None; no network.
 
     Cheap on purpose: it only chooses the default backend, so it must not import boto3.
     """
     env = os.environ if environ is None else environ
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        return True
-    if any(
-        env.get(name)
-        for name in (
-            "AWS_PROFILE",
-            "AWS_DEFAULT_PROFILE",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        )
-    ):
-        return True
+        return "AWS_ACCESS_KEY_ID in the environment"
+    if found := next((name for name in _AWS_ENV if env.get(name)), None):
+        return f"{found} in the environment"
+    for path in _aws_files(env, home):
+        if path.is_file() and path.stat().st_size > 0:
+            return _shown(path, env, home)
+    return None
+
+
+def _aws_files(env: Mapping[str, str], home: Path | None) -> list[Path]:
+    """~/.aws/credentials and ~/.aws/config, or where AWS_SHARED_CREDENTIALS_FILE and AWS_CONFIG_FILE say."""
     base = home if home is not None else Path(env.get("HOME") or Path.home())
-    files = [
+    return [
         Path(env["AWS_SHARED_CREDENTIALS_FILE"])
         if env.get("AWS_SHARED_CREDENTIALS_FILE")
         else base / ".aws/credentials",
         Path(env["AWS_CONFIG_FILE"]) if env.get("AWS_CONFIG_FILE") else base / ".aws/config",
     ]
-    return any(f.is_file() and f.stat().st_size > 0 for f in files)
+
+
+def _shown(path: Path, env: Mapping[str, str], home: Path | None) -> str:
+    """`~/.aws/config` rather than the home folder's full path."""
+    base = home if home is not None else Path(env.get("HOME") or Path.home())
+    return f"~/{path.relative_to(base)}" if path.is_relative_to(base) else str(path)
+
+
+def aws_region(environ: Mapping[str, str] | None = None, home: Path | None = None) -> tuple[str, str] | None:
+    """The region AWS's own chain gives when no cloudtrain setting does, and where it came from: AWS_REGION,
+    AWS_DEFAULT_REGION, then the profile's `region` in ~/.aws/config (AWS_PROFILE's, else default). No boto3."""
+    import configparser
+
+    env = os.environ if environ is None else environ
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if value := env.get(var, "").strip():
+            return value, var
+    path = _aws_files(env, home)[1]
+    profile = env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(path)
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return None
+    section = "default" if profile == "default" else f"profile {profile}"
+    if parser.has_option(section, "region") and (value := parser.get(section, "region").strip()):
+        return value, f"{_shown(path, env, home)} [{section}]"
+    return None
+
+
+def default_backend_reason() -> str:
+    """Why the backend is what it is when nothing names one: `sagemaker (AWS is configured: ~/.aws/credentials)`."""
+    found = aws_source()
+    if found is not None:
+        return f"sagemaker, since AWS is configured ({found}); --backend local trains on this machine"
+    return "local, since no AWS configuration was found (environment, ~/.aws); --backend sagemaker to use AWS"
 
 
 def choose_backend(*candidates: str | None) -> str:

@@ -493,10 +493,10 @@ def test_github_actions_workflow_runs_against_the_sagemaker_stand_in(
     assert submitted["job"]["artifacts"]["model"].startswith("s3://ci-bucket/cloudtrain/")
     upload = next(s for s in workflow["jobs"]["train"]["steps"] if "upload-artifact" in s.get("uses", ""))
     uploaded = [p for pattern in upload["with"]["path"].split() for p in workspace.glob(pattern)]
-    assert workspace / "model" / "output" / "eval_report.json" in uploaded
+    assert workspace / "fetched" / "output" / "eval_report.json" in uploaded
     assert "accuracy 0.5" in (tmp_path / "step_summary").read_text()
 
-    shutil.rmtree(workspace / "model")
+    shutil.rmtree(workspace / "fetched")
     again = run_job("train")  # a re-run attempt of the same commit
     assert again["submit"]["job"] == job
     assert json.loads((workspace / "submit.json").read_text())["created"] is False

@@ -99,9 +99,10 @@ def test_init_then_the_printed_commands_train_and_fetch_a_model(tmp_path: Path) 
 
     fetched = run(*[job if word == "JOB" else word for word in fetch], cwd=tmp_path, home=home)
     assert fetched.code == 0, fetched.err
-    report = json.loads((tmp_path / "model" / "output" / "eval_report.json").read_text())
+    report = json.loads((tmp_path / "fetched" / "output" / "eval_report.json").read_text())
     assert report["num_workers"] == 2 and report["accuracy"] > 0.8
-    assert (tmp_path / "model" / "model" / "model.keras").is_file()
+    assert (tmp_path / "fetched" / "model" / "model.keras").is_file()
+    assert "  load it      tf.keras.models.load_model(" in fetched.out
     assert "evaluation: accuracy=" in fetched.out
 
 
@@ -118,6 +119,7 @@ def test_init_plain_keras_script_trains_on_two_workers_unchanged(tmp_path: Path)
     job = trained.json()["job"]
     assert job["instance_count"] == 2 and job["metrics"]["val_accuracy"] > 0.8
 
-    fetched = run("fetch-model", job["name"], "--to", "model", cwd=tmp_path, home=home)
+    fetched = run("fetch-model", job["name"], "--to", "fetched", cwd=tmp_path, home=home)
     assert fetched.code == 0, fetched.err
-    assert (tmp_path / "model" / "model" / "model.keras").is_file()
+    assert (tmp_path / "fetched" / "model" / "model.keras").is_file()
+    assert "  load it      tf.keras.models.load_model(" in fetched.out

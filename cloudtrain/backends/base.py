@@ -19,6 +19,7 @@ class Backend(Protocol):
     uploads_data: bool  # local data folders are uploaded (so what packing leaves out of them is said)
     record_at_submit: bool  # `api.submit` records the job in the job store, so later commands find its backend
     status_from_record: bool  # a finished job's status is answered from its record, sparing the backend's API
+    trains_here: bool  # the workers run this machine's Python and TensorFlow, not the job's image
     status_interval: float  # seconds between status checks while waiting for a job
 
     def plan(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> dict[str, Any]:

@@ -47,7 +47,7 @@ app = typer.Typer(
         "\b\nNew here? From nothing to a trained model on this machine:\n"
         "  cloudtrain init my-job                                    a spec, a training script, sample data\n"
         "  cloudtrain submit my-job/job.yaml --backend local --wait  train; prints the job's name\n"
-        "  cloudtrain fetch-model JOB --to model                     the model and its evaluation report\n"
+        "  cloudtrain fetch-model JOB --to fetched                   the model and its evaluation report\n"
         "\nEach command's --help says more. Defaults (backend, region, role, output bucket) can live in\n"
         "CLOUDTRAIN_* variables or a config file: cloudtrain config --help."
     ),
@@ -209,7 +209,7 @@ def submit(
     if json:
         render.print_json({**result.to_json(), "job": final.to_json()})
     else:
-        render.job_detail(final)
+        render.job_detail(final, api.metrics_note(final, options=replace(options, backend=final.backend)))
         render.next_steps(final)
     if final.status != "Completed":
         raise JobFailed(f"job {final.name} ended {final.status}: {final.failure_reason or 'no reason given'}")
@@ -256,13 +256,18 @@ def _follow(job: str, options: Options, timeout: float | None, err: Console) -> 
     """The job's status changes and log lines on stderr until it ends; its final state."""
     from cloudtrain import api
     from cloudtrain.cli import render
+    from cloudtrain.cli.log_noise import StartupFolder
     from cloudtrain.jobs import LogEvent, LogsStopped
 
     final, shown = None, ""
+    startup = StartupFolder(job)
     for item in api.watch(job, options=options, timeout=timeout):
         if isinstance(item, LogEvent):
-            render.log_line(item, err)
+            for line in startup.feed(item):
+                render.log_line(line, err)
             continue
+        for line in startup.flush() if isinstance(item, LogsStopped) or item.done else []:
+            render.log_line(line, err)
         if isinstance(item, LogsStopped):
             err.print(f"logs stopped: {item.reason}; still waiting for the job's status", markup=False)
             continue
@@ -359,7 +364,7 @@ def status(
     if json:
         render.print_json(info.to_json())
         return
-    render.job_detail(info)
+    render.job_detail(info, api.metrics_note(info, options=options))
     render.next_steps(info)
 
 
@@ -373,18 +378,33 @@ def logs(
     region: RegionOpt = None,
     profile: ProfileOpt = None,
     json: Annotated[bool, typer.Option("--json", help="One JSON object per line (schema: logs).")] = False,
+    all_lines: Annotated[
+        bool, typer.Option("--all", help="Every line as written: TensorFlow's start-up lines, whole progress bars.")
+    ] = False,
 ) -> None:
     """Print a job's log lines.
 
-    Every host's lines, merged in time order and tagged with the host, each printed as it arrives.
+    Every host's lines, merged in time order and tagged with the host, each printed as it arrives. Unless --all
+    (or --json): TensorFlow's start-up notices (oneDNN, absl, CPU instructions, CUDA plug-ins), harmless and
+    printed by every worker, are folded into one line per host, and a progress bar (Keras's verbose=1) shows
+    its last state.
     """
     from cloudtrain import api
     from cloudtrain.cli import render
 
     options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
     out = render.console()
-    for event in api.logs(job, options=options, host=host, follow=follow):
-        render.log_json(event) if json else render.log_line(event, out)
+    events = api.logs(job, options=options, host=host, follow=follow)
+    if json:
+        for event in events:
+            render.log_json(event)
+        return
+    if not all_lines:
+        from cloudtrain.cli.log_noise import fold_startup
+
+        events = fold_startup(events, job)
+    for event in events:
+        render.log_line(event, out)
 
 
 @app.command()
@@ -418,9 +438,11 @@ def fetch_model(
     profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Download a job's model and evaluation report.
+    """Download a job's model, output, checkpoints and TensorBoard files.
 
-    Extracts (safely) model/, output/ (with eval_report.json) and checkpoints/ under --to.
+    Extracts (safely) under --to: model/ (what the script saved in SM_MODEL_DIR, e.g. model.keras; 1/ is a
+    SavedModel for TF Serving, from cloudtrain.runtime), output/ (eval_report.json, plots), checkpoints/ and
+    tensorboard/. Load the model with tf.keras.models.load_model('DIR/model/model.keras').
     """
     from cloudtrain import api
     from cloudtrain.cli import render
@@ -562,7 +584,10 @@ def doctor(
         raise typer.Exit(result.exit_code)
 
 
-@app.command()
+@app.command(
+    epilog="\b\nEvery field with its type, default, allowed values, what AWS does with it and an example, from the\n"
+    "same models: docs/spec-reference.md (scripts/spec-reference writes it)."
+)
 def schema(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
     output_of: Annotated[
@@ -576,7 +601,8 @@ def schema(
 ) -> None:
     """Print the job spec's JSON Schema, or an output's.
 
-    For editors (yaml-language-server) and CI checks; --output-of gives a command's --json shape.
+    For editors (yaml-language-server) and CI checks; every field has a description. --output-of gives a
+    command's --json shape.
     """
     import json
 

@@ -52,7 +52,7 @@ def _finished_status(args: list[str]) -> bool:
     if "--json" in args:
         render.print_json(info.to_json())
     else:
-        render.job_detail(info)
+        render.job_detail(info, api.metrics_note(info))
         render.next_steps(info)
     return True
 

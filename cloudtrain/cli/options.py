@@ -12,7 +12,10 @@ if TYPE_CHECKING:
 BackendOpt = Annotated[
     str | None,
     typer.Option(
-        "--backend", "-b", help="local or sagemaker. Default: CLOUDTRAIN_BACKEND, the spec's, the config file's."
+        "--backend",
+        "-b",
+        help="local or sagemaker. Default: CLOUDTRAIN_BACKEND, the spec's, the config file's, else sagemaker where "
+        "AWS is configured (keys or a profile in the environment, ~/.aws files), else local (cloudtrain config).",
     ),
 ]
 JobBackendOpt = Annotated[

@@ -113,7 +113,8 @@ def job_table(jobs: list[JobInfo]) -> None:
     out.print(table)
 
 
-def job_detail(info: JobInfo) -> None:
+def job_detail(info: JobInfo, metrics_note: str | None = None) -> None:
+    """A job in detail; `metrics_note` says why it has no metrics (`api.metrics_note`)."""
     out = console()
     safe = _markup_safe
 
@@ -132,6 +133,8 @@ def job_detail(info: JobInfo) -> None:
         field("failure", neutralised(scrub(info.failure_reason)), "red")
     for name, value in sorted(info.metrics.items()):
         field("metric", f"{name} = {value:g}")
+    if metrics_note:
+        field("metrics", metrics_note)
     for kind, location in sorted(info.artifacts.items()):
         field(kind, location)
     if info.transitions:
@@ -163,6 +166,12 @@ def log_line(event: LogEvent, out: Console | None = None) -> None:
     out.print(Text.assemble((stamp, "dim"), " ", (event.host, "cyan"), " ", message), emoji=False, markup=False)
 
 
+EMPTY_MODEL = (
+    "the model folder is empty: the script saved nothing in SM_MODEL_DIR (/opt/ml/model), the only folder that "
+    "becomes the model (docs/bring-your-script.md, section 6)"
+)
+
+
 def artifacts(found: Artifacts) -> None:
     out = console()
     if not (found.model or found.output or found.checkpoints or found.tensorboard):
@@ -171,6 +180,12 @@ def artifacts(found: Artifacts) -> None:
     for kind in ARTIFACT_KINDS:
         path = getattr(found, kind)
         out.print(f"  {kind:<12} {path if path else '- (none)'}", markup=False)
+    if found.model is None or not any(found.model.iterdir()):
+        out.print(f"  {'':<12} {EMPTY_MODEL}", markup=False)
+    elif (found.model / "model.keras").is_file():
+        load = f"tf.keras.models.load_model({str(found.model / 'model.keras')!r})"
+        serving = f"; {found.model / '1'} is a SavedModel for TF Serving" if (found.model / "1").is_dir() else ""
+        out.print(f"  {'load it':<12} {neutralised(load)}{neutralised(serving)}", markup=False)
     if found.checked:
         checked = ", ".join(f"{name} {how}" for name, how in sorted(found.checked.items()))
         out.print(f"  {'checked':<12} {checked}", markup=False)
@@ -240,7 +255,7 @@ def initialized(done: Scaffold) -> None:
     steps = [
         (f"cloudtrain validate {spec}", "check the spec"),
         (f"cloudtrain submit {spec} --backend local --wait", "train on this machine; prints the job's name"),
-        ("cloudtrain fetch-model JOB --to model", "the model and model/output/eval_report.json"),
+        ("cloudtrain fetch-model JOB --to fetched", "fetched/model/model.keras, fetched/output/eval_report.json"),
     ]
     width = max(len(command) for command, _ in steps)
     out.print("\nnext:", markup=False)
@@ -327,12 +342,39 @@ def diagnosis(result: Diagnosis) -> None:
     columns([[check.status.upper(), check.name, check.detail] for check in result.checks])
 
 
+PLAN_FILES_SHOWN = 20  # code files listed by name in a text dry run; the rest are counted (--json has all)
+
+
 def plan(plan: dict[str, Any]) -> None:
-    """A dry run: the exact request (secrets shown as `***`), then the cost estimate."""
+    """A dry run: the exact request (secrets shown as `***`), the code files and uploads with their sizes, the
+    notes (AWS not reached, a placeholder account), then the cost estimate."""
     out = console()
     plan = redact(plan)
     request = plan.get("request", plan)
     out.print_json(json.dumps(request, default=str))
+    if source := plan.get("image_source"):
+        out.print(
+            f"image: {request.get('AlgorithmSpecification', {}).get('TrainingImage', '-')} ({source})", markup=False
+        )
+    if files := plan.get("code_files"):
+        out.print(f"code files ({len(files)}):", markup=False)
+        for name in files[:PLAN_FILES_SHOWN]:
+            out.print(f"  {neutralised(name)}", markup=False)
+        if len(files) > PLAN_FILES_SHOWN:
+            out.print(f"  ... and {len(files) - PLAN_FILES_SHOWN} more (--json lists them all)", markup=False)
+    uploads = plan.get("uploads") or []
+    if uploads:
+        out.print("uploads:", markup=False)
+        state = {True: "there already", False: "to upload", None: "to upload unless there already"}
+        rows = [
+            [f"  {u['kind']}", neutralised(u["name"]), human_bytes(u["size"]), state[u.get("exists")], u["s3_uri"]]
+            for u in uploads
+        ]
+        columns(rows, out)
+        total = sum(u["size"] for u in uploads if u.get("exists") is not True)
+        out.print(f"  at most {human_bytes(total)} to upload", markup=False)
+    for note in plan.get("notes") or []:
+        out.print(f"note: {neutralised(note)}", markup=False)
     cost = plan.get("estimated_cost_usd")
     note = plan.get("cost_note", "")
     if cost is not None:
@@ -356,3 +398,13 @@ def build_result(result: BuildResult) -> None:
         out.print(f"{result.image}: {'built and pushed' if result.pushed else 'built'}", markup=False)
     for note in result.notes:
         out.print(f"  note: {note}", markup=False)
+
+
+def human_bytes(size: int) -> str:
+    """`88226` -> `86.2 KiB`: sizes as a person reads them."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

@@ -143,9 +143,23 @@ class Strict(BaseModel):
 class CodeSpec(Strict):
     """The training code: a folder that is packed and shipped, and the script in it to run."""
 
-    source_dir: Path = Field(description="Folder with the training code, relative to the spec file.")
-    entry_point: str = Field(min_length=1, description="Script inside source_dir that SageMaker runs.")
-    requirements: str | None = Field(None, description="requirements.txt inside source_dir, pip-installed first.")
+    source_dir: Path = Field(
+        description="Folder with the training code, relative to the spec file. Packed into one content-hashed "
+        "tarball (uploaded once per content) and unpacked in /opt/ml/code on every instance.",
+        examples=["code"],
+    )
+    entry_point: str = Field(
+        min_length=1,
+        description="The script inside source_dir that every instance runs, as `python ENTRY_POINT --name value ... "
+        "--model_dir S3_URI` (AWS's sagemaker_program).",
+        examples=["train.py"],
+    )
+    requirements: str | None = Field(
+        None,
+        description="A requirements file inside source_dir, pip-installed on every instance before the script "
+        "starts (AWS's toolkit installs requirements.txt from /opt/ml/code).",
+        examples=["requirements.txt"],
+    )
 
     @field_validator("source_dir")
     @classmethod
@@ -178,12 +192,27 @@ class CodeSpec(Strict):
 class ImageBuild(Strict):
     """An image cloudtrain builds from the user's Dockerfile and pushes to ECR."""
 
-    dockerfile: Path = Field(description="Dockerfile, relative to the spec file.")
-    context: Path = Field(
-        Path("."), validate_default=True, description="Build context folder, relative to the spec file."
+    dockerfile: Path = Field(
+        description="Dockerfile, relative to the spec file. `cloudtrain build` tags the image by the content hash "
+        "of the Dockerfile and its context.",
+        examples=["../docker/Dockerfile"],
     )
-    repository: str = Field("cloudtrain-training", description="ECR repository the image is pushed to.")
-    build_args: dict[str, str] = Field(default_factory=dict)
+    context: Path = Field(
+        Path("."),
+        validate_default=True,
+        description="Build context folder, relative to the spec file.",
+        examples=[".."],
+    )
+    repository: str = Field(
+        "cloudtrain-training",
+        description="ECR repository the image is pushed to (created if missing); SageMaker pulls it from there.",
+        examples=["my-training"],
+    )
+    build_args: dict[str, str] = Field(
+        default_factory=dict,
+        description="Docker build arguments (--build-arg NAME=value); part of the image's content hash.",
+        examples=[{"TF_VERSION": "2.19.0"}],
+    )
 
     @field_validator("dockerfile")
     @classmethod
@@ -201,10 +230,32 @@ class ImageBuild(Strict):
 class ImageSpec(Strict):
     """At most one of framework_version (AWS's stock image), uri, or build; none means the stock default."""
 
-    framework_version: str | None = Field(None, pattern=VERSION_PATTERN)
-    py_version: str | None = Field(None, pattern=PY_VERSION_PATTERN, description="With framework_version, e.g. py310.")
-    uri: str | None = Field(None, min_length=1)
-    build: ImageBuild | None = None
+    framework_version: str | None = Field(
+        None,
+        pattern=VERSION_PATTERN,
+        description="TensorFlow version of AWS's stock training image (tensorflow-training:VERSION-gpu/cpu in "
+        "the job's region); default 2.19. Quote it: YAML reads 2.10 as the number 2.1. The local backend runs the "
+        "TensorFlow installed here and warns when its minor version differs.",
+        examples=["2.19"],
+    )
+    py_version: str | None = Field(
+        None,
+        pattern=PY_VERSION_PATTERN,
+        description="Python tag of the stock image, with framework_version; default: the newest AWS publishes for "
+        "that version.",
+        examples=["py312"],
+    )
+    uri: str | None = Field(
+        None,
+        min_length=1,
+        description="Your own training image (ECR URI); SageMaker runs `train` in it. Instead of framework_version.",
+        examples=["123456789012.dkr.ecr.us-east-1.amazonaws.com/my-training:latest"],
+    )
+    build: ImageBuild | None = Field(
+        None,
+        description="An image cloudtrain builds from your Dockerfile and pushes to ECR before the job "
+        "(`cloudtrain build`); instead of framework_version or uri.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ImageSpec:
@@ -230,18 +281,73 @@ DEFAULT_FRAMEWORK_VERSION = "2.19"
 
 
 class SpotSpec(Strict):
-    enabled: bool = False
-    max_wait: PositiveDuration | None = Field(None, description="Total time to wait for spot capacity and run.")
+    """Managed spot training: cheaper capacity that AWS may take back (the job resumes from its checkpoints)."""
+
+    enabled: bool = Field(
+        False,
+        description="Train on spot capacity (EnableManagedSpotTraining), up to 90% cheaper; the job may wait for "
+        "capacity and be interrupted. Not with keep_alive.",
+        examples=[True],
+    )
+    max_wait: PositiveDuration | None = Field(
+        None,
+        description="Total time to wait for spot capacity and run (MaxWaitTimeInSeconds); required with spot, "
+        "at least max_runtime. 90s, 30m, 2h, 1d or seconds.",
+        examples=["2h"],
+    )
 
 
 class ResourcesSpec(Strict):
-    instance_type: str = Field("ml.g5.xlarge", pattern=INSTANCE_TYPE_PATTERN)
-    instance_count: int = Field(1, ge=1, le=100)
-    volume_size_gb: int = Field(30, ge=1, le=16384)
-    max_runtime: PositiveDuration = Field(86400, le=28 * 86400)
-    spot: SpotSpec = SpotSpec()
-    keep_alive: Duration = Field(0, le=3600, description="SageMaker warm pool keep-alive period.")
-    max_retry_attempts: int = Field(0, ge=0, le=30, description="SageMaker RetryStrategy; 0 for none.")
+    """The instances the job runs on and how long it may run (SageMaker's ResourceConfig, StoppingCondition)."""
+
+    instance_type: str = Field(
+        "ml.g5.xlarge",
+        pattern=INSTANCE_TYPE_PATTERN,
+        description="SageMaker instance type each worker runs on, billed per second; the dry-run prices it "
+        "(us-east-1 on-demand) and a typo gets the closest types. Local jobs ignore it (CPU here).",
+        examples=["ml.m5.large"],
+    )
+    instance_count: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Number of instances (workers); with multi_worker_mirrored each is one worker in TF_CONFIG. "
+        "Locally: that many worker processes. AWS's quota per instance type applies (ResourceLimitExceeded).",
+        examples=[2],
+    )
+    volume_size_gb: int = Field(
+        30,
+        ge=1,
+        le=16384,
+        description="EBS volume per instance for /opt/ml (data in File mode, checkpoints); ignored by AWS on "
+        "instance types with local NVMe storage (g5, g6, p5, trn1).",
+        examples=[50],
+    )
+    max_runtime: PositiveDuration = Field(
+        86400,
+        le=28 * 86400,
+        description="SageMaker stops the job after this (MaxRuntimeInSeconds; status Stopped, "
+        "MaxRuntimeExceeded) and the local backend does too. 90s, 30m, 2h, 1d or seconds; at most 28d.",
+        examples=["2h"],
+    )
+    spot: SpotSpec = Field(
+        SpotSpec(), description="Managed spot training.", examples=[{"enabled": True, "max_wait": "4h"}]
+    )
+    keep_alive: Duration = Field(
+        0,
+        le=3600,
+        description="SageMaker warm pool: keep the instances this long after the job (KeepAlivePeriodInSeconds), "
+        "so the next job with the same resources starts in seconds; billed while kept. Not with spot. At most 1h.",
+        examples=["30m"],
+    )
+    max_retry_attempts: int = Field(
+        0,
+        ge=0,
+        le=30,
+        description="SageMaker's RetryStrategy: restart the job this many times after an internal AWS error "
+        "(not after a script error); 0 for none.",
+        examples=[2],
+    )
 
     @model_validator(mode="after")
     def _spot_wait(self) -> ResourcesSpec:
@@ -266,8 +372,21 @@ class Strategy(str, Enum):
 
 
 class DistributionSpec(Strict):
-    strategy: Strategy = Strategy.multi_worker_mirrored
-    communication: Literal["auto", "ring", "nccl"] = "auto"
+    """How the workers train together."""
+
+    strategy: Strategy = Field(
+        Strategy.multi_worker_mirrored,
+        description="multi_worker_mirrored: every instance one worker of MultiWorkerMirroredStrategy (AWS's "
+        "toolkit sets TF_CONFIG; sagemaker_multi_worker_mirrored_strategy_enabled); mirrored: one instance, all "
+        "its GPUs; none: no TF_CONFIG. cloudtrain.runtime builds the strategy from it; a plain script builds its own.",
+        examples=["multi_worker_mirrored"],
+    )
+    communication: Literal["auto", "ring", "nccl"] = Field(
+        "auto",
+        description="Collective implementation for cloudtrain.runtime's strategy (CLOUDTRAIN_COMMUNICATION): "
+        "nccl for GPUs, ring for CPUs, auto lets TensorFlow choose. A plain script chooses its own.",
+        examples=["nccl"],
+    )
     keras: Literal["auto", "legacy", "keras3"] = Field(
         "auto",
         description="tf.keras for the script: legacy is tf-keras (TF_USE_LEGACY_KERAS=1), which model.fit needs "
@@ -316,17 +435,48 @@ def script_environment(spec: JobSpec) -> dict[str, str]:
 
 
 class CheckpointSpec(Strict):
-    s3_uri: S3Uri | None = None
-    local_path: str = "/opt/ml/checkpoints"
+    """Where checkpoints go: SageMaker syncs local_path with S3 while the job runs (CheckpointConfig)."""
+
+    s3_uri: S3Uri | None = Field(
+        None,
+        description="S3 prefix for checkpoints; each job gets <s3_uri>/<job>. Default: <output>/<job>/checkpoints. "
+        "`submit --resume JOB` copies JOB's into the new job's before it starts.",
+        examples=["s3://my-bucket/checkpoints/digits"],
+    )
+    local_path: str = Field(
+        "/opt/ml/checkpoints",
+        description="Folder inside the container that SageMaker syncs with s3_uri (CLOUDTRAIN_CHECKPOINT_DIR for "
+        "cloudtrain.runtime).",
+        examples=["/opt/ml/checkpoints"],
+    )
 
 
 class OutputSpec(Strict):
-    s3_uri: S3Uri | None = None
+    """Where SageMaker writes the job's artifacts."""
+
+    s3_uri: S3Uri | None = Field(
+        None,
+        description="S3 prefix for model.tar.gz, output.tar.gz, TensorBoard files and the code tarball "
+        "(S3OutputPath). Default: s3://sagemaker-<region>-<account>/cloudtrain, created if missing.",
+        examples=["s3://my-bucket/cloudtrain"],
+    )
 
 
 class MetricSpec(Strict):
-    name: str = Field(pattern=METRIC_NAME_PATTERN)
-    regex: str = Field(min_length=1, max_length=500)
+    """A metric SageMaker reads from the job's log: the first capture group of each matching line."""
+
+    name: str = Field(
+        pattern=METRIC_NAME_PATTERN,
+        description="The metric's name, as status, compare and SageMaker's console show it.",
+        examples=["val_accuracy"],
+    )
+    regex: str = Field(
+        min_length=1,
+        max_length=500,
+        description="A regular expression with one capture group around the number, matched against every log "
+        "line (SageMaker's MetricDefinitions; the local backend applies the same).",
+        examples=[r"epoch=\d+ .* val_accuracy=([0-9.eE+-]+)"],
+    )
 
     @field_validator("regex")
     @classmethod
@@ -380,17 +530,59 @@ def nested_repeat(pattern: str) -> bool:
 
 
 class VpcSpec(Strict):
-    subnets: list[str] = Field(min_length=1, max_length=16)
-    security_group_ids: list[str] = Field(min_length=1, max_length=5)
+    """Run the instances in your VPC (VpcConfig): they then reach S3 only through a VPC endpoint or NAT."""
+
+    subnets: list[str] = Field(
+        min_length=1,
+        max_length=16,
+        description="Subnet IDs the instances are placed in (private subnets need an S3 VPC endpoint).",
+        examples=[["subnet-0abc1234"]],
+    )
+    security_group_ids: list[str] = Field(
+        min_length=1,
+        max_length=5,
+        description="Security groups of the instances; with more than one instance they must allow traffic "
+        "between themselves (the workers talk on port 8890).",
+        examples=[["sg-0abc1234"]],
+    )
 
 
 class AwsSpec(Strict):
-    region: str | None = Field(None, pattern=REGION_PATTERN)
-    profile: str | None = None
-    role_arn: str | None = Field(None, pattern=ROLE_ARN_PATTERN)
-    endpoint_url: str | None = Field(None, pattern=URL_PATTERN)
-    kms_key_id: str | None = None
-    vpc: VpcSpec | None = None
+    """Where and as whom the job runs on AWS."""
+
+    region: str | None = Field(
+        None,
+        pattern=REGION_PATTERN,
+        description="AWS region of the job. Default: --region, CLOUDTRAIN_REGION, the config file, then AWS's "
+        "own chain (AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config).",
+        examples=["eu-west-1"],
+    )
+    profile: str | None = Field(
+        None,
+        description="A profile of ~/.aws/config and ~/.aws/credentials for this job's AWS calls.",
+        examples=["training"],
+    )
+    role_arn: str | None = Field(
+        None,
+        pattern=ROLE_ARN_PATTERN,
+        description="The IAM role SageMaker runs the job as (RoleArn): it reads data and code and writes output "
+        "(docs/sagemaker.md). Default: --role-arn, CLOUDTRAIN_ROLE_ARN, the config file.",
+        examples=["arn:aws:iam::123456789012:role/SageMakerTraining"],
+    )
+    endpoint_url: str | None = Field(
+        None,
+        pattern=URL_PATTERN,
+        description="AWS API endpoint for every service cloudtrain calls (a VPC endpoint, a test server). "
+        "Default: AWS's.",
+        examples=["http://127.0.0.1:5000"],
+    )
+    kms_key_id: str | None = Field(
+        None,
+        description="KMS key for the job's output (OutputDataConfig.KmsKeyId), the volumes (VolumeKmsKeyId, where "
+        "the instance type has EBS) and cloudtrain's uploads.",
+        examples=["arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"],
+    )
+    vpc: VpcSpec | None = Field(None, description="Run the instances in your VPC.")
 
 
 Scalar = str | int | float | bool
@@ -399,22 +591,65 @@ Scalar = str | int | float | bool
 class JobSpec(Strict):
     """A training job, as written in YAML."""
 
-    name: str = Field(max_length=JOB_NAME_MAX, pattern=NAME_PATTERN)
-    backend: Literal["local", "sagemaker"] | None = Field(
-        None, description="Default: sagemaker where AWS is configured, else local."
+    name: str = Field(
+        max_length=JOB_NAME_MAX,
+        pattern=NAME_PATTERN,
+        description="Base of the job's name: each run is NAME-<12 characters> (SageMaker's TrainingJobName, at "
+        "most 63).",
+        examples=["digits-mwms"],
     )
-    code: CodeSpec
-    image: ImageSpec = ImageSpec()
-    resources: ResourcesSpec = ResourcesSpec()
-    distribution: DistributionSpec = DistributionSpec()
-    data: dict[Annotated[str, Field(pattern=CHANNEL_PATTERN)], str] = Field(default_factory=dict)
-    hyperparameters: dict[str, Scalar] = Field(default_factory=dict)
-    environment: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(default_factory=dict)
-    checkpoints: CheckpointSpec = CheckpointSpec()
-    output: OutputSpec = OutputSpec()
-    metrics: list[MetricSpec] = Field(default_factory=list, max_length=MAX_METRICS)
-    aws: AwsSpec = AwsSpec()
-    tags: dict[str, str] = Field(default_factory=dict)
+    backend: Literal["local", "sagemaker"] | None = Field(
+        None,
+        description="Where the job runs. Default: --backend, CLOUDTRAIN_BACKEND, the config file, else sagemaker "
+        "where AWS is configured (credentials or a profile in the environment, or ~/.aws files), else local. "
+        "`cloudtrain config` shows which and why.",
+        examples=["local"],
+    )
+    code: CodeSpec = Field(description="The training code: a folder shipped to every instance and its script.")
+    image: ImageSpec = Field(
+        ImageSpec(),
+        description="The training image: AWS's stock TensorFlow image (default, framework_version), your own "
+        "uri, or one built from a Dockerfile.",
+    )
+    resources: ResourcesSpec = Field(ResourcesSpec(), description="Instances and time limits.")
+    distribution: DistributionSpec = Field(
+        DistributionSpec(), description="The distribution strategy, its collectives and the Keras the script gets."
+    )
+    data: dict[Annotated[str, Field(pattern=CHANNEL_PATTERN)], str] = Field(
+        default_factory=dict,
+        description="Input channels: name -> local folder (uploaded to S3, content-hashed, on SageMaker) or "
+        "s3:// URI. The script finds channel NAME in $SM_CHANNEL_NAME (/opt/ml/input/data/NAME).",
+        examples=[{"train": "data/train", "eval": "s3://my-bucket/digits/eval"}],
+    )
+    hyperparameters: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="Passed to the script as sorted `--name value` arguments (and as JSON in $SM_HPS); AWS's "
+        "toolkit adds --model_dir. `--set hyperparameters.NAME=value` changes one for a run.",
+        examples=[{"epochs": 12, "batch_size": 64, "learning_rate": 0.002}],
+    )
+    environment: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], str] = Field(
+        default_factory=dict,
+        description="Extra environment variables for the script (SageMaker's Environment: values are strings, "
+        "at most 512 characters).",
+        examples=[{"PYTHONHASHSEED": "0"}],
+    )
+    checkpoints: CheckpointSpec = Field(CheckpointSpec(), description="Checkpoint sync and resume.")
+    output: OutputSpec = Field(OutputSpec(), description="Where the job's artifacts go.")
+    metrics: list[MetricSpec] = Field(
+        default_factory=list,
+        max_length=MAX_METRICS,
+        description="Metrics read from the log by regex (SageMaker's MetricDefinitions, at most 40); without "
+        "them a job has no metrics in status or compare. cloudtrain.runtime and `cloudtrain init`'s scripts print "
+        "lines these match.",
+        examples=[[{"name": "loss", "regex": r"epoch=\d+ loss=([0-9.eE+-]+)"}]],
+    )
+    aws: AwsSpec = Field(AwsSpec(), description="Region, credentials profile, IAM role, endpoint, KMS, VPC.")
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags on the SageMaker training job (cost allocation, ownership): keys 1-128, values up to 256 "
+        "characters of letters, digits, spaces and _.:/=+-@.",
+        examples=[{"project": "digits", "team": "ml"}],
+    )
 
     @field_validator("data")
     @classmethod

@@ -75,6 +75,11 @@ class LocalBackend:
         self.store = JobStore(self.home)
         self.container = container
 
+    @property
+    def trains_here(self) -> bool:
+        """Worker processes train with this machine's TensorFlow; in `--container` mode, the image's."""
+        return not self.container
+
     def job_dir(self, job_name: str) -> Path:
         return self.home / "jobs" / job_name
 
@@ -284,34 +289,24 @@ class LocalBackend:
         return Artifacts(**{kind: dest / kind if kind in found else None for kind in ARTIFACT_KINDS})
 
 
-TF_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-macos", "tensorflow-intel")
-
-
 def check_tf_keras() -> None:
     """tf-keras of the installed TensorFlow's minor version must be in this Python for a legacy-Keras job.
 
     Only the package metadata is read (no TensorFlow import). Without TensorFlow there is nothing to check.
     """
-    tf = next((v for v in map(_installed, TF_DISTRIBUTIONS) if v), None)
+    from cloudtrain.spec.lint import installed_version, tensorflow_here
+
+    tf = tensorflow_here()
     if tf is None:
         return
     minor = ".".join(tf.split(".")[:2])
-    found = _installed("tf-keras")
+    found = installed_version("tf-keras")
     if found is None or ".".join(found.split(".")[:2]) != minor:
         have = f"tf-keras {found} is installed" if found else "tf-keras is not installed"
         raise UserError(
             f"distribution.keras: this job runs tf-keras (TF_USE_LEGACY_KERAS=1) but {have} for TensorFlow {tf}: "
             f"{sys.executable} -m pip install --no-deps 'tf-keras=={minor}.*' (or set distribution.keras: keras3)"
         )
-
-
-def _installed(distribution: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
 
 
 def _vendored(spec: JobSpec) -> list[tuple[str, Path]]:

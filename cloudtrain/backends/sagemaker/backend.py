@@ -77,6 +77,7 @@ class SageMakerBackend:
     uploads_data: bool = field(default=True, init=False)  # the capabilities: see `Backend`
     record_at_submit: bool = field(default=True, init=False)
     status_from_record: bool = field(default=True, init=False)
+    trains_here: bool = field(default=False, init=False)
     last_plan: JobPlan | None = field(default=None, init=False, repr=False)
     _aws: AwsSession | None = field(default=None, init=False, repr=False)
     _tensorboard_uris: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
