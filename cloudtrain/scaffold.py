@@ -72,6 +72,20 @@ metrics:
     regex: 'epoch=\\d+ .* val_loss=([0-9.eE+-]+)'
   - name: val_accuracy
     regex: 'epoch=\\d+ .* val_accuracy=([0-9.eE+-]+)'
+
+# A hyperparameter sweep (docs/sweeps.md): `cloudtrain submit` then runs trials of this job with values chosen
+# for you, a SageMaker tuning job or, locally, real trials chosen by Optuna. Uncomment to try it.
+# sweep:
+#   objective: {{metric: val_accuracy, goal: maximize}}   # one of the metrics above
+#   strategy: bayesian        # bayesian | random | grid (values only) | hyperband (needs epochs above)
+#   parameters:
+#     learning_rate: {{min: 0.001, max: 0.1, scale: log}}  # scale: auto | linear | log | reverse_log
+#     batch_size: {{values: [32, 64, 128]}}                # categorical
+#   max_trials: 4
+#   max_parallel: 2           # trials at once, each with instance_count workers
+#   early_stopping: auto      # off | auto: stop trials below the median, as SageMaker's Auto
+#   max_cost: 5               # USD: SageMaker's tuning job cannot spend more (on-demand prices)
+#   seed: 7
 """
 
 TRAIN = '''\

@@ -17,9 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from annotated_types import Ge, Gt
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     ValidationInfo,
@@ -28,6 +26,7 @@ from pydantic import (
 )
 
 from cloudtrain.errors import quoted
+from cloudtrain.spec.base import FieldError, Strict
 from cloudtrain.spec.patterns import (  # defined apart (stdlib only) for the code paths that never load a spec
     CHANNEL_PATTERN,
     ENV_NAME_PATTERN,
@@ -45,6 +44,7 @@ from cloudtrain.spec.patterns import (  # defined apart (stdlib only) for the co
 )
 from cloudtrain.spec.patterns import PATTERN_HELP as PATTERN_HELP  # re-exported: messages words errors with it
 from cloudtrain.spec.source import kind_of
+from cloudtrain.spec.sweep import EPOCHS_KEYS, MAX_TUNING_METRICS, SweepSpec
 
 if TYPE_CHECKING:
     from pydantic import GetJsonSchemaHandler
@@ -132,12 +132,6 @@ def _existing_path(base: Any, value: Path, kind: Literal["file", "folder", "any"
 def _reason(e: Exception) -> str:
     """An OS error's reason without the (possibly very long) path it repeats."""
     return (e.strerror if isinstance(e, OSError) and e.strerror else str(e)).lower()
-
-
-class Strict(BaseModel):
-    """Unknown fields are errors: a typo must never be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class CodeSpec(Strict):
@@ -650,6 +644,11 @@ class JobSpec(Strict):
         "characters of letters, digits, spaces and _.:/=+-@.",
         examples=[{"project": "digits", "team": "ml"}],
     )
+    sweep: SweepSpec | None = Field(
+        None,
+        description="A hyperparameter sweep over this job: a SageMaker tuning job, or local trials chosen by Optuna "
+        "(docs/sweeps.md).",
+    )
 
     @field_validator("data")
     @classmethod
@@ -687,20 +686,33 @@ class JobSpec(Strict):
                 raise FieldError((key,), f"tag values are up to 256 {TAG_HELP} (no tabs or newlines)")
         return v
 
+    @model_validator(mode="after")
+    def _sweep_fits(self) -> JobSpec:
+        """What a sweep needs of the rest of the spec, as a tuning job would refuse it after instances started."""
+        if self.sweep is None:
+            return self
+        names = [m.name for m in self.metrics]
+        if self.sweep.objective.metric not in names:
+            known = ", ".join(names) if names else "none: add one under metrics:"
+            raise FieldError(
+                "sweep.objective.metric",
+                f"{quoted(self.sweep.objective.metric)} is not one of the spec's metrics ({known})",
+            )
+        if len(self.metrics) > MAX_TUNING_METRICS:
+            raise FieldError(
+                "metrics",
+                f"a sweep takes at most {MAX_TUNING_METRICS} metrics (the tuning limit; got {len(self.metrics)})",
+            )
+        if self.sweep.strategy == "hyperband":
+            epochs = [k for k in EPOCHS_KEYS if k in self.hyperparameters and k not in self.sweep.parameters]
+            if not epochs:
+                raise FieldError(
+                    "sweep.strategy", "hyperband needs a fixed `epochs` hyperparameter (its maximum resource)"
+                )
+        from cloudtrain.sweep.cost import sweep_cost  # imports pricing, which imports this module
 
-class FieldError(ValueError):
-    """A validator's error about a sub-field, so the reported location points at it.
-
-    `field` is dotted (`spot.max_wait`) or a tuple of keys, for keys that may hold a dot (data channels).
-    """
-
-    def __init__(self, field: str | tuple[str, ...], message: str) -> None:
-        self.field = field
-        super().__init__(message)
-
-    @property
-    def path(self) -> tuple[str, ...]:
-        return tuple(self.field.split(".")) if isinstance(self.field, str) else self.field
+        sweep_cost(self)  # a max_cost that cannot be enforced, or pays for no whole trial
+        return self
 
 
 def _suggest_file(folder: Path, name: str) -> str:
