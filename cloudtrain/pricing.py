@@ -12,9 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
-
-from cloudtrain.spec.models import ResourcesSpec
+from typing import Any, Protocol
 
 SPOT_NOTE = "managed spot usually costs 60-90% less, billed only for the seconds run (the wait for capacity is free)"
 
@@ -73,7 +71,23 @@ class CostEstimate:
         return {**asdict(self), "total_usd": self.total_usd, "summary": self.summary()}
 
 
-def estimate(resources_spec: ResourcesSpec) -> CostEstimate:
+class Resources(Protocol):
+    """What an estimate reads of a spec's `resources:` (a Protocol: pricing imports nothing of cloudtrain, so the
+    spec's own validation can price a sweep's ceiling)."""
+
+    @property
+    def instance_type(self) -> str: ...
+    @property
+    def instance_count(self) -> int: ...
+    @property
+    def max_runtime(self) -> int: ...
+    @property
+    def keep_alive(self) -> int: ...
+    @property
+    def spot(self) -> Any: ...
+
+
+def estimate(resources_spec: Resources) -> CostEstimate:
     return CostEstimate(
         instance_type=resources_spec.instance_type,
         instance_count=resources_spec.instance_count,

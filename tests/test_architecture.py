@@ -16,13 +16,26 @@ LEAVES = {"__init__", "errors", "redact", "files", "jobs", "pricing", "output_sc
 ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
     "cli": {"api"},
-    "api": {"backends", "board", "compare", "doctor", "image", "records", "scaffold", "settings", "spec", "transfer"},
+    "api": {
+        "backends",
+        "board",
+        "compare",
+        "doctor",
+        "image",
+        "records",
+        "scaffold",
+        "settings",
+        "spec",
+        "sweep",
+        "transfer",
+    },
     "records": {"settings", "spec", "store"},
     "compare": {"backends"},
     "doctor": {"aws", "settings", "spec"},
     "scaffold": {"spec"},
     "board": {"backends"},
-    "backends": {"aws", "image", "runtime", "settings", "spec", "store", "transfer"},
+    "backends": {"aws", "image", "runtime", "settings", "spec", "store", "sweep", "transfer"},
+    "sweep": {"spec"},
     "settings": {"spec"},
     "store": {"spec"},
     "image": {"aws", "settings", "spec", "transfer"},
@@ -30,7 +43,6 @@ ALLOWED: dict[str, set[str]] = {
     "aws": {"settings"},
     "spec": set(),
     "runtime": set(),
-    "pricing": {"spec"},
 }
 
 

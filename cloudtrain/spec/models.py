@@ -709,7 +709,7 @@ class JobSpec(Strict):
                 raise FieldError(
                     "sweep.strategy", "hyperband needs a fixed `epochs` hyperparameter (its maximum resource)"
                 )
-        from cloudtrain.sweep.cost import sweep_cost  # imports pricing, which imports this module
+        from cloudtrain.spec.ceiling import sweep_cost
 
         sweep_cost(self)  # a max_cost that cannot be enforced, or pays for no whole trial
         return self
