@@ -42,6 +42,7 @@ class JobInfo:
     billable_seconds: int | None = None  # per instance, as SageMaker reports it
     spot_savings_percent: float | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    kind: str = "job"  # or "sweep": a sweep's own row (its trials are jobs of their own)
 
     @property
     def done(self) -> bool:

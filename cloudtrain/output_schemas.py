@@ -70,6 +70,7 @@ JOB = _object(
         },
         "spot_savings_percent": _OPT_NUM,
         "tags": {"type": "object", "additionalProperties": _STR},
+        "kind": {"enum": ["job", "sweep"], "description": "sweep: a sweep's own row (status SWEEP shows its trials)."},
     },
     "One training job.",
 )

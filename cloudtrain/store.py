@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 DB_NAME = "jobs.db"
 BUSY_TIMEOUT_S = 30.0
 
-SCHEMA_VERSION = 1  # PRAGMA user_version; a newer file is refused, an older one gains the missing columns
+SCHEMA_VERSION = 2  # PRAGMA user_version; a newer file is refused, an older one gains the missing columns
 # Every column a release adds needs a DEFAULT, so that rows written before it read as that default.
 _TABLE_COLUMNS = (
     ("name", "TEXT NOT NULL"),
@@ -55,6 +55,9 @@ _TABLE_COLUMNS = (
     ("spec", "TEXT NOT NULL DEFAULT '{}'"),
     ("spec_digest", "TEXT NOT NULL DEFAULT ''"),
     ("pid", "INTEGER"),
+    ("kind", "TEXT NOT NULL DEFAULT 'job'"),  # schema 2: sweeps
+    ("parent", "TEXT"),  # the sweep a trial belongs to
+    ("sweep", "TEXT NOT NULL DEFAULT '{}'"),  # a sweep's own state (trials, objective, notes)
 )
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS jobs ("
@@ -63,8 +66,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created DESC)",
 )
 _INFO_COLUMNS = tuple(f.name for f in fields(JobInfo))  # one column per JobInfo field, in the same order
-_JSON_COLUMNS = frozenset({"transitions", "metrics", "artifacts", "tags", "spec"})
-_COLUMNS = ", ".join((*_INFO_COLUMNS, "spec", "spec_digest", "pid"))
+_JSON_COLUMNS = frozenset({"transitions", "metrics", "artifacts", "tags", "spec", "sweep"})
+_COLUMNS = ", ".join((*_INFO_COLUMNS, "spec", "spec_digest", "pid", "parent", "sweep"))
 _VALUES = f"({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
 
 
@@ -114,12 +117,22 @@ class JobRecord:
     spec: dict[str, Any] = field(default_factory=dict)
     spec_digest: str = ""
     pid: int | None = None
+    parent: str | None = None  # the sweep this job is a trial of
+    sweep: dict[str, Any] = field(default_factory=dict)  # a sweep's state, kept by the backend running it
 
     @classmethod
     def for_spec(
-        cls, name: str, backend: str, spec: JobSpec, *, instance_type: str | None = None, message: str = ""
+        cls,
+        name: str,
+        backend: str,
+        spec: JobSpec,
+        *,
+        instance_type: str | None = None,
+        message: str = "",
+        kind: str = "job",
+        parent: str | None = None,
     ) -> JobRecord:
-        """A new InProgress/Starting record of a job submitted from `spec`."""
+        """A new InProgress/Starting record of a job (or a sweep) submitted from `spec`."""
         now = time.time()
         info = JobInfo(
             name=name,
@@ -131,8 +144,9 @@ class JobRecord:
             instance_count=spec.resources.instance_count,
             transitions=(Transition("Starting", now, None, message),),
             tags=dict(spec.tags),
+            kind=kind,
         )
-        return cls(info, spec=spec.model_dump(mode="json"))
+        return cls(info, spec=spec.model_dump(mode="json", by_alias=True), parent=parent)
 
     @property
     def name(self) -> str:
@@ -148,7 +162,7 @@ def _row(record: JobRecord) -> tuple[Any, ...]:
     spec = redact_spec(record.spec)
     values = {c: getattr(record.info, c) for c in _INFO_COLUMNS}
     values.update(transitions=[asdict(t) for t in record.info.transitions], spec=spec)
-    values.update(spec_digest=spec_digest(spec), pid=record.pid)
+    values.update(spec_digest=spec_digest(spec), pid=record.pid, parent=record.parent, sweep=record.sweep)
     return tuple(json.dumps(v) if c in _JSON_COLUMNS else v for c, v in values.items())
 
 
@@ -156,7 +170,14 @@ def _record(row: sqlite3.Row) -> JobRecord:
     values = {c: json.loads(row[c]) if c in _JSON_COLUMNS else row[c] for c in row.keys()}  # noqa: SIM118
     values["transitions"] = tuple(Transition(**t) for t in values["transitions"])
     info = JobInfo(**{c: values[c] for c in _INFO_COLUMNS})
-    return JobRecord(info, spec=values["spec"], spec_digest=values["spec_digest"], pid=values["pid"])
+    return JobRecord(
+        info,
+        spec=values["spec"],
+        spec_digest=values["spec_digest"],
+        pid=values["pid"],
+        parent=values["parent"],
+        sweep=values["sweep"],
+    )
 
 
 def _next_status(current: str, requested: str | None) -> str:
@@ -293,8 +314,8 @@ class JobStore:
         return row["backend"] if row else None
 
     def list_jobs(self, backend: str | None = None, limit: int = 20) -> list[JobRecord]:
-        """The newest jobs first, of one backend or of all."""
-        where, args = ("WHERE backend = ?", (backend,)) if backend else ("", ())
+        """The newest jobs and sweeps first, of one backend or of all; a sweep's trials are in its own row."""
+        where, args = ("WHERE parent IS NULL AND backend = ?", (backend,)) if backend else ("WHERE parent IS NULL", ())
         with self._connect() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY created DESC LIMIT ?", (*args, limit))
             return [_record(r) for r in rows]
@@ -330,6 +351,18 @@ class JobStore:
 
     def set_artifacts(self, backend: str, name: str, artifacts: Mapping[str, str]) -> None:
         self._set(backend, name, "artifacts", json.dumps(dict(artifacts)))
+
+    def set_sweep(self, backend: str, name: str, state: Mapping[str, Any]) -> None:
+        """A sweep's state (its trials, their values and objectives), as the backend running it sees it now."""
+        self._set(backend, name, "sweep", json.dumps(dict(state)))
+
+    def trials(self, backend: str, sweep: str) -> list[JobRecord]:
+        """The jobs that are trials of a sweep, oldest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE backend = ? AND parent = ? ORDER BY created", (backend, sweep)
+            )
+            return [_record(r) for r in rows]
 
     def set_pid(self, backend: str, name: str, pid: int | None) -> None:
         """The pid of the local runner supervising the job."""
