@@ -40,8 +40,11 @@ if TYPE_CHECKING:
     from cloudtrain.jobs import Artifacts, JobInfo, LogEvent, LogsStopped
     from cloudtrain.scaffold import Scaffold as Scaffold
     from cloudtrain.spec.models import JobSpec
+    from cloudtrain.sweep.trials import SweepInfo as SweepInfo  # what the command line renders, named through api
+    from cloudtrain.sweep.trials import Trial
 
 SUFFIX_LEN = 12
+SWEEP_NAME_MAX = 32  # SageMaker's HyperParameterTuningJobName
 NAME_ATTEMPTS = 5  # names drawn for one submit when submits in the same second draw the same
 LARGE_FOLDER_FILES = 10_000  # a folder with this many files gets a note before it is packed
 AWAIT_RECORD_S = 300.0  # how long a submit whose idempotency key is taken waits for that job's record
@@ -73,6 +76,11 @@ def job_name_for(base: str, idempotency_key: str | None = None) -> str:
         seconds = int(time.time()) - NAME_EPOCH
         suffix = _base36(seconds, 6) + "".join(secrets.choice(BASE36) for _ in range(6))
     return f"{base}-{suffix}"
+
+
+def sweep_name_for(base: str, idempotency_key: str | None = None) -> str:
+    """A sweep's name as `job_name_for` makes a job's, its base cut so the whole fits a tuning job's 32 characters."""
+    return job_name_for(base[: SWEEP_NAME_MAX - SUFFIX_LEN - 1].rstrip("-"), idempotency_key)
 
 
 def validate(paths: Sequence[str | Path], overrides: Sequence[str] = ()) -> list[JobSpec]:
@@ -158,9 +166,12 @@ class Submitted:
     plan: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the spec's traps (spec_warnings), for stderr
+    sweep: SweepInfo | None = None  # when the spec has a sweep: section (`job` is then the sweep's row)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"job": self.job.to_json(), "created": self.created}
+        if self.sweep is not None:
+            out["sweep"] = self.sweep.to_json()
         if self.plan is not None:
             out["plan"] = self.plan
         return out
@@ -206,6 +217,10 @@ def submit(
     for note in notes:
         if on_note is not None:
             on_note(note)
+    if spec.sweep is not None:
+        return _submit_sweep(
+            be, spec, settings.home, Path(spec_path), key, dry_run=dry_run, notes=notes, warnings=warnings
+        )
     if dry_run:
         from cloudtrain.jobs import JobInfo
 
@@ -229,6 +244,93 @@ def submit(
     if be.record_at_submit:  # so later commands find its backend (and its region) without options
         records.remember(settings.home, info.name, be.name, spec)
     return Submitted(info, created=True, notes=notes, warnings=warnings)
+
+
+def _submit_sweep(
+    be: Backend,
+    spec: JobSpec,
+    home: Path,
+    spec_path: Path,
+    key: str | None,
+    *,
+    dry_run: bool,
+    notes: list[str],
+    warnings: list[str],
+) -> Submitted:
+    """A spec with a `sweep:` section: one sweep (a tuning job, or local trials), named within 32 characters."""
+    from cloudtrain.jobs import JobInfo
+
+    name = sweep_name_for(spec.name, key)
+    parents = _warm_start_parents(be, spec, spec_path)
+    if dry_run:
+        pending = JobInfo(name=name, backend=be.name, status="NotCreated", kind="sweep")
+        return Submitted(pending, created=False, plan=be.plan(spec, name), notes=notes, warnings=warnings)
+    if key and (existing := _find_sweep(be, name)) is not None:
+        notes = [f"idempotency key matches existing sweep {name}", *notes]
+        return Submitted(existing.job, created=False, notes=notes, warnings=warnings, sweep=existing)
+    for attempt in range(NAME_ATTEMPTS):
+        try:
+            info = be.submit_sweep(spec, name, parents=parents)
+            break
+        except JobExists:
+            if key or attempt == NAME_ATTEMPTS - 1:
+                raise
+            name = sweep_name_for(spec.name)
+    if be.remote:
+        records.remember(home, name, be.name, spec, kind="sweep")
+    return Submitted(info.job, created=True, notes=notes, warnings=warnings, sweep=info)
+
+
+def _find_sweep(be: Backend, name: str) -> SweepInfo | None:
+    from cloudtrain.errors import JobNotFound
+
+    try:
+        return be.sweep(name)
+    except JobNotFound:
+        return None
+
+
+def _warm_start_parents(be: Backend, spec: JobSpec, spec_path: Path) -> list[SweepInfo]:
+    """The parent sweeps of `warm_start`, each checked as SageMaker checks them (before anything is uploaded):
+    the same objective, and the same names of static plus tuned hyperparameters."""
+    assert spec.sweep is not None
+    warm = spec.sweep.warm_start
+    if warm is None:
+        return []
+    names = set(spec.hyperparameters) | set(spec.sweep.parameters)
+    parents = []
+    for parent in warm.from_:
+        info = _find_sweep(be, parent)
+        field_name = "sweep.warm_start.from"
+        if info is None:
+            raise SpecError(str(spec_path), None, field_name, f"no {be.name} sweep named {quoted(parent)}")
+        if info.metric != spec.sweep.objective.metric:
+            raise SpecError(
+                str(spec_path),
+                None,
+                field_name,
+                f"{parent} optimised {info.metric}, this sweep {spec.sweep.objective.metric}: a warm start "
+                "keeps the objective",
+            )
+        theirs = set(info.hyperparameter_names)
+        if theirs != names:
+            added, dropped = sorted(names - theirs), sorted(theirs - names)
+            change = "; ".join(
+                part
+                for part in (
+                    f"added {', '.join(added)}" if added else "",
+                    f"dropped {', '.join(dropped)}" if dropped else "",
+                )
+                if part
+            )
+            raise SpecError(
+                str(spec_path),
+                None,
+                field_name,
+                f"{parent} had other hyperparameters ({change}): a warm start keeps the same static and tuned names",
+            )
+        parents.append(info)
+    return parents
 
 
 def _await_record(be: Backend, job_name: str) -> JobInfo:
@@ -311,6 +413,34 @@ def _backend_for(job: str | None, options: Options) -> Backend:
     return open_backend(for_job(options, job))
 
 
+def is_sweep(name: str, *, options: Options = Options()) -> bool:
+    """Whether `name` is a sweep cloudtrain started (its record says so), rather than a training job."""
+    return records.kind_of(for_job(options, name).home, name) == "sweep"
+
+
+def sweep_status(sweep: str, *, options: Options = Options()) -> SweepInfo:
+    """A sweep now: its counters, its trials with their values, objectives and cost, the best one."""
+    return _backend_for(sweep, options).sweep(sweep)
+
+
+def sweep_trial(sweep: str, trial: str | None = None, *, options: Options = Options()) -> Trial:
+    """One trial of a sweep: by number (1 is the first started) or job name; the best one by default."""
+    return _pick_trial(sweep_status(sweep, options=options), trial)
+
+
+def _pick_trial(info: SweepInfo, trial: str | None) -> Trial:
+    sweep = info.name
+    if trial is None:
+        found = info.best
+        if found is None:
+            raise UserError(f"sweep {sweep} has no completed trial with an objective yet: give --trial N")
+        return found
+    found = info.trial(trial)
+    if found is None:
+        raise UserError(f"sweep {sweep} has no trial {quoted(trial)} (1-{len(info.trials)}, or a trial's job name)")
+    return found
+
+
 def status(job: str, *, options: Options = Options()) -> JobInfo:
     """The job now. A finished remote job never changes: once a call has seen it end, it is recorded in the
     job store and answered from there, without AWS, sparing the API quota."""
@@ -349,13 +479,60 @@ def list_jobs(*, options: Options = Options(), limit: int = 20) -> list[JobInfo]
 
 
 def logs(
-    job: str, *, options: Options = Options(), host: str | None = None, follow: bool = False
+    job: str,
+    *,
+    options: Options = Options(),
+    host: str | None = None,
+    follow: bool = False,
+    trial: str | None = None,
 ) -> Iterator[LogEvent]:
-    return _backend_for(job, options).logs(job, host=host, follow=follow)
+    """A job's lines; of a sweep, one trial's (`trial`: its number or name; the best one by default)."""
+    be = _backend_for(job, options)
+    if trial is not None or is_sweep(job, options=options):
+        job = _pick_trial(be.sweep(job), trial).name
+    return be.logs(job, host=host, follow=follow)
 
 
 def stop(job: str, *, options: Options = Options()) -> JobInfo:
-    return _backend_for(job, options).stop(job)
+    """Stop a job, or a sweep (its running trials stopped, their saved work kept)."""
+    be = _backend_for(job, options)
+    if is_sweep(job, options=options):
+        return be.stop_sweep(job).job
+    return be.stop(job)
+
+
+def stop_sweep(sweep: str, *, options: Options = Options()) -> SweepInfo:
+    return _backend_for(sweep, options).stop_sweep(sweep)
+
+
+def watch_sweep(
+    sweep: str, *, options: Options = Options(), timeout: float | None = None, poll: float | None = None
+) -> Iterator[SweepInfo]:
+    """The sweep each time a trial starts or ends, until it ends (the last item is its final state).
+
+    With the spec's `max_cost`, the sweep is stopped once its trials' billed cost reaches it (AWS's own runtime
+    limit is the ceiling when nobody waits).
+    """
+    be = _backend_for(sweep, options)
+    interval = poll if poll is not None else be.status_interval
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last: tuple[Any, ...] | None = None
+    stopping = False
+    while True:
+        info = be.sweep(sweep)
+        seen = (info.status, tuple((t.name, t.status) for t in info.trials))
+        if seen != last:
+            last = seen
+            yield info
+        if info.done:
+            return
+        spent = info.spent_usd
+        if not stopping and info.max_cost is not None and spent is not None and spent >= info.max_cost:
+            stopping = True
+            be.stop_sweep(sweep)
+        if deadline is not None and time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:g}s; sweep {sweep} is still {info.status}")
+        time.sleep(interval)
 
 
 def fetch_model(
@@ -363,10 +540,42 @@ def fetch_model(
     *,
     to: str | Path | None = None,
     options: Options = Options(),
+    trial: str | None = None,
 ) -> Artifacts:
-    """Download and extract the model, output (evaluation report) and checkpoints into `to` (default ./<job>)."""
+    """Download and extract the model, output (evaluation report) and checkpoints into `to` (default ./<job>).
+
+    Of a sweep: one trial's (the best by default, or `trial`: its number or name), plus sweep_report.html
+    (Optuna's figures of every trial) and sweep_trials.csv.
+    """
     dest = Path(to) if to is not None else Path.cwd() / job
     be = _backend_for(job, options)
+    if trial is not None or is_sweep(job, options=options):
+        return _fetch_sweep(be, job, trial, dest)
+    return _fetch_job(be, job, dest)
+
+
+def _fetch_sweep(be: Backend, sweep: str, trial: str | None, dest: Path) -> Artifacts:
+    from dataclasses import replace
+
+    from cloudtrain.files import atomic_path
+    from cloudtrain.spec.sweep import ParameterRange
+    from cloudtrain.sweep.report import render
+    from cloudtrain.sweep.trials import trials_csv
+
+    info = be.sweep(sweep)
+    chosen = _pick_trial(info, trial)
+    _refuse_foreign_files(dest)
+    found = _fetch_job(be, chosen.name, dest)
+    parameters = {k: ParameterRange.model_validate(v) for k, v in info.parameters.items()}
+    reports = {SWEEP_REPORT: render(info, parameters), SWEEP_TRIALS: trials_csv(info)}
+    for file_name, text in reports.items():
+        with atomic_path(dest / file_name) as tmp:
+            tmp.write_text(text)
+    fetched_files(dest, write=True)
+    return replace(found, sweep_report=dest / SWEEP_REPORT, sweep_trials=dest / SWEEP_TRIALS, trial=chosen.name)
+
+
+def _fetch_job(be: Backend, job: str, dest: Path) -> Artifacts:
     info = be.describe(job)
     if not info.done:
         raise UserError(f"job {job} is {info.status}: its model can be fetched once it ends (cloudtrain logs {job} -f)")
@@ -382,6 +591,8 @@ def fetch_model(
     return found
 
 
+SWEEP_REPORT = "sweep_report.html"
+SWEEP_TRIALS = "sweep_trials.csv"
 FETCHED = (
     "model",
     "output",
@@ -389,6 +600,8 @@ FETCHED = (
     "tensorboard",
     "model.tar.gz",
     "output.tar.gz",
+    SWEEP_REPORT,
+    SWEEP_TRIALS,
 )  # what fetch-model writes in DIR
 FETCH_MANIFEST = ".cloudtrain-fetch.json"  # in DIR: the files the last fetch-model put there
 
@@ -450,6 +663,9 @@ def tensorboard(
     watched = []
     for job in dict.fromkeys(jobs):
         be = _backend_for(job, options)
+        if is_sweep(job, options=options):  # every trial a run
+            watched.extend((trial.name, be) for trial in be.sweep(job).trials)
+            continue
         be.describe(job)  # JobNotFound now, before anything starts
         watched.append((job, be))
     board.serve(command, watched, port=port, on_ready=on_ready, on_note=on_note)

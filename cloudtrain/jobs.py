@@ -111,6 +111,9 @@ class Artifacts:
     checkpoints: Path | None
     tensorboard: Path | None = None  # the job's TensorBoard event files
     checked: dict[str, str] = field(default_factory=dict)  # downloaded tarball -> how it was verified
+    trial: str | None = None  # of a sweep: the trial whose model this is
+    sweep_report: Path | None = None  # sweep_report.html (Optuna's figures of every trial)
+    sweep_trials: Path | None = None  # sweep_trials.csv
 
 
 EVAL_REPORT = "eval_report.json"  # in a job's output (output.tar.gz): what `compare` reads of its evaluation

@@ -58,9 +58,19 @@ def submitted_spec(home: Path, backend: str, job: str) -> dict[str, Any] | None:
         return None
 
 
-def remember(home: Path, name: str, backend: str, spec: JobSpec) -> None:
-    """Record a job a remote backend has accepted, with the spec it runs."""
-    JobStore(home).remember(name, backend, spec)
+def remember(home: Path, name: str, backend: str, spec: JobSpec, *, kind: str = "job") -> None:
+    """Record a job (or a sweep) a remote backend has accepted, with the spec it runs."""
+    JobStore(home).remember(name, backend, spec, kind=kind)
+
+
+def kind_of(home: Path, name: str) -> str | None:
+    """ "job" or "sweep" for a name cloudtrain recorded (its newest record); None for one it never started."""
+    try:
+        store = JobStore(home)
+        backend = store.backend_of(name)
+        return store.get(backend, name).info.kind if backend is not None else None
+    except JobNotFound:
+        return None
 
 
 def recorded(home: Path, backend: str, job: str) -> JobRecord | None:

@@ -295,10 +295,11 @@ class JobStore:
         with self._write() as db:
             db.execute(f"INSERT OR REPLACE INTO jobs {_VALUES}", _row(record))
 
-    def remember(self, name: str, backend: str, spec: JobSpec) -> None:
-        """Record a job submitted to a remote backend, once; later calls for the same job change nothing."""
+    def remember(self, name: str, backend: str, spec: JobSpec, *, kind: str = "job") -> None:
+        """Record a job (or sweep) submitted to a remote backend, once; later calls for the same one change nothing."""
+        record = JobRecord.for_spec(name, backend, spec, kind=kind)
         with self._write() as db:
-            db.execute(f"INSERT OR IGNORE INTO jobs {_VALUES}", _row(JobRecord.for_spec(name, backend, spec)))
+            db.execute(f"INSERT OR IGNORE INTO jobs {_VALUES}", _row(record))
 
     def get(self, backend: str, name: str) -> JobRecord:
         """Raises JobNotFound for an unknown job."""

@@ -197,6 +197,9 @@ def submit(
     job = result.job
     for warning in result.warnings:
         sys.stderr.write(f"warning: {spec}: {warning}\n")
+    if result.sweep is not None or job.kind == "sweep":
+        _submitted_sweep(result, options, wait=wait, timeout=timeout, json=json, dry_run=dry_run)
+        return
     if dry_run:
         render.print_json(result.to_json()) if json else render.plan(result.plan or {})
         return
@@ -213,6 +216,49 @@ def submit(
         render.next_steps(final)
     if final.status != "Completed":
         raise JobFailed(f"job {final.name} ended {final.status}: {final.failure_reason or 'no reason given'}")
+
+
+def _submitted_sweep(
+    result: Submitted, options: Options, *, wait: bool, timeout: float | None, json: bool, dry_run: bool
+) -> None:
+    """A sweep submitted (or planned): with --wait, a line per trial started or ended, then the sweep's table.
+
+    Exit code 0 once the sweep ends Completed with a best trial, else 1.
+    """
+    from cloudtrain import api
+    from cloudtrain.cli import render
+
+    err = render.console(stderr=True)
+    if dry_run:
+        render.print_json(result.to_json()) if json else render.sweep_plan(result.plan or {})
+        return
+    name = result.job.name
+    verb = "submitted" if result.created else "exists already (same idempotency key)"
+    err.print(f"sweep [bold]{name}[/] {verb} on {result.job.backend}")
+    info = result.sweep
+    if wait:
+        options = replace(options, backend=result.job.backend)
+        seen: dict[str, str] = {}
+        try:
+            for info in api.watch_sweep(name, options=options, timeout=timeout):
+                for number, trial in enumerate(info.trials, start=1):
+                    if seen.get(trial.name) != trial.status:
+                        seen[trial.name] = trial.status
+                        objective = "" if trial.objective is None else f" {info.metric}={trial.objective:g}"
+                        reason = f" ({trial.failure_reason})" if trial.failure_reason else ""
+                        err.print(f"trial {number} {trial.name} {trial.status}{objective}{reason}", markup=False)
+        except KeyboardInterrupt as interrupt:
+            err.print(f"detached: sweep {name} keeps running; stop it: cloudtrain stop {name}", markup=False)
+            raise typer.Exit(TERMINATED if isinstance(interrupt, _Terminated) else INTERRUPTED) from None
+    if info is None:
+        info = api.sweep_status(name, options=options)
+    if json:
+        render.print_json({**result.to_json(), "sweep": info.to_json(), "job": info.job.to_json()})
+    else:
+        render.sweep_detail(info)
+        render.sweep_next_steps(info)
+    if wait and (info.status != "Completed" or info.best is None):
+        raise JobFailed(f"sweep {name} ended {info.status}: {info.failure_reason or 'no trial reached its objective'}")
 
 
 def _wait(
@@ -351,7 +397,10 @@ def status(
     profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Show a job (and what to run next), or the recent jobs."""
+    """Show a job or a sweep (and what to run next), or the recent jobs.
+
+    A sweep shows its counters, its best trial and every trial sorted by the objective.
+    """
     from cloudtrain import api
     from cloudtrain.cli import render
 
@@ -359,6 +408,10 @@ def status(
     if job is None:
         jobs = api.list_jobs(options=options, limit=limit)
         render.print_json([j.to_json() for j in jobs]) if json else render.job_table(jobs)
+        return
+    if api.is_sweep(job, options=options):
+        sweep = api.sweep_status(job, options=options)
+        render.print_json(sweep.to_json()) if json else (render.sweep_detail(sweep), render.sweep_next_steps(sweep))
         return
     info = api.status(job, options=options)
     if json:
@@ -373,6 +426,9 @@ def logs(
     job: Annotated[str, typer.Argument(help="The job name.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming until the job ends.")] = False,
     host: Annotated[str | None, typer.Option("--host", help="Only this host, e.g. algo-2.")] = None,
+    trial: Annotated[
+        str | None, typer.Option("--trial", help="Of a sweep: this trial (its number or job name; default the best).")
+    ] = None,
     backend: JobBackendOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
@@ -394,7 +450,7 @@ def logs(
 
     options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
     out = render.console()
-    events = api.logs(job, options=options, host=host, follow=follow)
+    events = api.logs(job, options=options, host=host, follow=follow, trial=trial)
     if json:
         for event in events:
             render.log_json(event)
@@ -417,11 +473,17 @@ def stop(
     profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Stop a running job (its model so far is still saved)."""
+    """Stop a running job (its model so far is still saved), or a sweep (its running trials, likewise)."""
     from cloudtrain import api
     from cloudtrain.cli import render
 
     options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
+    if api.is_sweep(job, options=options):
+        sweep = api.stop_sweep(job, options=options)
+        if wait:
+            *_, sweep = api.watch_sweep(job, options=options)
+        render.print_json(sweep.to_json()) if json else render.console().print(f"{job}: {sweep.status}", markup=False)
+        return
     info = api.stop(job, options=options)
     if wait:
         info = api.wait(job, options=options)
@@ -432,6 +494,9 @@ def stop(
 def fetch_model(
     job: Annotated[str, typer.Argument(help="The job name.")],
     to: Annotated[Path | None, typer.Option("--to", help="Destination folder (default ./JOB).")] = None,
+    trial: Annotated[
+        str | None, typer.Option("--trial", help="Of a sweep: this trial (its number or job name; default the best).")
+    ] = None,
     backend: JobBackendOpt = None,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
@@ -442,13 +507,14 @@ def fetch_model(
 
     Extracts (safely) under --to: model/ (what the script saved in SM_MODEL_DIR, e.g. model.keras; 1/ is a
     SavedModel for TF Serving, from cloudtrain.runtime), output/ (eval_report.json, plots), checkpoints/ and
-    tensorboard/. Load the model with tf.keras.models.load_model('DIR/model/model.keras').
+    tensorboard/. Load the model with tf.keras.models.load_model('DIR/model/model.keras'). Of a sweep: the best
+    trial's (or --trial's), plus sweep_report.html (Optuna's figures) and sweep_trials.csv.
     """
     from cloudtrain import api
     from cloudtrain.cli import render
 
     options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
-    found = api.fetch_model(job, to=to, options=options)
+    found = api.fetch_model(job, to=to, options=options, trial=trial)
     if json:
         render.print_json(render.fetched_json(job, found))
         return

@@ -45,7 +45,7 @@ def _finished_status(args: list[str]) -> bool:
     from cloudtrain import api
 
     info = api.finished_status(rest[0])
-    if info is None:
+    if info is None or info.kind != "job":  # a sweep: its trials are read live
         return False
     from cloudtrain.cli import render
 

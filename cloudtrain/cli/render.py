@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from cloudtrain.api import BuildResult, Comparison, ConfigReport, Diagnosis, Scaffold, SpecCheck
+    from cloudtrain.api import BuildResult, Comparison, ConfigReport, Diagnosis, Scaffold, SpecCheck, SweepInfo
     from cloudtrain.jobs import Artifacts, JobInfo, LogEvent
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -177,6 +177,8 @@ def artifacts(found: Artifacts) -> None:
     if not (found.model or found.output or found.checkpoints or found.tensorboard):
         out.print("  nothing to fetch: the job left no model, output or checkpoints", markup=False)
         return
+    if found.trial:
+        out.print(f"  {'trial':<12} {found.trial}", markup=False)
     for kind in ARTIFACT_KINDS:
         path = getattr(found, kind)
         out.print(f"  {kind:<12} {path if path else '- (none)'}", markup=False)
@@ -186,6 +188,9 @@ def artifacts(found: Artifacts) -> None:
         load = f"tf.keras.models.load_model({str(found.model / 'model.keras')!r})"
         serving = f"; {found.model / '1'} is a SavedModel for TF Serving" if (found.model / "1").is_dir() else ""
         out.print(f"  {'load it':<12} {neutralised(load)}{neutralised(serving)}", markup=False)
+    for kind in ("sweep_report", "sweep_trials"):
+        if (path := getattr(found, kind)) is not None:
+            out.print(f"  {kind:<12} {path}", markup=False)
     if found.checked:
         checked = ", ".join(f"{name} {how}" for name, how in sorted(found.checked.items()))
         out.print(f"  {'checked':<12} {checked}", markup=False)
@@ -215,6 +220,11 @@ def fetched_json(job: str, found: Artifacts) -> dict[str, Any]:
         "eval_report": str(report[0]) if report else None,
         "evaluation": report[1] if report else None,
         "checked": dict(found.checked),
+        **(
+            {"trial": found.trial, "sweep_report": str(found.sweep_report), "sweep_trials": str(found.sweep_trials)}
+            if found.trial
+            else {}
+        ),
     }
 
 
@@ -408,3 +418,79 @@ def human_bytes(size: int) -> str:
             return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def sweep_detail(info: SweepInfo) -> None:
+    """`status SWEEP`: the counters, the best trial, then every trial sorted by the objective."""
+    out = console()
+    counters = ", ".join(f"{n} {k}" for k, n in info.counters.items() if n)
+    state = STATUS_STYLE.get(info.status)
+    status = f"[{state}]{info.status}[/]" if state and not plain() else info.status
+    out.print(f"sweep {_markup_safe(info.name)} ({info.backend}, {info.strategy}): {status}")
+    out.print(
+        f"  trials       {len(info.trials)} of {info.max_trials}, {info.max_parallel} at a time"
+        + (f" ({counters})" if counters else ""),
+        markup=False,
+    )
+    out.print(f"  objective    {info.goal} {info.metric}", markup=False)
+    best = info.best
+    shown = f"{best.name}  {info.metric}={best.objective:g}" if best and best.objective is not None else "- (none yet)"
+    out.print(f"  best trial   {shown}", markup=False)
+    if info.spent_usd is not None or info.max_cost is not None:
+        ceiling = f" of max_cost ${info.max_cost:,.2f}" if info.max_cost is not None else ""
+        out.print(
+            f"  cost         ${info.spent_usd or 0:,.2f}{ceiling} (billed time at on-demand prices)", markup=False
+        )
+    if info.failure_reason:
+        out.print(f"  reason       {neutralised(info.failure_reason)}", markup=False)
+    for note in info.notes:
+        out.print(f"  note         {neutralised(note)}", markup=False)
+    if not info.trials:
+        return
+    names = sorted({k for t in info.trials for k in t.hyperparameters})
+    rows = [["#", "TRIAL", "STATUS", info.metric.upper(), *names, "BILLABLE", "COST"]]
+    numbers = {t.name: i for i, t in enumerate(info.trials, start=1)}
+    for t in info.ranked():
+        status = f"{t.status} ({t.failure_reason})" if t.pruned else t.status
+        rows.append(
+            [
+                str(numbers[t.name]),
+                t.name,
+                status,
+                "-" if t.objective is None else f"{t.objective:.4g}",
+                *(_hp(t.hyperparameters.get(k)) for k in names),
+                "-" if t.billable_seconds is None else f"{t.billable_seconds}s",
+                "-" if t.cost_usd is None else f"${t.cost_usd:,.2f}",
+            ]
+        )
+    columns([[neutralised(c) for c in row] for row in rows], out)
+
+
+def _hp(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def sweep_next_steps(info: SweepInfo) -> None:
+    name = info.name
+    if info.best is not None:
+        hint = f"the best trial's model and the sweep report: cloudtrain fetch-model {name} --to DIR"
+    elif info.done:
+        hint = f"see what happened: cloudtrain logs {name} --trial 1"
+    else:
+        hint = f"follow it: cloudtrain status {name}, or a trial: cloudtrain logs {name} --trial 1 --follow"
+    console().print(f"next: {hint}", markup=False)
+
+
+def sweep_plan(plan: dict[str, Any]) -> None:
+    """A sweep's dry run: the request (a tuning job's, or the local trials'), then its worst-case cost."""
+    out = console()
+    plan = redact(plan)
+    out.print_json(json.dumps(plan.get("request", plan), default=str))
+    cost = plan.get("sweep_cost") or {}
+    if cost.get("summary"):
+        out.print(f"sweep cost: {cost['summary']}", markup=False)
+    for note in plan.get("notes", []):
+        out.print(f"note: {neutralised(note)}", markup=False)
+    out.print("dry run: nothing was created")

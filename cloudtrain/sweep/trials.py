@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from cloudtrain.jobs import TERMINAL
+from cloudtrain.jobs import TERMINAL, JobInfo
 
 EARLY_STOPPING = "early stopping"
 
@@ -72,7 +72,25 @@ class SweepInfo:
     max_cost: float | None = None
     notes: tuple[str, ...] = ()
     best_name: str | None = None  # the backend's own verdict (SageMaker's BestTrainingJob), when it gives one
-    request: dict[str, Any] = field(default_factory=dict)  # the parameters section of the spec, for warm start
+    parameters: dict[str, Any] = field(default_factory=dict)  # the spec's sweep.parameters (JSON), for the report
+    hyperparameter_names: tuple[str, ...] = ()  # static and tuned, the user's own: what warm start compares
+    instance_count: int = 1
+
+    @property
+    def job(self) -> JobInfo:
+        """The sweep as one row of the job list."""
+        return JobInfo(
+            name=self.name,
+            backend=self.backend,
+            status=self.status,
+            secondary_status=f"{sum(t.done for t in self.trials)}/{self.max_trials} trials",
+            failure_reason=self.failure_reason,
+            created=self.created,
+            ended=self.ended,
+            instance_type=self.instance_type,
+            instance_count=self.instance_count,
+            kind="sweep",
+        )
 
     @property
     def done(self) -> bool:
