@@ -116,3 +116,26 @@ def from_optuna(parameters: Mapping[str, ParameterRange], sampled: Mapping[str, 
 def grid(parameters: Mapping[str, ParameterRange]) -> dict[str, list[Any]]:
     """GridSampler's search space: every categorical's values."""
     return {name: list(rng.values or []) for name, rng in parameters.items()}
+
+
+def from_sagemaker_ranges(ranges: Mapping[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """ParameterRanges back to the spec's `parameters:` (JSON), for a tuning job cloudtrain has no spec of."""
+    scales = {v: k for k, v in SCALING.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for r in ranges.get("CategoricalParameterRanges", []):
+        values = []
+        for v in r["Values"]:
+            try:
+                values.append(json.loads(v))
+            except ValueError:
+                values.append(v)
+        out[r["Name"]] = {"values": values}
+    for key, kind in (("ContinuousParameterRanges", "continuous"), ("IntegerParameterRanges", "integer")):
+        for r in ranges.get(key, []):
+            out[r["Name"]] = {
+                "min": float(r["MinValue"]),
+                "max": float(r["MaxValue"]),
+                "type": kind,
+                "scale": scales.get(r.get("ScalingType", "Auto"), "auto"),
+            }
+    return out
