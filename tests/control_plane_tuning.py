@@ -149,6 +149,7 @@ class Tuner:
             "DescribeHyperParameterTuningJob": lambda p: self.describe(self._get(p["HyperParameterTuningJobName"])),
             "ListTrainingJobsForHyperParameterTuningJob": self.list_trials,
             "StopHyperParameterTuningJob": self.stop,
+            "ListHyperParameterTuningJobs": self.list_tunings,
         }
 
     def _get(self, name: str) -> _Tuning:
@@ -202,7 +203,7 @@ class Tuner:
                     values = points[len(t.trials)] if points is not None else draw(ranges, rng)
                     running.append(self._start_trial(t, values))
                 if not running and len(t.trials) >= total:
-                    ok = any(self._objective(t, x) is not None for x in t.trials)
+                    ok = any(self._status(x) == "Completed" and self._objective(t, x) is not None for x in t.trials)
                     t.status = "Completed" if ok else "Failed"
                     t.failure_reason = None if ok else "No training job reported the objective metric"
                     t.ended = time.time()
@@ -237,6 +238,8 @@ class Tuner:
         t.trials.append(trial)
         self.plane._validate("CreateTrainingJob", request)
         self.plane._create(request)
+        job = self.plane._jobs[name]  # DescribeTrainingJob (and Search) show a trial's tuning job, as AWS's do
+        job.request = {**job.request, "TuningJobArn": t.arn}
         return trial
 
     def _status(self, trial: _Trial) -> str:
@@ -364,6 +367,33 @@ class Tuner:
         summaries.sort(key=lambda s: s["CreationTime"], reverse=p.get("SortOrder", "Descending") == "Descending")
         page, token = _page(summaries, p, default=10)
         return {"TrainingJobSummaries": page} | ({"NextToken": token} if token else {})
+
+    def list_tunings(self, p: dict[str, Any]) -> dict[str, Any]:
+        from tests.sagemaker_control_plane import _page
+
+        tunings = sorted(self.jobs.values(), key=lambda t: t.created, reverse=p.get("SortOrder") != "Ascending")
+        page, token = _page(tunings, p, default=10)
+        summaries = []
+        for t in page:
+            described = self.describe(t)
+            summary = {
+                k: described[k]
+                for k in (
+                    "HyperParameterTuningJobName",
+                    "HyperParameterTuningJobArn",
+                    "HyperParameterTuningJobStatus",
+                    "CreationTime",
+                    "HyperParameterTuningEndTime",
+                    "LastModifiedTime",
+                    "TrainingJobStatusCounters",
+                    "ObjectiveStatusCounters",
+                )
+                if k in described
+            }
+            config = t.request["HyperParameterTuningJobConfig"]
+            summary.update(Strategy=config["Strategy"], ResourceLimits=config["ResourceLimits"])
+            summaries.append(summary)
+        return {"HyperParameterTuningJobSummaries": summaries} | ({"NextToken": token} if token else {})
 
     def stop(self, p: dict[str, Any]) -> dict[str, Any]:
         from tests.sagemaker_control_plane import ApiError

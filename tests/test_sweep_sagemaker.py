@@ -15,6 +15,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.loopback_aws import ROLE_ARN
 from tests.sagemaker_control_plane import ControlPlane
 from tests.test_sagemaker_e2e import DIGITS, SDK_PYTHON, TELEMETRY_OFF, ct, digits_overrides, write_job
 
@@ -58,7 +59,7 @@ def capture(model, params, **kwargs):
     raise RuntimeError(f"the SDK called {model.name}")
 
 
-sm.meta.events.register("before-call.sagemaker.*", capture)
+sm.meta.events.register("before-parameter-build.sagemaker.*", capture)  # its parameters, before serialising
 session = Session(boto_session=session_boto, sagemaker_client=sm, default_bucket=cfg["bucket"])
 session._default_bucket = cfg["bucket"]  # the SDK would look it up through STS
 kinds = {"continuous": ContinuousParameter, "integer": IntegerParameter}
@@ -125,7 +126,8 @@ def test_dry_run_is_the_sdk_tuners_request(aws_endpoint: str, tmp_path: Path) ->
     sets = [*digits_overrides(tmp_path)]
     for item in SWEEP:
         sets += ["--set", item]
-    planned = ct("submit", str(DIGITS), "--backend", "sagemaker", "--dry-run", "--json", *sets, home=home)
+    submit = ("submit", str(DIGITS), "--backend", "sagemaker", "--role-arn", ROLE_ARN, "--dry-run", "--json")
+    planned = ct(*submit, *sets, home=home)
     assert planned.code == 0, planned.err
     plan = planned.json()["plan"]
     mine = plan["request"]
@@ -179,7 +181,7 @@ def test_dry_run_is_the_sdk_tuners_request(aws_endpoint: str, tmp_path: Path) ->
     sdk = subprocess.run(
         [str(SDK_PYTHON), str(script), json.dumps(settings)], env=env, capture_output=True, text=True, timeout=180
     )
-    assert sdk.returncode == 0, sdk.stderr[-3000:]
+    assert sdk.returncode == 0, (sdk.stdout + sdk.stderr)[-3000:]
     theirs = json.loads(sdk.stdout.strip().splitlines()[-1])
 
     assert theirs["HyperParameterTuningJobName"] == name
@@ -195,8 +197,10 @@ def test_dry_run_is_the_sdk_tuners_request(aws_endpoint: str, tmp_path: Path) ->
     assert "learning_rate" not in hp and "epochs" in hp
     for field in ("HyperParameterTuningResourceConfig", "AlgorithmSpecification", "RoleArn", "OutputDataConfig"):
         assert definition[field] == theirs_definition[field], field
-    for field in ("StoppingCondition", "CheckpointConfig", "Environment"):
+    for field in ("StoppingCondition", "CheckpointConfig"):
         assert {k: v for k, v in definition[field].items() if k != "LocalPath"} == theirs_definition[field], field
+    ours_env = {k: v for k, v in definition["Environment"].items() if not k.startswith("CLOUDTRAIN_")}
+    assert ours_env == theirs_definition["Environment"]  # cloudtrain.runtime's own settings apart
     assert with_channel_defaults(definition["InputDataConfig"]) == with_channel_defaults(
         theirs_definition["InputDataConfig"]
     )

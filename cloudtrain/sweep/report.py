@@ -27,17 +27,15 @@ def study(sweep: SweepInfo, parameters: dict[str, ParameterRange]) -> Any:
     """An in-memory Optuna study holding the sweep's ended trials."""
     import optuna
 
-    from cloudtrain.sweep.space import optuna_distributions
+    from cloudtrain.sweep.space import fits, optuna_distributions
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = "maximize" if sweep.goal == "maximize" else "minimize"
     result = optuna.create_study(direction=direction, study_name=sweep.name)
     distributions = optuna_distributions(_as_drawn(parameters))
     for trial in sweep.trials:
-        if not trial.done or set(trial.hyperparameters) != set(distributions):
-            continue
-        params = {k: _coerce(v, distributions[k]) for k, v in trial.hyperparameters.items()}
-        if any(v is None for v in params.values()):
+        params = fits(trial.hyperparameters, distributions) if trial.done else None
+        if params is None:
             continue
         if trial.objective is not None and trial.status == "Completed":
             state, value = optuna.trial.TrialState.COMPLETE, trial.objective
@@ -63,23 +61,6 @@ def _as_drawn(parameters: dict[str, ParameterRange]) -> dict[str, ParameterRange
     return {
         k: r.model_copy(update={"scale": "linear"}) if r.scale == "reverse_log" else r for k, r in parameters.items()
     }
-
-
-def _coerce(value: Any, distribution: Any) -> Any:
-    """A trial's value in its distribution's type (SageMaker reports every value as a string)."""
-    import optuna
-
-    try:
-        if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-            for choice in distribution.choices:
-                if str(choice) == str(value).strip('"'):
-                    return choice
-            return None
-        if isinstance(distribution, optuna.distributions.IntDistribution):
-            return int(float(value))
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def render(sweep: SweepInfo, parameters: dict[str, ParameterRange]) -> str:

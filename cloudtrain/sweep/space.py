@@ -7,6 +7,7 @@ with `scale: auto` stays Auto (SageMaker picks), locally linear.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping
@@ -113,6 +114,16 @@ def from_optuna(parameters: Mapping[str, ParameterRange], sampled: Mapping[str, 
     }
 
 
+def to_optuna(parameters: Mapping[str, ParameterRange], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's hyperparameters as Optuna samples them (reverse-log as 1 - x): `from_optuna`'s inverse."""
+    out = dict(values)
+    for name, rng in parameters.items():
+        if rng.scale == "reverse_log" and rng.kind == "continuous" and name in out:
+            with contextlib.suppress(TypeError, ValueError):
+                out[name] = 1 - float(out[name])
+    return out
+
+
 def grid(parameters: Mapping[str, ParameterRange]) -> dict[str, list[Any]]:
     """GridSampler's search space: every categorical's values."""
     return {name: list(rng.values or []) for name, rng in parameters.items()}
@@ -138,4 +149,27 @@ def from_sagemaker_ranges(ranges: Mapping[str, list[dict[str, Any]]]) -> dict[st
                 "type": kind,
                 "scale": scales.get(r.get("ScalingType", "Auto"), "auto"),
             }
+    return out
+
+
+def fits(values: Mapping[str, Any], distributions: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An earlier trial's values in these distributions' types, or None if any is missing or out of range
+    (warm start: a parent's trial that this sweep's space cannot hold is left out)."""
+    import optuna
+
+    out: dict[str, Any] = {}
+    for name, dist in distributions.items():
+        if name not in values:
+            return None
+        value = values[name]
+        try:
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                value = next(c for c in dist.choices if str(c) == str(value).strip('"'))
+            else:
+                value = int(float(value)) if isinstance(dist, optuna.distributions.IntDistribution) else float(value)
+                if not dist.low <= value <= dist.high:
+                    return None
+        except (StopIteration, TypeError, ValueError):
+            return None
+        out[name] = value
     return out
