@@ -76,6 +76,51 @@ JOB = _object(
 )
 
 _JOB_DEFS = {"job": JOB, "transition": _TRANSITION}
+_COUNTS = {"type": "integer", "minimum": 0}
+TRIAL = _object(
+    {
+        "name": {**_STR, "description": "The trial's training job: <sweep>-NNN-xxxxxxxx."},
+        "status": _STATUS,
+        "hyperparameters": {"type": "object", "description": "The tuned values this trial got."},
+        "objective": {**_OPT_NUM, "description": "The objective's final value (the chief's last line)."},
+        "failure_reason": {**_OPT_STR, "description": "Why it failed, or 'early stopping'."},
+        "pruned": {"type": "boolean", "description": "Stopped by early stopping (status Stopped)."},
+        "created": _OPT_NUM,
+        "ended": _OPT_NUM,
+        "billable_seconds": {"type": ["integer", "null"], "description": "Per instance."},
+        "instance_count": {"type": "integer", "minimum": 1},
+        "cost_usd": {**_OPT_NUM, "description": "Billed time at on-demand prices; 0 locally."},
+        "history": {"type": "array", "items": _NUM, "description": "The objective each epoch (local sweeps)."},
+    },
+    "One trial of a sweep.",
+)
+SWEEP = _object(
+    {
+        "name": {**_STR, "description": "The sweep: at most 32 characters (a tuning job's name)."},
+        "kind": {"const": "sweep"},
+        "backend": {"enum": ["local", "sagemaker"]},
+        "status": _STATUS,
+        "objective": _object({"metric": _STR, "goal": {"enum": ["maximize", "minimize"]}}),
+        "strategy": {"enum": ["bayesian", "random", "grid", "hyperband"]},
+        "max_trials": {"type": "integer"},
+        "max_parallel": {"type": "integer"},
+        "counters": _object(
+            {k: _COUNTS for k in ("Completed", "InProgress", "Stopping", "EarlyStopped", "Stopped", "Failed")},
+            "Trials by state (early-stopped ones apart from other stopped ones).",
+        ),
+        "best_trial": _OPT_STR,
+        "best_objective": _OPT_NUM,
+        "trials": {"type": "array", "items": {"$ref": "#/$defs/trial"}, "description": "Best objective first."},
+        "created": _OPT_NUM,
+        "ended": _OPT_NUM,
+        "failure_reason": _OPT_STR,
+        "max_cost": _OPT_NUM,
+        "spent_usd": {**_OPT_NUM, "description": "The trials' billed time at on-demand prices so far."},
+        "notes": {"type": "array", "items": _STR},
+    },
+    "A sweep: a SageMaker tuning job or local trials chosen by Optuna.",
+)
+_SWEEP_DEFS = {"sweep": SWEEP, "trial": TRIAL}
 _EVALUATION = {
     "type": ["object", "null"],
     "description": "Headline numbers of eval_report.json; null when the job wrote none.",
@@ -105,16 +150,21 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                 },
                 "plan": {
                     "type": "object",
-                    "description": "--dry-run only: the backend's request, uploads and cost estimate.",
+                    "description": "--dry-run only: the backend's request, uploads and cost estimate (a sweep's: "
+                    "also sweep_cost, its worst case and max_cost's runtime limit).",
                 },
+                "sweep": {"$ref": "#/$defs/sweep", "description": "A spec with sweep: only."},
             },
             "Printed once the job exists, whatever the exit code: with --wait, `job` is its state when the wait "
             "ended (completed, failed, timed out or interrupted).",
             required=["job", "created"],
         ),
-        _JOB_DEFS,
+        {**_JOB_DEFS, **_SWEEP_DEFS},
     ),
     "status": _schema("status", "cloudtrain status JOB --json", {"$ref": "#/$defs/job"}, _JOB_DEFS),
+    "status-sweep": _schema(
+        "status-sweep", "cloudtrain status SWEEP --json (and stop SWEEP --json)", {"$ref": "#/$defs/sweep"}, _SWEEP_DEFS
+    ),
     "status-list": _schema(
         "status-list",
         "cloudtrain status --json",
@@ -150,7 +200,11 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
                     "CRC32C, CRC32 (S3's full-object checksum), MD5 (a plain ETag) or 'size only ...'; {} locally. "
                     "Every tarball's gzip CRC-32 is checked besides, on both backends.",
                 },
-            }
+                "trial": {**_STR, "description": "Of a sweep only: the trial whose model this is."},
+                "sweep_report": {**_STR, "description": "Of a sweep only: sweep_report.html."},
+                "sweep_trials": {**_STR, "description": "Of a sweep only: sweep_trials.csv."},
+            },
+            required=["job", "model", "output", "checkpoints", "tensorboard", "eval_report", "evaluation", "checked"],
         ),
     ),
     "validate": _schema(

@@ -202,3 +202,19 @@ def test_the_digits_sweep_done_when(tmp_path: Path) -> None:
     best_dir = tmp_path / "best"
     assert (best_dir / "model").is_dir() and (best_dir / "output" / "eval_report.json").is_file()
     assert (best_dir / "sweep_report.html").is_file() and (best_dir / "sweep_trials.csv").is_file()
+
+
+def test_a_sweeps_json_matches_its_schemas(tmp_path: Path, home: Path) -> None:
+    from jsonschema import Draft202012Validator
+
+    from cloudtrain.output_schemas import output_schema
+
+    spec = a_sweep(tmp_path, SWEEP.replace("max_trials: 4\n  max_parallel: 2", "max_trials: 2\n  max_parallel: 2"))
+    done = cloudtrain("submit", str(spec), "--backend", "local", "--wait", "--json", home=home, timeout=300)
+    assert done.code == 0, done.err
+    Draft202012Validator(output_schema("submit")).validate(done.json())
+    name = done.json()["sweep"]["name"]
+    Draft202012Validator(output_schema("status-sweep")).validate(cloudtrain("status", name, "--json", home=home).json())
+    Draft202012Validator(output_schema("status-list")).validate(cloudtrain("status", "--json", home=home).json())
+    fetched = cloudtrain("fetch-model", name, "--to", str(tmp_path / "out"), "--json", home=home)
+    Draft202012Validator(output_schema("fetch-model")).validate(fetched.json())

@@ -660,8 +660,8 @@ def schema(
         str | None,
         typer.Option(
             "--output-of",
-            help="Instead, the schema of a command's --json output: submit, status, status-list, stop, "
-            "fetch-model, validate, logs, compare, config, build, doctor.",
+            help="Instead, the schema of a command's --json output: submit, status, status-sweep, status-list, "
+            "stop, fetch-model, validate, logs, compare, config, build, doctor.",
         ),
     ] = None,
 ) -> None:
