@@ -446,6 +446,8 @@ def status(job: str, *, options: Options = Options()) -> JobInfo:
     job store and answered from there, without AWS, sparing the API quota."""
     settings = for_job(options, job)
     be = open_backend(settings)
+    if is_sweep(job, options=options):  # its row; `sweep_status` has its trials
+        return be.sweep(job).job
     if not be.status_from_record:
         return be.describe(job)
     recorded = records.recorded(settings.home, be.name, job)
