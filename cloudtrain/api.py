@@ -276,7 +276,7 @@ def _submit_sweep(
             if key or attempt == NAME_ATTEMPTS - 1:
                 raise
             name = sweep_name_for(spec.name)
-    if be.remote:
+    if be.record_at_submit:
         records.remember(home, name, be.name, spec, kind="sweep")
     return Submitted(info.job, created=True, notes=notes, warnings=warnings, sweep=info)
 

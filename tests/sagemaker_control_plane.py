@@ -26,6 +26,9 @@ PID namespaces of its own, and downloads the code from S3 itself (through this e
 Every request is recorded (`requests`), so a test can count calls and bytes; `interrupt(job)` plays a
 spot interruption: the instances vanish (SIGKILL) and replacements start from the checkpoints in S3.
 
+Tuning jobs (CreateHyperParameterTuningJob and the rest) are tests/control_plane_tuning.py's: each trial is a
+training job of this plane, created and run as above.
+
 What AWS does that moto does not: `log_lag` delays each host's lines in CloudWatch (a line becomes
 visible that many seconds after its timestamp, as ingestion lags on AWS, differently per host), and
 `bucket_owners` gives a bucket another owner, which S3 enforces with `ExpectedBucketOwner` (403).
@@ -67,6 +70,7 @@ from cloudtrain.jobs import JobInfo, Transition
 from cloudtrain.store import JobRecord
 from tests import sagemaker_api_rules
 from tests.control_plane_images import ImageJobs
+from tests.control_plane_tuning import Tuner
 from tests.netns import HostNetwork
 from tests.toolkit_runner import MODULE as TOOLKIT_RUNNER
 from tests.toolkit_runner import REPO, Toolkit, ToolkitPlan, platform_environment, stand_ins
@@ -208,6 +212,8 @@ class ControlPlane:
             "StopTrainingJob": self._stop,
             "ListTags": lambda p: {"Tags": self._by_arn(p["ResourceArn"]).tags},
         }
+        self.tuner = Tuner(self)  # tuning jobs whose trials are this plane's training jobs (control_plane_tuning)
+        self._ops.update(self.tuner.ops())
         self._clients: dict[str, Any] = {}
 
     # --- the server ------------------------------------------------------------------------------

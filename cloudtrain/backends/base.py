@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from cloudtrain.jobs import Artifacts, JobInfo, LogEvent
     from cloudtrain.spec.models import JobSpec
+    from cloudtrain.sweep.trials import SweepInfo
     from cloudtrain.transfer.s3 import ProgressCallback
 
 
@@ -52,3 +55,16 @@ class Backend(Protocol):
 
     def evaluation(self, info: JobInfo) -> tuple[Any, str]:
         """The job's eval_report.json as read, and where it was read from; (None, "") when it has none yet."""
+
+    # A sweep (a spec with `sweep:`): `plan` shows it too. Its trials are jobs: logs, fetch_artifacts,
+    # sync_tensorboard and describe take a trial's name.
+
+    def submit_sweep(self, spec: JobSpec, sweep_name: str, *, parents: Sequence[SweepInfo] = ()) -> SweepInfo:
+        """Start the sweep and return at once; `parents` are warm start's sweeps (already checked). JobExists
+        if the name is taken."""
+
+    def sweep(self, sweep_name: str) -> SweepInfo:
+        """The sweep now, with every trial so far; JobNotFound if unknown."""
+
+    def stop_sweep(self, sweep_name: str) -> SweepInfo:
+        """Stop the running trials and start no more; returns at once."""

@@ -22,13 +22,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.contract import ARTIFACT_KINDS, JOB_NAME, TARBALL_KINDS, hyperparameters, script_mode
+from cloudtrain.backends.local import sweep as sweeps
 from cloudtrain.backends.local.containers import ContainerPlan, prepare
 from cloudtrain.backends.local.layout import (
     BACKEND,
@@ -52,6 +53,7 @@ from cloudtrain.transfer.tarballs import iter_tree, json_member, make_tarball, s
 
 if TYPE_CHECKING:
     from cloudtrain.spec.models import JobSpec
+    from cloudtrain.sweep.trials import SweepInfo
     from cloudtrain.transfer.s3 import ProgressCallback
 
 LOG_POLL_S = 0.2
@@ -86,11 +88,16 @@ class LocalBackend:
     # -- submit ---------------------------------------------------------------------------------------------
 
     def plan(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> dict[str, Any]:
-        """`--dry-run`: the job's name and the spec as it would run; creates nothing."""
+        """`--dry-run`: the job's (or sweep's) name and the spec as it would run; creates nothing."""
+        if spec.sweep is not None:
+            return sweeps.plan(spec, job_name)
         return {"job_name": job_name, "spec": spec.model_dump(mode="json")}
 
-    def submit(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> JobInfo:
-        """Lay the job folder out and start its runner; raises JobExists if the name is taken."""
+    def submit(
+        self, spec: JobSpec, job_name: str, *, resume_from: str | None = None, parent: str | None = None
+    ) -> JobInfo:
+        """Lay the job folder out and start its runner; raises JobExists if the name is taken. `parent`: the
+        sweep this job is a trial of (the job list shows the sweep, not its trials)."""
         if not JOB_NAME.match(job_name):
             raise UserError(
                 f"job name {quoted(job_name)}: 1-63 letters, digits and hyphens, not starting with a hyphen"
@@ -111,7 +118,12 @@ class LocalBackend:
         try:
             self._lay_out(job_dir, spec, job_name, channels, restore, plan)
             record = JobRecord.for_spec(
-                job_name, BACKEND, spec, instance_type=INSTANCE_TYPE, message="Preparing the local workers"
+                job_name,
+                BACKEND,
+                spec,
+                instance_type=INSTANCE_TYPE,
+                message="Preparing the local workers",
+                parent=parent,
             )
             self.store.create(record)
         except BaseException:
@@ -199,19 +211,59 @@ class LocalBackend:
         return self._refresh(self.store.get(BACKEND, job_name)).info
 
     def list_jobs(self, limit: int = 20) -> list[JobInfo]:
+        """The newest jobs and sweeps (each one row), newest first."""
         return [self._refresh(r).info for r in self.store.list_jobs(BACKEND, limit)]
 
+    # -- sweeps (`sweep`, `sweep_runner`) ---------------------------------------------------------------------
+
+    def submit_sweep(self, spec: JobSpec, sweep_name: str, *, parents: Sequence[SweepInfo] = ()) -> SweepInfo:
+        """The sweep's folder and record, and its detached driver, which submits the trials as local jobs."""
+        from cloudtrain.spec.models import legacy_keras, script_environment
+
+        if not JOB_NAME.match(sweep_name):
+            raise UserError(f"sweep name {quoted(sweep_name)}: letters, digits and hyphens")
+        if legacy_keras(spec):
+            check_tf_keras()  # now, rather than in each trial
+        local_channels(spec.data)  # a channel this machine cannot read: now, before anything starts
+        sweeps.create(self.home, self.store, spec, sweep_name, container=self.container, parents=parents)
+        sweeps.start(self.home, self.store, sweep_name, script_environment(spec))
+        return self.sweep(sweep_name)
+
+    def sweep(self, sweep_name: str) -> SweepInfo:
+        record = self.store.get(BACKEND, sweep_name)
+        if record.info.kind != "sweep":
+            raise UserError(f"{sweep_name} is a job, not a sweep: cloudtrain status {sweep_name}")
+        record = sweeps.refresh(self.store, record)
+        return sweeps.info(record, [self._refresh(t) for t in self.store.trials(BACKEND, sweep_name)])
+
+    def stop_sweep(self, sweep_name: str) -> SweepInfo:
+        """Stopping, and SIGTERM to the driver: it stops the running trials (their saved work kept)."""
+        info = self.sweep(sweep_name)
+        if info.done:
+            return info
+        record = self.store.transition(BACKEND, sweep_name, "Stopping", status="Stopping", message="Stopping the sweep")
+        sweeps.signal_runner(record.pid)
+        return self.sweep(sweep_name)
+
     def _refresh(self, record: JobRecord) -> JobRecord:
-        """A running record whose runner is gone ends now (`scope.end_if_abandoned`)."""
+        """A running record whose runner is gone ends now (`scope.end_if_abandoned`; a sweep's: `sweep.refresh`)."""
+        if record.info.kind == "sweep":
+            return sweeps.refresh(self.store, record)
         return end_if_abandoned(self.store, self.job_dir(record.name), record)
 
-    def stop(self, job_name: str) -> JobInfo:
-        """Mark the job Stopping and SIGTERM its runner, which ends the workers and uploads; returns at once."""
+    def stop(self, job_name: str, *, reason: str | None = None) -> JobInfo:
+        """Mark the job Stopping and SIGTERM its runner, which ends the workers and uploads; returns at once.
+        `reason`: why (a sweep's early stopping), kept as the stopped job's reason."""
         record = self._refresh(self.store.get(BACKEND, job_name))
         if record.done:
             return record.info
         record = self.store.transition(
-            BACKEND, job_name, "Stopping", status="Stopping", message="Stopping the training job"
+            BACKEND,
+            job_name,
+            "Stopping",
+            status="Stopping",
+            message=f"Stopping the training job: {reason}" if reason else "Stopping the training job",
+            failure_reason=reason,
         )
         if record.pid is not None and not record.done:
             with suppress(ProcessLookupError):

@@ -131,7 +131,9 @@ def kill_workers(job_dir: Path) -> None:
     kill_scope(job_dir)
 
 
-def runner_alive(pid: int, job_name: str) -> bool:
+def runner_alive(
+    pid: int, job_name: str, *, modules: tuple[str, ...] = (RUNNER_MODULE, CONTAINER_RUNNER_MODULE)
+) -> bool:
     """Whether pid is a live (not zombie) local runner of that job.
 
     Checking the command line where /proc has it guards against the pid having been reused.
@@ -151,7 +153,7 @@ def runner_alive(pid: int, job_name: str) -> bool:
     except (OSError, IndexError):
         return False
     argv = [a for a in argv if a]
-    runs_job = RUNNER_MODULE in argv or CONTAINER_RUNNER_MODULE in argv
+    runs_job = any(module in argv for module in modules)
     return state != "Z" and runs_job and Path(argv[-1]).name == job_name
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from cloudtrain.aws import (
     translate_errors,
 )
 from cloudtrain.backends.contract import JOB_NAME, ROLE_ARN
-from cloudtrain.backends.sagemaker import artifacts, cloudwatch
+from cloudtrain.backends.sagemaker import artifacts, cloudwatch, tuning
 from cloudtrain.backends.sagemaker.artifacts import artifact_uris
 from cloudtrain.backends.sagemaker.describe import NAME, created_job_info, epoch_seconds, job_info
 from cloudtrain.backends.sagemaker.request import (
@@ -45,6 +45,7 @@ from cloudtrain.transfer.upload import S3Uploader, Upload, channel_uri, code_loc
 
 if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: `status` and `logs` never need them
     from cloudtrain.spec.models import JobSpec
+    from cloudtrain.sweep.trials import SweepInfo
 
 OFFLINE_ACCOUNT = "ACCOUNT-ID"
 
@@ -372,7 +373,7 @@ class SageMakerBackend:
             if not offline and self._job_exists(session, job_name):
                 notes.append(f"a job named {job_name!r} exists already: submit would fail")
             plan = self._prepare(session, spec, job_name, resume_from=resume_from, dry_run=True, offline=offline)
-        data = plan.to_json()
+        data = plan.to_json() if spec.sweep is None else self._sweep_plan(spec, job_name, plan)
         data["notes"] = notes + data["notes"]
         return data
 
@@ -400,6 +401,92 @@ class SageMakerBackend:
                 return info
             self.last_plan = plan
             return created_job_info(plan.request, created)
+
+    # sweeps: one tuning job (`tuning`)
+
+    def _sweep_plan(self, spec: JobSpec, name: str, plan: JobPlan) -> dict[str, Any]:
+        """`--dry-run` of a sweep: the tuning request (made from the job's own request), its worst case."""
+        from cloudtrain.spec.ceiling import sweep_cost
+
+        cost = sweep_cost(spec)
+        data = plan.to_json()
+        data["training_request"] = plan.request
+        data["request"] = tuning.tuning_request(plan.request, spec, name, cost)
+        data["sweep_cost"] = cost.to_json()
+        return data
+
+    def _describe_tuning(self, session: AwsSession, name: str) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        try:
+            sm = session.client("sagemaker")
+            return dict(sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name))
+        except ClientError as e:
+            if _not_found(e) or error_code(e) == "ResourceNotFound":
+                raise JobNotFound(f"no SageMaker tuning job named {quoted(name)} in {session.region}") from None
+            raise
+
+    def submit_sweep(self, spec: JobSpec, sweep_name: str, *, parents: Sequence[SweepInfo] = ()) -> SweepInfo:
+        """Upload what is missing (as a submit does), then one CreateHyperParameterTuningJob; returns at once.
+        Warm start's parents are named in the spec (WarmStartConfig); `parents` are already checked."""
+        from botocore.exceptions import ClientError
+
+        from cloudtrain.spec.ceiling import sweep_cost
+
+        session = self._session()
+        with translate_errors(session.where):
+            try:
+                self._describe_tuning(session, sweep_name)
+                raise JobExists(sweep_name)  # AWS would refuse it; this also spares the uploads
+            except JobNotFound:
+                pass
+            plan = self._prepare(session, spec, sweep_name, resume_from=None, dry_run=False)
+            request = tuning.tuning_request(plan.request, spec, sweep_name, sweep_cost(spec))
+            try:
+                session.client("sagemaker").create_hyper_parameter_tuning_job(**request)
+            except ClientError as e:
+                if error_code(e) != "ResourceInUse":
+                    raise
+                raise JobExists(sweep_name) from None
+            self.last_plan = plan
+        return self.sweep(sweep_name)
+
+    def sweep(self, sweep_name: str) -> SweepInfo:
+        """DescribeHyperParameterTuningJob and every page of ListTrainingJobsForHyperParameterTuningJob."""
+        from cloudtrain.spec.ceiling import billed_usd
+        from cloudtrain.store import JobStore
+
+        session = self._session()
+        with translate_errors(session.where):
+            raw = self._describe_tuning(session, sweep_name)
+            sm = session.client("sagemaker")
+            summaries: list[dict[str, Any]] = []
+            kwargs: dict[str, Any] = {"HyperParameterTuningJobName": sweep_name, "MaxResults": 100}
+            while True:
+                page = sm.list_training_jobs_for_hyper_parameter_tuning_job(**kwargs)
+                summaries.extend(page.get("TrainingJobSummaries", []))
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
+        try:
+            recorded = JobStore(self.settings.home).get(NAME, sweep_name).spec
+        except JobNotFound:
+            recorded = {}  # a tuning job cloudtrain did not start: its ranges come from AWS
+        return tuning.sweep_info(raw, summaries, spec=recorded, epoch_seconds=epoch_seconds, billed=billed_usd)
+
+    def stop_sweep(self, sweep_name: str) -> SweepInfo:
+        from botocore.exceptions import ClientError
+
+        session = self._session()
+        with translate_errors(session.where):
+            raw = self._describe_tuning(session, sweep_name)
+            if raw["HyperParameterTuningJobStatus"] == "InProgress":
+                try:
+                    session.client("sagemaker").stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=sweep_name)
+                except ClientError as e:
+                    if error_code(e) != "ValidationException":  # it ended in between
+                        raise
+        return self.sweep(sweep_name)
 
     def _info(self, session: AwsSession, job_name: str, *, tags: bool = False) -> JobInfo:
         raw = self._describe_raw(session, job_name)
@@ -436,12 +523,31 @@ class SageMakerBackend:
             }
             while len(jobs) < limit:
                 page = sm.search(**kwargs)
-                jobs.extend(r["TrainingJob"] for r in page.get("Results", []) if "TrainingJob" in r)
+                found = [r["TrainingJob"] for r in page.get("Results", []) if "TrainingJob" in r]
+                jobs.extend(j for j in found if "TuningJobArn" not in j)  # a sweep's trials are in its own row
                 if not page.get("NextToken"):
                     break
                 kwargs["NextToken"] = page["NextToken"]
-        jobs.sort(key=lambda j: epoch_seconds(j.get("CreationTime")) or 0.0, reverse=True)
-        return [job_info(j) for j in jobs[:limit]]
+            rows = [job_info(j) for j in jobs] + self._sweep_rows(session, limit)
+        rows.sort(key=lambda j: j.created or 0.0, reverse=True)
+        return rows[:limit]
+
+    def _sweep_rows(self, session: AwsSession, limit: int) -> list[JobInfo]:
+        """cloudtrain's sweeps (recorded in the job store at submit), one row each, from one
+        ListHyperParameterTuningJobs; no call at all when cloudtrain never started one here."""
+        from cloudtrain.store import JobStore
+
+        ours = {r.name for r in JobStore(self.settings.home).list_jobs(NAME, limit) if r.info.kind == "sweep"}
+        if not ours:
+            return []
+        page = session.client("sagemaker").list_hyper_parameter_tuning_jobs(
+            SortBy="CreationTime", SortOrder="Descending", MaxResults=max(1, min(limit, 100))
+        )
+        return [
+            tuning.sweep_row(s)
+            for s in page.get("HyperParameterTuningJobSummaries", [])
+            if s["HyperParameterTuningJobName"] in ours
+        ]
 
     def stop(self, job_name: str) -> JobInfo:
         from botocore.exceptions import ClientError
