@@ -164,7 +164,14 @@ def test_warm_start_adds_the_parents_trials_and_refuses_other_names(tmp_path: Pa
     refused = cloudtrain("submit", str(other), "--backend", "local", home=home)
     assert refused.code == 2 and refused.err.count("\n") == 1, refused.err
     assert "sweep.warm_start.from" in refused.err and "added extra" in refused.err
-    assert not (home / "sweeps").exists() or len(list((home / "sweeps").iterdir())) == 2  # nothing started
+    elsewhere = a_sweep(
+        tmp_path / "d", one.replace("metric: score", "metric: twice") + f"  warm_start: {{from: [{name}]}}\n"
+    )
+    text = elsewhere.read_text()
+    elsewhere.write_text(text.replace("metrics:\n", "metrics:\n  - {name: twice, regex: 'score=([0-9.]+)'}\n"))
+    refused = cloudtrain("submit", str(elsewhere), "--backend", "local", home=home)
+    assert refused.code == 2 and "optimised score, this sweep twice" in refused.err, refused.err
+    assert len(list((home / "sweeps").iterdir())) == 2  # the refused ones started nothing
 
 
 @pytest.mark.slow
