@@ -562,8 +562,10 @@ def _fetch_sweep(be: Backend, sweep: str, trial: str | None, dest: Path) -> Arti
     from cloudtrain.files import atomic_path
     from cloudtrain.spec.sweep import ParameterRange
     from cloudtrain.sweep.report import render
+    from cloudtrain.sweep.space import require_optuna
     from cloudtrain.sweep.trials import trials_csv
 
+    require_optuna()  # before anything is fetched
     info = be.sweep(sweep)
     chosen = _pick_trial(info, trial)
     _refuse_foreign_files(dest)

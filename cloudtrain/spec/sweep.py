@@ -39,19 +39,24 @@ class Objective(Strict):
     """What the sweep optimises: one of the spec's `metrics`, as the chief prints it."""
 
     metric: str = Field(pattern=METRIC_NAME_PATTERN, description="The name of one of the spec's metrics.")
-    goal: Literal["maximize", "minimize"] = "maximize"
+    goal: Literal["maximize", "minimize"] = Field("maximize", description="Whether higher or lower is better.")
 
 
 class ParameterRange(Strict):
     """A range to search: `{min, max}` (continuous, or `type: integer`) or `{values: [...]}` (categorical)."""
 
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(None, description="The lowest value (with max; whole for type: integer).")
+    max: float | None = Field(None, description="The highest value, above min.")
     type: Literal["continuous", "integer"] | None = Field(None, description="Default continuous; with min/max.")
     scale: Literal["auto", "linear", "log", "reverse_log"] = Field(
         "auto", description="How values are sampled; SageMaker's ScalingType."
     )
-    values: list[str | int | float | bool] | None = Field(None, min_length=1, max_length=MAX_VALUES)
+    values: list[str | int | float | bool] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_VALUES,
+        description="A categorical range's values (at most 30), instead of min/max.",
+    )
 
     @property
     def kind(self) -> Literal["continuous", "integer", "categorical"]:
@@ -99,23 +104,34 @@ class WarmStart(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     from_: list[str] = Field(alias="from", min_length=1, max_length=MAX_PARENTS, description="Parent sweeps' names.")
-    type: Literal["identical_data_and_algorithm", "transfer_learning"] = "identical_data_and_algorithm"
+    type: Literal["identical_data_and_algorithm", "transfer_learning"] = Field(
+        "identical_data_and_algorithm",
+        description="SageMaker's WarmStartType: the same data and code, or changed ones (ranges may differ).",
+    )
 
 
 class SweepSpec(Strict):
     """A hyperparameter sweep over this job: a SageMaker tuning job, or local trials chosen by Optuna."""
 
-    objective: Objective
-    strategy: Literal["bayesian", "random", "grid", "hyperband"] = "bayesian"
-    parameters: dict[str, ParameterRange] = Field(min_length=1, max_length=MAX_RANGES)
-    max_trials: int = Field(ge=1, le=MAX_TRIALS)
-    max_parallel: int = Field(1, ge=1, le=100)
+    objective: Objective = Field(description="The metric the sweep optimises, and which way.")
+    strategy: Literal["bayesian", "random", "grid", "hyperband"] = Field(
+        "bayesian",
+        description="How values are chosen: bayesian (locally Optuna's TPE), random, grid (categorical ranges "
+        "only), hyperband (needs a fixed epochs hyperparameter).",
+    )
+    parameters: dict[str, ParameterRange] = Field(
+        min_length=1,
+        max_length=MAX_RANGES,
+        description="The hyperparameters to tune (at most 30), each a range; the rest of hyperparameters stay fixed.",
+    )
+    max_trials: int = Field(ge=1, le=MAX_TRIALS, description="Trials in all (at most 750).")
+    max_parallel: int = Field(1, ge=1, le=100, description="Trials at once, each with instance_count instances.")
     early_stopping: Annotated[Literal["off", "auto"], BeforeValidator(_on_off)] = Field(
         "off", description="auto: the median rule, as SageMaker's Auto."
     )
     max_cost: float | None = Field(None, gt=0, description="USD ceiling for the whole sweep (on-demand prices).")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    warm_start: WarmStart | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Makes the choice of values repeatable.")
+    warm_start: WarmStart | None = Field(None, description="Earlier sweeps whose trials inform this one.")
 
     @model_validator(mode="after")
     def _coherent(self) -> SweepSpec:

@@ -84,6 +84,19 @@ def static_hyperparameters(hyperparameters: Mapping[str, str], sweep: SweepSpec)
     return {k: v for k, v in hyperparameters.items() if k not in sweep.parameters}
 
 
+def require_optuna() -> None:
+    """A one-line error, before anything starts, where `cloudtrain[sweep]` is not installed."""
+    import importlib.util
+
+    from cloudtrain.errors import UserError
+
+    missing = [m for m in ("optuna", "plotly") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(
+            f"sweeps need {' and '.join(missing)} (local trials, the sweep report): pip install 'cloudtrain[sweep]'"
+        )
+
+
 def optuna_distributions(parameters: Mapping[str, ParameterRange]) -> dict[str, Any]:
     """Optuna's distribution per range. Reverse-log samples 1 - x on a log scale, as SageMaker's does."""
     import optuna

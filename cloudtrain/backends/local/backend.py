@@ -219,9 +219,11 @@ class LocalBackend:
     def submit_sweep(self, spec: JobSpec, sweep_name: str, *, parents: Sequence[SweepInfo] = ()) -> SweepInfo:
         """The sweep's folder and record, and its detached driver, which submits the trials as local jobs."""
         from cloudtrain.spec.models import legacy_keras, script_environment
+        from cloudtrain.sweep.space import require_optuna
 
         if not JOB_NAME.match(sweep_name):
             raise UserError(f"sweep name {quoted(sweep_name)}: letters, digits and hyphens")
+        require_optuna()
         if legacy_keras(spec):
             check_tf_keras()  # now, rather than in each trial
         local_channels(spec.data)  # a channel this machine cannot read: now, before anything starts
