@@ -17,12 +17,14 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
+import time
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from cloudtrain.runtime import contract
 from cloudtrain.runtime.env import (
@@ -39,6 +41,11 @@ from cloudtrain.runtime.failures import explain
 
 REQUIREMENTS = "requirements.txt"
 _REQUIREMENT_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
+PR_SET_CHILD_SUBREAPER = 36
+PROC = Path("/proc")
+LEFTOVER_GRACE_S = 2.0  # SIGTERM, then SIGKILL: what the script left behind gets as long as this to exit
+LEFTOVER_ROUNDS = 200  # a leftover may fork while being ended: look again until none is left (50 ms a round)
+STDERR_DRAIN_S = 5.0
 
 
 class LauncherError(Exception):
@@ -275,21 +282,89 @@ def run_script(command: list[str], env: Mapping[str, str], cwd: Path) -> tuple[i
     """Run the script, passing stderr through; returns its exit code (128+N for signal N), its last stderr line,
     and the one-line reason of a known failure seen in its stderr.
 
-    SIGTERM and SIGINT are forwarded, so a stop reaches the script as `docker stop` reaches PID 1.
+    SIGTERM and SIGINT are forwarded, so a stop reaches the script as `docker stop` reaches PID 1. The script's
+    end is the job's end: processes it leaves behind (which may hold its stderr open for ever) are ended
+    (`end_leftovers`), and stderr is read in a thread that is not waited for past them.
     """
+    become_subreaper()
     proc = subprocess.Popen(command, cwd=cwd, env=dict(env), stderr=subprocess.PIPE)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
-    last, known = "", None
+    seen: dict[str, str | None] = {"last": "", "known": None}
     assert proc.stderr is not None
-    for raw in proc.stderr:
+    reader = threading.Thread(target=_pass_stderr, args=(proc.stderr, seen), daemon=True)
+    reader.start()
+    code = proc.wait()
+    end_leftovers()
+    reader.join(STDERR_DRAIN_S)  # leftovers outside our reach (no subreaper) may still hold the pipe
+    return (128 - code if code < 0 else code), seen["last"] or "", seen["known"]
+
+
+def _pass_stderr(stream: IO[bytes], seen: dict[str, str | None]) -> None:
+    for raw in stream:
         sys.stderr.buffer.write(raw)
         sys.stderr.buffer.flush()
         line = raw.decode("utf-8", "replace").strip()
-        last = line or last
-        known = known or explain(line)
-    code = proc.wait()
-    return (128 - code if code < 0 else code), last, known
+        seen["last"] = line or seen["last"]
+        seen["known"] = seen["known"] or explain(line)
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of the script's orphans (Linux's PR_SET_CHILD_SUBREAPER), so a process the
+    script leaves behind, even one that left with setsid or a double fork, stays our descendant to end."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _children() -> list[tuple[int, str]]:
+    """This process's live children (pid, command name), from /proc; none where there is no /proc."""
+    me = os.getpid()
+    found = []
+    for entry in PROC.iterdir() if PROC.is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        with suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            if int(rest[1]) == me and rest[0] != "Z":
+                found.append((int(entry.name), name))
+    return found
+
+
+def end_leftovers(grace: float = LEFTOVER_GRACE_S) -> list[tuple[int, str]]:
+    """End what the finished script left running (SIGTERM, a grace, SIGKILL), with a one-line note; reap it."""
+    ended: dict[int, str] = {}
+    deadline = time.monotonic() + grace
+    for _ in range(LEFTOVER_ROUNDS):
+        _reap()
+        left = _children()
+        if not left:
+            break
+        sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
+        for pid, name in left:
+            if pid not in ended or sig == signal.SIGKILL:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            ended.setdefault(pid, name)
+        time.sleep(0.05)
+    _reap()
+    if ended:
+        names = ", ".join(f"{name} (pid {pid})" for pid, name in sorted(ended.items()))
+        print(f"cloudtrain: the script ended; ended {len(ended)} process(es) it left running: {names}", flush=True)
+    return sorted(ended.items())
+
+
+def _reap() -> None:
+    with suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
 
 
 @dataclass(frozen=True)
