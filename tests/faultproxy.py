@@ -12,6 +12,7 @@ control plane stand-in in front of it), and on a schedule:
 - answers in the endpoint's place with a throttling error: S3's `503 SlowDown` XML, the JSON services'
   `400 ThrottlingException`, the query services' (STS) `400 Throttling` XML;
 - answers with any other error (action `error`), for instance one whose message echoes a credential;
+- holds a response back for `seconds` before relaying it (action `delay`): a GET stuck in a socket read;
 - adds response headers (action `add_headers`): what AWS sends and moto does not, such as the
   CRC64NVME checksum S3 computes for every object uploaded without one.
 
@@ -33,6 +34,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -40,7 +42,7 @@ from urllib.parse import urlsplit
 
 from tests.loopback_aws import operation_of, service_of
 
-Action = Literal["drop_request", "drop_response", "throttle", "error", "add_headers"]
+Action = Literal["drop_request", "drop_response", "throttle", "error", "add_headers", "delay"]
 _CHUNK = 1 << 16
 _HEAD_LIMIT = 1 << 16
 _KEPT_BODY = 1 << 20  # request bodies kept in the log, but for S3's (uploads)
@@ -80,6 +82,7 @@ class Fault:
     code: str = ""
     message: str = ""
     headers: dict[str, str] = field(default_factory=dict)  # add_headers: added to the response's head
+    seconds: float = 0.0  # delay: how long the response is held back
     matched: int = field(default=0, init=False)
     hits: int = field(default=0, init=False)
 
@@ -217,6 +220,8 @@ class FaultProxy:
                     if upstream is None:
                         upstream = stack.enter_context(self._tracked(socket.create_connection(self.upstream)))
                         upstream_reader = _Reader(upstream)
+                    if fault is not None and fault.action == "delay":
+                        time.sleep(fault.seconds)
                     upstream.sendall(raw_head + body)
                     response_head = upstream_reader.head()
                     if response_head is None:

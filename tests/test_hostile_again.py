@@ -7,12 +7,17 @@ valid JSON.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.clirun import cloudtrain
+from tests.clirun import cloudtrain, environment
+from tests.faultproxy import Fault, FaultProxy
+from tests.test_faults import aws_env, finished_sagemaker_job
 from tests.test_hostile import _alive, run_job
 
 
@@ -56,3 +61,40 @@ def test_a_job_whose_script_leaves_a_child_process_ends_when_the_script_ends(tmp
     (note,) = [line for line in logs.splitlines() if "left running" in line]
     assert "ended 2 process(es)" in note and "sleep" in note, logs
     assert _processes_running(["sleep", "781"]) == [] and _processes_running(["sleep", "782"]) == []
+
+
+# -- 2: fetch-model and two Ctrl-Cs ---------------------------------------------------------------------------------
+
+
+def _started_with(home: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """`cloudtrain ARGS` in the background, as a user's terminal runs it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cloudtrain", *args],
+        env=environment(home, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def test_fetch_model_of_a_sagemaker_job_ends_after_two_ctrl_cs(aws_endpoint: str, tmp_path: Path, home: Path) -> None:
+    finished_sagemaker_job("interrupted", model_mib=20)
+    dest = tmp_path / "fetched"
+    stuck = [Fault("delay", service="s3", operation="GetObject", seconds=120, times=1000)]  # every GET stuck
+    with FaultProxy(aws_endpoint, stuck) as proxy:
+        fetch = _started_with(home, aws_env(proxy.url), "fetch-model", "interrupted", "--to", str(dest))
+        deadline = time.monotonic() + 60
+        while not proxy.seen("GetObject") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        fetch.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        fetch.send_signal(signal.SIGINT)
+        try:
+            _, err = fetch.communicate(timeout=30)
+        finally:
+            fetch.kill()
+
+    assert fetch.returncode == 130 and "Traceback" not in err, err
+    assert not dest.exists() or list(dest.iterdir()) == []

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,6 +32,7 @@ PART_SIZE = 8 << 20
 LARGE_PART_SIZE = 16 << 20
 LARGE_OBJECT = 1 << 30
 READ_CHUNK = 1 << 20
+STOP_JOIN_S = 5.0  # how long an ended fetch waits for its threads (a GET may be blocked in a read)
 EXTRACT_BUFFER = 1 << 20  # tarfile reads 10 KiB at a time: buffered, one wait and one pread per MiB
 
 
@@ -166,6 +168,40 @@ class ArrivingFile(io.RawIOBase):
         super().close()
 
 
+class DaemonPool:
+    """Worker threads that never keep the process alive, unlike ThreadPoolExecutor's (joined at exit): a GET
+    blocked in a socket read cannot make an interrupted fetch hang."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None]
+        self._queue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as e:  # the caller raises it, as with ThreadPoolExecutor
+                    future.set_exception(e)
+
+    def shutdown(self, timeout: float) -> None:
+        """Let the workers finish what they run, waiting at most `timeout` seconds in all."""
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 class Downloader:
     """Parallel ranged GETs (8-16 MiB parts) streamed to temporary files, so memory stays bounded.
 
@@ -175,6 +211,7 @@ class Downloader:
 
     def __init__(self, s3: Any, workers: int, progress: Progress) -> None:
         self.s3, self.workers, self.progress = s3, workers, progress
+        self._stopping = threading.Event()  # set when a fetch ends early: parts stop at their next chunk
 
     def _part(self, obj: S3Object, tmp: Path, start: int, end: int, landed: Callable[[int], None] | None) -> None:
         """One ranged GET into its place in tmp; a body cut short is fetched again (botocore does not retry reads)."""
@@ -199,6 +236,8 @@ class Downloader:
                 fd = os.open(tmp, os.O_WRONLY)
                 try:
                     for chunk in body.iter_chunks(READ_CHUNK):
+                        if self._stopping.is_set():
+                            raise _Abandoned("the download stopped")
                         os.pwrite(fd, chunk, start + written)
                         written += len(chunk)
                         self.progress.add(len(chunk))
@@ -212,7 +251,8 @@ class Downloader:
                         f"lost the connection downloading {obj.location.uri} (bytes {start}-{end}) "
                         f"{BODY_ATTEMPTS} times in a row ({type(e).__name__}): try again later"
                     ) from None
-                time.sleep(backoff(attempt))
+                if self._stopping.wait(backoff(attempt)):
+                    raise _Abandoned("the download stopped") from None
                 continue
             if written != end - start + 1:
                 raise CloudtrainError(f"{obj.location.uri}: short read of bytes {start}-{end}")
@@ -227,6 +267,7 @@ class Downloader:
         maps to, while it downloads. A failure of either stops both, and is the one raised.
         """
         extract = extract or {}
+        self._stopping.clear()
         with contextlib.ExitStack() as stack:
             temps: list[tuple[S3Object, Path]] = []
             for obj in objects:
@@ -239,11 +280,11 @@ class Downloader:
                 for obj, tmp in temps
                 if obj.dest in extract
             }
-            pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cloudtrain-get")
-            extractor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloudtrain-extract")
+            pool = DaemonPool(self.workers, "cloudtrain-get")
+            extractor = DaemonPool(1, "cloudtrain-extract")
+            parts: list[Future[None]] = []
             try:
                 extraction = extractor.submit(self._extract, arriving, extract)
-                parts: list[Future[None]] = []
                 for obj, tmp in temps:
                     landed = arriving[obj.dest].landed if obj.dest in arriving else None
                     for start in range(0, obj.size, obj.part_size):
@@ -264,10 +305,16 @@ class Downloader:
                 extraction.result()
                 return checked
             finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+                # What cannot block comes first, so a second Ctrl-C during the joins leaves nothing waiting: parts
+                # stop at their next chunk, the extractor wakes from its wait, and no GET still blocked in a
+                # socket read keeps the process alive (daemon threads, joined for a bounded time only).
+                self._stopping.set()
+                for part in parts:
+                    part.cancel()
                 for file in arriving.values():
-                    file.abandon()  # wakes the extractor if it waits for a part that will not come
-                extractor.shutdown(wait=True)
+                    file.abandon()
+                pool.shutdown(STOP_JOIN_S)
+                extractor.shutdown(STOP_JOIN_S)
 
     @staticmethod
     def _extract(arriving: Mapping[Path, ArrivingFile], into: Mapping[Path, Path]) -> None:
