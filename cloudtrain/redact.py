@@ -27,7 +27,11 @@ SECRET_NAME = re.compile(r"_KEY$|(^|[_-])TOKEN($|[_-])|SECRET|PASSWORD|PASSWD|CR
 ENVIRONMENT_FIELDS = frozenset({"environment", "Environment"})  # the spec's, and CreateTrainingJob's
 SECRET_FIELDS = ENVIRONMENT_FIELDS | {"hyperparameters", "HyperParameters"}
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@/\s]+)(?=@)")
+# A scheme starts only where a run of scheme characters starts (the look-behind): tried at every position of a
+# long run, the pattern was quadratic, and it runs on every value cloudtrain stores.
+URL_PASSWORD = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@/\s]+)(?=@)"
+)
 _MIN_SCRUBBED = 8  # shorter values are masked only as words of their own
 _MIN_WORD_SCRUBBED = 4  # and still shorter ones not at all: `1` or `abc` would blank out ordinary text
 

@@ -18,7 +18,7 @@ import pytest
 from tests.clirun import cloudtrain, environment
 from tests.faultproxy import Fault, FaultProxy
 from tests.test_faults import aws_env, finished_sagemaker_job
-from tests.test_hostile import _alive, run_job
+from tests.test_hostile import MODEL, _alive, run_job, write_job
 
 
 @pytest.fixture
@@ -98,3 +98,46 @@ def test_fetch_model_of_a_sagemaker_job_ends_after_two_ctrl_cs(aws_endpoint: str
 
     assert fetch.returncode == 130 and "Traceback" not in err, err
     assert not dest.exists() or list(dest.iterdir()) == []
+
+
+# -- 3: channel names that are no folder names ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channel", [".", ".."])
+def test_a_data_channel_named_dot_is_refused_and_writes_into_no_data_folder(
+    tmp_path: Path, home: Path, channel: str
+) -> None:
+    spec = write_job(tmp_path, MODEL)
+    for folder in ("d1", "d2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.csv").write_text("1\n")
+    spec.write_text(spec.read_text().replace("data: {train: data}", f'data: {{"{channel}": d1, train: d2}}'))
+    spec.write_text(spec.read_text().replace("instance_count: 1", "instance_count: 2"))
+
+    for command in (["validate"], ["submit", "--backend", "local"]):
+        result = cloudtrain(*command, str(spec), home=home)
+        assert result.code == 2 and result.err.count("\n") == 1, result.err
+        assert f"data.{channel}" in result.err or f"data['{channel}']" in result.err, result.err
+    assert [p.name for p in (tmp_path / "d1").iterdir()] == ["x.csv"]
+
+
+# -- 4: one long value ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "limit"), [("environment: {BIG: %s}", "512"), ("hyperparameters: {big: %s}", "2500")]
+)
+def test_a_value_longer_than_aws_takes_is_one_line_from_validate(
+    tmp_path: Path, home: Path, section: str, limit: str
+) -> None:
+    spec = write_job(tmp_path, MODEL, section % ("a" * 200_000) + "\n")
+    result = cloudtrain("validate", str(spec), home=home, timeout=60)
+    assert result.code == 2 and result.err.count("\n") == 1, result.err[:500]
+    assert ("environment.BIG" in result.err or "hyperparameters.big" in result.err) and limit in result.err
+
+
+def test_masking_a_long_value_takes_one_pass(tmp_path: Path) -> None:
+    """The URL-password pattern runs on every value the store keeps: a megabyte without a URL is one pass, not
+    the quadratic minutes that held the store's lock (the timeout only ends a hang)."""
+    code = "from cloudtrain.redact import redact_environment; redact_environment({'X': 'a' * 1_000_000})"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30)

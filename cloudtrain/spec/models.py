@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 import types
 from enum import Enum
@@ -53,6 +54,10 @@ if TYPE_CHECKING:
 
 JOB_NAME_MAX = 50
 MAX_METRICS = 40  # SageMaker's MetricDefinitions
+# CreateTrainingJob's bounds (botocore's model): a value past them would fail at AWS, after the upload, and
+# everything that stores or redacts the spec would carry it first.
+HYPERPARAMETER_KEY_MAX, HYPERPARAMETER_VALUE_MAX = 256, 2500  # the value as sent: JSON-encoded
+ENVIRONMENT_KEY_MAX, ENVIRONMENT_VALUE_MAX, ENVIRONMENT_ENTRIES_MAX = 512, 512, 100
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = types.MappingProxyType({"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400})
@@ -656,6 +661,8 @@ class JobSpec(Strict):
         base = (info.context or {}).get("base_dir")
         out: dict[str, str] = {}
         for channel, location in v.items():
+            if channel in (".", ".."):  # AWS's pattern lets them through; as /opt/ml/input/data/NAME they are no folder
+                raise FieldError((channel,), "is not a channel name: each channel is a folder of its own")
             if not location.strip():
                 raise FieldError((channel,), "is empty; give a folder or an s3:// URI")
             if _URI_SCHEME.match(location):  # a URI, not a path: s3:/bucket must not become a folder named "s3:"
@@ -674,6 +681,32 @@ class JobSpec(Strict):
                 except ValueError as e:
                     raise FieldError((channel,), str(e)) from None
         return out
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _hyperparameters(cls, v: dict[str, Scalar]) -> dict[str, Scalar]:
+        """AWS's bounds, on the JSON-encoded value script mode sends; a non-finite number has no JSON form."""
+        for key, value in v.items():
+            if not key or len(key) > HYPERPARAMETER_KEY_MAX:
+                raise FieldError((key[:40],), f"hyperparameter names are 1-{HYPERPARAMETER_KEY_MAX} characters")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FieldError((key,), f"{value} is not a number JSON can carry; quote it to pass the text")
+            if (sent := len(json.dumps(value))) > HYPERPARAMETER_VALUE_MAX:
+                raise FieldError((key,), f"is {sent} characters as sent; AWS takes up to {HYPERPARAMETER_VALUE_MAX}")
+        return v
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, v: dict[str, str]) -> dict[str, str]:
+        """AWS's bounds on a training job's Environment: 100 entries, names and values up to 512 characters."""
+        if len(v) > ENVIRONMENT_ENTRIES_MAX:
+            raise ValueError(f"has {len(v)} variables; AWS takes up to {ENVIRONMENT_ENTRIES_MAX}")
+        for key, value in v.items():
+            if len(key) > ENVIRONMENT_KEY_MAX:
+                raise FieldError((key[:40],), f"variable names are up to {ENVIRONMENT_KEY_MAX} characters")
+            if len(value) > ENVIRONMENT_VALUE_MAX:
+                raise FieldError((key,), f"is {len(value)} characters; AWS takes up to {ENVIRONMENT_VALUE_MAX}")
+        return v
 
     @field_validator("tags")
     @classmethod
