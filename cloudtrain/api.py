@@ -150,9 +150,9 @@ def schema(*, output_of: str | None = None, out: str | Path | None = None) -> di
     if out is not None:
         import json
 
-        from cloudtrain.files import atomic_path
+        from cloudtrain.files import atomic_path, writing_to
 
-        with atomic_path(Path(out)) as tmp:
+        with writing_to(Path(out)), atomic_path(Path(out)) as tmp:
             tmp.write_text(json.dumps(document, indent=2) + "\n")
     return document
 

@@ -7,7 +7,9 @@ valid JSON.
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -141,3 +143,49 @@ def test_masking_a_long_value_takes_one_pass(tmp_path: Path) -> None:
     the quadratic minutes that held the store's lock (the timeout only ends a hang)."""
     code = "from cloudtrain.redact import redact_environment; redact_environment({'X': 'a' * 1_000_000})"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+# -- 5, 6: what cloudtrain writes never replaces what it did not make ---------------------------------------------
+
+
+def test_schema_out_never_replaces_a_link_a_fifo_or_a_device(tmp_path: Path, home: Path) -> None:
+    target = tmp_path / "target.json"
+    target.write_text("mine")
+    (tmp_path / "link.json").symlink_to(target)
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "folder").mkdir()
+    for out, kind in [
+        ("link.json", "symbolic link"),
+        ("fifo.json", "FIFO"),
+        ("folder", "folder"),
+        ("/dev/full", "device"),
+    ]:
+        result = cloudtrain("schema", "--out", str(tmp_path / out), home=home)
+        assert result.code == 2 and result.err.count("\n") == 1 and kind in result.err, result.err
+    assert (tmp_path / "link.json").is_symlink() and target.read_text() == "mine"
+    assert stat.S_ISFIFO((tmp_path / "fifo.json").lstat().st_mode) and list((tmp_path / "folder").iterdir()) == []
+    assert stat.S_ISCHR(os.lstat("/dev/full").st_mode)
+    nowhere = cloudtrain("schema", "--out", "/proc/x/y", home=home)
+    assert nowhere.code == 2 and nowhere.err.startswith("error: cannot write to /proc/x/y"), nowhere.err
+    written = cloudtrain("schema", "--out", str(target), home=home)  # a regular file is what --out replaces
+    assert written.code == 0 and target.read_text().startswith("{")
+
+
+def test_fetch_model_keeps_the_users_dot_old_folders(tmp_path: Path, home: Path) -> None:
+    job = run_job(tmp_path, home, MODEL)["doc"]["job"]["name"]
+    dest = tmp_path / "f"
+    assert cloudtrain("fetch-model", job, "--to", str(dest), home=home).code == 0
+    for name in (".model.old", ".output.old"):
+        (dest / name).mkdir()
+        (dest / name / "mine.txt").write_text("x")
+
+    again = cloudtrain("fetch-model", job, "--to", str(dest), home=home)
+
+    assert again.code == 0, again.err
+    assert (dest / ".model.old" / "mine.txt").read_text() == "x" and (
+        dest / ".output.old" / "mine.txt"
+    ).read_text() == "x"
+    assert (dest / "model" / "weights.bin").read_text() == "w"
+    assert sorted(p.name for p in dest.iterdir() if p.name.startswith(".") and "old" not in p.name) == [
+        ".cloudtrain-fetch.json"
+    ]
