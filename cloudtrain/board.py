@@ -78,6 +78,8 @@ def serve(
 ) -> None:
     """Mirror every job, start TensorBoard, keep syncing the running ones; returns only by an exception
     (KeyboardInterrupt for Ctrl-C, a CloudtrainError when TensorBoard exits on its own)."""
+    if port is not None:
+        _free(port)  # before any sync: a port in use is said at once
     with tempfile.TemporaryDirectory(prefix="cloudtrain-tensorboard-") as tmp:
         runs = Path(tmp) / "runs"
         watched = [Watched(job, backend, runs / job) for job, backend in jobs]
@@ -117,6 +119,16 @@ def _default_port() -> int:
                 continue
             return int(s.getsockname()[1])
     raise UserError("no free port for TensorBoard: give one with --port")
+
+
+def _free(port: int) -> int:
+    """The port the user chose, if TensorBoard can serve on it (a port in use is bad input: exit 2)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise UserError(f"--port {port}: cannot serve on 127.0.0.1:{port} ({e.strerror}); choose another") from None
+    return port
 
 
 @contextmanager

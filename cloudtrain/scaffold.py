@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudtrain.errors import UserError
+from cloudtrain.files import writing_to
 
 DEFAULT_NAME = "my-training-job"
 SPEC_FILE = "job.yaml"
@@ -306,6 +307,11 @@ def plan_files(folder: Path, name: str) -> dict[Path, str]:
 def init(folder: str | Path = ".", *, name: str | None = None, force: bool = False) -> Scaffold:
     """Write the spec, the script and the data under `folder`; existing files are kept unless `force`."""
     folder = Path(folder)
+    with writing_to(folder):  # /proc/x, a file in the way, a folder not writable: one line
+        return _init(folder, name, force)
+
+
+def _init(folder: Path, name: str | None, force: bool) -> Scaffold:
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder} exists and is not a folder")
     job = job_name(folder, name)

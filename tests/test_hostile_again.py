@@ -189,3 +189,58 @@ def test_fetch_model_keeps_the_users_dot_old_folders(tmp_path: Path, home: Path)
     assert sorted(p.name for p in dest.iterdir() if p.name.startswith(".") and "old" not in p.name) == [
         ".cloudtrain-fetch.json"
     ]
+
+
+# -- 14: exit codes and tracebacks ----------------------------------------------------------------------------------
+
+
+def _shell(home: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """A shell line with `cloudtrain` in it, as a user types it (pipefail: cloudtrain's own exit code counts)."""
+    line = command.replace("cloudtrain ", f"{sys.executable} -m cloudtrain ")
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", line], env=environment(home), capture_output=True, text=True, timeout=120
+    )
+
+
+def test_output_into_a_closed_pipe_or_a_full_disk_is_no_traceback(tmp_path: Path, home: Path) -> None:
+    job = run_job(tmp_path, home, MODEL)["doc"]["job"]["name"]
+    head = _shell(home, f"cloudtrain status {job} | head -1")
+    assert head.returncode == 0 and head.stderr == "" and head.stdout.count("\n") == 1, head
+    for command in (f"status {job}", f"status {job} --json", "status", f"logs {job}", "schema"):
+        full = _shell(home, f"cloudtrain {command} > /dev/full")
+        assert full.returncode == 2, (command, full.stderr)
+        assert full.stderr == "error: cannot write the output: No space left on device\n", (command, full.stderr)
+
+
+def test_init_where_no_folder_can_be_is_one_line(tmp_path: Path, home: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    for folder in ("/proc/x", str(tmp_path / "afile" / "sub")):
+        result = cloudtrain("init", folder, home=home)
+        assert result.code == 2 and result.err.startswith(f"error: cannot write to {folder}"), result.err
+        assert result.err.count("\n") == 1
+
+
+def test_bad_numbers_and_empty_names_on_the_command_line_are_refused_before_anything_is_created(
+    tmp_path: Path, home: Path
+) -> None:
+    spec = write_job(tmp_path, MODEL)
+    for args in (["--wait", "--timeout", "-1"], ["--wait", "--timeout", "nan"], ["--resume", ""]):
+        result = cloudtrain("submit", str(spec), "--backend", "local", *args, home=home)
+        assert result.code == 2 and result.err.count("\n") == 1 and result.err.startswith("error: --"), result.err
+    assert not (home / "jobs").exists() or list((home / "jobs").iterdir()) == []
+    limit = cloudtrain("status", "--limit", "-5", home=home)
+    assert limit.code == 2 and "--limit" in limit.err, limit.err
+
+
+def test_tensorboard_on_a_port_it_cannot_have_is_bad_input(tmp_path: Path, home: Path) -> None:
+    import socket
+
+    job = run_job(tmp_path, home, MODEL)["doc"]["job"]["name"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = cloudtrain("tensorboard", job, "--port", str(port), "--no-browser", home=home, timeout=120)
+    assert busy.code == 2 and f"--port {port}" in busy.err and busy.err.count("\n") == 1, busy.err
+    wrong = cloudtrain("tensorboard", job, "--port", "99999", "--no-browser", home=home)
+    assert wrong.code == 2 and "--port" in wrong.err, wrong.err

@@ -2,14 +2,15 @@
 
 Exit codes: 0 success; 1 the job failed or was stopped (when waited for); 2 bad input;
 3 the backend could not be reached; 4 `--timeout` passed while waiting; 5 AWS refused a request;
-130 interrupted (143 when a wait is ended by SIGTERM).
+130 interrupted (143 after SIGTERM, 129 after SIGHUP: a closed terminal).
 Every user mistake is one line on stderr, never a traceback. Nothing heavy is imported until a
 command runs, so `cloudtrain --help` and shell completion stay fast.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import math
 import signal
 import sys
 from dataclasses import replace
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cloudtrain import __version__
+from cloudtrain.cli.entrypoint import OUTPUT_ERRNOS, finish_output
 from cloudtrain.cli.options import (
     BackendOpt,
     EndpointOpt,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 STOP_WAIT_S = 120.0  # how long Ctrl-C with --stop-on-interrupt waits for the job to reach Stopped
 INTERRUPTED = ExitCode.INTERRUPTED
 TERMINATED = ExitCode.TERMINATED
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # unwound as Ctrl-C is, exit 128 + the signal's number
 
 app = typer.Typer(
     help="Launch multi-worker TensorFlow training jobs on AWS SageMaker, or locally under the same contract.",
@@ -180,6 +183,10 @@ def submit(
 
     if (timeout is not None or stop_on_interrupt) and not wait:
         raise UserError("--timeout and --stop-on-interrupt apply to --wait; add --wait")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise UserError(f"--timeout: give a number of seconds above 0 (got {timeout:g})")
+    if resume is not None and not resume.strip():
+        raise UserError("--resume: give the name of the job whose checkpoints to start from")
     options = command_options(
         profile, backend=backend, endpoint_url=endpoint_url, region=region, role_arn=role_arn, container=container
     )
@@ -295,7 +302,7 @@ def _wait(
         final = _interrupted(job, options, stop_on_interrupt, err)
         if json:
             render.print_json({**result.to_json(), "job": final.to_json()})
-        raise typer.Exit(TERMINATED if isinstance(interrupt, _Terminated) else INTERRUPTED) from None
+        raise typer.Exit(_interrupted_code(interrupt)) from None
 
 
 def _follow(job: str, options: Options, timeout: float | None, err: Console) -> JobInfo:
@@ -348,8 +355,16 @@ def _interrupted(job: str, options: Options, stop_on_interrupt: bool, err: Conso
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread by `main`'s one handler and handled as Ctrl-C is (a wait detaches or
-    stops its job; exit code 143 rather than 130)."""
+    """SIGTERM or SIGHUP, raised in the main thread by `main`'s one handler and handled as Ctrl-C is (a wait
+    detaches or stops its job; exit code 128 + the signal rather than 130)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupted_code(interrupt: KeyboardInterrupt) -> int:
+    return 128 + interrupt.signum if isinstance(interrupt, _Terminated) else INTERRUPTED
 
 
 @app.command(epilog="\b\nThen: cloudtrain submit SPEC (it uses the image, and builds it first if ECR lacks the tag)")
@@ -391,7 +406,7 @@ def build(
 def status(
     job: Annotated[str | None, typer.Argument(help="A job name; without it, a table of recent jobs.")] = None,
     backend: JobBackendOpt = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="How many recent jobs to list.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many recent jobs to list.")] = 20,
     endpoint_url: EndpointOpt = None,
     region: RegionOpt = None,
     profile: ProfileOpt = None,
@@ -533,7 +548,10 @@ def fetch_model(
 )
 def tensorboard(
     jobs: Annotated[list[str], typer.Argument(help="One or more job names.")],
-    port: Annotated[int | None, typer.Option("--port", help="Port on 127.0.0.1 (default 6006, or a free one).")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port on 127.0.0.1 (default 6006, or a free one)."),
+    ] = None,
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Do not open a browser; just print the URL.")
     ] = False,
@@ -566,8 +584,9 @@ def tensorboard(
             on_note=lambda line: err.print(f"note: {line}", markup=False),
         )
     except KeyboardInterrupt as interrupt:
-        err.print("TensorBoard stopped", markup=False)
-        raise typer.Exit(TERMINATED if isinstance(interrupt, _Terminated) else INTERRUPTED) from None
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            err.print("TensorBoard stopped", markup=False)
+        raise typer.Exit(_interrupted_code(interrupt)) from None
 
 
 @app.command()
@@ -684,19 +703,21 @@ def main() -> None:
     from typer.exceptions import TyperException
 
     command = typer.main.get_command(app)
-    # SIGTERM unwinds as Ctrl-C does, so every command cleans up after itself (temporary files, a half-made
-    # job folder) before it exits 143, rather than dying where it stands.
+    # SIGTERM and SIGHUP (a closed terminal) unwind as Ctrl-C does, so every command cleans up after itself
+    # (temporary files, a half-made job folder) before it exits 128 + the signal, rather than dying where it stands.
     terminated: list[int] = []
 
-    def on_sigterm(signum: int, _frame: object) -> None:
-        terminated.append(signum)  # typer turns the interrupt into exit code 130: this says it was SIGTERM
-        raise _Terminated
+    def on_signal(signum: int, _frame: object) -> None:
+        terminated.append(signum)  # typer turns the interrupt into exit code 130: this says which signal it was
+        raise _Terminated(signum)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    for sig in ENDING_SIGNALS:
+        signal.signal(sig, on_signal)
     try:
         code = command.main(prog_name="cloudtrain", standalone_mode=False)
         if terminated and code == INTERRUPTED:
-            code = TERMINATED
+            code = 128 + terminated[0]
+        finish_output()
     except CloudtrainError as e:
         _fail(str(e), e.exit_code)
     except typer.Exit as e:
@@ -707,12 +728,18 @@ def main() -> None:
             sys.exit(ExitCode.USER_ERROR)
         _fail(e.format_message(), ExitCode.USER_ERROR)
     except (KeyboardInterrupt, typer.Abort):
-        sys.exit(TERMINATED if terminated else INTERRUPTED)
+        sys.exit(128 + terminated[0] if terminated else INTERRUPTED)
     except BrokenPipeError:
+        finish_output()
         sys.exit(0)
+    except OSError as e:
+        if e.errno not in OUTPUT_ERRNOS:
+            raise
+        finish_output()
+        _fail(f"cannot write the output: {e.strerror}", ExitCode.USER_ERROR)
     except SystemExit as e:  # typer exits 1 on EPIPE; a reader that has what it wanted (`| head`) is no error
         if isinstance(e.__context__, BrokenPipeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())  # type: ignore[union-attr]
+            finish_output()
             sys.exit(0)
         raise
     sys.exit(code if isinstance(code, int) else 0)

@@ -10,8 +10,12 @@ text does not have yet, goes through typer as usual.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+
+# stdout cannot take the output: a full disk (`> /dev/full`), a quota, a file too large, a gone terminal.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 
 def main() -> None:
@@ -24,7 +28,23 @@ def main() -> None:
             # As typer: --help is an answer (stdout, 0); no arguments at all is a usage mistake (stderr, 2).
             _print(text, err=not args)
             sys.exit(2 if not args else 0)
-    if _finished_status(args):
+    try:
+        answered = _finished_status(args)
+        finish_output()
+    except BrokenPipeError:
+        finish_output()
+        sys.exit(0)
+    except SystemExit as e:  # rich exits 1 on EPIPE; a reader that has what it wanted (`| head`) is no error
+        if isinstance(e.__context__, BrokenPipeError):
+            sys.exit(0)
+        raise
+    except OSError as e:
+        if e.errno not in OUTPUT_ERRNOS:
+            raise
+        finish_output()
+        sys.stderr.write(f"error: cannot write the output: {e.strerror}\n")
+        sys.exit(2)
+    if answered:
         sys.exit(0)
     from cloudtrain.cli.app import main as cli_main
 
@@ -55,6 +75,17 @@ def _finished_status(args: list[str]) -> bool:
         render.job_detail(info, api.metrics_note(info))
         render.next_steps(info)
     return True
+
+
+def finish_output() -> None:
+    """Flush stdout now, so that a write error is raised here (and reported) rather than at exit, where Python
+    prints a traceback-like warning and exits 120; after an error stdout goes to /dev/null, as nothing more
+    can be written to it."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise
 
 
 def _terminal_columns() -> int:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cloudtrain.aws import AwsSession, error_code, translate_errors
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError, one_line
+from cloudtrain.files import atomic_path, writing_to
 from cloudtrain.settings import Settings
 
 if TYPE_CHECKING:
@@ -427,10 +428,10 @@ def _dry_run(
     if exists:
         notes.append(f"ECR holds {image} already: a build would skip building and pushing")
     manifest_path = out / f"{found.tag}.json"
-    with open(manifest_path, "w", encoding="utf-8") as f:
-        shell = [c.shell for c in commands]
-        json.dump({"image": image, "content_hash": found.digest, **found.document, "commands": shell}, f, indent=2)
-        f.write("\n")
+    shell = [c.shell for c in commands]
+    document = {"image": image, "content_hash": found.digest, **found.document, "commands": shell}
+    with writing_to(manifest_path), atomic_path(manifest_path) as tmp:
+        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     say(f"wrote the build context ({found.files} files, {_size(found.size)}) to {final}")
     return _result(
         inputs,
