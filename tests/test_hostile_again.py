@@ -20,7 +20,7 @@ import pytest
 from tests.clirun import cloudtrain, environment
 from tests.faultproxy import Fault, FaultProxy
 from tests.test_faults import aws_env, finished_sagemaker_job
-from tests.test_hostile import MODEL, _alive, run_job, write_job
+from tests.test_hostile import MODEL, _alive, _background, _random_file, run_job, write_job
 
 
 @pytest.fixture
@@ -244,3 +244,45 @@ def test_tensorboard_on_a_port_it_cannot_have_is_bad_input(tmp_path: Path, home:
     assert busy.code == 2 and f"--port {port}" in busy.err and busy.err.count("\n") == 1, busy.err
     wrong = cloudtrain("tensorboard", job, "--port", "99999", "--no-browser", home=home)
     assert wrong.code == 2 and "--port" in wrong.err, wrong.err
+
+
+# -- 13: leftovers after signals -------------------------------------------------------------------------------------
+
+
+def test_sighup_while_packaging_leaves_no_part_file_and_no_job(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, MODEL)
+    _random_file(tmp_path / "code" / "weights.bin", 200)
+    proc = _background(home, "submit", str(spec), "--backend", "local")
+    deadline = time.monotonic() + 60
+    while not any(home.glob("jobs/*/.sourcedir.tar.gz.*.part")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 129 and "Traceback" not in err, err
+    assert list(home.glob("jobs/*")) == [] and list(home.rglob("*.part")) == []
+
+
+def test_a_fetch_killed_with_sigkill_leaves_a_part_folder_the_next_fetch_removes(tmp_path: Path, home: Path) -> None:
+    import tarfile
+
+    job = run_job(tmp_path, home, MODEL)["doc"]["job"]["name"]
+    _random_file(tmp_path / "big.bin", 100)
+    with tarfile.open(home / "jobs" / job / "model.tar.gz", "w:gz", compresslevel=1) as tar:
+        tar.add(tmp_path / "big.bin", "big.bin")
+    dest = tmp_path / "fetched"
+    dest.mkdir()
+    (dest / ".fetch.mine.part").mkdir()  # the user's own, with no mark: never removed
+    proc = _background(home, "fetch-model", job, "--to", str(dest))
+    deadline = time.monotonic() + 60
+    while len(list(dest.glob(".fetch.*.part"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert len(list(dest.glob(".fetch.*.part"))) == 2
+
+    again = cloudtrain("fetch-model", job, "--to", str(dest), home=home)
+
+    assert again.code == 0, again.err
+    assert [p.name for p in dest.glob(".fetch.*.part")] == [".fetch.mine.part"]
+    assert (dest / "model" / "big.bin").stat().st_size == 100 << 20
