@@ -839,7 +839,11 @@ def config(*, options: Options = Options(), spec: str | Path | None = None) -> C
         from cloudtrain.spec.load import load_spec
 
         job_spec = load_spec(spec)
-    sources = with_aws_defaults(loaded.sources(job_spec, options.layer))
+    from cloudtrain.redact import without_url_password
+
+    # An endpoint URL may carry a password (http://user:password@proxy): shown masked, as every URL is.
+    raw = with_aws_defaults(loaded.sources(job_spec, options.layer))
+    sources = {k: (without_url_password(v), where) for k, (v, where) in raw.items()}
     return ConfigReport(loaded.path or config_path(), loaded.path is not None, loaded.profile, sources)
 
 

@@ -43,10 +43,11 @@ def is_secret_name(name: str) -> bool:
 
 def redact_environment(environment: Mapping[str, Any]) -> dict[str, Any]:
     """A copy whose secret-looking entries' values are `***`, and URL values without their password."""
-    return {k: REDACTED if is_secret_name(str(k)) else _without_url_password(v) for k, v in environment.items()}
+    return {k: REDACTED if is_secret_name(str(k)) else without_url_password(v) for k, v in environment.items()}
 
 
-def _without_url_password(value: Any) -> Any:
+def without_url_password(value: Any) -> Any:
+    """A string value with the password of any URL in it as `***` (`http://bob:***@host`); others as they are."""
     return URL_PASSWORD.sub(rf"\g<head>{REDACTED}", value) if isinstance(value, str) else value
 
 

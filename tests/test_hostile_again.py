@@ -286,3 +286,19 @@ def test_a_fetch_killed_with_sigkill_leaves_a_part_folder_the_next_fetch_removes
     assert again.code == 0, again.err
     assert [p.name for p in dest.glob(".fetch.*.part")] == [".fetch.mine.part"]
     assert (dest / "model" / "big.bin").stat().st_size == 100 << 20
+
+
+# -- 12: a password in an endpoint URL ----------------------------------------------------------------------------
+
+
+def test_config_never_shows_the_password_of_an_endpoint_url(tmp_path: Path, home: Path) -> None:
+    env = {"CLOUDTRAIN_ENDPOINT_URL": "http://bob:S3cret@127.0.0.1:9"}
+    for args in ([], ["--json"]):
+        shown = cloudtrain("config", *args, home=home, env=env)
+        assert shown.code == 0 and "S3cret" not in shown.out + shown.err, shown.out
+        assert "http://bob:***@127.0.0.1:9" in shown.out
+    config = home / "xdg" / "cloudtrain" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("endpoint_url: http://bob:S3cret@127.0.0.1:9\n")
+    from_file = cloudtrain("config", home=home)
+    assert from_file.code == 0 and "S3cret" not in from_file.out and "bob:***@" in from_file.out, from_file.out
