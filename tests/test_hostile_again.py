@@ -7,6 +7,7 @@ valid JSON.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -302,3 +303,28 @@ def test_config_never_shows_the_password_of_an_endpoint_url(tmp_path: Path, home
     config.write_text("endpoint_url: http://bob:S3cret@127.0.0.1:9\n")
     from_file = cloudtrain("config", home=home)
     assert from_file.code == 0 and "S3cret" not in from_file.out and "bob:***@" in from_file.out, from_file.out
+
+
+# -- 11: --json is JSON -----------------------------------------------------------------------------------------------
+
+
+def _strict_json(text: str) -> object:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_has_no_infinity_or_nan(tmp_path: Path, home: Path) -> None:
+    script = "print('loss=inf acc=nan', flush=True)\n" + MODEL
+    metrics = 'metrics: [{name: loss, regex: "loss=([a-z0-9.]+)"}, {name: acc, regex: "acc=([a-z0-9.]+)"}]\n'
+    ran = run_job(tmp_path, home, script, metrics)
+    job = ran["doc"]["job"]["name"]
+    for text in (ran["result"].out, cloudtrain("status", job, "--json", home=home).out):
+        shown = _strict_json(text)
+        assert shown is not None
+    assert "loss = inf" in cloudtrain("status", job, home=home).out
+
+    spec = write_job(tmp_path, MODEL, "hyperparameters: {lr: .nan, steps: .inf}\n")
+    dry = cloudtrain("submit", str(spec), "--backend", "local", "--dry-run", "--json", home=home)
+    assert dry.code == 2 and "hyperparameters.lr" in dry.err and dry.err.count("\n") == 1, dry.err

@@ -12,6 +12,7 @@ and the AWS credentials of the environment are scrubbed from text (only the outp
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -54,8 +55,20 @@ def console(stderr: bool = False) -> Console:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(redact(data), indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.write(json.dumps(json_safe(redact(data)), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
+
+
+def json_safe(data: Any) -> Any:
+    """A copy with every non-finite number (a metric that logged `loss=inf`) as null: JSON has no NaN or Infinity,
+    and a CI parser refuses Python's `NaN`."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
 
 
 def when(ts: float | None) -> str:
