@@ -328,3 +328,30 @@ def test_json_output_has_no_infinity_or_nan(tmp_path: Path, home: Path) -> None:
     spec = write_job(tmp_path, MODEL, "hyperparameters: {lr: .nan, steps: .inf}\n")
     dry = cloudtrain("submit", str(spec), "--backend", "local", "--dry-run", "--json", home=home)
     assert dry.code == 2 and "hyperparameters.lr" in dry.err and dry.err.count("\n") == 1, dry.err
+
+
+# -- 8: escapes from a spec's name and keys -------------------------------------------------------------------------
+
+
+def test_a_spec_file_name_and_hyperparameters_with_escapes_reach_no_terminal(tmp_path: Path, home: Path) -> None:
+    write_job(tmp_path, MODEL)
+    evil = tmp_path / "evil\x1b]0;PWNED\x07\x1b[31m.yaml"
+    (tmp_path / "job.yaml").rename(evil)
+    shown = [
+        cloudtrain("validate", str(evil), home=home),
+        cloudtrain("submit", str(evil), "--backend", "local", "--dry-run", home=home),
+    ]
+
+    escaping = write_job(tmp_path / "hp", MODEL, 'hyperparameters: {"k\\e[2J": "v\\e]0;x\\a y", lr: 0.1}\n')
+    shown.append(cloudtrain("validate", str(escaping), home=home))
+    first = run_job(tmp_path / "one", home, MODEL, 'hyperparameters: {"k\\e[2J": "v\\e]0;x\\a y", lr: 0.1}\n')
+    second = run_job(tmp_path / "two", home, MODEL, 'hyperparameters: {"k\\e[2J": "w\\e[8m", lr: 0.2}\n')
+    names = [first["doc"]["job"]["name"], second["doc"]["job"]["name"]]
+    shown += [first["result"], cloudtrain("compare", *names, home=home)]
+
+    for result in shown:
+        assert result.code == 0, result.err
+        text = result.out + result.err
+        assert "\x1b" not in text and "\x07" not in text, text
+    assert "\\x1b]0;PWNED\\x07" in shown[0].out
+    assert "k\\x1b[2J" in shown[-1].out

@@ -203,7 +203,7 @@ def submit(
     )
     job = result.job
     for warning in result.warnings:
-        sys.stderr.write(f"warning: {spec}: {warning}\n")
+        render.warn(spec, warning)
     if result.sweep is not None or job.kind == "sweep":
         _submitted_sweep(result, options, wait=wait, timeout=timeout, json=json, dry_run=dry_run)
         return

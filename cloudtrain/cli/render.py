@@ -194,7 +194,7 @@ def artifacts(found: Artifacts) -> None:
         out.print(f"  {'trial':<12} {found.trial}", markup=False)
     for kind in ARTIFACT_KINDS:
         path = getattr(found, kind)
-        out.print(f"  {kind:<12} {path if path else '- (none)'}", markup=False)
+        out.print(f"  {kind:<12} {neutralised(str(path)) if path else '- (none)'}", markup=False)
     if found.model is None or not any(found.model.iterdir()):
         out.print(f"  {'':<12} {EMPTY_MODEL}", markup=False)
     elif (found.model / "model.keras").is_file():
@@ -203,7 +203,7 @@ def artifacts(found: Artifacts) -> None:
         out.print(f"  {'load it':<12} {neutralised(load)}{neutralised(serving)}", markup=False)
     for kind in ("sweep_report", "sweep_trials"):
         if (path := getattr(found, kind)) is not None:
-            out.print(f"  {kind:<12} {path}", markup=False)
+            out.print(f"  {kind:<12} {neutralised(str(path))}", markup=False)
     if found.checked:
         checked = ", ".join(f"{name} {how}" for name, how in sorted(found.checked.items()))
         out.print(f"  {'checked':<12} {checked}", markup=False)
@@ -293,6 +293,7 @@ def initialized(done: Scaffold) -> None:
 
 def columns(rows: list[list[str]], out: Console | None = None) -> None:
     """Rows as aligned columns, as plain text: nothing is cut to fit the width, nothing is read as markup."""
+    rows = [[neutralised(cell) for cell in row] for row in rows]  # keys and values from a spec, names from a job
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
     for row in rows:
         line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -319,7 +320,7 @@ def comparison(result: Comparison) -> None:
     if diff == []:
         out.print("the specs are the same")
     for note in result.notes:
-        out.print(f"note: {note}", markup=False)
+        out.print(f"note: {neutralised(note)}", markup=False)
 
 
 def _cell(value: Any) -> str:
@@ -333,7 +334,7 @@ def _cell(value: Any) -> str:
 def settings(report: ConfigReport) -> None:
     """`cloudtrain config`: the file, the profile, and each setting with where it comes from."""
     out = console()
-    out.print(f"config file: {report.path}{'' if report.exists else ' (none)'}", markup=False)
+    out.print(f"config file: {neutralised(str(report.path))}{'' if report.exists else ' (none)'}", markup=False)
     if report.profile:
         out.print(f"profile: {report.profile}", markup=False)
     rows = ([name, value or "-", source] for name, (value, source) in report.sources.items())
@@ -346,12 +347,19 @@ def spec_checks(checks: Sequence[SpecCheck], *, json: bool) -> None:
         print_json([c.to_json() for c in checks])
     for check in checks:
         for warning in check.warnings:
-            sys.stderr.write(f"warning: {check.file}: {warning}\n")
+            warn(check.file, warning)
         if check.spec is not None and not json:
             count = check.spec.resources.instance_count
-            console().print(f"{check.file}: ok ({check.spec.name}, {count} instance(s))", markup=False)
+            console().print(
+                f"{neutralised(str(check.file))}: ok ({check.spec.name}, {count} instance(s))", markup=False
+            )
         elif check.error is not None:
-            sys.stderr.write(f"error: {check.error}\n")
+            sys.stderr.write(f"error: {neutralised(str(check.error))}\n")
+
+
+def warn(spec: Path | str, warning: str) -> None:
+    """A spec's warning on stderr; the file name and the warning (which may quote the spec's keys) made inert."""
+    sys.stderr.write(f"warning: {neutralised(str(spec))}: {neutralised(warning)}\n")
 
 
 def log_json(event: LogEvent) -> None:
