@@ -4,8 +4,9 @@ Each job's files are mirrored into `<temporary folder>/runs/<job>/`, so each job
 its backend (`Backend.sync_tensorboard`: a copy of the local chief's folder, or ranged GETs of what SageMaker
 uploaded), then again every few seconds until the job has ended and one last sync is done. TensorBoard reads
 the files on as they grow. It runs as a child process in a session of its own, on 127.0.0.1; however serving
-ends (Ctrl-C, SIGTERM, TensorBoard exiting, an error), its whole process group is ended (TERM, then KILL)
-and the temporary folder deleted.
+ends (Ctrl-C, SIGTERM, SIGHUP, TensorBoard exiting, an error), its whole process group is ended (TERM, then
+KILL) and the temporary folder deleted. Where cloudtrain itself is killed (SIGKILL), a guard does the same: a
+small process in a session of its own holding one end of a pipe, which closes when cloudtrain dies.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, UserError
 
@@ -144,10 +145,47 @@ def _tensorboard(command: Sequence[str], logdir: Path, port: int, log: Path) -> 
             start_new_session=True,  # Ctrl-C reaches cloudtrain only, which ends the group (data server too)
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
+    guard = _guard(process.pid, logdir.parent)
     try:
         yield process
     finally:
         _end_group(process)
+        with suppress(OSError):
+            guard.write(GUARD_DISMISSED)
+            guard.close()
+
+
+# Run by `python -I -c`: waits for its stdin to close; unless dismissed, ends the group and removes the folder
+# (both given in its environment).
+_GUARD = """
+import os, shutil, signal, sys
+said = sys.stdin.buffer.read()
+if said != b"dismissed":
+    try:
+        os.killpg(int(os.environ["GROUP"]), signal.SIGKILL)
+    except OSError:
+        pass
+    shutil.rmtree(os.environ["FOLDER"], ignore_errors=True)
+"""
+GUARD_DISMISSED = b"dismissed"
+
+
+def _guard(group: int, folder: Path) -> IO[bytes]:
+    """A process that ends TensorBoard's group and removes `folder` if cloudtrain dies without doing so; the pipe
+    returned is its stdin (written GUARD_DISMISSED and closed once cloudtrain has cleaned up itself)."""
+    read_end, write_end = os.pipe()
+    try:
+        subprocess.Popen(
+            [sys.executable, "-I", "-c", _GUARD],
+            stdin=read_end,
+            env={"GROUP": str(group), "FOLDER": str(folder)},  # not in its command line, which TensorBoard's names
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # no terminal signal reaches it, nor whatever kills cloudtrain's group
+        )
+    finally:
+        os.close(read_end)
+    return os.fdopen(write_end, "wb", buffering=0)
 
 
 def _end_group(process: subprocess.Popen[bytes]) -> None:

@@ -355,3 +355,28 @@ def test_a_spec_file_name_and_hyperparameters_with_escapes_reach_no_terminal(tmp
         assert "\x1b" not in text and "\x07" not in text, text
     assert "\\x1b]0;PWNED\\x07" in shown[0].out
     assert "k\\x1b[2J" in shown[-1].out
+
+
+# -- 9: TensorBoard ends with its command -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGKILL], ids=["SIGHUP", "SIGKILL"])
+def test_tensorboard_ends_with_its_command_however_that_ends(tmp_path: Path, home: Path, sig: int) -> None:
+    from tests.test_tensorboard import free_port, processes_using, tensorboard_folder
+
+    job = run_job(tmp_path, home, MODEL)["doc"]["job"]["name"]
+    port = free_port()
+    board = _background(home, "tensorboard", job, "--no-browser", "--port", str(port))
+    assert board.stdout is not None
+    assert board.stdout.readline().startswith(f"TensorBoard at http://127.0.0.1:{port}/")
+    folder = tensorboard_folder(board.pid)
+    assert folder is not None and processes_using(folder)
+
+    board.send_signal(sig)
+    board.communicate(timeout=60)
+
+    assert board.returncode == (129 if sig == signal.SIGHUP else -signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while (processes_using(folder) or folder.exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not processes_using(folder) and not folder.exists()
