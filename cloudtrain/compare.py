@@ -86,10 +86,14 @@ class Comparison:
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Dotted paths of a JSON spec's leaves; lists are leaves (compared whole)."""
-    if isinstance(value, Mapping) and value:
+    """Dotted paths of a JSON spec's leaves, list items by index (`metrics.0.regex`, as `--set` names them): each
+    row one short value. An empty mapping or list is no leaf: `data: {}` is a job without channels, shown `-`."""
+    if isinstance(value, Mapping):
         for key, child in value.items():
             yield from _flatten(child, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _flatten(child, f"{prefix}.{index}" if prefix else str(index))
     else:
         yield prefix, value
 

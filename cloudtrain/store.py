@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from cloudtrain.spec.models import JobSpec
 
 DB_NAME = "jobs.db"
+JOBS_FOLDER = "jobs"  # <home>/jobs/<job>: the local backend's job folders
 BUSY_TIMEOUT_S = 30.0
 
 SCHEMA_VERSION = 2  # PRAGMA user_version; a newer file is refused, an older one gains the missing columns
@@ -217,8 +218,23 @@ class JobStore:
             db.execute("PRAGMA journal_mode=WAL")
             current = self._schema_version(db) == SCHEMA_VERSION
         if not current:  # a new home, or one an older cloudtrain wrote: the only time opening writes
+            self._refuse_lost_records()
             with self._write() as db:
                 self._migrate(db)
+
+    def _refuse_lost_records(self) -> None:
+        """A store with no table beside job folders lost its records (jobs.db truncated or deleted): saying "no
+        jobs yet" and starting afresh would hide those jobs (and a running one's runner would write into nothing)."""
+        with self._connect() as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
+                return
+        jobs = self.path.parent / JOBS_FOLDER
+        found = sorted(p.name for p in jobs.iterdir() if p.is_dir()) if jobs.is_dir() else []
+        if found:
+            raise BackendUnavailable(
+                f"job store {self.path} is empty, but {jobs} holds {len(found)} job folder(s) ({found[0]}, ...): "
+                f"its records were lost; move {self.path} and {jobs} aside to start afresh"
+            )
 
     def _schema_version(self, db: sqlite3.Connection) -> int:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])

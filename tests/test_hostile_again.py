@@ -380,3 +380,44 @@ def test_tensorboard_ends_with_its_command_however_that_ends(tmp_path: Path, hom
     while (processes_using(folder) or folder.exists()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not processes_using(folder) and not folder.exists()
+
+
+# -- 17: smaller ----------------------------------------------------------------------------------------------------
+
+
+def test_fetch_model_of_a_job_that_saved_no_model_says_so(tmp_path: Path, home: Path) -> None:
+    job = run_job(tmp_path, home, "print('trained, saved nothing')\n")["doc"]["job"]["name"]
+    fetched = cloudtrain("fetch-model", job, "--to", str(tmp_path / "out"), home=home)
+    assert fetched.code == 0 and "the model folder is empty" in fetched.out, fetched.out
+
+
+def test_compare_shows_one_short_row_per_differing_field(tmp_path: Path, home: Path) -> None:
+    metrics = "metrics: [{name: loss, regex: 'loss=([0-9.]+)'}, {name: accuracy, regex: 'acc=([0-9.]+)'}]\n"
+    first = run_job(tmp_path / "one", home, MODEL, metrics)["doc"]["job"]["name"]
+    spec = write_job(tmp_path / "two", MODEL)
+    spec.write_text(spec.read_text().replace("data: {train: data}\n", "data: {}\n"))
+    second = cloudtrain("submit", str(spec), "--backend", "local", "--wait", "--json", home=home).json()["job"]["name"]
+
+    shown = cloudtrain("compare", first, second, home=home)
+
+    assert shown.code == 0, shown.err
+    rows = {line.split()[0]: line for line in shown.out.splitlines() if line.strip()}
+    assert "data" not in rows and rows["data.train"].split()[-1] == "-", shown.out
+    assert "metrics.0.regex" in rows and "metrics" not in rows, shown.out
+    assert "{" not in shown.out and "[" not in rows["metrics.0.name"], shown.out
+
+
+def test_a_truncated_job_store_beside_job_folders_is_an_error_not_no_jobs(tmp_path: Path, home: Path) -> None:
+    run_job(tmp_path, home, MODEL)
+    (home / "jobs.db").write_bytes(b"")
+    for name in ("jobs.db-wal", "jobs.db-shm"):
+        (home / name).unlink(missing_ok=True)
+    shown = cloudtrain("status", home=home)
+    assert shown.code == 3 and shown.err.count("\n") == 1 and "job folder" in shown.err, shown.err
+
+
+def test_set_an_item_of_a_list_the_spec_does_not_have_names_the_list(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, MODEL)
+    result = cloudtrain("validate", str(spec), "--set", "metrics.0.name=x", home=home)
+    assert result.code == 2 and "no such item (metrics has 0)" in result.err, result.err
+    assert "expected a list" not in result.err

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from cloudtrain.errors import SpecError, quoted
 from cloudtrain.redact import is_secret_name
@@ -51,8 +51,8 @@ def apply_overrides(
                 parent[key] = _typed_override(tuple(path), value, text.strip())
                 break
             child = parent[key] if isinstance(parent, list) else parent.get(key)
-            if child is None:
-                child = {}
+            if child is None:  # a list field (metrics) starts as an empty list: `.0` then says it has no item 0
+                child = [] if get_origin(bare(type_at(tuple(path)))) is list else {}
             elif isinstance(child, (dict, list)):
                 original, child = child, (dict(child) if isinstance(child, dict) else list(child))
                 source.copied(child, original)
