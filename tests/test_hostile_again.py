@@ -21,7 +21,7 @@ import pytest
 from tests.clirun import cloudtrain, environment
 from tests.faultproxy import Fault, FaultProxy
 from tests.test_faults import aws_env, finished_sagemaker_job
-from tests.test_hostile import MODEL, _alive, _background, _random_file, run_job, write_job
+from tests.test_hostile import MODEL, PEAK_RSS, _alive, _background, _random_file, run_job, write_job
 
 
 @pytest.fixture
@@ -421,3 +421,133 @@ def test_set_an_item_of_a_list_the_spec_does_not_have_names_the_list(tmp_path: P
     result = cloudtrain("validate", str(spec), "--set", "metrics.0.name=x", home=home)
     assert result.code == 2 and "no such item (metrics has 0)" in result.err, result.err
     assert "expected a list" not in result.err
+
+
+# -- 7: the spec's environment and the runner's own settings -----------------------------------------------------
+
+IGNORES_SIGTERM = """\
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def _when_logged(home: Path, job: str, text: str) -> None:
+    deadline = time.monotonic() + 60
+    while text not in cloudtrain("logs", job, home=home).out and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_the_specs_environment_never_reaches_the_runners_own_settings(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path, IGNORES_SIGTERM, 'environment: {CLOUDTRAIN_STOP_GRACE: "1e9"}\n')
+    mine = {"CLOUDTRAIN_STOP_GRACE": "1"}  # the user's own setting, in the shell that submits
+    job = cloudtrain("submit", str(spec), "--backend", "local", "--json", home=home, env=mine).json()["job"]["name"]
+    _when_logged(home, job, "ready")
+    stopped = cloudtrain("stop", job, "--wait", "--json", home=home, timeout=60)
+    assert stopped.code == 0 and stopped.json()["status"] == "Stopped", stopped.err
+
+    plain = write_job(tmp_path / "abc", MODEL, 'environment: {CLOUDTRAIN_STOP_GRACE: "abc"}\n')
+    ran = cloudtrain("submit", str(plain), "--backend", "local", "--wait", "--json", home=home)
+    assert ran.code == 0 and ran.json()["job"]["status"] == "Completed", ran.out + ran.err
+
+
+# -- 10: output without newlines ------------------------------------------------------------------------------------
+
+NO_NEWLINES = """\
+import os, sys, time
+for _ in range(128):
+    os.write(1, b"x" * (1 << 20))  # a megabyte at a time, not one newline
+for i in range(100_000):
+    os.write(2, f"{i}%\\r".encode())  # tqdm's redraws
+print("\\ndone", flush=True)
+time.sleep(3)
+"""
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) << 10
+    return 0
+
+
+def test_output_without_newlines_is_carried_in_bounded_memory(tmp_path: Path, home: Path) -> None:
+    import sqlite3
+
+    spec = write_job(tmp_path, NO_NEWLINES)
+    job = cloudtrain("submit", str(spec), "--backend", "local", "--json", home=home).json()["job"]["name"]
+    with sqlite3.connect(home / "jobs.db") as db:
+        (runner,) = db.execute("SELECT pid FROM jobs WHERE name = ?", (job,)).fetchone()
+    peak = 0
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            peak = max(peak, _peak_rss(runner))
+        except OSError:
+            break  # the runner has ended
+        time.sleep(0.2)
+    assert peak < 200 << 20, f"the runner peaked at {peak >> 20} MiB"
+    assert cloudtrain("status", job, "--json", home=home).json()["status"] == "Completed"
+
+    head = _shell(home, f"cloudtrain logs {job} | head -c 10")
+    assert head.returncode == 0 and len(head.stdout) == 10, head.stderr
+    measured = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "cloudtrain", "logs", job],
+        env=environment(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert int(measured.stdout) < 200 << 20, f"logs peaked at {int(measured.stdout) >> 20} MiB"
+    assert "done" in cloudtrain("logs", job, home=home, timeout=300).out
+
+
+# -- 15: resume from checkpoints that hold a FIFO, or that rotate -----------------------------------------------
+
+WRITES_CHECKPOINTS = """\
+import os, pathlib
+folder = pathlib.Path(os.environ["CLOUDTRAIN_CHECKPOINT_DIR"])
+folder.mkdir(parents=True, exist_ok=True)
+(folder / "ckpt-1").write_text("weights")
+os.mkfifo(folder / "pipe")
+"""
+ROTATES_CHECKPOINTS = """\
+import os, pathlib, time
+folder = pathlib.Path(os.environ["CLOUDTRAIN_CHECKPOINT_DIR"])
+folder.mkdir(parents=True, exist_ok=True)
+print("ready", flush=True)
+for i in range(1_000_000):
+    for n in range(20):
+        (folder / f"ckpt-{i}.{n}").write_bytes(b"w" * 4096)
+    for n in range(20):
+        (folder / f"ckpt-{i}.{n}").unlink()
+    (folder / f"ckpt-{i}.0").write_bytes(b"w")
+    time.sleep(0.001)
+"""
+RESUMED = """\
+import os, pathlib
+found = sorted(p.name for p in pathlib.Path(os.environ["CLOUDTRAIN_CHECKPOINT_DIR"]).iterdir())
+print("restored", found, flush=True)
+"""
+
+
+def test_resuming_from_checkpoints_with_a_fifo_leaves_the_fifo_out(tmp_path: Path, home: Path) -> None:
+    first = run_job(tmp_path / "one", home, WRITES_CHECKPOINTS + MODEL)["doc"]["job"]["name"]
+    resumed = run_job(tmp_path / "two", home, RESUMED + MODEL, "", "--resume", first)
+    assert resumed["result"].code == 0 and resumed["doc"]["job"]["status"] == "Completed", resumed["result"].err
+    logs = cloudtrain("logs", resumed["doc"]["job"]["name"], home=home).out
+    assert "restored ['ckpt-1']" in logs and "pipe (not a regular file)" in logs, logs
+
+
+def test_resuming_from_a_running_job_whose_checkpoints_rotate_works_every_time(tmp_path: Path, home: Path) -> None:
+    spec = write_job(tmp_path / "one", ROTATES_CHECKPOINTS)
+    running = cloudtrain("submit", str(spec), "--backend", "local", "--json", home=home).json()["job"]["name"]
+    try:
+        _when_logged(home, running, "ready")
+        for attempt in range(3):
+            resumed = run_job(tmp_path / f"try{attempt}", home, RESUMED + MODEL, "", "--resume", running)
+            assert resumed["doc"]["job"]["status"] == "Completed", resumed["doc"]["job"]["failure_reason"]
+    finally:
+        cloudtrain("stop", running, "--wait", home=home)

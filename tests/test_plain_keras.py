@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cloudtrain.runtime.failures import KERAS3_MWMS_REASON
-from tests.clirun import REPO, cloudtrain
+from tests.clirun import REPO, cloudtrain, environment
 
 pytestmark = pytest.mark.slow
 SCRIPTS = REPO / "tests" / "scripts"
@@ -81,3 +81,54 @@ def test_keras3_under_two_workers_fails_with_one_line_naming_cause_and_fix(tmp_p
     status = cloudtrain("status", job, "--json", home=tmp_path / "home").json()
     assert status["status"] == "Failed"
     assert status["failure_reason"] == KERAS3_MWMS_REASON
+
+
+def python_without_tf_keras(folder: Path) -> Path:
+    """A Python as `pip install 'cloudtrain[tensorflow]'` leaves it: this one's packages but tf-keras (a venv whose
+    site folder holds links to every installed package but tf_keras and its metadata)."""
+    import sysconfig
+    import venv
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    overlay = folder / "site"
+    overlay.mkdir(parents=True)
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith(("tf_keras", "tf-keras")):
+            (overlay / entry.name).symlink_to(entry)
+    venv.EnvBuilder(with_pip=False).create(folder / "venv")
+    python = folder / "venv" / "bin" / "python"
+    own = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    Path(own.stdout.strip(), "overlay.pth").write_text(f"import site; site.addsitedir({str(overlay)!r})\n")
+    return python
+
+
+def test_a_tutorial_script_trains_on_two_workers_for_a_user_without_tf_keras(tmp_path: Path, data: Path) -> None:
+    """cloudtrain packs tf-keras for the local backend as it does for AWS's stock images (from its cache, filled
+    once with `pip download`; here pre-filled from this Python's own copy, so the test needs no network)."""
+    import tf_keras
+
+    python = python_without_tf_keras(tmp_path / "py")
+    assert subprocess.run([python, "-c", "import tf_keras"], capture_output=True).returncode != 0
+    cache = tmp_path / "cache"
+    minor = ".".join(tf_keras.__version__.split(".")[:2])
+    (cache / "cloudtrain" / "tf-keras" / minor).mkdir(parents=True)
+    (cache / "cloudtrain" / "tf-keras" / minor / "tf_keras").symlink_to(Path(tf_keras.__file__).parent)
+    spec = write_spec(tmp_path, "tf_tutorial.py", data)
+    env = environment(tmp_path / "home", {"XDG_CACHE_HOME": str(cache)})
+    done = subprocess.run(
+        [python, "-m", "cloudtrain", "submit", str(spec), "--backend", "local", "--wait", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    accuracy = re.search(r"final accuracy=([0-9.]+) workers=2", done.stderr)
+    assert accuracy and float(accuracy.group(1)) >= 0.8, done.stderr[-3000:]
