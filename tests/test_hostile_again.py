@@ -389,6 +389,7 @@ def test_fetch_model_of_a_job_that_saved_no_model_says_so(tmp_path: Path, home: 
     job = run_job(tmp_path, home, "print('trained, saved nothing')\n")["doc"]["job"]["name"]
     fetched = cloudtrain("fetch-model", job, "--to", str(tmp_path / "out"), home=home)
     assert fetched.code == 0 and "the model folder is empty" in fetched.out, fetched.out
+    assert "saved nothing to SM_MODEL_DIR" in cloudtrain("logs", job, home=home).out
 
 
 def test_compare_shows_one_short_row_per_differing_field(tmp_path: Path, home: Path) -> None:

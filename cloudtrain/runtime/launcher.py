@@ -376,6 +376,7 @@ class Prepared:
     code_dir: Path
     host: str
     package_site: Path | None = None
+    chief: str = ""
 
 
 def prepare(root: Path, environ: Mapping[str, str]) -> Prepared:
@@ -390,7 +391,14 @@ def prepare(root: Path, environ: Mapping[str, str]) -> Prepared:
     site = install(kind, code_dir, cfg.entry_point, environ)
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join((str(code_dir), str(site), *env["PYTHONPATH"].split(os.pathsep)[1:]))
-    return Prepared(command, env, code_dir, cfg.current_host, site)
+    return Prepared(command, env, code_dir, cfg.current_host, site, cfg.hosts[0])
+
+
+def _is_empty(folder: Path) -> bool:
+    try:
+        return not any(folder.iterdir())
+    except OSError:
+        return True
 
 
 def main() -> int:
@@ -414,6 +422,8 @@ def main() -> int:
         with suppress(OSError):  # an empty `success`, as the toolkit's trainer writes it
             (root / "output").mkdir(parents=True, exist_ok=True)
             (root / "output" / "success").write_text("")
+        if job.host == job.chief and _is_empty(root / "model"):  # the chief's model is the job's
+            print("cloudtrain: note: the script saved nothing to SM_MODEL_DIR: the job has no model", flush=True)
         return 0
     written = failure_file(output)
     own = written.read_text(errors="replace") if written.is_file() else ""
