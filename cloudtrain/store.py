@@ -299,23 +299,25 @@ class JobStore:
 
     def create(self, record: JobRecord) -> JobRecord:
         """Add a new job; raises JobExists if the backend has a job of that name already."""
+        row = _row(record)  # redaction before the write lock, never while every other process waits
         try:
             with self._write() as db:
-                db.execute(f"INSERT INTO jobs {_VALUES}", _row(record))
+                db.execute(f"INSERT INTO jobs {_VALUES}", row)
         except sqlite3.IntegrityError:
             raise JobExists(record.name) from None
         return self.get(record.info.backend, record.name)
 
     def save(self, record: JobRecord) -> None:
         """Insert or replace a whole record (a remote backend mirroring what its API reports)."""
+        row = _row(record)
         with self._write() as db:
-            db.execute(f"INSERT OR REPLACE INTO jobs {_VALUES}", _row(record))
+            db.execute(f"INSERT OR REPLACE INTO jobs {_VALUES}", row)
 
     def remember(self, name: str, backend: str, spec: JobSpec, *, kind: str = "job") -> None:
         """Record a job (or sweep) submitted to a remote backend, once; later calls for the same one change nothing."""
-        record = JobRecord.for_spec(name, backend, spec, kind=kind)
+        row = _row(JobRecord.for_spec(name, backend, spec, kind=kind))
         with self._write() as db:
-            db.execute(f"INSERT OR IGNORE INTO jobs {_VALUES}", _row(record))
+            db.execute(f"INSERT OR IGNORE INTO jobs {_VALUES}", row)
 
     def get(self, backend: str, name: str) -> JobRecord:
         """Raises JobNotFound for an unknown job."""
