@@ -18,7 +18,6 @@ import sys
 import tarfile
 import tempfile
 import threading
-import time
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
@@ -38,13 +37,10 @@ from cloudtrain.runtime.env import (
     write_failure,
 )
 from cloudtrain.runtime.failures import explain
+from cloudtrain.runtime.reaper import become_subreaper, end_leftovers
 
 REQUIREMENTS = "requirements.txt"
 _REQUIREMENT_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
-PR_SET_CHILD_SUBREAPER = 36
-PROC = Path("/proc")
-LEFTOVER_GRACE_S = 2.0  # SIGTERM, then SIGKILL: what the script left behind gets as long as this to exit
-LEFTOVER_ROUNDS = 200  # a leftover may fork while being ended: look again until none is left (50 ms a round)
 STDERR_DRAIN_S = 5.0
 
 
@@ -307,64 +303,6 @@ def _pass_stderr(stream: IO[bytes], seen: dict[str, str | None]) -> None:
         line = raw.decode("utf-8", "replace").strip()
         seen["last"] = line or seen["last"]
         seen["known"] = seen["known"] or explain(line)
-
-
-def become_subreaper() -> bool:
-    """Make this process the reaper of the script's orphans (Linux's PR_SET_CHILD_SUBREAPER), so a process the
-    script leaves behind, even one that left with setsid or a double fork, stays our descendant to end."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _children() -> list[tuple[int, str]]:
-    """This process's live children (pid, command name), from /proc; none where there is no /proc."""
-    me = os.getpid()
-    found = []
-    for entry in PROC.iterdir() if PROC.is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        with suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-            if int(rest[1]) == me and rest[0] != "Z":
-                found.append((int(entry.name), name))
-    return found
-
-
-def end_leftovers(grace: float = LEFTOVER_GRACE_S) -> list[tuple[int, str]]:
-    """End what the finished script left running (SIGTERM, a grace, SIGKILL), with a one-line note; reap it."""
-    ended: dict[int, str] = {}
-    deadline = time.monotonic() + grace
-    for _ in range(LEFTOVER_ROUNDS):
-        _reap()
-        left = _children()
-        if not left:
-            break
-        sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
-        for pid, name in left:
-            if pid not in ended or sig == signal.SIGKILL:
-                with suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, sig)
-            ended.setdefault(pid, name)
-        time.sleep(0.05)
-    _reap()
-    if ended:
-        names = ", ".join(f"{name} (pid {pid})" for pid, name in sorted(ended.items()))
-        print(f"cloudtrain: the script ended; ended {len(ended)} process(es) it left running: {names}", flush=True)
-    return sorted(ended.items())
-
-
-def _reap() -> None:
-    with suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
-            pass
 
 
 @dataclass(frozen=True)
