@@ -451,6 +451,8 @@ def test_the_specs_environment_never_reaches_the_runners_own_settings(tmp_path: 
     plain = write_job(tmp_path / "abc", MODEL, 'environment: {CLOUDTRAIN_STOP_GRACE: "abc"}\n')
     ran = cloudtrain("submit", str(plain), "--backend", "local", "--wait", "--json", home=home)
     assert ran.code == 0 and ran.json()["job"]["status"] == "Completed", ran.out + ran.err
+    wrong = cloudtrain("submit", str(plain), "--backend", "local", home=home, env={"CLOUDTRAIN_STOP_GRACE": "abc"})
+    assert wrong.code == 2 and wrong.err.startswith("error: CLOUDTRAIN_STOP_GRACE: expected seconds"), wrong.err
 
 
 # -- 10: output without newlines ------------------------------------------------------------------------------------

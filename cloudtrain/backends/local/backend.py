@@ -40,7 +40,7 @@ from cloudtrain.backends.local.layout import (
     host_names,
     private_file,
 )
-from cloudtrain.backends.local.runner import RunPlan
+from cloudtrain.backends.local.runner import Graces, RunPlan
 from cloudtrain.backends.local.scope import CONTAINER_RUNNER_MODULE, RUNNER_MODULE, end_if_abandoned
 from cloudtrain.errors import JobExists, UserError, quoted
 from cloudtrain.files import staging_folder, swap_in, writing_to
@@ -106,6 +106,7 @@ class LocalBackend:
 
         if legacy_keras(spec):
             check_tf_keras()
+        graces = Graces.from_environ(os.environ)  # the user's, never the spec's environment
         channels = local_channels(spec.data)
         restore = self._chief_checkpoints(resume_from) if resume_from else None
         plan = self._container_plan(spec, job_name, channels) if self.container else None
@@ -116,7 +117,7 @@ class LocalBackend:
         except FileExistsError:
             raise JobExists(job_name) from None
         try:
-            self._lay_out(job_dir, spec, job_name, channels, restore, plan)
+            self._lay_out(job_dir, spec, job_name, channels, restore, plan, graces)
             record = JobRecord.for_spec(
                 job_name,
                 BACKEND,
@@ -152,6 +153,7 @@ class LocalBackend:
         channels: dict[str, Path],
         restore: Path | None,
         container: ContainerPlan | None = None,
+        graces: Graces = Graces(),
     ) -> None:
         hosts = host_names(spec.resources.instance_count)
         sourcedir = build_code_package(spec.code, job_dir, extra=_vendored(spec)).path  # what SageMaker gets
@@ -177,12 +179,15 @@ class LocalBackend:
             communication=spec.distribution.communication,
             metrics=tuple((m.name, m.regex) for m in spec.metrics),
             restore_checkpoints=str(restore) if restore else None,
+            stop_grace=graces.stop,
+            failure_grace=graces.failure,
         ).save(job_dir)
         if container is not None:
             container.save(job_dir)
 
     def _start_runner(self, job_dir: Path, environment: Mapping[str, str]) -> JobRecord:
-        """Start the runner in its own session with the spec's environment (never written to disk)."""
+        """Start the runner in its own session; the spec's environment goes to it through a pipe (never to disk,
+        and never into the runner's own environment, where it could change the runner's settings or imports)."""
         name = job_dir.name
         module = RUNNER_MODULE if ContainerPlan.load(job_dir) is None else CONTAINER_RUNNER_MODULE
         try:
@@ -190,8 +195,8 @@ class LocalBackend:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", module, str(job_dir)],
                     cwd=job_dir,
-                    env={**os.environ, **environment},
-                    stdin=subprocess.DEVNULL,
+                    env=dict(os.environ),
+                    stdin=subprocess.PIPE,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -199,6 +204,10 @@ class LocalBackend:
         except OSError as e:
             reason = f"could not start the local runner: {e}"
             return self.store.transition(BACKEND, name, "Failed", status="Failed", failure_reason=reason)
+        with suppress(OSError):  # a runner that died at once: its guard records the end
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(dict(environment)).encode())
+            proc.stdin.close()
         # The runner is our child until this process exits: a waiting thread reaps it (no zombie, no warning).
         threading.Thread(target=proc.wait, name=f"reap-runner-{name}", daemon=True).start()
         self.store.set_pid(BACKEND, name, proc.pid)

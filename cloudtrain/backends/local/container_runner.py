@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,8 +48,10 @@ class ContainerWorker(Worker):
 class ContainerRunner(Runner):
     """Runs one container job to its end; `run()` leaves no container and no network behind."""
 
-    def __init__(self, job_dir: Path, stop: threading.Event, graces: Graces) -> None:
-        super().__init__(job_dir, stop, graces)
+    def __init__(
+        self, job_dir: Path, stop: threading.Event, graces: Graces, environment: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(job_dir, stop, graces, environment)
         plan = ContainerPlan.load(job_dir)
         if plan is None:
             raise FileNotFoundError(f"{job_dir / containers.CONTAINER_FILE} is missing")
@@ -76,7 +79,7 @@ class ContainerRunner(Runner):
         proc = subprocess.Popen(
             self.container.run_argv(self.plan.job_name, host, host_dir, variables),
             cwd=host_dir,
-            env=dict(os.environ),
+            env={**os.environ, **self.environment},  # `-e NAME` takes the spec's values from here
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

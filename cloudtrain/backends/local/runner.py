@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import signal
@@ -26,11 +27,12 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 from cloudtrain.backends.contract import HOST_ADDRESSES_VARIABLE, LOCAL_VARIABLE, OPT_ML_VARIABLE, runtime_environment
 from cloudtrain.backends.local.layout import BACKEND, CHIEF, WORKERS_FILE, private_file
 from cloudtrain.backends.local.scope import ENDED, RUNNER_MODULE, SCOPE_VARIABLE, kill_scope, start_guard
-from cloudtrain.errors import CloudtrainError
+from cloudtrain.errors import CloudtrainError, UserError
 from cloudtrain.files import atomic_path
 from cloudtrain.redact import mask, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX, TENSORBOARD_FOLDER
@@ -42,6 +44,7 @@ PLAN_FILE = "runner.json"
 TMP_DIR = "tmp"  # the workers' TMPDIR, one folder per host
 DEFAULT_STOP_GRACE_S = 10.0
 DEFAULT_FAILURE_GRACE_S = 5.0
+GRACE_MAX_S = 3600.0  # SageMaker gives a stopped job 120 s; an hour is plenty for any local script
 POLL_S = 0.1
 METRICS_FLUSH_S = 1.0
 READER_JOIN_S = 5.0
@@ -55,8 +58,9 @@ METRIC_MATCH_S = 0.1  # time one regex may take on one line
 class RunPlan:
     """What the runner needs beyond the host folders, written by `LocalBackend.submit`.
 
-    The spec's environment is not here: it reaches the runner (and its workers) through the runner's
-    own environment, so secrets are never written to the job folder.
+    The spec's environment is not here: the runner reads it from its stdin (a pipe from the submitting process)
+    and hands it to its workers only, so secrets are never written to the job folder and the spec cannot change
+    the runner's own settings (the graces below are the submitting user's, from their environment).
     """
 
     job_name: str
@@ -66,6 +70,8 @@ class RunPlan:
     communication: str
     metrics: tuple[tuple[str, str], ...] = ()  # (name, regex)
     restore_checkpoints: str | None = None  # a previous job's chief checkpoints, copied into every host
+    stop_grace: float = DEFAULT_STOP_GRACE_S
+    failure_grace: float = DEFAULT_FAILURE_GRACE_S
 
     def save(self, job_dir: Path) -> None:
         with atomic_path(job_dir / PLAN_FILE) as tmp:
@@ -82,7 +88,13 @@ class RunPlan:
             communication=data["communication"],
             metrics=tuple((name, regex) for name, regex in data["metrics"]),
             restore_checkpoints=data["restore_checkpoints"],
+            stop_grace=float(data.get("stop_grace", DEFAULT_STOP_GRACE_S)),
+            failure_grace=float(data.get("failure_grace", DEFAULT_FAILURE_GRACE_S)),
         )
+
+    @property
+    def graces(self) -> Graces:
+        return Graces(self.stop_grace, self.failure_grace)
 
 
 @dataclass(frozen=True)
@@ -94,10 +106,24 @@ class Graces:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Graces:
+        """The graces a user set (CLOUDTRAIN_STOP_GRACE, CLOUDTRAIN_FAILURE_GRACE); a UserError if not seconds."""
         return cls(
-            stop=float(environ.get("CLOUDTRAIN_STOP_GRACE") or DEFAULT_STOP_GRACE_S),
-            failure=float(environ.get("CLOUDTRAIN_FAILURE_GRACE") or DEFAULT_FAILURE_GRACE_S),
+            stop=_seconds(environ, "CLOUDTRAIN_STOP_GRACE", DEFAULT_STOP_GRACE_S),
+            failure=_seconds(environ, "CLOUDTRAIN_FAILURE_GRACE", DEFAULT_FAILURE_GRACE_S),
         )
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name) or ""
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= GRACE_MAX_S:  # NaN fails too
+        raise UserError(f"{name}: expected seconds from 0 to {GRACE_MAX_S:g} (got {text[:40]!r})")
+    return value
 
 
 @dataclass(frozen=True)
@@ -279,15 +305,18 @@ def free_ports(count: int) -> list[int]:
 class Runner:
     """Runs one job to its end; `run()` always leaves no worker behind and the record terminal."""
 
-    def __init__(self, job_dir: Path, stop: threading.Event, graces: Graces) -> None:
+    def __init__(
+        self, job_dir: Path, stop: threading.Event, graces: Graces, environment: Mapping[str, str] | None = None
+    ) -> None:
         self.job_dir = job_dir
         self.plan = RunPlan.load(job_dir)
         self.store = JobStore(job_dir.parents[1])
         self.stop = stop
         self.graces = graces
+        self.environment = dict(environment or {})  # the spec's, for the workers only
         self.workers: list[Worker] = []
         self.metrics = MetricTracker(self.plan.metrics, self._write_metrics)
-        self.secrets = secret_values(os.environ, self._hyperparameters())
+        self.secrets = secret_values(os.environ, self.environment, self._hyperparameters())
 
     def _hyperparameters(self) -> dict[str, str]:
         """The job's hyperparameters (JSON-encoded values decoded), whose secret-named ones are masked too."""
@@ -388,6 +417,7 @@ class Runner:
         host_dir = self.job_dir / "hosts" / host
         env = {
             **os.environ,
+            **self.environment,
             OPT_ML_VARIABLE: str(host_dir),
             HOST_ADDRESSES_VARIABLE: json.dumps(addresses),
             LOCAL_VARIABLE: "1",
@@ -507,7 +537,15 @@ def main(argv: list[str] | None = None, runner: type[Runner] = Runner, module: s
     if len(args) != 1:
         print(f"usage: python -m {module} JOB_DIR", file=sys.stderr)
         return 2
-    return runner(Path(args[0]).resolve(), stop, Graces.from_environ(os.environ)).run()
+    job_dir = Path(args[0]).resolve()
+    environment = read_environment(sys.stdin.buffer)
+    return runner(job_dir, stop, RunPlan.load(job_dir).graces, environment).run()
+
+
+def read_environment(stream: IO[bytes]) -> dict[str, str]:
+    """The spec's environment, as `LocalBackend` writes it to the runner's stdin (JSON); none on a closed stdin."""
+    data = json.loads(stream.read() or b"{}")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 if __name__ == "__main__":
