@@ -475,6 +475,7 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
+@pytest.mark.slow  # 128 MiB through a job and `logs`: about a minute on 2 busy cores
 def test_output_without_newlines_is_carried_in_bounded_memory(tmp_path: Path, home: Path) -> None:
     import sqlite3
 

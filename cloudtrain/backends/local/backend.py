@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 LOG_POLL_S = 0.2
 LOG_CHUNK = 1 << 20  # bytes of a log stream read at once
+LOG_RECORD_MAX = 4 << 20  # a stream's record (one JSON line) longer than this is left out, with a line saying so
 
 
 class LocalBackend:
@@ -406,10 +407,13 @@ class LogTail:
     host: str
     path: Path
     offset: int = 0
-    partial: bytes = b""
+    partial: bytearray = field(default_factory=bytearray)
+    dropping: int = 0  # bytes of an overlong record being skipped (written by a runner that did not cut lines)
+    last_time: float = 0.0
 
     def read(self) -> Iterator[LogEvent]:
-        """The lines written since the last read, a chunk at a time: a stream of any size in bounded memory."""
+        """The lines written since the last read, a chunk at a time: a stream of any size in bounded memory, each
+        byte copied once (a record split over chunks is gathered in `partial`, never re-joined per chunk)."""
         try:
             f = open(self.path, "rb")  # noqa: SIM115 (closed below, once the generator is done)
         except FileNotFoundError:
@@ -422,8 +426,32 @@ class LogTail:
                 if not data:
                     break
                 self.offset += len(data)
-                *lines, self.partial = (self.partial + data).split(b"\n")
-                yield from (event for line in lines if (event := _parse(line, self.host)) is not None)
+                yield from self._lines(data)
+
+    def _lines(self, data: bytes) -> Iterator[LogEvent]:
+        start = 0
+        while (stop := data.find(b"\n", start)) >= 0:
+            event = self._record(data[start:stop])
+            if event is not None:
+                self.last_time = event.timestamp
+                yield event
+            start = stop + 1
+        rest = data[start:]
+        if self.dropping or len(self.partial) + len(rest) > LOG_RECORD_MAX:
+            self.dropping += len(self.partial) + len(rest)
+            self.partial.clear()
+        else:
+            self.partial += rest
+
+    def _record(self, tail: bytes) -> LogEvent | None:
+        if self.dropping:
+            size, self.dropping = self.dropping + len(tail), 0
+            return LogEvent(self.last_time, self.host, f"cloudtrain: a log line of {size} bytes was left out")
+        if self.partial:
+            self.partial += tail
+            line, self.partial = bytes(self.partial), bytearray()
+            return _parse(line, self.host)
+        return _parse(tail, self.host)
 
 
 def _parse(line: bytes, host: str) -> LogEvent | None:

@@ -15,6 +15,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ GRACE_MAX_S = 3600.0  # SageMaker gives a stopped job 120 s; an hour is plenty f
 POLL_S = 0.1
 METRICS_FLUSH_S = 1.0
 READER_JOIN_S = 5.0
+LOG_LINE_MAX = 256 << 10  # bytes of a log line (CloudWatch's event size); a longer one is cut into several
+OUTPUT_CHUNK = 64 << 10  # bytes of a worker's output read at once
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 RECORD_END_S = 3600.0  # how long a runner waits for the store to take the job's end (a full disk)
 RECORD_RETRY_S = 1.0
 METRIC_LINE_MAX = 4096  # characters of a line the metric regexes see
@@ -275,6 +279,25 @@ class LogStream:
             return False
 
 
+def output_lines(stream: IO[bytes], limit: int = LOG_LINE_MAX) -> Iterator[bytes]:
+    """A worker's output as lines, ended by `\\n`, `\\r\\n` or a lone `\\r` (a progress bar's redraw), none longer
+    than `limit` bytes (a longer one is cut, as CloudWatch cuts an event): a script that never writes a newline
+    is carried in bounded memory, and its output is seen as it comes."""
+    pending = b""
+    while chunk := stream.read1(OUTPUT_CHUNK):  # type: ignore[attr-defined]  # a BufferedReader's
+        data = pending + chunk  # pending is under `limit`: no copy grows with the line
+        hold = data.endswith(b"\r")  # perhaps the first half of \r\n
+        *lines, pending = _LINE_END.split(data[:-1] if hold else data)
+        yield from lines
+        while len(pending) > limit:
+            yield pending[:limit]
+            pending = pending[limit:]
+        pending += b"\r" if hold else b""
+    pending = pending.removesuffix(b"\r")
+    if pending:
+        yield pending
+
+
 def pump_output(worker: Worker, log: LogStream, on_line: Callable[[str], None] | None, secrets: list[str]) -> None:
     """Copy a worker's merged stdout+stderr to its log stream, one `{"t", "m"}` JSON line per line.
 
@@ -282,8 +305,8 @@ def pump_output(worker: Worker, log: LogStream, on_line: Callable[[str], None] |
     """
     assert worker.proc.stdout is not None
     try:
-        for raw in worker.proc.stdout:
-            line = mask(raw.decode("utf-8", "replace").rstrip("\r\n"), secrets)
+        for raw in output_lines(worker.proc.stdout):
+            line = mask(raw.decode("utf-8", "replace"), secrets)
             log.write(line)
             if line.strip():
                 worker.last_line = line
