@@ -79,6 +79,8 @@ def tree_entries(root: Path) -> tuple[list[tuple[str, Path]], list[str]]:
                 left_out.append(f"{name} -> {os.readlink(path)} (not a regular file)")
             else:
                 files.append((name, target))
+        except FileNotFoundError:
+            continue  # gone since the folder was listed (a running job's checkpoint rotation): not there to pack
         except OSError as e:
             left_out.append(f"{name} ({e.strerror or e})")
     return files, left_out

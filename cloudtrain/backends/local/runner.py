@@ -33,12 +33,12 @@ from typing import IO
 from cloudtrain.backends.contract import HOST_ADDRESSES_VARIABLE, LOCAL_VARIABLE, OPT_ML_VARIABLE, runtime_environment
 from cloudtrain.backends.local.layout import BACKEND, CHIEF, WORKERS_FILE, private_file
 from cloudtrain.backends.local.scope import ENDED, RUNNER_MODULE, SCOPE_VARIABLE, kill_scope, start_guard
-from cloudtrain.errors import CloudtrainError, UserError
+from cloudtrain.errors import CloudtrainError, UserError, one_line
 from cloudtrain.files import atomic_path
 from cloudtrain.redact import mask, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX, TENSORBOARD_FOLDER
 from cloudtrain.store import JobStore
-from cloudtrain.transfer.tarballs import tar_directory
+from cloudtrain.transfer.tarballs import left_out_note, tar_directory, tree_entries
 
 MODULE = RUNNER_MODULE
 PLAN_FILE = "runner.json"
@@ -396,7 +396,8 @@ class Runner:
         except Exception as e:
             with suppress(OSError, ValueError):
                 traceback.print_exc()
-            outcome = Outcome("Failed", "Failed", "Training job failed", f"InternalServerError: local runner: {e}")
+            reason = one_line(f"InternalServerError: local runner: {e}", FAILURE_REASON_MAX)
+            outcome = Outcome("Failed", "Failed", "Training job failed", reason)
         finally:
             self._kill_all()
         self.metrics.flush()
@@ -411,7 +412,12 @@ class Runner:
         if self.plan.restore_checkpoints:
             for host in self.plan.hosts:
                 dest = self.job_dir / "hosts" / host / "checkpoints"
-                shutil.copytree(self.plan.restore_checkpoints, dest, symlinks=True, dirs_exist_ok=True)
+                left_out = restore_checkpoints(Path(self.plan.restore_checkpoints), dest)
+                if said := left_out_note("checkpoints restored", left_out):
+                    (self.job_dir / "logs").mkdir(exist_ok=True)
+                    stream = LogStream(self.job_dir / "logs" / f"{host}.jsonl")  # before the worker's first line
+                    stream.write(f"cloudtrain: {said}")
+                    stream.close()
         if self.store.get(BACKEND, self.plan.job_name).info.status == "Stopping":
             self.stop.set()  # a stop that came before this process could receive its signal
         if self.stop.is_set():
@@ -543,6 +549,21 @@ class Runner:
             w.proc.wait()
         self._join_readers()
         shutil.rmtree(self.job_dir / TMP_DIR, ignore_errors=True)
+
+
+def restore_checkpoints(source: Path, dest: Path) -> list[str]:
+    """Copy a job's checkpoints (one rule with packing: regular files and links to files inside) to dest; what was
+    left out, with why. A file that vanishes meanwhile (a running job's rotation) is skipped: the job's own
+    restore picks the newest checkpoint that is whole."""
+    files, left_out = tree_entries(source)
+    for name, path in files:
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copy2(path, target, follow_symlinks=True)
+        except FileNotFoundError:
+            continue
+    return left_out
 
 
 def stop_event() -> threading.Event:
