@@ -9,7 +9,8 @@ packs the pure-Python `tf_keras` package into the tarball under `.cloudtrain/ven
 PYTHONPATH through the job's environment; AWS's toolkit passes its PYTHONPATH on to the script.
 
 The package comes from this Python when its tf-keras is of the right minor version, else from a cache of wheels
-fetched once with `pip download --no-deps` (`$XDG_CACHE_HOME/cloudtrain/tf-keras/<minor>`).
+fetched once with `pip download --no-deps` (`$XDG_CACHE_HOME/cloudtrain/tf-keras/<minor>`). The local backend
+takes it from the same cache for its workers when this Python lacks tf-keras of its TensorFlow's minor version.
 """
 
 from __future__ import annotations
@@ -52,8 +53,14 @@ def container_pythonpath() -> str:
 
 def tf_keras_entries(minor: str, cache: Path | None = None) -> list[tuple[str, Path]]:
     """(archive name, file) of tf_keras of TF `minor` under VENDOR_DIR; a UserError when it cannot be had."""
-    folder = _installed_package(minor) or _cached_package(minor, cache or default_cache())
+    folder = tf_keras_folder(minor, cache)
     return [(f"{VENDOR_DIR}/{PACKAGE}/{name}", path) for name, path in iter_tree(folder)]
+
+
+def tf_keras_folder(minor: str, cache: Path | None = None) -> Path:
+    """The `tf_keras` package folder of TF `minor`: this Python's, else the cache's (filled once); a UserError
+    when it cannot be had."""
+    return _installed_package(minor) or _cached_package(minor, cache or default_cache())
 
 
 def default_cache() -> Path:

@@ -105,8 +105,7 @@ class LocalBackend:
             )
         from cloudtrain.spec.models import legacy_keras, script_environment
 
-        if legacy_keras(spec):
-            check_tf_keras()
+        keras_path = tf_keras_path(self.container) if legacy_keras(spec) else None
         graces = Graces.from_environ(os.environ)  # the user's, never the spec's environment
         channels = local_channels(spec.data)
         restore = self._chief_checkpoints(resume_from) if resume_from else None
@@ -131,7 +130,11 @@ class LocalBackend:
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
-        return self._start_runner(job_dir, script_environment(spec)).info
+        environment = script_environment(spec)
+        if keras_path is not None:
+            inherited = environment.get("PYTHONPATH") or os.environ.get("PYTHONPATH") or ""
+            environment["PYTHONPATH"] = os.pathsep.join(p for p in (str(keras_path), inherited) if p)
+        return self._start_runner(job_dir, environment).info
 
     def _chief_checkpoints(self, job_name: str) -> Path:
         self.store.get(BACKEND, job_name)  # JobNotFound for an unknown job
@@ -235,7 +238,7 @@ class LocalBackend:
             raise UserError(f"sweep name {quoted(sweep_name)}: letters, digits and hyphens")
         require_optuna()
         if legacy_keras(spec):
-            check_tf_keras()  # now, rather than in each trial
+            tf_keras_path(self.container)  # now, rather than in each trial: a copy it cannot have is one line
         local_channels(spec.data)  # a channel this machine cannot read: now, before anything starts
         sweeps.create(self.home, self.store, spec, sweep_name, container=self.container, parents=parents)
         sweeps.start(self.home, self.store, sweep_name, script_environment(spec))
@@ -353,24 +356,36 @@ class LocalBackend:
         return Artifacts(**{kind: dest / kind if kind in found else None for kind in ARTIFACT_KINDS})
 
 
-def check_tf_keras() -> None:
-    """tf-keras of the installed TensorFlow's minor version must be in this Python for a legacy-Keras job.
+def tf_keras_path(container: bool) -> Path | None:
+    """Where the workers find tf-keras of the installed TensorFlow's minor version, for a legacy-Keras job: None
+    when this Python has it (or has no TensorFlow), else the folder of the copy cloudtrain packs for AWS's stock
+    images (`transfer.vendor`'s cache, filled once with `pip download`), put on the workers' PYTHONPATH. A
+    script in the shape of TensorFlow's tutorial then trains unchanged after `pip install 'cloudtrain[tensorflow]'`.
 
-    Only the package metadata is read (no TensorFlow import). Without TensorFlow there is nothing to check.
+    Only package metadata is read (no TensorFlow import). Containers use their image's Python: for them this
+    Python's tf-keras is checked as before, as the image is built from the same requirements.
     """
     from cloudtrain.spec.lint import installed_version, tensorflow_here
+    from cloudtrain.transfer import vendor
 
     tf = tensorflow_here()
     if tf is None:
-        return
+        return None
     minor = ".".join(tf.split(".")[:2])
     found = installed_version("tf-keras")
-    if found is None or ".".join(found.split(".")[:2]) != minor:
-        have = f"tf-keras {found} is installed" if found else "tf-keras is not installed"
+    if found is not None and ".".join(found.split(".")[:2]) == minor:
+        return None
+    have = f"tf-keras {found} is installed" if found else "tf-keras is not installed"
+    fix = f"{sys.executable} -m pip install --no-deps 'tf-keras=={minor}.*' (or set distribution.keras: keras3)"
+    if container:
+        raise UserError(f"distribution.keras: this job runs tf-keras (TF_USE_LEGACY_KERAS=1) but {have}: {fix}")
+    try:
+        return vendor.tf_keras_folder(minor).parent
+    except UserError as e:
         raise UserError(
-            f"distribution.keras: this job runs tf-keras (TF_USE_LEGACY_KERAS=1) but {have} for TensorFlow {tf}: "
-            f"{sys.executable} -m pip install --no-deps 'tf-keras=={minor}.*' (or set distribution.keras: keras3)"
-        )
+            f"distribution.keras: this job runs tf-keras (TF_USE_LEGACY_KERAS=1), {have} for TensorFlow {tf}, and "
+            f"cloudtrain could not fetch a copy ({e}); {fix}"
+        ) from None
 
 
 def _vendored(spec: JobSpec) -> list[tuple[str, Path]]:
