@@ -66,6 +66,31 @@ def test_a_job_whose_script_leaves_a_child_process_ends_when_the_script_ends(tmp
     assert _processes_running(["sleep", "781"]) == [] and _processes_running(["sleep", "782"]) == []
 
 
+STUBBORN_WITH_A_HIDDEN_CHILD = """\
+import os, signal, subprocess, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+subprocess.Popen(["sleep", "783"], start_new_session=True, env={"PATH": os.environ["PATH"]})
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def test_stop_ends_a_child_that_left_the_session_and_the_environment(tmp_path: Path, home: Path) -> None:
+    """The script ignores SIGTERM, so its launcher is killed after the grace: its setsid child, without the job's
+    mark in its environment, is still the runner's (a subreaper) to end."""
+    spec = write_job(tmp_path, STUBBORN_WITH_A_HIDDEN_CHILD)
+    grace = {"CLOUDTRAIN_STOP_GRACE": "1"}
+    job = cloudtrain("submit", str(spec), "--backend", "local", "--json", home=home, env=grace).json()["job"]["name"]
+    _when_logged(home, job, "ready")
+    assert _processes_running(["sleep", "783"])
+
+    stopped = cloudtrain("stop", job, "--wait", home=home, timeout=60)
+
+    assert stopped.code == 0, stopped.err
+    assert _processes_running(["sleep", "783"]) == []
+    assert "ended 1 process(es)" in cloudtrain("logs", job, home=home).out
+
+
 # -- 2: fetch-model and two Ctrl-Cs ---------------------------------------------------------------------------------
 
 

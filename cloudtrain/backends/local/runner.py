@@ -37,6 +37,7 @@ from cloudtrain.errors import CloudtrainError, UserError, one_line
 from cloudtrain.files import atomic_path
 from cloudtrain.redact import mask, secret_values
 from cloudtrain.runtime.env import FAILURE_REASON_MAX, TENSORBOARD_FOLDER
+from cloudtrain.runtime.reaper import become_subreaper, end_leftovers
 from cloudtrain.store import JobStore
 from cloudtrain.transfer.tarballs import left_out_note, tar_directory, tree_entries
 
@@ -337,6 +338,7 @@ class Runner:
         self.stop = stop
         self.graces = graces
         self.environment = dict(environment or {})  # the spec's, for the workers only
+        self.guard_pid = 0
         self.workers: list[Worker] = []
         self.metrics = MetricTracker(self.plan.metrics, self._write_metrics)
         self.secrets = secret_values(os.environ, self.environment, self._hyperparameters())
@@ -387,7 +389,8 @@ class Runner:
                 w.log.close()
 
     def run(self) -> int:
-        guard = start_guard(self.job_dir)  # ends the job's processes and records the end if this one dies
+        become_subreaper()  # what a worker leaves behind, even outside the job's scope, is reparented to this process
+        guard, self.guard_pid = start_guard(self.job_dir)  # ends the job's processes and records it if this one dies
         try:
             outcome = self._download() or self._train()
             if outcome.upload:
@@ -547,8 +550,16 @@ class Runner:
         kill_scope(self.job_dir)
         for w in self.workers:
             w.proc.wait()
+        end_leftovers(0.0, frozenset({self.guard_pid}), self._say)  # ones without the scope's mark, too
         self._join_readers()
         shutil.rmtree(self.job_dir / TMP_DIR, ignore_errors=True)
+
+    def _say(self, line: str) -> None:
+        """A line of the runner's own in the chief's log stream (the workers' streams are closed by then)."""
+        (self.job_dir / "logs").mkdir(exist_ok=True)
+        stream = LogStream(self.job_dir / "logs" / f"{CHIEF}.jsonl")
+        stream.write(line)
+        stream.close()
 
 
 def restore_checkpoints(source: Path, dest: Path) -> list[str]:

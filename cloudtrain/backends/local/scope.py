@@ -65,12 +65,13 @@ def kill_scope(job_dir: Path) -> None:
         time.sleep(0.02)
 
 
-def start_guard(job_dir: Path, log: IO[bytes] | int | None = None) -> IO[bytes]:
-    """Start the job's guard; the runner keeps the returned pipe open, and writes ENDED to it when done."""
+def start_guard(job_dir: Path, log: IO[bytes] | int | None = None) -> tuple[IO[bytes], int]:
+    """Start the job's guard; the runner keeps the returned pipe open, and writes ENDED to it when done. Returns
+    the pipe and the guard's pid (the one child of the runner that must outlive the job's processes)."""
     read_end, write_end = os.pipe()
     env = {k: v for k, v in os.environ.items() if k != SCOPE_VARIABLE}
     try:
-        subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", MODULE, str(job_dir)],
             stdin=read_end,
             stdout=log,
@@ -80,7 +81,7 @@ def start_guard(job_dir: Path, log: IO[bytes] | int | None = None) -> IO[bytes]:
         )
     finally:
         os.close(read_end)
-    return os.fdopen(write_end, "wb", buffering=0)
+    return os.fdopen(write_end, "wb", buffering=0), process.pid
 
 
 def guard(job_dir: Path) -> int:
