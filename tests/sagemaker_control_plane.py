@@ -63,7 +63,7 @@ from cloudtrain.backends.contract import COMMUNICATION_VARIABLE, MWMS_HYPERPARAM
 from cloudtrain.backends.local.backend import LocalBackend, LogTail
 from cloudtrain.backends.local.layout import BACKEND as LOCAL  # the store's name for the jobs the runner supervises
 from cloudtrain.backends.local.layout import CHIEF, WORKERS_FILE, HostLayout, host_names
-from cloudtrain.backends.local.runner import RunPlan
+from cloudtrain.backends.local.runner import Graces, RunPlan
 from cloudtrain.backends.local.scope import MODULE as GUARD_MODULE
 from cloudtrain.backends.local.scope import RUNNER_MODULE
 from cloudtrain.jobs import JobInfo, Transition
@@ -536,6 +536,7 @@ class ControlPlane:
             self._plan_toolkit(job)
         self._lay_out_hosts(job)
         environment = job.request.get("Environment", {})
+        graces = Graces.from_environ(os.environ)
         RunPlan(
             job_name=job.name,
             hosts=tuple(job.hosts),
@@ -547,6 +548,8 @@ class ControlPlane:
             metrics=tuple(
                 (m["Name"], m["Regex"]) for m in job.request["AlgorithmSpecification"].get("MetricDefinitions", [])
             ),
+            stop_grace=graces.stop,  # the test's CLOUDTRAIN_STOP_GRACE (AWS's own grace is 120 s)
+            failure_grace=graces.failure,
         ).save(job.folder)
         if self.images is not None:  # a custom image the test engine holds runs in containers of it
             self.images.prepare(job.folder, job.name, job.request, list(channels.values()))
