@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cloudtrain import __version__
-from cloudtrain.cli.entrypoint import OUTPUT_ERRNOS, finish_output
 from cloudtrain.cli.options import (
     BackendOpt,
     EndpointOpt,
@@ -31,6 +30,7 @@ from cloudtrain.cli.options import (
     SetOpt,
     command_options,
 )
+from cloudtrain.cli.output import OUTPUT_ERRNOS, finish_output
 from cloudtrain.errors import BackendUnavailable, CloudtrainError, ExitCode, JobFailed, UserError, WaitTimeout
 
 if TYPE_CHECKING:

@@ -10,12 +10,10 @@ text does not have yet, goes through typer as usual.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 
-# stdout cannot take the output: a full disk (`> /dev/full`), a quota, a file too large, a gone terminal.
-OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
+from cloudtrain.cli.output import OUTPUT_ERRNOS, finish_output
 
 
 def main() -> None:
@@ -75,17 +73,6 @@ def _finished_status(args: list[str]) -> bool:
         render.job_detail(info, api.metrics_note(info))
         render.next_steps(info)
     return True
-
-
-def finish_output() -> None:
-    """Flush stdout now, so that a write error is raised here (and reported) rather than at exit, where Python
-    prints a traceback-like warning and exits 120; after an error stdout goes to /dev/null, as nothing more
-    can be written to it."""
-    try:
-        sys.stdout.flush()
-    except OSError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise
 
 
 def _terminal_columns() -> int:
