@@ -36,31 +36,39 @@ def become_subreaper() -> bool:
         return False
 
 
-def children() -> list[tuple[int, str]]:
-    """This process's live children (pid, command name), from /proc; none where there is no /proc."""
-    me = os.getpid()
-    found = []
+def descendants(spared: frozenset[int] = frozenset()) -> list[tuple[int, str]]:
+    """This process's live descendants (pid, command name) but `spared` and theirs, from /proc; none where there is
+    no /proc. Descendants, not only children: a grandchild whose parent is still exiting is not reparented yet."""
+    table: dict[int, tuple[int, str]] = {}  # pid -> (parent, name), live processes only
     for entry in PROC.iterdir() if PROC.is_dir() else []:
         if not entry.name.isdigit():
             continue
         with suppress(OSError, ValueError, IndexError):
             stat = (entry / "stat").read_text()
             name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
-            if int(rest[1]) == me and rest[0] != "Z":
-                found.append((int(entry.name), name))
-    return found
+            if rest[0] != "Z":
+                table[int(entry.name)] = (int(rest[1]), name)
+    found: list[tuple[int, str]] = []
+    parents = {os.getpid()}
+    while True:
+        step = [(pid, name) for pid, (parent, name) in table.items() if parent in parents and pid not in spared]
+        step = [(pid, name) for pid, name in step if pid not in {p for p, _ in found}]
+        if not step:
+            return found
+        found += step
+        parents = {pid for pid, _ in step}
 
 
 def end_leftovers(
     grace: float = LEFTOVER_GRACE_S, spared: frozenset[int] = frozenset(), say: Callable[[str], None] | None = None
 ) -> list[tuple[int, str]]:
-    """End this process's children (all that is left of a finished script, once it is the subreaper) but `spared`:
-    SIGTERM, a grace, SIGKILL; reaped, and named in one line (printed, or given to `say`)."""
+    """End this process's descendants (all that is left of a finished script, once it is the subreaper) but
+    `spared`: SIGTERM, a grace, SIGKILL; reaped, and named in one line (printed, or given to `say`)."""
     ended: dict[int, str] = {}
     deadline = time.monotonic() + grace
     for _ in range(LEFTOVER_ROUNDS):
         _reap()
-        left = [c for c in children() if c[0] not in spared]
+        left = descendants(spared)
         if not left:
             break
         sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
