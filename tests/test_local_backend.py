@@ -469,3 +469,25 @@ def test_a_secret_the_script_prints_is_masked_in_its_log_stream(
     wait_done(backend, "prints-secret")
     assert [e.message for e in backend.logs("prints-secret") if "connecting" in e.message] == ["connecting with ***"]
     assert not any(b"correct-horse-battery" in p.read_bytes() for p in home.rglob("*.jsonl"))
+
+
+# A metric line printed in two writes with TensorFlow's stderr in between (as unbuffered print does).
+STDOUT_AND_STDERR = """
+import sys, time
+sys.stdout.write("val_accuracy=0.9000")
+sys.stdout.flush()
+time.sleep(0.2)
+sys.stderr.write("I0000 oneDNN custom operations are on.\\n")
+sys.stderr.flush()
+time.sleep(0.2)
+sys.stdout.write("\\n")
+"""
+
+
+def test_a_metric_line_is_never_cut_by_the_scripts_stderr(backend: LocalBackend, tmp_path: Path) -> None:
+    backend.submit(make_spec(tmp_path, STDOUT_AND_STDERR), "split-1")
+
+    assert wait_done(backend, "split-1").status == "Completed"
+    lines = [e.message for e in backend.logs("split-1")]
+    assert "val_accuracy=0.9000" in lines
+    assert "I0000 oneDNN custom operations are on." in lines

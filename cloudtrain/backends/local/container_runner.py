@@ -82,7 +82,7 @@ class ContainerRunner(Runner):
             env={**os.environ, **self.environment},  # `-e NAME` takes the spec's values from here
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
         return self._pumped(ContainerWorker(host, host_dir, proc, plan=self.container))

@@ -151,7 +151,7 @@ class Worker:
     proc: subprocess.Popen[bytes]
     last_line: str = ""
     exited_at: float | None = None
-    reader: threading.Thread | None = field(default=None, repr=False)
+    readers: tuple[threading.Thread, ...] = field(default=(), repr=False)
     log: LogStream | None = field(default=None, repr=False)
 
     def poll(self) -> int | None:
@@ -248,10 +248,12 @@ class LogStream:
     lost: int = 0
     error: str = ""
     _fd: int | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # stdout's and stderr's pumps
 
     def write(self, message: str) -> None:
-        if not (self.write_lost() and self._append(message)):
-            self.lost += 1
+        with self._lock:
+            if not (self.write_lost() and self._append(message)):
+                self.lost += 1
 
     def write_lost(self) -> bool:
         """The count of lost lines, as a line of the stream; whether nothing is left unsaid."""
@@ -261,9 +263,10 @@ class LogStream:
         return not self.lost
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def _append(self, message: str) -> bool:
         data = json.dumps({"t": time.time(), "m": message}).encode() + b"\n"
@@ -299,22 +302,22 @@ def output_lines(stream: IO[bytes], limit: int = LOG_LINE_MAX) -> Iterator[bytes
         yield pending
 
 
-def pump_output(worker: Worker, log: LogStream, on_line: Callable[[str], None] | None, secrets: list[str]) -> None:
-    """Copy a worker's merged stdout+stderr to its log stream, one `{"t", "m"}` JSON line per line.
+def pump_output(
+    worker: Worker, stream: IO[bytes], log: LogStream, on_line: Callable[[str], None] | None, secrets: list[str]
+) -> None:
+    """Copy one of a worker's output streams (stdout or stderr) to its log stream, one `{"t", "m"}` JSON line per
+    line. The two are read apart, each cut into whole lines, as AWS's toolkit reads a script's: one pipe for both
+    would let TensorFlow's stderr land inside a metric line the script was still printing to stdout.
 
     A secret the script prints (`cloudtrain.redact.mask`) is written as `***`.
     """
-    assert worker.proc.stdout is not None
-    try:
-        for raw in output_lines(worker.proc.stdout):
-            line = mask(raw.decode("utf-8", "replace"), secrets)
-            log.write(line)
-            if line.strip():
-                worker.last_line = line
-            if on_line is not None:
-                on_line(line)
-    finally:
-        log.close()
+    for raw in output_lines(stream):
+        line = mask(raw.decode("utf-8", "replace"), secrets)
+        log.write(line)
+        if line.strip():
+            worker.last_line = line
+        if on_line is not None:
+            on_line(line)
 
 
 def free_ports(count: int) -> list[int]:
@@ -465,7 +468,7 @@ class Runner:
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: one killpg reaches the launcher and the script
         )
         return self._pumped(Worker(host, host_dir, proc))
@@ -476,10 +479,13 @@ class Runner:
         log_path = self.job_dir / "logs" / f"{worker.host}.jsonl"
         log_path.parent.mkdir(exist_ok=True)
         worker.log = LogStream(log_path)
-        worker.reader = threading.Thread(
-            target=pump_output, args=(worker, worker.log, on_line, self.secrets), daemon=True
+        streams = [s for s in (worker.proc.stdout, worker.proc.stderr) if s is not None]
+        worker.readers = tuple(
+            threading.Thread(target=pump_output, args=(worker, s, worker.log, on_line, self.secrets), daemon=True)
+            for s in streams
         )
-        worker.reader.start()
+        for reader in worker.readers:
+            reader.start()
         return worker
 
     def _supervise(self) -> Outcome | None:
@@ -523,8 +529,8 @@ class Runner:
 
     def _join_readers(self) -> None:
         for w in self.workers:
-            if w.reader is not None:
-                w.reader.join(READER_JOIN_S)
+            for reader in w.readers:
+                reader.join(READER_JOIN_S)
 
     def _upload(self) -> None:
         """Tar the chief's model/ and output/data/ beside the job, as SageMaker uploads them to S3."""
