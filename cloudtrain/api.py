@@ -252,7 +252,7 @@ def left_out_notes(spec: JobSpec, *, uploads_data: bool) -> list[str]:
 
     folders = {"code.source_dir": Path(spec.code.source_dir)}
     if uploads_data:
-        folders.update({f"data.{ch}": Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")})
+        folders.update({f"data.{ch}": Path(c.uri) for ch, c in spec.data.items() if c.is_local and c.uri})
     notes = []
     for what, path in folders.items():
         if not path.is_dir():
