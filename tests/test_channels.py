@@ -283,3 +283,36 @@ def test_fastfile_fetches_only_what_the_script_reads(aws_endpoint: str, tmp_path
         fetched = front.seen("GetObject")
     assert {s.target.split("?")[0] for s in fetched} == {"/datasets/ds/train/part-042.bin"}  # 1 of 100 files
     assert not os.path.ismount(mount)
+
+
+def test_each_host_gets_its_share_of_a_sharded_channel_and_all_of_a_replicated_one(
+    aws_endpoint: str, tmp_path: Path
+) -> None:
+    from cloudtrain.channels.hosts import lay_out_channels
+
+    s3 = boto3.client("s3")
+    put_dataset(s3, files=5, size=100)
+    local = tmp_path / "local"
+    local.mkdir()
+    for i in range(4):
+        (local / f"shard-{i}.npz").write_bytes(b"x" * i)
+    channels = {
+        "train": ChannelSpec(uri="s3://datasets/ds/train", distribution="sharded"),
+        "eval": ChannelSpec(uri="s3://datasets/ds/train"),
+        "extra": ChannelSpec(uri=str(local), distribution="sharded"),
+    }
+    hosts = [tmp_path / "hosts" / "algo-1", tmp_path / "hosts" / "algo-2"]
+    cache = ChannelCache(tmp_path / "cache")
+    mounts = lay_out_channels(channels, hosts, cache=cache, manifests=tmp_path, s3=lambda: s3)
+    assert mounts == []
+
+    def names(host: Path, channel: str) -> list[str]:
+        return sorted(p.name for p in (host / "input" / "data" / channel).iterdir())
+
+    assert names(hosts[0], "train") == ["part-000.bin", "part-002.bin", "part-004.bin"]
+    assert names(hosts[1], "train") == ["part-001.bin", "part-003.bin"]
+    assert names(hosts[0], "eval") == names(hosts[1], "eval") == [f"part-{i:03d}.bin" for i in range(5)]
+    assert names(hosts[0], "extra") == ["shard-0.npz", "shard-2.npz"]
+    assert names(hosts[1], "extra") == ["shard-1.npz", "shard-3.npz"]
+    # 5 objects fetched once for both channels and both hosts
+    assert len([p for p in cache.root.rglob("*") if p.is_file()]) == 5
