@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # An assumed File-mode download rate per instance, stated with every estimate: AWS publishes none, and it varies
 # with the instance type, object sizes and the volume (large objects on a recent instance reach several times it).
 THROUGHPUT_MB_S = 200.0
+LIST_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,21 @@ def copies(
     channels: Mapping[str, ChannelSpec], sizes: Mapping[str, Sequence[int] | None], instance_count: int
 ) -> list[ChannelCopy]:
     return [copy_plan(name, ch, sizes.get(name), instance_count) for name, ch in channels.items()]
+
+
+def listed_sizes(s3: Any, uri: str, max_objects: int = LIST_LIMIT) -> list[int] | None:
+    """The sizes of the objects under an S3 channel, in key order; None past `max_objects` (a dry run lists, it
+    does not crawl a bucket of millions)."""
+    from cloudtrain.transfer.s3 import S3Location
+
+    prefix = S3Location.parse(uri)
+    key_prefix = prefix.key + "/" if prefix.key else ""
+    sizes: list[int] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=prefix.bucket, Prefix=key_prefix):
+        sizes += [int(o["Size"]) for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+        if len(sizes) > max_objects:
+            return None
+    return sizes
 
 
 def _size(n: int) -> str:
