@@ -316,3 +316,15 @@ def test_each_host_gets_its_share_of_a_sharded_channel_and_all_of_a_replicated_o
     assert names(hosts[1], "extra") == ["shard-1.npz", "shard-3.npz"]
     # 5 objects fetched once for both channels and both hosts
     assert len([p for p in cache.root.rglob("*") if p.is_file()]) == 5
+
+
+def test_a_request_channel_reads_back_as_the_options_that_made_it() -> None:
+    from cloudtrain.channels.fields import from_sagemaker_channel
+    from cloudtrain.spec.models import FileSystemSpec
+
+    for channel in (
+        ChannelSpec(uri="s3://bkt/train/", mode="fastfile", distribution="sharded", content_type="text/csv"),
+        ChannelSpec(uri="s3://bkt/stream/", mode="pipe", compression="gzip"),
+        ChannelSpec(file_system=FileSystemSpec(type="efs", id="fs-12345678", path="/x", access="rw")),
+    ):
+        assert from_sagemaker_channel(sagemaker_channel("c", channel)) == channel

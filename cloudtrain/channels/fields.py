@@ -64,3 +64,29 @@ def container_channel(channel: ChannelSpec) -> dict[str, str]:
     if channel.compression != "none":
         out["CompressionType"] = COMPRESSIONS[channel.compression]
     return out
+
+
+def from_sagemaker_channel(channel: dict[str, Any]) -> ChannelSpec:
+    """The channel options a CreateTrainingJob Channel asks for (what an instance is given), S3Prefix or a file
+    system; the inverse of `sagemaker_channel`."""
+    from cloudtrain.spec.models import ChannelSpec, FileSystemSpec
+
+    mode = {v: k for k, v in INPUT_MODES.items()}[channel.get("InputMode", "File")]
+    compression = {v: k for k, v in COMPRESSIONS.items()}[channel.get("CompressionType", "None")]
+    source = channel["DataSource"]
+    if "FileSystemDataSource" in source:
+        fs = source["FileSystemDataSource"]
+        kind = {v: k for k, v in FILE_SYSTEMS.items()}[fs["FileSystemType"]]
+        file_system = FileSystemSpec(
+            type=kind, id=fs["FileSystemId"], path=fs["DirectoryPath"], access=fs["FileSystemAccessMode"]
+        )
+        return ChannelSpec(file_system=file_system, mode=mode, content_type=channel.get("ContentType"))
+    s3 = source["S3DataSource"]
+    distribution = {v: k for k, v in DISTRIBUTIONS.items()}[s3.get("S3DataDistributionType", "FullyReplicated")]
+    return ChannelSpec(
+        uri=s3["S3Uri"],
+        mode=mode,
+        distribution=distribution,
+        compression=compression,
+        content_type=channel.get("ContentType"),
+    )
