@@ -231,6 +231,7 @@ def fit(
                 "val_loss": val_loss,
                 "val_accuracy": val_accuracy,
                 "seconds": round(time.perf_counter() - began, 3),
+                "examples": int(count),  # trained on, all workers together: each example once per epoch
             }
             history.append(record)
             _say(
@@ -240,7 +241,7 @@ def fit(
             )
             steps = train_batches.steps or -(-int(count) // global_batch_size)
             rates = {"learning_rate": learning_rate(optimizer), "steps_per_second": steps / max(train_seconds, 1e-9)}
-            summaries.write(epoch, {k: v for k, v in record.items() if k not in ("epoch", "seconds")} | rates)
+            summaries.write(epoch, {k: v for k, v in record.items() if k not in ("epoch", "seconds", "examples")} | rates)
             epoch_var.assign(epoch)
             if env.is_chief:  # before the checkpoint: a history entry without its checkpoint is dropped on resume
                 write_json_atomic(env.checkpoint_dir / HISTORY_FILE, history)
