@@ -129,7 +129,10 @@ def test_paths_are_relative_to_the_spec_file_not_the_working_directory(write: Wr
     os.chdir(elsewhere)
     spec = load_spec("../job.yaml")
     assert spec.code.source_dir == tmp_path / "code"
-    assert {k: c.uri for k, c in spec.data.items()} == {"train": str(tmp_path / "data" / "train"), "remote": "s3://bucket/prefix"}
+    assert {k: c.uri for k, c in spec.data.items()} == {
+        "train": str(tmp_path / "data" / "train"),
+        "remote": "s3://bucket/prefix",
+    }
 
 
 def test_anchors_and_merge_keys_work(write: Write) -> None:

@@ -241,7 +241,8 @@ def fit(
             )
             steps = train_batches.steps or -(-int(count) // global_batch_size)
             rates = {"learning_rate": learning_rate(optimizer), "steps_per_second": steps / max(train_seconds, 1e-9)}
-            summaries.write(epoch, {k: v for k, v in record.items() if k not in ("epoch", "seconds", "examples")} | rates)
+            scalars = {k: v for k, v in record.items() if k not in ("epoch", "seconds", "examples")}
+            summaries.write(epoch, scalars | rates)
             epoch_var.assign(epoch)
             if env.is_chief:  # before the checkpoint: a history entry without its checkpoint is dropped on resume
                 write_json_atomic(env.checkpoint_dir / HISTORY_FILE, history)
