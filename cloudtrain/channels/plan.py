@@ -41,10 +41,10 @@ class ChannelCopy:
             how = "mounted" if self.distribution == "mounted" else "fetched as the script reads"
             return f"{where}: nothing is copied before the script starts ({how})"
         if self.bytes_per_instance is None or self.seconds_before_start is None:
-            return f"{where}: copied to each instance before the script starts (size unknown: S3 not reached)"
+            return f"{where}: copied to each instance before the script starts (size unknown: S3 did not list it)"
         return (
             f"{where}: each instance copies up to {_size(self.bytes_per_instance)} before the script starts, "
-            f"about {_duration(self.seconds_before_start)} at {self.throughput_mb_s:g} MB/s"
+            f"{_duration(self.seconds_before_start)} at {self.throughput_mb_s:g} MB/s"
         )
 
 
@@ -110,7 +110,7 @@ def _duration(seconds: float) -> str:
     if seconds < 1:
         return "under a second"
     if seconds < 120:
-        return f"{seconds:.0f} s"
+        return f"about {seconds:.0f} s"
     if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
