@@ -8,6 +8,7 @@ half an object.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -103,9 +104,19 @@ class ChannelCache:
         return total
 
     def fetch_one(self, s3: Any, obj: ChannelObject) -> Path:
-        """The object's cached file, downloaded first if need be (FastFile's first read of a file)."""
-        if not self.cached(obj):
-            self.fetch(s3, [obj])
+        """The object's cached file, downloaded first if need be (FastFile's first read of a file).
+
+        A lock file beside it makes other processes (the other hosts' mounts, another job) wait for this download
+        instead of making their own.
+        """
+        if self.cached(obj):
+            return self.blob(obj)
+        lock = self.blob(obj).with_suffix(".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            if not self.cached(obj):
+                self.fetch(s3, [obj])
         return self.blob(obj)
 
     def link_into(self, objects: Iterable[ChannelObject], folder: Path) -> None:
