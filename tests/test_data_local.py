@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -135,4 +134,4 @@ def test_fastfile_sharded_on_two_workers_each_host_reads_its_share_once_per_epoc
         "S3DistributionType": "ShardedByS3Key",
         "RecordWrapperType": "None",
     }
-    assert not any(os.path.ismount(job_dir / "hosts" / h / "input" / "data" / "train") for h in shares)
+    assert not any(lazyfs.mounted_here(job_dir / "hosts" / h / "input" / "data" / "train") for h in shares)

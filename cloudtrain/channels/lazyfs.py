@@ -114,6 +114,7 @@ def serve(manifest: Path, mountpoint: Path) -> None:
 
     cache, objects = read_manifest(manifest)
     s3 = boto3.session.Session().client("s3", config=client_config())
+    _unmount_when_orphaned(mountpoint)
     fuse.FUSE(filesystem(cache, objects, s3), str(mountpoint), foreground=True, ro=True, nothreads=False)
 
 
@@ -147,12 +148,35 @@ def mounted(manifest: Path, mountpoint: Path, log: Path, env: dict[str, str] | N
             proc.wait()
 
 
+def mounted_here(mountpoint: Path) -> bool:
+    """Whether a FUSE file system is mounted there, live or not (a dead one fails `os.path.ismount`'s stat)."""
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mounts") as mounts:
+            return any(line.split()[1] == target for line in mounts if line.split()[2].startswith("fuse"))
+    except OSError:
+        return os.path.ismount(mountpoint)
+
+
 def unmount(mountpoint: Path) -> None:
-    if not os.path.ismount(mountpoint):
+    """Detach the mount, even one whose process is gone (lazily: a reader still inside lets go first)."""
+    if not mounted_here(mountpoint):
         return
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     command = [tool, "-u", "-z", str(mountpoint)] if tool else ["umount", "-l", str(mountpoint)]
     subprocess.run(command, check=False, capture_output=True)
+
+
+def _unmount_when_orphaned(mountpoint: Path) -> None:
+    """End the mount if the process that started this one (the job's runner) goes away without unmounting."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        unmount(mountpoint)
+
+    threading.Thread(target=watch, name="lazyfs-orphan-watch", daemon=True).start()
 
 
 if __name__ == "__main__":
