@@ -61,12 +61,13 @@ def lay_out_channels(
     cache: ChannelCache,
     manifests: Path,
     s3: Callable[[], Any],
+    aws: dict[str, str | None] | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> list[Mount]:
     """Fill `<host>/input/data/<channel>` of every host (in host order: algo-1 first); the FastFile mounts to make.
 
-    `s3` makes the S3 client, only when a channel is on S3. Every host's File-mode share is fetched in one go
-    (objects already cached are not), before any folder is filled.
+    `s3` makes the S3 client, only when a channel is on S3; `aws` tells `lazyfs` where S3 is. Every host's
+    File-mode share is fetched in one go (objects already cached are not), before any folder is filled.
     """
     refuse_unreachable(channels)
     count = len(host_dirs)
@@ -90,7 +91,7 @@ def lay_out_channels(
                 else:
                     dest.mkdir()
                     manifest = manifests / f"{host_dir.name}-{name}.json"
-                    write_manifest(manifest, share, cache)
+                    write_manifest(manifest, share, cache, aws)
                     mounts.append(Mount(str(manifest), str(dest)))
             else:
                 _link_local(Path(channel.uri or ""), dest, index, count, channel.distribution)

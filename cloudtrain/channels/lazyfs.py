@@ -112,8 +112,10 @@ def serve(manifest: Path, mountpoint: Path) -> None:
 
     from cloudtrain.aws import client_config
 
-    cache, objects = read_manifest(manifest)
-    s3 = boto3.session.Session().client("s3", config=client_config())
+    cache, objects, aws = read_manifest(manifest)
+    session = boto3.session.Session(profile_name=aws.get("profile"))
+    where = {"region_name": aws.get("region") or None, "endpoint_url": aws.get("endpoint_url") or None}
+    s3 = session.client("s3", config=client_config(), **where)
     _unmount_when_orphaned(mountpoint)
     fuse.FUSE(filesystem(cache, objects, s3), str(mountpoint), foreground=True, ro=True, nothreads=False)
 

@@ -132,13 +132,16 @@ class ChannelCache:
                     shutil.copyfile(self.blob(obj), tmp)
 
 
-def write_manifest(path: Path, objects: Iterable[ChannelObject], cache: ChannelCache) -> None:
-    """What `lazyfs` serves at one host's channel folder: its share of the objects and the cache to fill."""
-    body = {"cache": str(cache.root), "objects": [asdict(o) for o in objects]}
+def write_manifest(
+    path: Path, objects: Iterable[ChannelObject], cache: ChannelCache, aws: dict[str, str | None] | None = None
+) -> None:
+    """What `lazyfs` serves at one host's channel folder: its share of the objects, the cache to fill, and where
+    S3 is (`endpoint_url`, `region`, `profile`: settings, never credentials, which come from the environment)."""
+    body = {"cache": str(cache.root), "objects": [asdict(o) for o in objects], "aws": aws or {}}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(body))
 
 
-def read_manifest(path: Path) -> tuple[ChannelCache, list[ChannelObject]]:
+def read_manifest(path: Path) -> tuple[ChannelCache, list[ChannelObject], dict[str, str | None]]:
     body = json.loads(path.read_text())
-    return ChannelCache(Path(body["cache"])), [ChannelObject(**o) for o in body["objects"]]
+    return ChannelCache(Path(body["cache"])), [ChannelObject(**o) for o in body["objects"]], body.get("aws") or {}

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.aws import translate_errors
 from cloudtrain.backends.contract import ARTIFACT_KINDS, JOB_NAME, TARBALL_KINDS, hyperparameters, script_mode
 from cloudtrain.backends.local.containers import ContainerPlan, prepare
 from cloudtrain.backends.local.layout import (
@@ -41,6 +42,8 @@ from cloudtrain.backends.local.layout import (
 )
 from cloudtrain.backends.local.runner import RunPlan
 from cloudtrain.backends.local.scope import CONTAINER_RUNNER_MODULE, RUNNER_MODULE, end_if_abandoned
+from cloudtrain.channels.hosts import lay_out_channels, refuse_unreachable
+from cloudtrain.channels.s3cache import ChannelCache
 from cloudtrain.errors import JobExists, UserError, quoted
 from cloudtrain.files import staging_folder, swap_in, writing_to
 from cloudtrain.jobs import EVAL_REPORT, EVAL_REPORT_MAX_BYTES, Artifacts, JobInfo, LogEvent
@@ -51,7 +54,8 @@ from cloudtrain.transfer.events import mirror_folder
 from cloudtrain.transfer.tarballs import iter_tree, json_member, make_tarball, safe_extract
 
 if TYPE_CHECKING:
-    from cloudtrain.spec.models import JobSpec
+    from cloudtrain.settings import Settings
+    from cloudtrain.spec.models import ChannelSpec, JobSpec
     from cloudtrain.transfer.s3 import ProgressCallback
 
 LOG_POLL_S = 0.2
@@ -70,10 +74,33 @@ class LocalBackend:
     status_from_record = False  # its record is the job's state: `describe` brings it up to date
     status_interval = 0.5  # seconds between status checks while waiting: a local job's state is a file read
 
-    def __init__(self, home: Path, *, container: bool = False) -> None:
+    def __init__(self, home: Path, *, container: bool = False, settings: Settings | None = None) -> None:
         self.home = Path(home).resolve()  # the runner gets absolute paths whatever its working folder
         self.store = JobStore(self.home)
         self.container = container
+        self.settings = settings  # where S3 is, for s3:// channels (None: boto3's own defaults)
+
+    def _s3(self) -> Any:
+        """An S3 client for s3:// channels: the settings' endpoint, profile and region (us-east-1 if none)."""
+        from cloudtrain.aws import AwsSession, client_config
+
+        session = AwsSession(self.settings) if self.settings is not None else AwsSession()
+        with translate_errors(session.where):
+            boto = session.boto_session
+            region = boto.get_config_variable("region") or "us-east-1"
+            return boto.create_client(
+                "s3", region_name=region, endpoint_url=session.settings.endpoint_url, config=client_config()
+            )
+
+    def _aws_location(self) -> dict[str, str | None]:
+        """Where S3 is, for the FastFile mounts (settings only; credentials reach them through the environment)."""
+        if self.settings is None:
+            return {}
+        return {
+            "endpoint_url": self.settings.endpoint_url,
+            "region": self.settings.region,
+            "profile": self.settings.aws_profile,
+        }
 
     @property
     def trains_here(self) -> bool:
@@ -89,7 +116,14 @@ class LocalBackend:
         """`--dry-run`: the job's name and the spec as it would run; creates nothing."""
         return {"job_name": job_name, "spec": spec.model_dump(mode="json")}
 
-    def submit(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> JobInfo:
+    def submit(
+        self,
+        spec: JobSpec,
+        job_name: str,
+        *,
+        resume_from: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobInfo:
         """Lay the job folder out and start its runner; raises JobExists if the name is taken."""
         if not JOB_NAME.match(job_name):
             raise UserError(
@@ -99,7 +133,8 @@ class LocalBackend:
 
         if legacy_keras(spec):
             check_tf_keras()
-        channels = local_channels(spec.data)
+        refuse_unreachable(spec.data)
+        channels = local_sources(spec.data)
         restore = self._chief_checkpoints(resume_from) if resume_from else None
         plan = self._container_plan(spec, job_name, channels) if self.container else None
         job_dir = self.job_dir(job_name)
@@ -109,7 +144,7 @@ class LocalBackend:
         except FileExistsError:
             raise JobExists(job_name) from None
         try:
-            self._lay_out(job_dir, spec, job_name, channels, restore, plan)
+            self._lay_out(job_dir, spec, job_name, channels, restore, plan, on_progress)
             record = JobRecord.for_spec(
                 job_name, BACKEND, spec, instance_type=INSTANCE_TYPE, message="Preparing the local workers"
             )
@@ -126,20 +161,21 @@ class LocalBackend:
             raise UserError(f"resume: job {quoted(job_name)} has no checkpoints folder ({path})")
         return path
 
-    def _container_plan(self, spec: JobSpec, job_name: str, channels: dict[str, Path]) -> ContainerPlan:
+    def _container_plan(self, spec: JobSpec, job_name: str, channels: list[Path]) -> ContainerPlan:
         """The engine checked and the image ready (built if need be) before anything is written."""
         if self.job_dir(job_name).exists():
             raise JobExists(job_name)  # before a build that could take minutes
-        return prepare(spec, job_name, sorted(set(channels.values())))
+        return prepare(spec, job_name, channels)
 
     def _lay_out(
         self,
         job_dir: Path,
         spec: JobSpec,
         job_name: str,
-        channels: dict[str, Path],
+        channels: list[Path],
         restore: Path | None,
         container: ContainerPlan | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         hosts = host_names(spec.resources.instance_count)
         sourcedir = build_code_package(spec.code, job_dir, extra=_vendored(spec)).path  # what SageMaker gets
@@ -150,13 +186,24 @@ class LocalBackend:
         layout = HostLayout(
             hosts=hosts,
             hyperparameters=hyperparameters(spec, values),
-            channels=channels,
+            channels=spec.data,
             sourcedir=sourcedir,
             network_interface="lo" if container is None else "eth0",
         )
         (job_dir / MODEL_DIR).mkdir()
         for host in hosts:
             layout.create(job_dir / "hosts" / host, host)
+        # S3 channels: File mode fetched now (once, into the cache), FastFile mounted by the runner
+        with translate_errors("S3", "reading the s3:// channels"):
+            lay_out_channels(
+                spec.data,
+                [job_dir / "hosts" / host for host in hosts],
+                cache=ChannelCache(self.home / "cache" / "s3"),
+                manifests=job_dir / "channels",
+                s3=self._s3,
+                aws=self._aws_location(),
+                on_progress=on_progress,
+            )
         RunPlan(
             job_name=job_name,
             hosts=tuple(hosts),
@@ -320,20 +367,9 @@ def _vendored(spec: JobSpec) -> list[tuple[str, Path]]:
         return []
 
 
-def local_channels(data: Mapping[str, str]) -> dict[str, Path]:
-    """Each channel's local folder or file; S3 channels cannot be read by the local backend."""
-    channels: dict[str, Path] = {}
-    for channel, location in data.items():
-        if location.startswith("s3://"):
-            raise UserError(
-                f"data.{channel}: {location} is on S3; the local backend reads local folders only "
-                "(download it, or submit with --backend sagemaker)"
-            )
-        path = Path(location).resolve()
-        if not path.exists():
-            raise UserError(f"data.{channel}: {location} does not exist")
-        channels[channel] = path
-    return channels
+def local_sources(data: Mapping[str, ChannelSpec]) -> list[Path]:
+    """The local folders and files the channels name (a container mounts them read-only)."""
+    return sorted({Path(c.uri).resolve() for c in data.values() if c.is_local and c.uri})
 
 
 @dataclass
