@@ -328,3 +328,45 @@ def test_a_request_channel_reads_back_as_the_options_that_made_it() -> None:
         ChannelSpec(file_system=FileSystemSpec(type="efs", id="fs-12345678", path="/x", access="rw")),
     ):
         assert from_sagemaker_channel(sagemaker_channel("c", channel)) == channel
+
+
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=f"{SDK_PYTHON} is absent (scripts/setup --with-sdk creates it)")
+def test_the_dry_run_request_carries_the_channels_the_sdk_sends_and_what_each_instance_copies(
+    aws_endpoint: str, project: Path, tmp_path: Path
+) -> None:
+    from tests.clirun import cloudtrain
+    from tests.loopback_aws import ROLE_ARN, aws_env
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="bucket")
+    for channel, count in (("train", 4), ("eval", 2)):
+        for i in range(count):
+            s3.put_object(Bucket="bucket", Key=f"{channel}/part-{i}", Body=b"x" * 1_000_000)
+    job = spec_file(
+        project,
+        """\
+        train: {uri: s3://bucket/train/, mode: fastfile, distribution: sharded}
+        eval: s3://bucket/eval/
+        stream: {uri: s3://bucket/stream/, mode: pipe, compression: gzip, content_type: text/csv}
+        lustre: {file_system: {type: fsx_lustre, id: fs-0123456789abcdef0, path: /fsx/digits}}
+        efs: {file_system: {type: efs, id: fs-89abcdef, path: /datasets, access: rw}}
+        """,
+        VPC + "resources: {instance_count: 2}\n",
+    )
+    env = {**aws_env(aws_endpoint, tmp_path / "no-aws"), "CLOUDTRAIN_ROLE_ARN": ROLE_ARN}
+    ran = cloudtrain("submit", str(job), "--backend", "sagemaker", "--dry-run", "--json", home=tmp_path / "h", env=env)
+    assert ran.code == 0, ran.err
+    plan = ran.json()["plan"]
+    request = plan["request"]
+    assert request["AlgorithmSpecification"]["TrainingInputMode"] == "File"  # as the SDK leaves it
+    script = tmp_path / "sdk_channels.py"
+    script.write_text(SDK_CHANNELS)
+    sdk_env = {"HOME": str(tmp_path), "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "PATH": os.environ["PATH"]}
+    sdk = subprocess.run([str(SDK_PYTHON), str(script)], capture_output=True, text=True, env=sdk_env, timeout=120)
+    assert sdk.returncode == 0, sdk.stderr[-2000:]
+    theirs = json.loads(sdk.stdout.strip().splitlines()[-1])
+    assert [with_defaults(c) for c in request["InputDataConfig"]] == [with_defaults(c) for c in theirs]
+    copies = {c["channel"]: c for c in plan["data_copies"]}
+    assert copies["eval"]["bytes_per_instance"] == 2_000_000  # file mode, replicated: all of it on each
+    assert copies["train"]["bytes_per_instance"] == 0  # fastfile: nothing before the start
+    assert any(n.startswith("data.eval (file, replicated): each instance copies up to 2.0 MB") for n in plan["notes"])
