@@ -72,9 +72,15 @@ def served_as_aws_does(sagemaker_endpoint: ControlPlane, tmp_path: Path) -> None
     )
     assert ran.code == 0, ran.err
     job = ran.json()["job"]["name"]
-    logged = cloudtrain("logs", job, "--json", home=home, env=aws_env())
-    lines = [json.loads(line)["message"].split(" ", 2) for line in logged.out.splitlines()]
-    said = {(kind, host): json.loads(value) for kind, host, value in lines if kind in ("files", "config", "eval")}
+
+    said: dict[tuple[str, str], object] = {}
+    for host in ("algo-1", "algo-2"):  # each host's output as the instance wrote it (before CloudWatch's lag)
+        stream = sagemaker_endpoint.home / "jobs" / job / "logs" / f"{host}.jsonl"
+        for line in stream.read_text().splitlines():
+            words = json.loads(line)["m"].split(" ", 2)
+            if len(words) == 3 and words[0] in ("files", "config", "eval"):
+                said[(words[0], words[1])] = json.loads(words[2])
+    assert {("files", "algo-1"), ("files", "algo-2")} <= said.keys(), sorted(said)
     assert said[("files", "algo-1")] == [f"part-{i:03d}.bin" for i in range(0, OBJECTS, 2)]
     assert said[("files", "algo-2")] == [f"part-{i:03d}.bin" for i in range(1, OBJECTS, 2)]
     assert said[("eval", "algo-1")] == said[("eval", "algo-2")] == ["all.bin"]  # replicated: every host
