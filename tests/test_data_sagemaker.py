@@ -4,6 +4,7 @@ fetched on first read, counted at its own S3 front), from the request cloudtrain
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -27,12 +28,15 @@ data:
   eval: s3://datasets/eval/
 """
 READ_ONE = """\
-    import json, os
+    import json, os, sys
     host, folder = os.environ["SM_CURRENT_HOST"], os.environ["SM_CHANNEL_TRAIN"]
     names = sorted(os.listdir(folder))
-    print("files", host, json.dumps(names), flush=True)
-    print("config", host, json.dumps(json.loads(os.environ["SM_INPUT_DATA_CONFIG"])["train"]), flush=True)
-    print("eval", host, json.dumps(sorted(os.listdir(os.environ["SM_CHANNEL_EVAL"]))), flush=True)
+    def say(*words):  # one write per line: toolkit 5.1.4 relays each write of the script as a line of its own
+        sys.stdout.write(" ".join(words) + "\n")
+        sys.stdout.flush()
+    say("files", host, json.dumps(names))
+    say("config", host, json.dumps(json.loads(os.environ["SM_INPUT_DATA_CONFIG"])["train"]))
+    say("eval", host, json.dumps(sorted(os.listdir(os.environ["SM_CHANNEL_EVAL"]))))
     with open(os.path.join(folder, names[0]), "rb") as f:  # one file of the host's five
         f.read()
     """
@@ -77,10 +81,9 @@ def served_as_aws_does(sagemaker_endpoint: ControlPlane, tmp_path: Path) -> None
     for host in ("algo-1", "algo-2"):  # each host's output as the instance wrote it (before CloudWatch's lag)
         stream = sagemaker_endpoint.home / "jobs" / job / "logs" / f"{host}.jsonl"
         for line in stream.read_text().splitlines():
-            words = json.loads(line)["m"].split(" ", 2)
-            if len(words) == 3 and words[0] in ("files", "config", "eval"):
-                said[(words[0], words[1])] = json.loads(words[2])
-    assert {("files", "algo-1"), ("files", "algo-2")} <= said.keys(), sorted(said)
+            if m := re.search(r"\b(files|config|eval) (algo-\d) (.*)$", json.loads(line)["m"]):
+                said[(m[1], m[2])] = json.loads(m[3])
+    assert {("files", "algo-1"), ("files", "algo-2")} <= said.keys(), (sorted(said), stream.read_text()[-3000:])
     assert said[("files", "algo-1")] == [f"part-{i:03d}.bin" for i in range(0, OBJECTS, 2)]
     assert said[("files", "algo-2")] == [f"part-{i:03d}.bin" for i in range(1, OBJECTS, 2)]
     assert said[("eval", "algo-1")] == said[("eval", "algo-2")] == ["all.bin"]  # replicated: every host
