@@ -32,7 +32,7 @@ READ_ONE = """\
     host, folder = os.environ["SM_CURRENT_HOST"], os.environ["SM_CHANNEL_TRAIN"]
     names = sorted(os.listdir(folder))
     def say(*words):  # one write per line: toolkit 5.1.4 relays each write of the script as a line of its own
-        sys.stdout.write(" ".join(words) + "\n")
+        sys.stdout.write(" ".join(words) + "\\n")
         sys.stdout.flush()
     say("files", host, json.dumps(names))
     say("config", host, json.dumps(json.loads(os.environ["SM_INPUT_DATA_CONFIG"])["train"]))
