@@ -179,7 +179,7 @@ def first_step_row(ctx: Context) -> Row:
     code.mkdir()
     (code / "train.py").write_text(FIRST_STEP_SCRIPT)
     results: dict[str, dict[int, list[float]]] = {"file": {}, "fastfile": {}}
-    runs = ctx.runs(3, 1)
+    runs = ctx.runs(2, 1)
     for size in sizes:
         prefix = f"ds-{size}"
         chunk = os.urandom(MIB)
