@@ -268,6 +268,7 @@ class SageMakerBackend:
         resume_from: str | None,
         dry_run: bool,
         offline: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> JobPlan:
         """Digest the code and data, build the whole request, then upload what S3 lacks (dry: only look).
 
@@ -338,7 +339,9 @@ class SageMakerBackend:
                 Upload("data", ch, str(local[ch]), channels[ch], d.sha256, d.size, None) for ch, d in digests.items()
             ]
             return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes))
-        uploader = S3Uploader(session.client("s3"), kms_key_id=spec.aws.kms_key_id, dry_run=dry_run)
+        uploader = S3Uploader(
+            session.client("s3"), kms_key_id=spec.aws.kms_key_id, on_progress=on_progress, dry_run=dry_run
+        )
         code_exists = uploader.exists(code_location(output, tree))
         data_exists = {ch: uploader.exists(data_location(output, d)[1]) for ch, d in digests.items()}
         if not (code_exists and all(data_exists.values())) and not self._bucket_exists(session, output.bucket):
@@ -409,7 +412,14 @@ class SageMakerBackend:
         data["notes"] = notes + data["notes"]
         return data
 
-    def submit(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> JobInfo:
+    def submit(
+        self,
+        spec: JobSpec,
+        job_name: str,
+        *,
+        resume_from: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobInfo:
         """Upload what is missing, CreateTrainingJob, return at once; `last_plan` keeps the uploads made."""
         from botocore.exceptions import ClientError
 
@@ -417,7 +427,9 @@ class SageMakerBackend:
         with translate_errors(session.where):
             if self._job_exists(session, job_name):  # AWS would refuse anyway; this also spares the uploads
                 raise JobExists(job_name)
-            plan = self._prepare(session, spec, job_name, resume_from=resume_from, dry_run=False)
+            plan = self._prepare(
+                session, spec, job_name, resume_from=resume_from, dry_run=False, on_progress=on_progress
+            )
             created = time.time()
             try:
                 session.client("sagemaker").create_training_job(**plan.request)
