@@ -187,12 +187,14 @@ def submit(
     resume: str | None = None,
     dry_run: bool = False,
     on_note: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Submitted:
     """Validate the spec and start the job; with an idempotency key an existing job is reported, not doubled.
 
     `options` are the command line's: each setting comes from them, else the environment, the spec, the config
     file. `on_note` hears each note (a secret-looking hyperparameter, what packing leaves out, a large code
-    folder) as soon as it is known, before the packing; they are in `Submitted.notes` too.
+    folder) as soon as it is known, before the packing; they are in `Submitted.notes` too. `on_progress` hears
+    (bytes done, bytes in all) of the data moved before the job starts (uploads, or s3:// channels fetched).
     """
     from cloudtrain.spec.lint import spec_warnings
     from cloudtrain.spec.load import load_spec
@@ -233,7 +235,7 @@ def submit(
             return Submitted(existing, created=False, notes=notes, warnings=warnings)
     for attempt in range(NAME_ATTEMPTS):
         try:
-            info = be.submit(spec, job_name, resume_from=resume)
+            info = be.submit(spec, job_name, resume_from=resume, on_progress=on_progress)
             break
         except JobExists:
             if key:
@@ -354,7 +356,7 @@ def left_out_notes(spec: JobSpec, *, uploads_data: bool) -> list[str]:
 
     folders = {"code.source_dir": Path(spec.code.source_dir)}
     if uploads_data:
-        folders.update({f"data.{ch}": Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")})
+        folders.update({f"data.{ch}": Path(c.uri) for ch, c in spec.data.items() if c.is_local and c.uri})
     notes = []
     for what, path in folders.items():
         if not path.is_dir():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -97,16 +98,21 @@ def swap_in(new: Path, dest: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
+_STAGING_NAME = re.compile(r"\.fetch\.(\d+)\.[^.]+\.part")
+
+
 @contextlib.contextmanager
 def staging_folder(dest: Path) -> Iterator[Path]:
     """A scratch folder inside dest (same filesystem, so `swap_in` is a rename), removed afterwards.
 
     It holds a mark with this process's id: one left by a command that was killed (SIGKILL, a power cut) is
-    removed by the next one, and only folders with such a mark are ever removed.
+    removed by the next one, and only folders with such a mark are ever removed. The id is in its name too, for
+    the moment between making the folder and writing the mark: a kill then leaves it empty, and an empty folder
+    named for a process that is gone is removed as well.
     """
     dest.mkdir(parents=True, exist_ok=True)
     remove_abandoned_staging(dest)
-    staging = Path(tempfile.mkdtemp(prefix=".fetch.", suffix=".part", dir=dest))
+    staging = Path(tempfile.mkdtemp(prefix=f".fetch.{os.getpid()}.", suffix=".part", dir=dest))
     try:
         (staging / STAGING_MARK).write_text(str(os.getpid()))
         yield staging
@@ -120,7 +126,11 @@ def remove_abandoned_staging(dest: Path) -> None:
         try:
             pid = int((folder / STAGING_MARK).read_text())
         except (OSError, ValueError):
-            continue  # no mark: not known to be ours
+            named = _STAGING_NAME.fullmatch(folder.name)
+            if named and not _alive(int(named[1])):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only where empty: made, then killed before its mark was written
+            continue  # otherwise no mark: not known to be ours
         if not _alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -143,6 +143,8 @@ def main() -> None:
         )
         optimizer = tf.keras.optimizers.Adam(args.learning_rate)
 
+    # With `distribution: sharded` on the train channel each worker has only its share of the files: fit sees that
+    # in the channel's config and reads each worker's own examples (tf.data AutoShardPolicy OFF), none twice.
     result = fit(
         model,
         optimizer,
@@ -179,6 +181,7 @@ into a temporary folder.
 """
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -194,13 +197,31 @@ def load(folder):
     return rows[:, :-1].astype(np.float32), rows[:, -1].astype(np.int64)
 
 
-def batches(x, y, batch_size, train):
+def sharded(channel):
+    """Whether the channel holds only this host's share of the files (`distribution: sharded` in the spec)."""
+    config = json.loads(os.environ.get("SM_INPUT_DATA_CONFIG") or "{}").get(channel) or {}
+    return config.get("S3DistributionType") == "ShardedByS3Key"
+
+
+def batches(x, y, batch_size, train, channel):
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if train:
         ds = ds.shuffle(len(x), seed=0).repeat()
-    options = tf.data.Options()  # the data is in memory: every worker takes its share of each batch
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options = tf.data.Options()
+    # A sharded channel is this worker's share already: OFF (FILE or DATA would drop or repeat examples).
+    # Otherwise the data is in memory on every worker: each takes its share of each batch (DATA).
+    policy = "OFF" if sharded(channel) else "DATA"
+    options.experimental_distribute.auto_shard_policy = getattr(tf.data.experimental.AutoShardPolicy, policy)
     return ds.batch(batch_size).with_options(options)
+
+
+def steps_per_epoch(strategy, examples, batch_size, channel):
+    """Every worker must run the same steps. With a sharded channel each has its own share: the smallest decides."""
+    if not sharded(channel):
+        return max(1, examples // batch_size)
+    per_worker = max(1, batch_size // strategy.num_replicas_in_sync)
+    local = tf.constant([examples // per_worker], tf.int64)
+    return max(1, int(tf.reduce_min(strategy.gather(strategy.run(lambda: local), axis=0))))
 
 
 class EpochLine(tf.keras.callbacks.Callback):
@@ -242,10 +263,10 @@ def main():
     chief = resolver.task_type in (None, "chief") or (resolver.task_type == "worker" and resolver.task_id == 0)
     callbacks = [EpochLine()] if chief else []
     model.fit(
-        batches(x, y, args.batch_size, train=True),
+        batches(x, y, args.batch_size, train=True, channel="train"),
         epochs=args.epochs,
-        steps_per_epoch=max(1, len(x) // args.batch_size),
-        validation_data=batches(x_eval, y_eval, args.batch_size, train=False),
+        steps_per_epoch=steps_per_epoch(strategy, len(x), args.batch_size, "train"),
+        validation_data=batches(x_eval, y_eval, args.batch_size, train=False, channel="eval"),
         callbacks=callbacks,
         verbose=0,
     )

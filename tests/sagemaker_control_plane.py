@@ -50,7 +50,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
@@ -66,7 +66,12 @@ from cloudtrain.backends.local.layout import CHIEF, WORKERS_FILE, HostLayout, ho
 from cloudtrain.backends.local.runner import Graces, RunPlan
 from cloudtrain.backends.local.scope import MODULE as GUARD_MODULE
 from cloudtrain.backends.local.scope import RUNNER_MODULE
+from cloudtrain.channels import lazyfs
+from cloudtrain.channels.fields import from_sagemaker_channel
+from cloudtrain.channels.hosts import lay_out_channels
+from cloudtrain.channels.s3cache import ChannelCache
 from cloudtrain.jobs import JobInfo, Transition
+from cloudtrain.spec.models import ChannelSpec
 from cloudtrain.store import JobRecord
 from tests import sagemaker_api_rules
 from tests.control_plane_images import ImageJobs
@@ -155,6 +160,7 @@ class _Job:
     synced_events: dict[str, tuple[int, int]] = field(default_factory=dict)  # TensorBoard file -> (size, mtime_ns)
     model_uploaded: bool = False
     toolkit: bool = False  # run by AWS's toolkit in namespaces (a stock-image job on a plane with a toolkit)
+    mounts: ExitStack = field(default_factory=ExitStack)  # the platform's FastFile mounts, while the job runs
 
     @property
     def hosts(self) -> list[str]:
@@ -240,6 +246,7 @@ class ControlPlane:
         for job in list(self._jobs.values()):
             if job.thread is not None:
                 job.thread.join(30)
+            job.mounts.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -508,6 +515,7 @@ class ControlPlane:
                 job.info = info
                 if info.done:
                     break
+        job.mounts.close()
         while self._ship_logs(job) and not self._closing.wait(POLL_S):  # lagging lines arrive after the end
             pass
 
@@ -522,13 +530,12 @@ class ControlPlane:
         sourcedir = job.folder / "sourcedir.tar.gz"
         bucket, key = _split_s3(json.loads(hyperparameters["sagemaker_submit_directory"]))
         s3.download_file(bucket, key, str(sourcedir))
-        channels: dict[str, Path] = {}
+        channels: dict[str, ChannelSpec] = {}
         for channel in job.request.get("InputDataConfig", []):
             source = channel["DataSource"].get("S3DataSource", {})
             if source.get("S3DataType") != "S3Prefix":
                 raise ValueError(f"channel {channel['ChannelName']}: only S3Prefix channels are supported here")
-            channels[channel["ChannelName"]] = dest = job.folder / "channels" / channel["ChannelName"]
-            _download_prefix(s3, source["S3Uri"], dest)
+            channels[channel["ChannelName"]] = from_sagemaker_channel(channel)
         job.layout = HostLayout(job.hosts, hyperparameters, channels, sourcedir)
         image = job.request["AlgorithmSpecification"].get("TrainingImage", "")
         job.toolkit = self.toolkit is not None and bool(STOCK_TF_IMAGE.match(image))
@@ -552,7 +559,7 @@ class ControlPlane:
             failure_grace=graces.failure,
         ).save(job.folder)
         if self.images is not None:  # a custom image the test engine holds runs in containers of it
-            self.images.prepare(job.folder, job.name, job.request, list(channels.values()))
+            self.images.prepare(job.folder, job.name, job.request, [])  # channels are files in the host folders
 
     def _plan_toolkit(self, job: _Job) -> None:
         """Namespaces unique to this job, and each host's environment: the image's, the platform's, stand-ins."""
@@ -571,6 +578,7 @@ class ControlPlane:
         config is an instance's: the request's instance type, and eth0.
         """
         assert job.layout is not None
+        job.mounts.close()  # the lost instances' FastFile mounts
         shutil.rmtree(job.folder / "hosts", ignore_errors=True)
         (job.folder / WORKERS_FILE).unlink(missing_ok=True)
         uri = job.request.get("CheckpointConfig", {}).get("S3Uri")
@@ -580,7 +588,28 @@ class ControlPlane:
                 self._as_on_an_instance(job, host)
             if uri:
                 _download_prefix(self.moto("s3"), uri, job.folder / "hosts" / host / "checkpoints")
+        self._fill_channels(job)
         job.synced = {}
+
+    def _fill_channels(self, job: _Job) -> None:
+        """Each host's channels as the platform gives them: File mode downloaded (each object once into this
+        plane's cache), sharded by key, FastFile mounted and fetched on first read. The platform's reads go
+        through this plane's own front, so a test sees (and counts) them in `calls`."""
+        assert job.layout is not None
+        front = {"endpoint_url": self.url, "region": self.region}
+        platform = job.folder / "platform"
+        mounts = lay_out_channels(
+            job.layout.channels,
+            [job.folder / "hosts" / host for host in job.hosts],
+            cache=ChannelCache(self.home / "s3-cache"),
+            manifests=platform,
+            s3=lambda: boto3.client("s3", endpoint_url=self.url, region_name=self.region),
+            aws=front,
+        )
+        for mount in mounts:
+            log = platform / f"{Path(mount.manifest).stem}.log"
+            served = lazyfs.mounted(Path(mount.manifest), Path(mount.mountpoint), log, dict(os.environ))
+            job.mounts.enter_context(served)
 
     def _as_on_an_instance(self, job: _Job, host: str) -> None:
         """No code yet (the toolkit downloads it) and the resourceconfig.json an instance gets from SageMaker."""

@@ -342,17 +342,17 @@ def test_missing_requirement_fails_with_one_clear_line(backend: LocalBackend, tm
     assert "\n" not in info.failure_reason
 
 
-def test_submit_rejects_taken_names_and_s3_channels(backend: LocalBackend, tmp_path: Path) -> None:
+def test_submit_rejects_taken_names_and_channels_only_sagemaker_serves(backend: LocalBackend, tmp_path: Path) -> None:
     spec = make_spec(tmp_path, "print('hi')")
     backend.submit(spec, "once")
     with pytest.raises(JobExists):
         backend.submit(spec, "once")
-    s3 = make_spec(tmp_path, "print('hi')", data={"train": "s3://bucket/train"})
-    with pytest.raises(UserError, match="on S3"):
-        backend.submit(s3, "s3-job")
-    assert not backend.job_dir("s3-job").exists()
+    pipe = make_spec(tmp_path, "print('hi')", data={"train": {"uri": "s3://bucket/train", "mode": "pipe"}})
+    with pytest.raises(UserError, match=r"pipe mode .* is not run by the local backend"):
+        backend.submit(pipe, "pipe-job")
+    assert not backend.job_dir("pipe-job").exists()
     with pytest.raises(JobNotFound):
-        backend.describe("s3-job")
+        backend.describe("pipe-job")
     assert wait_done(backend, "once").status == "Completed"
 
 

@@ -346,7 +346,7 @@ def test_submit_describe_list_stop_on_moto(aws_endpoint: str, tmp_path: Path) ->
     boto3.client("s3").put_object(Bucket="ct-test-out", Key="runs/digits-a/checkpoints/ckpt-1.index", Body=b"i")
     resumed = backend.plan(spec, "digits-c", resume_from="digits-a")
     assert resumed["request"]["CheckpointConfig"]["S3Uri"] == "s3://ct-test-out/runs/digits-c/checkpoints"
-    assert "resume: 1 checkpoint file(s), 1 bytes, of digits-a are copied from" in resumed["notes"][-1]
+    assert any("resume: 1 checkpoint file(s), 1 bytes, of digits-a are copied from" in n for n in resumed["notes"])
     with pytest.raises(JobNotFound):
         backend.plan(spec, "digits-d", resume_from="never-ran")
 

@@ -95,7 +95,7 @@ def test_the_example_spec_loads(tmp_path: Path) -> None:
     assert (spec.resources.instance_type, spec.resources.instance_count) == ("ml.g5.xlarge", 2)
     assert (spec.resources.volume_size_gb, spec.resources.max_runtime) == (30, 3600)
     assert spec.distribution.strategy.value == "multi_worker_mirrored"
-    assert spec.data == {
+    assert {k: c.uri for k, c in spec.data.items()} == {
         "train": str(tmp_path / "data" / "digits" / "train"),
         "eval": str(tmp_path / "data" / "digits" / "eval"),
     }
@@ -129,7 +129,10 @@ def test_paths_are_relative_to_the_spec_file_not_the_working_directory(write: Wr
     os.chdir(elsewhere)
     spec = load_spec("../job.yaml")
     assert spec.code.source_dir == tmp_path / "code"
-    assert spec.data == {"train": str(tmp_path / "data" / "train"), "remote": "s3://bucket/prefix"}
+    assert {k: c.uri for k, c in spec.data.items()} == {
+        "train": str(tmp_path / "data" / "train"),
+        "remote": "s3://bucket/prefix",
+    }
 
 
 def test_anchors_and_merge_keys_work(write: Write) -> None:
@@ -559,7 +562,7 @@ def test_set_overrides_fields(write: Write) -> None:
     )
     assert spec.hyperparameters == {"epochs": 3, "lr": 0.1}
     assert spec.resources.instance_count == 4
-    assert spec.data == {"train": "s3://bkt/p"}
+    assert {k: c.uri for k, c in spec.data.items()} == {"train": "s3://bkt/p"}
     assert spec.resources.max_runtime == 7200
     assert spec.image.framework_version == "2.10"  # text fields take the text given, not YAML's 2.1
     assert spec.environment == {"SEED": "42"}

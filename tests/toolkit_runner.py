@@ -57,7 +57,7 @@ if not os.path.isdir("/opt/ml"):  # a tmpfs on /opt holding what was there, and 
     mount("--make-private", stash)
     subprocess.run(["umount", "-l", stash], check=True)
     os.mkdir("/opt/ml")
-mount("--bind", plan["root"], "/opt/ml")
+mount("--rbind", plan["root"], "/opt/ml")  # with what is mounted below it (FastFile channels)
 mount("--bind", plan["hosts_file"], "/etc/hosts")
 socket.sethostname(plan["hostname"])
 os.chdir("/")

@@ -23,7 +23,7 @@ def open_backend(settings: Settings) -> Backend:
     if settings.backend == "local":
         from cloudtrain.backends.local.backend import LocalBackend
 
-        return LocalBackend(settings.home, container=settings.container)
+        return LocalBackend(settings.home, container=settings.container, settings=settings)
     from cloudtrain.backends.sagemaker.backend import SageMakerBackend
 
     return SageMakerBackend(settings)

@@ -28,8 +28,16 @@ class Backend(Protocol):
     def plan(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> dict[str, Any]:
         """`--dry-run`: what submit would do (the request, uploads, cost where known); creates nothing."""
 
-    def submit(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> JobInfo:
-        """Start the job and return at once; raises JobExists if the name is taken."""
+    def submit(
+        self,
+        spec: JobSpec,
+        job_name: str,
+        *,
+        resume_from: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobInfo:
+        """Start the job and return at once; raises JobExists if the name is taken. `on_progress` hears the bytes
+        of what goes before the start (data uploaded to S3, or s3:// channels downloaded for a local job)."""
 
     def describe(self, job_name: str, *, tags: bool = False) -> JobInfo:
         """The job now (with its tags too, where they cost another call, when `tags`); JobNotFound if unknown."""

@@ -191,16 +191,18 @@ def submit(
         profile, backend=backend, endpoint_url=endpoint_url, region=region, role_arn=role_arn, container=container
     )
     err = render.console(stderr=True)
-    result = api.submit(
-        spec,
-        options=options,
-        overrides=set_ or [],
-        name=name,
-        idempotency_key=idempotency_key,
-        resume=resume,
-        dry_run=dry_run,
-        on_note=lambda note: err.print(f"note: {render.neutralised(note)}", markup=False),
-    )
+    with render.transfer_progress(err, "data", quiet=json) as on_progress:
+        result = api.submit(
+            spec,
+            options=options,
+            overrides=set_ or [],
+            name=name,
+            idempotency_key=idempotency_key,
+            resume=resume,
+            dry_run=dry_run,
+            on_note=lambda note: err.print(f"note: {render.neutralised(note)}", markup=False),
+            on_progress=on_progress,
+        )
     job = result.job
     for warning in result.warnings:
         render.warn(spec, warning)

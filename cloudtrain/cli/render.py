@@ -11,6 +11,7 @@ and the AWS credentials of the environment are scrubbed from text (only the outp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from cloudtrain.jobs import ARTIFACT_KINDS, EVAL_REPORT, TARBALL_KINDS, eval_num
 from cloudtrain.redact import redact, scrub
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from pathlib import Path
 
     from rich.console import Console
@@ -52,6 +53,31 @@ def console(stderr: bool = False) -> Console:
         highlight=False,
         soft_wrap=True,
     )
+
+
+@contextlib.contextmanager
+def transfer_progress(err: Console, what: str, *, quiet: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar (bytes, rate, time left) for a transfer, on a terminal only: none under --json or in a pipe."""
+    if quiet or not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def print_json(data: Any) -> None:

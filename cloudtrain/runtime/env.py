@@ -23,6 +23,7 @@ from cloudtrain.runtime.failures import explain
 DEFAULT_ROOT = "/opt/ml"
 TENSORBOARD_FOLDER = "tensorboard"  # under output/: SageMaker's TensorBoardOutputConfig.LocalPath default
 MWMS_PORT = 8890  # the port the SageMaker TensorFlow toolkit gives every worker
+SHARDED = "ShardedByS3Key"  # a channel's S3DistributionType in inputdataconfig.json when each host has its share
 FAILURE_REASON_MAX = 1024  # SageMaker's FailureReason limit
 _SCRIPT_MODE_PREFIX = "sagemaker_"  # script-mode hyperparameters, never passed to the user's script
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -193,6 +194,7 @@ class TrainingEnv:
     num_cpus: int
     tf_config: dict[str, Any] | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    input_data_config: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> TrainingEnv:
@@ -236,6 +238,9 @@ class TrainingEnv:
             num_cpus=int(environ.get("SM_NUM_CPUS") or _cpu_count()),
             tf_config=_json_env(environ, "TF_CONFIG"),
             environ=environ,
+            input_data_config=_json_env(environ, "SM_INPUT_DATA_CONFIG")
+            or _json_file(config_dir / "inputdataconfig.json")
+            or {},
         )
 
     @property
@@ -271,6 +276,21 @@ class TrainingEnv:
         except KeyError:
             have = ", ".join(sorted(self.channels)) or "none"
             raise KeyError(f"no channel {name!r} (channels: {have})") from None
+
+    def is_sharded(self, name: str) -> bool:
+        """Whether channel `name` holds only this host's share of the objects (S3DistributionType ShardedByS3Key)."""
+        return (self.input_data_config.get(name) or {}).get("S3DistributionType") == SHARDED
+
+    def auto_shard_policy(self, name: str, *, in_memory: bool = False) -> str:
+        """The `tf.data.experimental.AutoShardPolicy` name that fits channel `name`'s distribution.
+
+        OFF for a sharded channel: each host already has only its share, and FILE or DATA would drop or repeat
+        examples. For a replicated one every host has everything: DATA for data read into memory (or fewer files
+        than workers), FILE for a dataset of files, one file per worker at least.
+        """
+        if self.is_sharded(name):
+            return "OFF"
+        return "DATA" if in_memory else "FILE"
 
     def hp(self, name: str, default: T) -> T:
         """Hyperparameter `name` converted to the type of `default`, or `default` when it is not set."""

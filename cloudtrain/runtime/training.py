@@ -124,6 +124,7 @@ def fit(
     strategy: tf.distribute.Strategy,
     seed: int = 0,
     max_checkpoints: int = 2,
+    sharded: bool | None = None,
 ) -> FitResult:
     """Train a classifier for `epochs` epochs in total, evaluating and checkpointing after each.
 
@@ -136,6 +137,10 @@ def fit(
       (`seed`, epoch), identically on every worker; or unbatched `tf.data.Dataset`s of `(x, y)` that `fit` batches
       and distributes but does not shuffle.
     - `global_batch_size` is split across all replicas of all workers, so results do not depend on the worker count.
+    - `sharded`: `train` holds only this worker's share of the data (a channel with `distribution: sharded`,
+      ShardedByS3Key on SageMaker); default: whether the `train` channel is. Each worker then reads its own
+      examples only (AutoShardPolicy OFF), B / workers per step, shuffled per epoch; a worker whose share runs out
+      first takes empty batches until the others finish, so every example is used exactly once per epoch.
 
     Each epoch of training, and each evaluation, is one `tf.function` call looping over the batches on the
     device (like Keras' steps_per_execution, for the whole epoch): nothing returns to Python between steps, and
@@ -153,7 +158,9 @@ def fit(
     if not model.built or not model.trainable_variables:
         raise ValueError("build the model (e.g. give it an Input) under strategy.scope() before fit")
     per_example_loss = loss.call if isinstance(loss, tf.keras.losses.Loss) else loss
-    train_batches = _Batches(train, global_batch_size, seed, last_epoch=epochs)
+    if sharded is None:
+        sharded = env.is_sharded("train")
+    train_batches = _Batches(train, global_batch_size, seed, last_epoch=epochs, sharded=sharded)
     eval_batches = _Batches(eval, global_batch_size, None)
     replicas = strategy.num_replicas_in_sync
     num_classes = _num_classes(model, eval_batches)
@@ -224,6 +231,7 @@ def fit(
                 "val_loss": val_loss,
                 "val_accuracy": val_accuracy,
                 "seconds": round(time.perf_counter() - began, 3),
+                "examples": int(count),  # trained on, all workers together: each example once per epoch
             }
             history.append(record)
             _say(
@@ -233,7 +241,8 @@ def fit(
             )
             steps = train_batches.steps or -(-int(count) // global_batch_size)
             rates = {"learning_rate": learning_rate(optimizer), "steps_per_second": steps / max(train_seconds, 1e-9)}
-            summaries.write(epoch, {k: v for k, v in record.items() if k not in ("epoch", "seconds")} | rates)
+            scalars = {k: v for k, v in record.items() if k not in ("epoch", "seconds", "examples")}
+            summaries.write(epoch, scalars | rates)
             epoch_var.assign(epoch)
             if env.is_chief:  # before the checkpoint: a history entry without its checkpoint is dropped on resume
                 write_json_atomic(env.checkpoint_dir / HISTORY_FILE, history)
@@ -292,26 +301,37 @@ class _Batches:
     agrees with the other workers at every step on whether data remains.
 
     A `tf.data.Dataset`: batched, not shuffled, and distributed anew each epoch (sharded as TensorFlow's
-    AutoShardPolicy.AUTO decides).
+    AutoShardPolicy.AUTO decides; OFF when `sharded`).
+
+    `sharded` in-memory data is this worker's share only: a dataset of it (shuffled per epoch by (seed, epoch)),
+    distributed with AutoShardPolicy OFF, so each worker reads its own examples and none is dropped or repeated.
     """
 
-    def __init__(self, data: Data, global_batch_size: int, seed: int | None, last_epoch: int | None = None) -> None:
+    def __init__(
+        self,
+        data: Data,
+        global_batch_size: int,
+        seed: int | None,
+        last_epoch: int | None = None,
+        sharded: bool = False,
+    ) -> None:
         import tensorflow as tf
 
-        self.in_memory = isinstance(data, tuple)
+        self.sharded = sharded
+        self.in_memory = isinstance(data, tuple) and not sharded  # every worker reads every global batch
         self.global_batch_size = global_batch_size
         self.seed = seed
         self.last_epoch = last_epoch  # shuffled data: the iterator ends after it (so nothing is prefetched past it)
         self.data = data
         self.steps = 0  # per epoch, for in-memory data
-        if self.in_memory:
+        if isinstance(data, tuple):
             x, y = data
             if len(x) != len(y):
                 raise ValueError(f"{len(x)} examples but {len(y)} labels")
             if not len(x):
                 raise ValueError("no examples")
             self.size = len(x)
-            self.steps = -(-self.size // global_batch_size)
+            self.steps = -(-self.size // global_batch_size) if self.in_memory else 0
             with tf.device("/cpu:0"):  # the input pipeline's side, also on GPU hosts
                 self.x, self.y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
         self._iterator: Any = None
@@ -319,7 +339,7 @@ class _Batches:
 
     def first_example(self) -> Any:
         """A batch of one example."""
-        if self.in_memory:
+        if isinstance(self.data, tuple):
             return self.x[:1]
         x, _ = next(iter(self.data.take(1).batch(1)))
         return x
@@ -328,6 +348,8 @@ class _Batches:
         """An iterator whose next batches are those of `epoch` (its next `steps` ones, for in-memory data)."""
         import tensorflow as tf
 
+        if self.sharded:
+            return iter(strategy.experimental_distribute_dataset(self._own_share(epoch)))
         if not self.in_memory:
             batches = self.data.batch(self.global_batch_size).prefetch(tf.data.AUTOTUNE)
             return iter(strategy.experimental_distribute_dataset(batches))
@@ -335,6 +357,23 @@ class _Batches:
             self._iterator = iter(self._dataset(epoch))
         self._next_epoch = epoch + 1
         return self._iterator
+
+    def _own_share(self, epoch: int) -> tf.data.Dataset:
+        """This worker's examples for one epoch, batched to the global batch (TensorFlow splits it by replica)."""
+        import tensorflow as tf
+
+        if isinstance(self.data, tuple):
+            order = tf.range(self.size, dtype=tf.int64)
+            if self.seed is not None:
+                order = tf.random.experimental.stateless_shuffle(order, [self.seed, epoch])
+            dataset = tf.data.Dataset.from_tensor_slices(order).map(
+                lambda i: (tf.gather(self.x, i), tf.gather(self.y, i))
+            )
+        else:
+            dataset = self.data
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.batch(self.global_batch_size).with_options(options).prefetch(tf.data.AUTOTUNE)
 
     def _dataset(self, first_epoch: int) -> tf.data.Dataset:
         """The batches of the epochs from `first_epoch` to `last_epoch` (unshuffled: of every epoch, without end)."""

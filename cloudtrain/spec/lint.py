@@ -50,6 +50,7 @@ def spec_warnings(
             f"environment.TF_CPP_MIN_LOG_LEVEL: AWS's TensorFlow toolkit (and cloudtrain's launcher, to match it) sets "
             f"it to {FORCED_LOG_LEVEL} whatever the spec says; set it in the script before importing TensorFlow"
         )
+    warnings += shard_policy_warnings(spec)
     return warnings
 
 
@@ -143,3 +144,36 @@ def tensorflow_mismatch(spec: JobSpec, here: str | None) -> str | None:
         f"{image}{default}; what trains here may not train the same there: pip install 'tensorflow-cpu=={image}.*' "
         f'here, or set image.framework_version: "{local}" where AWS publishes that image'
     )
+
+
+_POLICY = re.compile(r"AutoShardPolicy\.(AUTO|FILE|DATA|OFF|HINT)\b")
+
+
+def shard_policy_warnings(spec: JobSpec) -> list[str]:
+    """Where the entry point's tf.data auto-shard policy contradicts a channel's distribution, as far as its text
+    tells: FILE, DATA or AUTO on a sharded channel drops examples (each host has only its share already); OFF on
+    replicated data under several workers has every worker train on every example."""
+    script = spec.code.source_dir / spec.code.entry_point
+    try:
+        text = script.read_text(errors="replace")
+    except OSError:
+        return []
+    policies = set(_POLICY.findall(text))
+    if not policies:
+        return []
+    sharded = [name for name, channel in spec.data.items() if channel.distribution == "sharded"]
+    out = []
+    if sharded and policies - {"OFF"}:
+        named = ", ".join(f"AutoShardPolicy.{p}" for p in sorted(policies - {"OFF"}))
+        out += [
+            f"data.{name}.distribution: sharded, but {spec.code.entry_point} sets {named}: each host has only its "
+            "share of the files, so sharding again drops examples; use AutoShardPolicy.OFF for this channel"
+            for name in sharded
+        ]
+    multi = spec.resources.instance_count > 1 and spec.distribution.strategy.value == "multi_worker_mirrored"
+    if multi and not sharded and policies == {"OFF"}:
+        out.append(
+            f"code.entry_point: {spec.code.entry_point} sets AutoShardPolicy.OFF but no channel is sharded: every "
+            "worker reads every example each epoch; use DATA (or FILE) for replicated data, or distribution: sharded"
+        )
+    return out

@@ -23,6 +23,7 @@ from pydantic import (
     PlainSerializer,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -586,6 +587,105 @@ class AwsSpec(Strict):
 
 Scalar = str | int | float | bool
 
+MAX_CHANNELS = 20  # SageMaker's InputDataConfig
+FILE_SYSTEM_TYPES = types.MappingProxyType({"fsx_lustre": "FSx for Lustre", "efs": "EFS"})
+
+
+class FileSystemSpec(Strict):
+    """An FSx for Lustre or EFS file system the instances mount (in the job's VPC) instead of copying data."""
+
+    type: Literal["fsx_lustre", "efs"]
+    id: str = Field(pattern=r"^fs-[0-9a-f]{8,17}$", description="The file system's ID, fs-0123456789abcdef0.")
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Folder in the file system; for FSx for Lustre it starts with the mount name (/fsx/...).",
+    )
+    access: Literal["ro", "rw"] = "ro"
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"{quoted(v)} must be an absolute path in the file system (start with /)")
+        return v
+
+
+class ChannelSpec(Strict):
+    """One input channel. The short form `train: path-or-s3-uri` is `{uri: ...}` with every default."""
+
+    uri: str | None = Field(None, description="A local file or folder (uploaded on SageMaker) or an s3:// URI.")
+    file_system: FileSystemSpec | None = None
+    mode: Literal["file", "fastfile", "pipe"] = Field(
+        "file",
+        description="file: copied before the script starts; fastfile: fetched as the script reads (S3 only); "
+        "pipe: streamed through a FIFO (SageMaker only).",
+    )
+    distribution: Literal["replicated", "sharded"] = Field(
+        "replicated", description="sharded: each instance gets about 1/N of the S3 objects (ShardedByS3Key)."
+    )
+    compression: Literal["none", "gzip"] = Field("none", description="gzip: Pipe mode only, as on SageMaker.")
+    content_type: str | None = Field(None, max_length=256, description="MIME type SageMaker passes on to the script.")
+
+    @field_validator("uri")
+    @classmethod
+    def _location(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if not v.strip():
+            raise ValueError("is empty; give a folder or an s3:// URI")
+        if _URI_SCHEME.match(v):  # a URI, not a path: s3:/bucket must not become a folder named "s3:"
+            if not v.lower().startswith("s3"):
+                raise ValueError(f"{quoted(v)}: only s3:// URIs and local folders are supported")
+            return check_s3_uri(v)
+        base = (info.context or {}).get("base_dir")
+        return v if base is None else str(_existing_path(base, Path(v), "any"))
+
+    @model_validator(mode="after")
+    def _as_aws_validates(self) -> ChannelSpec:
+        """The combinations SageMaker refuses at CreateTrainingJob (or silently ignores), refused here first."""
+        if (self.uri is None) == (self.file_system is None):
+            raise ValueError("give exactly one of uri or file_system")
+        if self.file_system is not None:
+            kind = FILE_SYSTEM_TYPES[self.file_system.type]
+            if self.mode != "file":
+                raise FieldError("mode", f"{kind} channels are mounted in file mode only (got {self.mode})")
+            if self.distribution != "replicated":
+                raise FieldError("distribution", f"{kind} channels are mounted whole on every instance")
+        if self.compression == "gzip" and self.mode != "pipe":
+            raise FieldError("compression", f"gzip is for pipe mode only; SageMaker ignores it in {self.mode} mode")
+        return self
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri is not None and self.uri.startswith("s3://")
+
+    @property
+    def is_local(self) -> bool:
+        """A local file or folder: uploaded to S3 for SageMaker, used where it is by the local backend."""
+        return self.uri is not None and not self.is_s3
+
+    @property
+    def short(self) -> bool:
+        """Written as just a location: every option at its default."""
+        return self.uri is not None and self == ChannelSpec(uri=self.uri)
+
+    @model_serializer(mode="wrap")
+    def _short_form(self, handler: Any) -> Any:
+        # A spec that names only locations dumps (and so digests) as it did before channel options existed.
+        return self.uri if self.short else handler(self)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return {"anyOf": [{"type": "string", "minLength": 1}, handler(schema)]}
+
+
+def _short_channel(value: Any) -> Any:
+    return {"uri": value} if isinstance(value, str) else value
+
+
+Channel = Annotated[ChannelSpec, BeforeValidator(_short_channel)]
+
 
 class JobSpec(Strict):
     """A training job, as written in YAML."""
@@ -614,10 +714,12 @@ class JobSpec(Strict):
     distribution: DistributionSpec = Field(
         DistributionSpec(), description="The distribution strategy, its collectives and the Keras the script gets."
     )
-    data: dict[Annotated[str, Field(pattern=CHANNEL_PATTERN)], str] = Field(
+    data: dict[Annotated[str, Field(pattern=CHANNEL_PATTERN)], Channel] = Field(
         default_factory=dict,
-        description="Input channels: name -> local folder (uploaded to S3, content-hashed, on SageMaker) or "
-        "s3:// URI. The script finds channel NAME in $SM_CHANNEL_NAME (/opt/ml/input/data/NAME).",
+        max_length=MAX_CHANNELS,
+        description="Input channels (at most 20): name -> local folder (uploaded to S3, content-hashed, on "
+        "SageMaker) or s3:// URI, or {uri, mode, distribution, compression, content_type} or a file_system "
+        "(docs/data.md). The script finds channel NAME in $SM_CHANNEL_NAME (/opt/ml/input/data/NAME).",
         examples=[{"train": "data/train", "eval": "s3://my-bucket/digits/eval"}],
     )
     hyperparameters: dict[str, Scalar] = Field(
@@ -657,30 +759,23 @@ class JobSpec(Strict):
 
     @field_validator("data")
     @classmethod
-    def _channels(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        base = (info.context or {}).get("base_dir")
-        out: dict[str, str] = {}
-        for channel, location in v.items():
+    def _channel_names(cls, v: dict[str, ChannelSpec]) -> dict[str, ChannelSpec]:
+        for channel in v:
             if channel in (".", ".."):  # AWS's pattern lets them through; as /opt/ml/input/data/NAME they are no folder
                 raise FieldError((channel,), "is not a channel name: each channel is a folder of its own")
-            if not location.strip():
-                raise FieldError((channel,), "is empty; give a folder or an s3:// URI")
-            if _URI_SCHEME.match(location):  # a URI, not a path: s3:/bucket must not become a folder named "s3:"
-                if not location.lower().startswith("s3"):
-                    raise FieldError((channel,), f"{quoted(location)}: only s3:// URIs and local folders are supported")
-                try:
-                    check_s3_uri(location)
-                except ValueError as e:
-                    raise FieldError((channel,), str(e)) from None
-                out[channel] = location
-            elif base is None:
-                out[channel] = location
-            else:
-                try:
-                    out[channel] = str(_existing_path(base, Path(location), "any"))
-                except ValueError as e:
-                    raise FieldError((channel,), str(e)) from None
-        return out
+        return v
+
+    @model_validator(mode="after")
+    def _file_systems_need_a_vpc(self) -> JobSpec:
+        """FSx for Lustre and EFS are reached only from inside a VPC: SageMaker refuses such a job without one."""
+        for name, channel in self.data.items():
+            if channel.file_system is not None and self.aws.vpc is None:
+                kind = FILE_SYSTEM_TYPES[channel.file_system.type]
+                raise FieldError(
+                    ("data", name, "file_system"),
+                    f"{kind} is reached only from inside a VPC: set aws.vpc (subnets and security_group_ids)",
+                )
+        return self
 
     @field_validator("hyperparameters")
     @classmethod

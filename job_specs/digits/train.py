@@ -8,15 +8,24 @@ evaluation report to output_data_dir; a restarted job resumes from its last chec
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
 from cloudtrain.runtime import TrainingEnv, fit, make_strategy, report_failures, save_model, write_report
 
 
-def load(folder: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(f"{folder}/digits.npz") as data:
-        return data["x"].astype(np.float32), data["y"].astype(np.int64)
+def load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every .npz file in the channel (digits.npz, or shards of it: with `distribution: sharded` each host has
+    only some), in name order."""
+    xs, ys = [], []
+    for path in sorted(Path(folder).glob("*.npz")):
+        with np.load(path) as data:
+            xs.append(data["x"].astype(np.float32))
+            ys.append(data["y"].astype(np.int64))
+    if not xs:
+        raise FileNotFoundError(f"no .npz files in {folder}")
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtrain.aws import translate_errors
 from cloudtrain.backends.contract import ARTIFACT_KINDS, JOB_NAME, TARBALL_KINDS, hyperparameters, script_mode
 from cloudtrain.backends.local import sweep as sweeps
 from cloudtrain.backends.local.containers import ContainerPlan, prepare
@@ -42,6 +43,8 @@ from cloudtrain.backends.local.layout import (
 )
 from cloudtrain.backends.local.runner import Graces, RunPlan
 from cloudtrain.backends.local.scope import CONTAINER_RUNNER_MODULE, RUNNER_MODULE, end_if_abandoned
+from cloudtrain.channels.hosts import lay_out_channels, refuse_unreachable
+from cloudtrain.channels.s3cache import ChannelCache
 from cloudtrain.errors import JobExists, UserError, quoted
 from cloudtrain.files import staging_folder, swap_in, writing_to
 from cloudtrain.jobs import EVAL_REPORT, EVAL_REPORT_MAX_BYTES, Artifacts, JobInfo, LogEvent
@@ -52,7 +55,8 @@ from cloudtrain.transfer.events import mirror_folder
 from cloudtrain.transfer.tarballs import iter_tree, json_member, make_tarball, safe_extract
 
 if TYPE_CHECKING:
-    from cloudtrain.spec.models import JobSpec
+    from cloudtrain.settings import Settings
+    from cloudtrain.spec.models import ChannelSpec, JobSpec
     from cloudtrain.sweep.trials import SweepInfo
     from cloudtrain.transfer.s3 import ProgressCallback
 
@@ -73,10 +77,33 @@ class LocalBackend:
     status_from_record = False  # its record is the job's state: `describe` brings it up to date
     status_interval = 0.5  # seconds between status checks while waiting: a local job's state is a file read
 
-    def __init__(self, home: Path, *, container: bool = False) -> None:
+    def __init__(self, home: Path, *, container: bool = False, settings: Settings | None = None) -> None:
         self.home = Path(home).resolve()  # the runner gets absolute paths whatever its working folder
         self.store = JobStore(self.home)
         self.container = container
+        self.settings = settings  # where S3 is, for s3:// channels (None: boto3's own defaults)
+
+    def _s3(self) -> Any:
+        """An S3 client for s3:// channels: the settings' endpoint, profile and region (us-east-1 if none)."""
+        from cloudtrain.aws import AwsSession, client_config
+
+        session = AwsSession(self.settings) if self.settings is not None else AwsSession()
+        with translate_errors(session.where):
+            boto = session.boto_session
+            region = boto.get_config_variable("region") or "us-east-1"
+            return boto.create_client(
+                "s3", region_name=region, endpoint_url=session.settings.endpoint_url, config=client_config()
+            )
+
+    def _aws_location(self) -> dict[str, str | None]:
+        """Where S3 is, for the FastFile mounts (settings only; credentials reach them through the environment)."""
+        if self.settings is None:
+            return {}
+        return {
+            "endpoint_url": self.settings.endpoint_url,
+            "region": self.settings.region,
+            "profile": self.settings.aws_profile,
+        }
 
     @property
     def trains_here(self) -> bool:
@@ -95,7 +122,13 @@ class LocalBackend:
         return {"job_name": job_name, "spec": spec.model_dump(mode="json")}
 
     def submit(
-        self, spec: JobSpec, job_name: str, *, resume_from: str | None = None, parent: str | None = None
+        self,
+        spec: JobSpec,
+        job_name: str,
+        *,
+        resume_from: str | None = None,
+        parent: str | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> JobInfo:
         """Lay the job folder out and start its runner; raises JobExists if the name is taken. `parent`: the
         sweep this job is a trial of (the job list shows the sweep, not its trials)."""
@@ -107,7 +140,8 @@ class LocalBackend:
 
         keras_path = tf_keras_path(self.container) if legacy_keras(spec) else None
         graces = Graces.from_environ(os.environ)  # the user's, never the spec's environment
-        channels = local_channels(spec.data)
+        refuse_unreachable(spec.data)
+        channels = local_sources(spec.data)
         restore = self._chief_checkpoints(resume_from) if resume_from else None
         plan = self._container_plan(spec, job_name, channels) if self.container else None
         job_dir = self.job_dir(job_name)
@@ -117,7 +151,7 @@ class LocalBackend:
         except FileExistsError:
             raise JobExists(job_name) from None
         try:
-            self._lay_out(job_dir, spec, job_name, channels, restore, plan, graces)
+            self._lay_out(job_dir, spec, job_name, channels, restore, plan, graces, on_progress)
             record = JobRecord.for_spec(
                 job_name,
                 BACKEND,
@@ -143,21 +177,22 @@ class LocalBackend:
             raise UserError(f"resume: job {quoted(job_name)} has no checkpoints folder ({path})")
         return path
 
-    def _container_plan(self, spec: JobSpec, job_name: str, channels: dict[str, Path]) -> ContainerPlan:
+    def _container_plan(self, spec: JobSpec, job_name: str, channels: list[Path]) -> ContainerPlan:
         """The engine checked and the image ready (built if need be) before anything is written."""
         if self.job_dir(job_name).exists():
             raise JobExists(job_name)  # before a build that could take minutes
-        return prepare(spec, job_name, sorted(set(channels.values())))
+        return prepare(spec, job_name, channels)
 
     def _lay_out(
         self,
         job_dir: Path,
         spec: JobSpec,
         job_name: str,
-        channels: dict[str, Path],
+        channels: list[Path],
         restore: Path | None,
         container: ContainerPlan | None = None,
         graces: Graces = Graces(),
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         hosts = host_names(spec.resources.instance_count)
         sourcedir = build_code_package(spec.code, job_dir, extra=_vendored(spec)).path  # what SageMaker gets
@@ -168,13 +203,24 @@ class LocalBackend:
         layout = HostLayout(
             hosts=hosts,
             hyperparameters=hyperparameters(spec, values),
-            channels=channels,
+            channels=spec.data,
             sourcedir=sourcedir,
             network_interface="lo" if container is None else "eth0",
         )
         (job_dir / MODEL_DIR).mkdir()
         for host in hosts:
             layout.create(job_dir / "hosts" / host, host)
+        # S3 channels: File mode fetched now (once, into the cache), FastFile mounted by the runner
+        with translate_errors("S3", "reading the s3:// channels"):
+            lay_out_channels(
+                spec.data,
+                [job_dir / "hosts" / host for host in hosts],
+                cache=ChannelCache(self.home / "cache" / "s3"),
+                manifests=job_dir / "channels",
+                s3=self._s3,
+                aws=self._aws_location(),
+                on_progress=on_progress,
+            )
         RunPlan(
             job_name=job_name,
             hosts=tuple(hosts),
@@ -239,7 +285,7 @@ class LocalBackend:
         require_optuna()
         if legacy_keras(spec):
             tf_keras_path(self.container)  # now, rather than in each trial: a copy it cannot have is one line
-        local_channels(spec.data)  # a channel this machine cannot read: now, before anything starts
+        refuse_unreachable(spec.data)  # a channel this machine cannot serve: now, before anything starts
         sweeps.create(self.home, self.store, spec, sweep_name, container=self.container, parents=parents)
         sweeps.start(self.home, self.store, sweep_name, script_environment(spec))
         return self.sweep(sweep_name)
@@ -399,20 +445,9 @@ def _vendored(spec: JobSpec) -> list[tuple[str, Path]]:
         return []
 
 
-def local_channels(data: Mapping[str, str]) -> dict[str, Path]:
-    """Each channel's local folder or file; S3 channels cannot be read by the local backend."""
-    channels: dict[str, Path] = {}
-    for channel, location in data.items():
-        if location.startswith("s3://"):
-            raise UserError(
-                f"data.{channel}: {location} is on S3; the local backend reads local folders only "
-                "(download it, or submit with --backend sagemaker)"
-            )
-        path = Path(location).resolve()
-        if not path.exists():
-            raise UserError(f"data.{channel}: {location} does not exist")
-        channels[channel] = path
-    return channels
+def local_sources(data: Mapping[str, ChannelSpec]) -> list[Path]:
+    """The local folders and files the channels name (a container mounts them read-only)."""
+    return sorted({Path(c.uri).resolve() for c in data.values() if c.is_local and c.uri})
 
 
 @dataclass

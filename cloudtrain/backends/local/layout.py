@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cloudtrain.channels.fields import container_channel
 from cloudtrain.files import atomic_path
 from cloudtrain.transfer.tarballs import safe_extract
+
+if TYPE_CHECKING:
+    from cloudtrain.spec.models import ChannelSpec
 
 BACKEND = "local"  # as the job store records the local backend's jobs
 INSTANCE_TYPE = "local"  # what SageMaker's own local mode calls it; the spec's instance type is ignored
 CHIEF = "algo-1"  # worker 0 of TF_CONFIG: its model, output and checkpoints are the job's
 MODEL_DIR = "model_dir"  # <job>/model_dir: what --model_dir points at, shared by the hosts
 WORKERS_FILE = "workers.json"  # the workers' process groups, for whoever finds the runner dead
-_INPUT_CHANNEL = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
 
 
 def host_names(count: int) -> list[str]:
@@ -43,7 +47,7 @@ class HostLayout:
 
     hosts: list[str]
     hyperparameters: dict[str, str]
-    channels: dict[str, Path]
+    channels: Mapping[str, ChannelSpec]  # their folders are filled by `channels.hosts.lay_out_channels`
     sourcedir: Path
     network_interface: str = "lo"  # eth0 in a container, as on SageMaker
 
@@ -64,9 +68,7 @@ class HostLayout:
         config.mkdir(parents=True)
         _write_json(config / "hyperparameters.json", self.hyperparameters)
         _write_json(config / "resourceconfig.json", self.resource_config(host))
-        _write_json(config / "inputdataconfig.json", {c: _INPUT_CHANNEL for c in self.channels})
-        for channel, source in self.channels.items():
-            _link_channel(host_dir / "input" / "data" / channel, source)
+        _write_json(config / "inputdataconfig.json", {c: container_channel(ch) for c, ch in self.channels.items()})
         for folder in ("model", "output/data", "checkpoints"):
             (host_dir / folder).mkdir(parents=True)
         safe_extract(self.sourcedir, host_dir / "code")
@@ -75,13 +77,3 @@ class HostLayout:
 def _write_json(path: Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2))
-
-
-def _link_channel(dest: Path, source: Path) -> None:
-    """A symlink to the channel's folder (no copy); a single file is linked inside a folder of its own."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        dest.symlink_to(source, target_is_directory=True)
-    else:
-        dest.mkdir()
-        (dest / source.name).symlink_to(source)

@@ -33,6 +33,8 @@ from typing import IO
 from cloudtrain.backends.contract import HOST_ADDRESSES_VARIABLE, LOCAL_VARIABLE, OPT_ML_VARIABLE, runtime_environment
 from cloudtrain.backends.local.layout import BACKEND, CHIEF, WORKERS_FILE, private_file
 from cloudtrain.backends.local.scope import ENDED, RUNNER_MODULE, SCOPE_VARIABLE, kill_scope, start_guard
+from cloudtrain.channels import lazyfs
+from cloudtrain.channels.hosts import load_mounts
 from cloudtrain.errors import CloudtrainError, UserError, one_line
 from cloudtrain.files import atomic_path
 from cloudtrain.redact import mask, secret_values
@@ -394,8 +396,9 @@ class Runner:
     def run(self) -> int:
         become_subreaper()  # what a worker leaves behind, even outside the job's scope, is reparented to this process
         guard, self.guard_pid = start_guard(self.job_dir)  # ends the job's processes and records it if this one dies
+        mounts = ExitStack()  # FastFile channels, served while the job runs
         try:
-            outcome = self._download() or self._train()
+            outcome = self._download(mounts) or self._train()
             if outcome.upload:
                 self._step("Uploading", "Uploading generated training model")
                 self._upload()
@@ -406,15 +409,20 @@ class Runner:
             outcome = Outcome("Failed", "Failed", "Training job failed", reason)
         finally:
             self._kill_all()
+            mounts.close()
         self.metrics.flush()
         self._record_end(outcome)
         guard.write(ENDED)
         guard.close()
         return 0 if outcome.status == "Completed" else 1
 
-    def _download(self) -> Outcome | None:
-        """Restore checkpoints into every host, as SageMaker restores them from S3 before training."""
+    def _download(self, mounts: ExitStack) -> Outcome | None:
+        """Mount the FastFile channels and restore checkpoints into every host, as SageMaker does before training
+        (File-mode channels were filled when the job was laid out)."""
         self._step("Downloading", "Downloading input data")
+        for mount in load_mounts(self.job_dir / "channels"):  # each unmounts itself if this runner dies
+            log = self.job_dir / "channels" / f"{Path(mount.manifest).stem}.log"
+            mounts.enter_context(lazyfs.mounted(Path(mount.manifest), Path(mount.mountpoint), log))
         if self.plan.restore_checkpoints:
             for host in self.plan.hosts:
                 dest = self.job_dir / "hosts" / host / "checkpoints"

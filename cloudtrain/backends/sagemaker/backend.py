@@ -41,9 +41,19 @@ from cloudtrain.transfer.code import CODE_TARBALL, code_tree
 from cloudtrain.transfer.download import S3Object, list_objects
 from cloudtrain.transfer.s3 import ProgressCallback, S3Location
 from cloudtrain.transfer.tarballs import json_member
-from cloudtrain.transfer.upload import S3Uploader, Upload, channel_uri, code_location, data_location, tree_digest
+from cloudtrain.transfer.upload import (
+    DigestCache,
+    S3Uploader,
+    TreeDigest,
+    Upload,
+    channel_uri,
+    code_location,
+    data_location,
+    tree_digest,
+)
 
 if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: `status` and `logs` never need them
+    from cloudtrain.channels.plan import ChannelCopy
     from cloudtrain.spec.models import JobSpec
     from cloudtrain.sweep.trials import SweepInfo
 
@@ -167,7 +177,7 @@ class SageMakerBackend:
         from botocore.exceptions import ClientError
 
         named = {"output.s3_uri": spec.output.s3_uri, "checkpoints.s3_uri": spec.checkpoints.s3_uri}
-        named |= {f"data.{ch}": loc for ch, loc in spec.data.items() if loc.startswith("s3://")}
+        named |= {f"data.{ch}": c.uri for ch, c in spec.data.items() if c.is_s3 and c.uri}
         regions: dict[str, str | None] = {}
         for where, uri in named.items():
             if not uri:
@@ -259,6 +269,7 @@ class SageMakerBackend:
         resume_from: str | None,
         dry_run: bool,
         offline: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> JobPlan:
         """Digest the code and data, build the whole request, then upload what S3 lacks (dry: only look).
 
@@ -293,11 +304,13 @@ class SageMakerBackend:
         tree = code_tree(spec.code, extra=vendor.job_entries(spec))
         if tree.note:
             notes.append(tree.note)
-        local = {ch: Path(loc) for ch, loc in spec.data.items() if not loc.startswith("s3://")}
-        digests = {ch: tree_digest(path) for ch, path in local.items()}
+        local = {ch: Path(c.uri) for ch, c in spec.data.items() if c.is_local and c.uri}
+        digest_cache = DigestCache(self.settings.home / "cache" / "digests")  # an unchanged tree is not re-read
+        digests = {ch: tree_digest(path, digest_cache) for ch, path in local.items()}
         channels = {
-            ch: channel_uri(data_location(output, digests[ch])[0]) if ch in digests else loc
-            for ch, loc in spec.data.items()
+            ch: channel_uri(data_location(output, digests[ch])[0]) if ch in digests else c.uri
+            for ch, c in spec.data.items()
+            if c.uri
         }
         request = build_request(
             spec,
@@ -327,7 +340,9 @@ class SageMakerBackend:
                 Upload("data", ch, str(local[ch]), channels[ch], d.sha256, d.size, None) for ch, d in digests.items()
             ]
             return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes))
-        uploader = S3Uploader(session.client("s3"), kms_key_id=spec.aws.kms_key_id, dry_run=dry_run)
+        uploader = S3Uploader(
+            session.client("s3"), kms_key_id=spec.aws.kms_key_id, on_progress=on_progress, dry_run=dry_run
+        )
         code_exists = uploader.exists(code_location(output, tree))
         data_exists = {ch: uploader.exists(data_location(output, d)[1]) for ch, d in digests.items()}
         if not (code_exists and all(data_exists.values())) and not self._bucket_exists(session, output.bucket):
@@ -349,7 +364,28 @@ class SageMakerBackend:
         ]
         if resume and not dry_run:
             self._copy_checkpoints(session, *resume, checkpoint_uri)
-        return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes))
+        copies: tuple[ChannelCopy, ...] = ()
+        if dry_run:
+            copies = self._data_copies(session, spec, digests)
+            notes += [c.line() for c in copies]
+        return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes), copies)
+
+    @staticmethod
+    def _data_copies(session: AwsSession, spec: JobSpec, digests: dict[str, TreeDigest]) -> tuple[ChannelCopy, ...]:
+        """What each instance copies before its script starts (S3 channels listed, local ones by their digest)."""
+        from botocore.exceptions import ClientError
+
+        from cloudtrain.channels.plan import copies, listed_sizes
+
+        sizes: dict[str, list[int] | None] = {ch: [f.size for f in d.files] for ch, d in digests.items()}
+        s3 = session.client("s3")
+        for ch, channel in spec.data.items():
+            if channel.is_s3 and channel.mode == "file" and channel.uri:
+                try:
+                    sizes[ch] = listed_sizes(s3, channel.uri)
+                except ClientError:  # no such bucket, no ListBucket: the plan says the size is unknown
+                    sizes[ch] = None
+        return tuple(copies(spec.data, sizes, spec.resources.instance_count))
 
     # the Backend protocol
 
@@ -377,7 +413,14 @@ class SageMakerBackend:
         data["notes"] = notes + data["notes"]
         return data
 
-    def submit(self, spec: JobSpec, job_name: str, *, resume_from: str | None = None) -> JobInfo:
+    def submit(
+        self,
+        spec: JobSpec,
+        job_name: str,
+        *,
+        resume_from: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> JobInfo:
         """Upload what is missing, CreateTrainingJob, return at once; `last_plan` keeps the uploads made."""
         from botocore.exceptions import ClientError
 
@@ -385,7 +428,9 @@ class SageMakerBackend:
         with translate_errors(session.where):
             if self._job_exists(session, job_name):  # AWS would refuse anyway; this also spares the uploads
                 raise JobExists(job_name)
-            plan = self._prepare(session, spec, job_name, resume_from=resume_from, dry_run=False)
+            plan = self._prepare(
+                session, spec, job_name, resume_from=resume_from, dry_run=False, on_progress=on_progress
+            )
             created = time.time()
             try:
                 session.client("sagemaker").create_training_job(**plan.request)

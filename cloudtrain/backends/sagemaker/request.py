@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.contract import RESERVED_HYPERPARAMETERS, hyperparameters, runtime_environment, script_mode
+from cloudtrain.channels.fields import sagemaker_channel
 from cloudtrain.errors import UserError
 from cloudtrain.transfer import vendor
 from cloudtrain.transfer.code import CodeTree
@@ -20,6 +21,7 @@ from cloudtrain.transfer.s3 import S3Location
 from cloudtrain.transfer.upload import Upload
 
 if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: `status` and `logs` never need them
+    from cloudtrain.channels.plan import ChannelCopy
     from cloudtrain.image.stock import ImageChoice
     from cloudtrain.pricing import CostEstimate
     from cloudtrain.spec.models import JobSpec
@@ -104,7 +106,7 @@ def build_request(
     role_arn: str,
     image_uri: str,
     code_uri: str,
-    channels: Mapping[str, str],
+    channels: Mapping[str, str],  # each S3 channel's URI (a local folder's: where it is uploaded)
     output: S3Location,
     checkpoint_uri: str,
     tags: list[dict[str, str]],
@@ -166,22 +168,8 @@ def build_request(
         "Environment": environment,
         "Tags": tags,
     }
-    if channels:
-        request["InputDataConfig"] = [
-            {
-                "ChannelName": name,
-                "DataSource": {
-                    "S3DataSource": {
-                        "S3DataType": "S3Prefix",
-                        "S3Uri": uri,
-                        "S3DataDistributionType": "FullyReplicated",
-                    }
-                },
-                "CompressionType": "None",
-                "RecordWrapperType": "None",
-            }
-            for name, uri in channels.items()
-        ]
+    if spec.data:  # each channel's options as the SDK's TrainingInput / FileSystemInput send them
+        request["InputDataConfig"] = [sagemaker_channel(name, ch, channels.get(name)) for name, ch in spec.data.items()]
     if spec.aws.vpc is not None:
         request["VpcConfig"] = {
             "SecurityGroupIds": list(spec.aws.vpc.security_group_ids),
@@ -207,6 +195,7 @@ class JobPlan:
     cost: CostEstimate
     code: CodeTree
     notes: tuple[str, ...] = ()
+    data_copies: tuple[ChannelCopy, ...] = ()  # what each instance copies before its script starts
 
     @property
     def uploaded_bytes(self) -> int:
@@ -222,4 +211,5 @@ class JobPlan:
             "image_source": self.image.source,
             "code_files": list(self.code.names),
             "notes": list(self.notes),
+            "data_copies": [c.to_json() for c in self.data_copies],
         }
