@@ -177,46 +177,47 @@ class Config:
         top, chosen = read_config_file(path, profile)
         return cls(env_settings(environ), top, chosen, path, profile)
 
+    def ranked(self, name: str, cli: Layer, middle: tuple[str | None, str]) -> list[tuple[str | None, str]]:
+        """What each source says of one setting, strongest first, with where it says it: the command line,
+        CLOUDTRAIN_*, `middle` (the spec, or the spec a job was submitted with), the chosen profile of the config
+        file, its top level. The one place the order is written."""
+        return [
+            (getattr(cli, name), "command line"),
+            (getattr(self.env, name), ENV_VARS[name]),
+            middle,
+            (getattr(self.profile_settings, name), f"{self.path} (profile {self.profile})"),
+            (getattr(self.file, name), str(self.path)),
+        ]
+
     def defaults(self, cli: Layer = Layer(), recorded: Layer = Layer()) -> Layer:
         """Without a spec: the command line, the environment, the spec a job was submitted with, the config file."""
-        return cli.over(self.env).over(recorded).over(self.from_file)
+        values = {name: self.sources_of(name, cli, (getattr(recorded, name), "submitted spec"))[0] for name in ENV_VARS}
+        return Layer(**values)
+
+    def sources_of(self, name: str, cli: Layer, middle: tuple[str | None, str]) -> tuple[str | None, str]:
+        """The setting's value and where it came from: the strongest source that gives one."""
+        return next(((v, where) for v, where in self.ranked(name, cli, middle) if v), (None, "not set"))
 
     def sources(self, spec: JobSpec | None = None, cli: Layer = Layer()) -> dict[str, tuple[str | None, str]]:
         """Each setting's value and where it came from (for `cloudtrain config` and for messages)."""
-        out: dict[str, tuple[str | None, str]] = {}
-        for name, var in ENV_VARS.items():
-            spec_value = _spec_value(spec, name) if spec is not None else None
-            layers = (
-                (getattr(cli, name), "command line"),
-                (getattr(self.env, name), var),
-                (spec_value, "spec"),
-                (getattr(self.profile_settings, name), f"{self.path} (profile {self.profile})"),
-                (getattr(self.file, name), str(self.path)),
-            )
-            out[name] = next(((v, where) for v, where in layers if v), (None, "not set"))
-        return out
+        return {
+            name: self.sources_of(name, cli, (_spec_value(spec, name) if spec is not None else None, "spec"))
+            for name in ENV_VARS
+        }
 
     def apply_to_spec(self, spec: JobSpec, cli: Layer = Layer(), overrides: Sequence[str] = ()) -> JobSpec:
-        """The spec with each setting taken from the strongest layer that gives it.
+        """The spec with each setting taken from the strongest source that gives it (`ranked`).
 
         `overrides` are the `--set` strings the spec was loaded with: a field they set counts as the command
         line's, so the environment does not replace it.
         """
         for name in ENV_VARS:
-            path = SPEC_FIELDS[name]
             current = _spec_value(spec, name)
-            if getattr(cli, name):
-                value = getattr(cli, name)
-            elif _overridden(overrides, path):
+            if not getattr(cli, name) and _overridden(overrides, SPEC_FIELDS[name]):
                 continue
-            elif getattr(self.env, name):
-                value = getattr(self.env, name)
-            elif current is None and getattr(self.from_file, name):
-                value = getattr(self.from_file, name)
-            else:
-                continue
-            if value != current:
-                spec = _with(spec, path, value)
+            value, _ = self.sources_of(name, cli, (current, "spec"))
+            if value is not None and value != current:
+                spec = _with(spec, SPEC_FIELDS[name], value)
         return spec
 
 
