@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cloudtrain import __version__
 from cloudtrain.errors import AwsBusy, AwsRefused, BackendUnavailable, CloudtrainError, UserError, one_line, quoted
+from cloudtrain.runtime.buckets import default_bucket_owner
 from cloudtrain.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 # botocore reads AWS_DEFAULT_REGION (or the profile's region), not AWS_REGION (that is the aws CLI v2's).
 NO_REGION = "no AWS region: pass --region, set CLOUDTRAIN_REGION, aws.region in the spec, or AWS_DEFAULT_REGION"
-DEFAULT_BUCKET = re.compile(r"^sagemaker-[a-z]{2}(-[a-z]+)+-\d-(?P<account>\d{12})$")
 RETRIES = {"mode": "adaptive", "max_attempts": 10}
 # Before a session's first answer, a connection failure is tried this often in all: with adaptive retries
 # a closed port would take about a minute of backoff to report, no way to tell a user the endpoint is wrong.
@@ -248,16 +248,6 @@ class AwsSession:
             with translate_errors(self.where, "STS GetCallerIdentity"):
                 self._account = str(sts.get_caller_identity()["Account"])
         return self._account
-
-
-def default_bucket_owner(bucket: str) -> str | None:
-    """The account a bucket named as SageMaker's default bucket (`sagemaker-<region>-<account>`) must belong to.
-
-    Anyone can create a bucket of that name first: one owned by another account would receive the code, data
-    and models, and could plant a tarball at a content-addressed key that a job would then run.
-    """
-    m = DEFAULT_BUCKET.match(bucket)
-    return m.group("account") if m else None
 
 
 def expect_default_bucket_owner(params: dict[str, Any], model: Any = None, **_: Any) -> None:

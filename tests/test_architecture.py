@@ -40,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"spec"},
     "image": {"aws", "settings", "spec", "transfer"},
     "transfer": {"aws", "spec"},
-    "aws": {"settings"},
+    "aws": {"runtime", "settings"},
     "spec": set(),
     "runtime": set(),
 }
