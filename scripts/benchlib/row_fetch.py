@@ -165,7 +165,8 @@ def run(ctx: Context) -> Row:
         f"cloudtrain: {Stats.of(ct_walls).fmt()}; peak RSS {peak:.0f} MB (max over runs, wait4 of the process).",
         *(
             f"{labels[name]}: {Stats.of(walls[name]).fmt()}, "
-            f"{Stats.of([size / w / MIB for w in walls[name]]).median:.0f} MiB/s; cloudtrain's throughput against it {ratios[name]}; peak RSS of its largest process "
+            f"{Stats.of([size / w / MIB for w in walls[name]]).median:.0f} MiB/s; cloudtrain's throughput against "
+            f"it {ratios[name]}; peak RSS of its largest process "
             f"{max(r[1] for r in results[name]) / 1024:.0f} MB."
             for name in walls
         ),
