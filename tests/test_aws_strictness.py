@@ -90,6 +90,61 @@ def test_a_request_aws_refuses_is_refused_before_any_upload(
     assert uploads(sagemaker_endpoint.requests) == [] and not sagemaker_endpoint.calls("CreateTrainingJob")
 
 
+CHANNELS_21 = "data: {" + ", ".join(f"c{i}: s3://ct-data-21/c{i}/" for i in range(21)) + "}\n"
+SEVEN = [  # (what the spec says, extra arguments, the line's start, AWS's words in it): each was accepted before
+    ('tags: {"AWS:team": ml}\n', (), "tags.AWS:team: AWS refuses this", "reserved prefix 'aws:'"),
+    (
+        "aws: {vpc: {subnets: [subnet_0a1b], security_group_ids: [sg-0a1b]}}\n",
+        (),
+        "aws.vpc.subnets.0: AWS refuses this",
+        "pattern: [-0-9a-zA-Z]+",
+    ),
+    (CHANNELS_21, (), "data: AWS refuses this", "length less than or equal to 20"),
+    ('aws: {kms_key_id: "alias/my key"}\n', (), "aws.kms_key_id: AWS refuses this", "pattern: [a-zA-Z0-9:/_-]*"),
+    (
+        "",
+        ("--role-arn", "arn:aws:iam::123456789012:role/My Role"),
+        "aws.role_arn: AWS refuses this",
+        "pattern: arn:aws",
+    ),
+    (
+        'checkpoints: {s3_uri: "s3://ct-ckpt/' + "c" * 1000 + '"}\n',
+        (),
+        "checkpoints.s3_uri: AWS refuses this",
+        "less than or equal to 1024",
+    ),
+    ('hyperparameters: {"two\\nlines": 1}\n', (), "hyperparameters.'two\\nlines': AWS refuses this", "pattern: .*"),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "args", "starts", "says"),
+    SEVEN,
+    ids=["AWS:-tag", "subnet", "21-channels", "kms-key", "role-with-space", "long-checkpoint-uri", "newline-in-key"],
+)
+def test_aws_service_model_refuses_before_any_upload(
+    sagemaker_endpoint: ControlPlane,
+    tmp_path: Path,
+    home: Path,
+    extra: str,
+    args: tuple[str, ...],
+    starts: str,
+    says: str,
+) -> None:
+    """Each of these AWS refuses at CreateTrainingJob: cloudtrain refuses it first, from botocore's service model and
+    AWS's documented rules (cloudtrain.sagemaker_rules, the control plane's own validator), naming the spec field."""
+    spec = write_job(tmp_path, "print('hi')\n")
+    text = spec.read_text()
+    if extra.startswith("data"):
+        text = re.sub(r"^data:.*\n", "", text, flags=re.M)
+    spec.write_text(text + extra)
+    result = ct("submit", str(spec), "--backend", "sagemaker", *args, home=home)
+    assert result.code == 2, result.err
+    line = one_line_error(result)
+    assert line.startswith(f"error: {starts}: ") and says in line, line
+    assert uploads(sagemaker_endpoint.requests) == [] and not sagemaker_endpoint.calls("CreateTrainingJob")
+
+
 def test_the_control_plane_refuses_what_aws_refuses(sagemaker_endpoint: ControlPlane, tmp_path: Path) -> None:
     """The oracle of the test above: the same requests sent straight to the endpoint are ValidationExceptions."""
     sagemaker_endpoint.run_jobs = False
@@ -272,11 +327,10 @@ def test_logs_of_a_host_ten_seconds_late_lose_no_line(
 @pytest.mark.parametrize(
     "fault",
     [
-        Fault("throttle", service="logs", operation="GetLogEvents", times=1000),
         Fault("error", service="logs", code="AccessDeniedException", message="not authorized: logs:GetLogEvents"),
         Fault("error", service="logs", code="ExpiredTokenException", message="The security token has expired"),
     ],
-    ids=["throttled", "denied", "expired"],
+    ids=["denied", "expired"],
 )
 def test_a_failing_logs_api_gives_one_line_and_the_wait_goes_on(
     sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path, fault: Fault
@@ -293,6 +347,39 @@ def test_a_failing_logs_api_gives_one_line_and_the_wait_goes_on(
     stopped = [line for line in result.err.splitlines() if line.startswith("logs stopped: ")]
     assert len(stopped) == 1 and stopped[0].endswith("still waiting for the job's status"), result.err
     assert [line for line in result.err.splitlines() if line.startswith("status ")][-1].startswith("status Completed")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("throttle", service="logs", operation="GetLogEvents", times=12),
+        Fault("throttle", service="logs", operation="DescribeLogStreams", times=12),
+        Fault("throttle", service="sagemaker", operation="DescribeTrainingJob", skip=1, times=12),
+        Fault(
+            "error", service="logs", operation="GetLogEvents", code="ServiceUnavailableException", status=503, times=12
+        ),
+    ],
+    ids=["GetLogEvents", "DescribeLogStreams", "DescribeTrainingJob", "logs-5xx"],
+)
+def test_throttling_and_5xx_back_off_and_never_end_a_wait_or_a_follow(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path, fault: Fault
+) -> None:
+    """AWS busy past botocore's retries (two attempts here): the wait and a `logs --follow` back off and go on;
+    every line shows, nothing says the logs stopped, the wait ends with the job."""
+    spec = write_job(tmp_path, QUIET)
+    with FaultProxy(sagemaker_endpoint.url, [fault]) as proxy:
+        env = endpoint_env(proxy.url)
+        result = cloudtrain("submit", str(spec), "--backend", "sagemaker", "--wait", home=home, env=env, timeout=300)
+        job = next(line for line in result.err.splitlines() if line.startswith("job ")).split()[1]
+        followed = cloudtrain("logs", job, "--follow", home=home, env=env, timeout=300)
+    assert fault.hits == fault.times, (fault.hits, result.err)
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err and "logs stopped" not in result.err, result.err
+    assert [line for line in result.err.splitlines() if line.startswith("status ")][-1].startswith("status Completed")
+    for out in (result.err, followed.out):
+        assert len(re.findall(r"algo-\d working$", out, flags=re.M)) == 2, out
+        assert len(re.findall(r"algo-\d done$", out, flags=re.M)) == 2, out
+    assert followed.code == 0, followed.err
 
 
 def test_credentials_expiring_mid_wait_say_so_and_leave_the_job_running(

@@ -1,8 +1,8 @@
 """The SageMaker control plane stand-in is no kinder than AWS: what AWS refuses, it refuses; what AWS does to a
 job (sync every host's checkpoints, fail on a missing bucket, checksum artifacts), it does.
 
-Each test here failed on the control plane before tests/sagemaker_api_rules.py and the changes that came with
-it: a test double kinder than AWS lets the product pass where it would fail.
+Each test here failed on the control plane before its validator (now cloudtrain.backends.sagemaker.rules) and
+the changes that came with it: a test double kinder than AWS lets the product pass where it would fail.
 """
 
 from __future__ import annotations

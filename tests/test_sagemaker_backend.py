@@ -360,7 +360,7 @@ def test_logs_merge_streams_in_time_order_tagged_by_host(aws_endpoint: str, tmp_
     backend.submit(spec, "demo")
     logs = boto3.client("logs")
     logs.create_log_group(logGroupName=LOG_GROUP)
-    now = int(time.time() * 1000) - 60_000
+    now = int(time.time() * 1000) - 1_000  # a second ago: an ingestion lag (ingestionTime - timestamp) of ~1 s
     lines = {
         "demo/algo-1-1700000000": [(now + 0, "a0"), (now + 20, "a2"), (now + 40, "a4\n")],
         "demo/algo-2-1700000000": [(now + 10, "b1"), (now + 30, "b3"), (now + 50, "b5")],
@@ -398,7 +398,7 @@ def test_logs_follow_reads_each_of_many_streams_with_its_own_token(aws_endpoint:
     backend.submit(spec, "wide")
     logs = boto3.client("logs")
     logs.create_log_group(logGroupName=LOG_GROUP)
-    now = int(time.time() * 1000) - 60_000
+    now = int(time.time() * 1000) - 1_000  # a second ago: an ingestion lag (ingestionTime - timestamp) of ~1 s
     expected = []
     for start in (1700000000, 1700000100):
         for i in range(1, 61):

@@ -1,5 +1,5 @@
-"""cloudtrain's one validator of SageMaker requests (cloudtrain.sagemaker_rules): the service model's constraints
-and AWS's documented rules, each refusal placed at its path in the request. The control plane answers with it,
+"""cloudtrain's one validator of SageMaker requests (cloudtrain.backends.sagemaker.rules): the service model's
+constraints and AWS's documented rules, each refusal placed at its path. The control plane answers with it,
 and `submit` refuses with it before any upload (tests/test_aws_strictness.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cloudtrain.sagemaker_rules import Refused, check, violations
+from cloudtrain.backends.sagemaker.rules import Refused, check, violations
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 REQUEST: dict[str, Any] = {
