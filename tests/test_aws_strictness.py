@@ -8,10 +8,13 @@ in AWS's place with throttling, denials and expired credentials. The CLI runs as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ import pytest
 
 from tests.clirun import REPO, Result, cloudtrain
 from tests.faultproxy import Fault, FaultProxy
-from tests.sagemaker_control_plane import ControlPlane
+from tests.sagemaker_control_plane import LOG_GROUP, ControlPlane
 from tests.test_sagemaker_e2e import Follower, aws_env, clean_env, ct, uploads, write_job
 
 DEFAULT_BUCKET = "sagemaker-us-east-1-123456789012"
@@ -380,6 +383,88 @@ def test_throttling_and_5xx_back_off_and_never_end_a_wait_or_a_follow(
         assert len(re.findall(r"algo-\d working$", out, flags=re.M)) == 2, out
         assert len(re.findall(r"algo-\d done$", out, flags=re.M)) == 2, out
     assert followed.code == 0, followed.err
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # Debian's faketime (scripts/setup)
+
+
+@pytest.mark.parametrize("skew", ["+5m", "-5m"])
+def test_a_64_host_wait_stays_within_the_account_quotas_and_loses_no_line(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path, skew: str
+) -> None:
+    """`submit --wait` of a 64-host job on a machine whose clock is 5 minutes off, half the hosts' lines reaching
+    CloudWatch 10 s late: every line shows once, and the control plane (AWS's per-account quotas: 10 GetLogEvents,
+    5 DescribeLogStreams a second) never had to throttle it."""
+    if not LIBFAKETIME.exists():
+        pytest.skip(f"{LIBFAKETIME} is missing (Debian's faketime package; scripts/setup installs it as root)")
+    sagemaker_endpoint.run_jobs = False  # held InProgress: this test plays the 64 hosts' streams itself
+    spec = write_job(tmp_path, "print('hi')\n")
+    spec.write_text(re.sub(r"instance_count: 2", "instance_count: 64", spec.read_text()))
+    env = clean_env(home) | aws_env() | {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": skew}
+    waited = subprocess.Popen(
+        [sys.executable, "-m", "cloudtrain", "submit", str(spec), "--backend", "sagemaker", "--wait"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert waited.stderr is not None
+    err = []
+    job = None
+    for line in waited.stderr:
+        err.append(line)
+        if m := re.match(r"job (\S+) submitted", line):
+            job = m.group(1)
+            break
+    assert job, "".join(err)
+    logs = sagemaker_endpoint.moto("logs")
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=LOG_GROUP)
+    streams = {f"algo-{i}": f"{job}/algo-{i}-{int(time.time())}" for i in range(1, 65)}
+    for name in streams.values():
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=name)
+    held: list[tuple[float, str, dict[str, Any]]] = []
+    for n in range(5):  # 5 lines a host, one round a second; the even hosts' lines reach CloudWatch 10 s late
+        for host, name in streams.items():
+            event = {"timestamp": int(time.time() * 1000), "message": f"{host} n={n}"}
+            if int(host.split("-")[1]) % 2 == 0:
+                held.append((time.monotonic() + 10, name, event))
+            else:
+                logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=name, logEvents=[event])
+        time.sleep(1)
+    boto3.client("sagemaker").stop_training_job(TrainingJobName=job)  # it ends with lines still to come
+    for due, name, event in held:
+        time.sleep(max(0.0, due - time.monotonic()))
+        logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=name, logEvents=[event])
+    _, rest = waited.communicate(timeout=300)
+    assert waited.returncode == 1, rest  # Stopped
+    shown = re.findall(r"(algo-\d+ n=\d)$", "".join(err) + rest, flags=re.M)
+    assert sorted(shown) == sorted(f"{h} n={n}" for h in streams for n in range(5)), rest[-2000:]
+    assert sagemaker_endpoint.logs.throttled == 0
+    calls = Counter(r.operation for r in sagemaker_endpoint.requests)
+    assert calls["GetLogEvents"] >= 64 and calls["FilterLogEvents"] == 0
+
+
+def test_a_clock_five_minutes_off_is_one_line_with_the_offset(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
+) -> None:
+    """AWS refuses a request signed with a clock past SigV4's 5 minutes: the line says so, with the offset."""
+    expired = Fault(
+        "error",
+        service="sagemaker",
+        operation="DescribeTrainingJob",
+        code="InvalidSignatureException",
+        message="Signature expired: 20261207T013000Z is now earlier than 20261207T013012Z (20261207T013512Z - 5 min.)",
+        times=100,
+    )
+    with FaultProxy(sagemaker_endpoint.url, [expired]) as proxy:
+        result = cloudtrain("status", "any-job", "--backend", "sagemaker", home=home, env=endpoint_env(proxy.url))
+    assert result.code == 3, result.err
+    assert one_line_error(result).startswith(
+        "error: this machine's clock is 5m12s behind AWS's (InvalidSignatureException): AWS refuses requests signed"
+    )
 
 
 def test_credentials_expiring_mid_wait_say_so_and_leave_the_job_running(
