@@ -65,9 +65,9 @@ class SageMakerBackend:
     forward token), backing off by half while it is quiet up to `max_poll_interval` (so a line written after a
     quiet spell shows up within that); it checks the job's status every `status_interval` and looks for new
     streams every `discover_interval`, at once when the status changes, and at every status check while hosts
-    still have no stream (see `cloudwatch.follow`). The defaults keep a busy stream within one log API call per 2 s
-    (a read every 2.1 s, 0.95, plus a listing a minute, 0.03) and a busy stream's line within 2.1 s and a
-    request of reaching CloudWatch.
+    still have no stream (see `cloudwatch.follow`). Every log call goes through the session's per-account budget
+    (`AwsSession.budget`, docs/quotas.md): up to 10 busy streams are read every 2.1 s, more share the budget (a
+    stream every hosts / 5 s); DescribeTrainingJob answers are shared for most of `status_interval`.
     """
 
     settings: Settings = field(default_factory=Settings)
