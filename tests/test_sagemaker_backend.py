@@ -572,3 +572,17 @@ def test_status_of_a_job_loads_neither_boto3_nor_the_spec_models(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["name"] == "light"
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_first_submits_at_once_outside_us_east_1_share_the_new_bucket(aws_endpoint: str, tmp_path: Path) -> None:
+    """Two first submits racing to create `sagemaker-eu-west-1-<account>`: S3 answers the second with
+    BucketAlreadyOwnedByYou, which is as good as creating it; another account's bucket is still refused."""
+    from cloudtrain.aws import AwsSession
+    from cloudtrain.settings import Settings
+
+    session = AwsSession(Settings(region="eu-west-1"))
+    bucket = f"sagemaker-eu-west-1-{ACCOUNT}"
+    SageMakerBackend._create_bucket(session, bucket)
+    SageMakerBackend._create_bucket(session, bucket)  # the other submit's: no error
+    located = boto3.client("s3", region_name="eu-west-1").get_bucket_location(Bucket=bucket)
+    assert located["LocationConstraint"] == "eu-west-1"
