@@ -576,7 +576,7 @@ def test_status_of_a_job_loads_neither_boto3_nor_the_spec_models(
 
 def test_first_submits_at_once_outside_us_east_1_share_the_new_bucket(aws_endpoint: str, tmp_path: Path) -> None:
     """Two first submits racing to create `sagemaker-eu-west-1-<account>`: S3 answers the second with
-    BucketAlreadyOwnedByYou, which is as good as creating it; another account's bucket is still refused."""
+    BucketAlreadyOwnedByYou, which is as good as creating it."""
     from cloudtrain.aws import AwsSession
     from cloudtrain.settings import Settings
 
