@@ -135,7 +135,7 @@ def test_aws_service_model_refuses_before_any_upload(
     says: str,
 ) -> None:
     """Each of these AWS refuses at CreateTrainingJob: cloudtrain refuses it first, from botocore's service model and
-    AWS's documented rules (cloudtrain.sagemaker_rules, the control plane's own validator), naming the spec field."""
+    AWS's documented rules (cloudtrain.backends.sagemaker.rules, the control plane's too), naming the spec field."""
     spec = write_job(tmp_path, "print('hi')\n")
     text = spec.read_text()
     if extra.startswith("data"):
