@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import random
 import secrets
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain import records
 from cloudtrain.backends import open_backend
-from cloudtrain.errors import JobExists, SpecError, UserError, WaitTimeout, quoted
+from cloudtrain.errors import AwsBusy, JobExists, SpecError, UserError, WaitTimeout, quoted
 from cloudtrain.records import for_job
 from cloudtrain.settings import Config as Config  # for the command line, which imports nothing else of settings
 from cloudtrain.settings import Options, for_spec
@@ -49,6 +50,7 @@ NAME_ATTEMPTS = 5  # names drawn for one submit when submits in the same second 
 LARGE_FOLDER_FILES = 10_000  # a folder with this many files gets a note before it is packed
 AWAIT_RECORD_S = 300.0  # how long a submit whose idempotency key is taken waits for that job's record
 DRAIN_IDLE_S = 30.0  # after the job ends, --wait shows log lines until its log stream is this quiet
+BUSY_MAX_S = 60.0  # the longest a wait backs off while AWS throttles or fails inside (it never ends for that)
 
 
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -698,22 +700,34 @@ def watch(
     if with_logs:
         threading.Thread(target=_pump_logs, args=(be, job, lines, stop_flag), daemon=True).start()
     last: tuple[str, str] | None = None
+    busy = 0  # AWS answers in a row that were throttling or a failure of its own
     try:
         while True:
-            info = be.describe(job)
+            try:
+                info = be.describe(job)
+                busy = 0
+            except AwsBusy:  # transient: ask again later, backing off up to BUSY_MAX_S, never end the wait
+                busy += 1
+                _raise_if_past(deadline, timeout, f"job {job}: AWS busy, for AWS to answer")
+                time.sleep(min(BUSY_MAX_S, interval * 2 ** min(busy, 6)) * random.uniform(0.5, 1.0))
+                continue
             if (info.status, info.secondary_status) != last:
                 last = (info.status, info.secondary_status)
                 yield info
             if info.done:
                 break
             yield from _drain(lines, until=time.monotonic() + interval)
-            if deadline is not None and time.monotonic() > deadline:
-                raise WaitTimeout(f"timed out after {timeout:g}s; job {job} is still {info.status}")
+            _raise_if_past(deadline, timeout, f"job {job} is still {info.status}")
         if with_logs:
             yield from _drain_to_end(lines, job)
         yield info
     finally:
         stop_flag.set()
+
+
+def _raise_if_past(deadline: float | None, timeout: float | None, state: str) -> None:
+    if deadline is not None and timeout is not None and time.monotonic() > deadline:
+        raise WaitTimeout(f"timed out after {timeout:g}s; {state}")
 
 
 def _pump_logs(

@@ -12,13 +12,16 @@ import contextlib
 import os
 import random
 import re
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cloudtrain import __version__
-from cloudtrain.errors import AwsRefused, BackendUnavailable, CloudtrainError, UserError, one_line, quoted
+from cloudtrain.errors import AwsBusy, AwsRefused, BackendUnavailable, CloudtrainError, UserError, one_line, quoted
+from cloudtrain.runtime.buckets import default_bucket_owner
 from cloudtrain.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,7 +29,6 @@ if TYPE_CHECKING:
 
 # botocore reads AWS_DEFAULT_REGION (or the profile's region), not AWS_REGION (that is the aws CLI v2's).
 NO_REGION = "no AWS region: pass --region, set CLOUDTRAIN_REGION, aws.region in the spec, or AWS_DEFAULT_REGION"
-DEFAULT_BUCKET = re.compile(r"^sagemaker-[a-z]{2}(-[a-z]+)+-\d-(?P<account>\d{12})$")
 RETRIES = {"mode": "adaptive", "max_attempts": 10}
 # Before a session's first answer, a connection failure is tried this often in all: with adaptive retries
 # a closed port would take about a minute of backoff to report, no way to tell a user the endpoint is wrong.
@@ -53,6 +55,86 @@ _CREDENTIAL_CODES = frozenset(
         "InvalidSignatureException",
     }
 )
+# Throttling (botocore's own list, S3's SlowDown) and AWS failing inside: transient, a wait asks again later.
+BUSY_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "InternalServerException",
+    }
+)
+# A request signed with a clock more than 5 minutes off AWS's is refused with one of these (SigV4's window).
+SKEW_CODES = frozenset({"RequestTimeTooSkewed", "InvalidSignatureException", "SignatureDoesNotMatch", "RequestExpired"})
+SKEW_WINDOW_S = 300
+_SIGV4_TIME = r"(\d{8}T\d{6}Z)"
+# SigV4's messages: "Signature expired: <request time> is now earlier than <AWS's time - 5 min> (... - 5 min.)"
+# and "Signature not yet current: <request time> is still later than <AWS's time + 15 min> (... + 15 min.)"
+_EXPIRED = re.compile(rf"{_SIGV4_TIME} is now earlier than {_SIGV4_TIME}")
+_NOT_YET = re.compile(rf"{_SIGV4_TIME} is still later than {_SIGV4_TIME}")
+
+
+# AWS's request quotas per account and Region for the calls a follower repeats (CloudWatch Logs quotas page,
+# docs/quotas.md): every stream, host, job and follower of the account shares them. A cloudtrain process keeps
+# to BUDGET_SHARE of each, leaving the rest to the other processes and people of the account.
+ACCOUNT_TPS = {"GetLogEvents": 10.0, "DescribeLogStreams": 5.0, "FilterLogEvents": 5.0}
+BUDGET_SHARE = 0.5
+THROTTLED_MAX_S = 30.0  # the longest pause of a budget after AWS throttled it (it doubles from BACKOFF_S)
+
+
+@dataclass
+class RateBudget:
+    """A token bucket for one API of one account and Region: `take()` blocks until a call fits under `rate`
+    (calls a second, `burst` at once). Shared by every thread of a process; `throttled()` pauses it (AWS said
+    slow down: exponential backoff, full jitter), `answered()` ends the backoff. Counts the calls it let through."""
+
+    rate: float
+    burst: float = 1.0
+    calls: int = 0
+    _tokens: float = field(default=1.0, init=False, repr=False)
+    _stamp: float = field(default_factory=time.monotonic, init=False, repr=False)
+    _paused_until: float = field(default=0.0, init=False, repr=False)
+    _strikes: int = field(default=0, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def take(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                wait = max(self._paused_until - now, (1.0 - self._tokens) / self.rate)
+                if wait <= 0:
+                    self._tokens -= 1.0
+                    self.calls += 1
+                    return
+            time.sleep(wait)
+
+    def throttled(self) -> float:
+        """AWS throttled a call: pause every caller for a backoff that doubles with each throttle in a row."""
+        with self._lock:
+            self._strikes += 1
+            pause = random.uniform(BACKOFF_S, min(THROTTLED_MAX_S, BACKOFF_S * 2**self._strikes))
+            self._paused_until = max(self._paused_until, time.monotonic() + pause)
+            return pause
+
+    def answered(self) -> None:
+        with self._lock:
+            self._strikes = 0
 
 
 def client_config(*, max_pool_connections: int = 16) -> Config:
@@ -84,6 +166,7 @@ class AwsSession:
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _account: str | None = field(default=None, init=False, repr=False)
     _answered: bool = field(default=False, init=False, repr=False)
+    _budgets: dict[str, RateBudget] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def boto_session(self) -> Any:
@@ -153,6 +236,11 @@ class AwsSession:
                 )
         return self._clients[service]
 
+    def budget(self, operation: str) -> RateBudget:
+        """The session's share of AWS's per-account quota for `operation` (see ACCOUNT_TPS): one per process
+        whatever the number of jobs, hosts and streams it reads, since every one of them counts against it."""
+        return self._budgets.setdefault(operation, RateBudget(ACCOUNT_TPS[operation] * BUDGET_SHARE))
+
     def account_id(self) -> str:
         """The caller's account (STS GetCallerIdentity, once per session)."""
         if self._account is None:
@@ -160,16 +248,6 @@ class AwsSession:
             with translate_errors(self.where, "STS GetCallerIdentity"):
                 self._account = str(sts.get_caller_identity()["Account"])
         return self._account
-
-
-def default_bucket_owner(bucket: str) -> str | None:
-    """The account a bucket named as SageMaker's default bucket (`sagemaker-<region>-<account>`) must belong to.
-
-    Anyone can create a bucket of that name first: one owned by another account would receive the code, data
-    and models, and could plant a tarball at a content-addressed key that a job would then run.
-    """
-    m = DEFAULT_BUCKET.match(bucket)
-    return m.group("account") if m else None
 
 
 def expect_default_bucket_owner(params: dict[str, Any], model: Any = None, **_: Any) -> None:
@@ -276,8 +354,15 @@ def translate(exc: BaseException, where: str = "AWS", what: str | None = None) -
     if isinstance(exc, bx.ClientError):
         code, message = error_code(exc), error_message(exc)
         operation = getattr(exc, "operation_name", None) or what or "request"
+        if code in SKEW_CODES and (skew := clock_skew(exc)) is not None:
+            return BackendUnavailable(skew)
         if code in _CREDENTIAL_CODES:
             return BackendUnavailable(f"{where} rejected the credentials ({code})")
+        status = int(getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in BUSY_CODES or status >= 500:
+            return AwsBusy(
+                one_line(f"AWS {operation} failed: {code}: {message}" if message else f"AWS {operation} failed: {code}")
+            )
         if code in ("AccessDenied", "AccessDeniedException", "403"):
             return AwsRefused(one_line(f"AWS denied {operation}: {message or code}"))
         return AwsRefused(
@@ -286,6 +371,53 @@ def translate(exc: BaseException, where: str = "AWS", what: str | None = None) -
     if isinstance(exc, bx.BotoCoreError):
         return CloudtrainError(one_line(f"AWS {what or 'request'} failed: {exc}"))
     return None
+
+
+def clock_offset(exc: BaseException, now: float | None = None) -> float | None:
+    """Seconds this machine's clock is ahead of AWS's (negative: behind), as an AWS refusal shows it: from the
+    times SigV4's message quotes, else from the answer's Date header against the local clock; None if neither."""
+    from calendar import timegm
+    from email.utils import parsedate_to_datetime
+
+    def epoch(stamp: str) -> float:
+        return float(timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ")))
+
+    message = error_message(exc)
+    if m := _EXPIRED.search(message):  # the second time is AWS's now minus 5 minutes
+        return epoch(m.group(1)) - (epoch(m.group(2)) + SKEW_WINDOW_S)
+    if m := _NOT_YET.search(message):  # the second time is AWS's now plus 15 minutes
+        return epoch(m.group(1)) - (epoch(m.group(2)) - 3 * SKEW_WINDOW_S)
+    headers = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    error = (getattr(exc, "response", None) or {}).get("Error", {})
+    try:
+        if error.get("RequestTime") and error.get("ServerTime"):  # S3's RequestTimeTooSkewed carries both
+            request, server = (parsedate_to_datetime(error[k]) for k in ("RequestTime", "ServerTime"))
+            return (request - server).total_seconds()
+        if headers.get("date"):
+            return (time.time() if now is None else now) - parsedate_to_datetime(headers["date"]).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def clock_skew(exc: BaseException) -> str | None:
+    """The one line for a request refused because this machine's clock is off AWS's, with the offset measured;
+    None when the refusal is not about time (a wrong secret key also gives SignatureDoesNotMatch)."""
+    offset = clock_offset(exc)
+    code = error_code(exc)
+    if offset is None or abs(offset) < SKEW_WINDOW_S - 60:
+        if code != "RequestTimeTooSkewed":
+            return None
+        return (
+            "this machine's clock is more than 5 minutes off AWS's (RequestTimeTooSkewed): AWS refuses requests "
+            "signed that far off; sync the clock (timedatectl set-ntp true, or chrony) and try again"
+        )
+    minutes, seconds = divmod(round(abs(offset)), 60)
+    side = "ahead of" if offset > 0 else "behind"
+    return (
+        f"this machine's clock is {minutes}m{seconds:02d}s {side} AWS's ({code}): AWS refuses requests signed more "
+        "than 5 minutes off; sync the clock (timedatectl set-ntp true, or chrony) and try again"
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -59,6 +59,11 @@ class AwsRefused(CloudtrainError):
     exit_code = ExitCode.REFUSED
 
 
+class AwsBusy(AwsRefused):
+    """AWS throttled the request, or failed inside (5xx), past every retry: transient. A wait backs off and asks
+    again instead of ending; elsewhere it is exit code 5 like any refusal."""
+
+
 class JobFailed(CloudtrainError):
     """A waited-for job ended Failed or Stopped. Exit code 1."""
 

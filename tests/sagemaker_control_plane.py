@@ -12,11 +12,11 @@ runner under the container contract. While it runs, each host's lines go to Clou
 (`/aws/sagemaker/TrainingJobs`, stream `<job>/algo-N-<epoch seconds>`), every host's checkpoint folder is
 synced to CheckpointConfig.S3Uri (in no set order), and at the end model.tar.gz and output.tar.gz go to
 `<S3OutputPath>/<job>/output/` with S3's CRC64NVME checksum (a missing bucket fails the job). Requests are
-refused as AWS refuses them (tests/sagemaker_api_rules.py), channels that name no object included; the chief's
-TensorBoard folder goes to TensorBoardOutputConfig.S3OutputPath while it runs. Not simulated: pulling or
-running the TrainingImage (the job runs under this Python; with `images`, a custom image the test engine holds
-runs in containers), IAM, VPC, KMS, spot capacity and real prices. As on AWS, checkpoints
-already under CheckpointConfig.S3Uri are put in every host's checkpoints folder before training.
+refused as AWS refuses them (cloudtrain.backends.sagemaker.rules, the validator cloudtrain itself uses), channels
+that name no object included; the chief's TensorBoard folder goes to TensorBoardOutputConfig.S3OutputPath while
+it runs. Not simulated: pulling or running the TrainingImage (the job runs under this Python; with `images`, a
+custom image the test engine holds runs in containers), IAM, VPC, KMS, spot capacity and real prices. As on AWS,
+checkpoints already under CheckpointConfig.S3Uri are put in every host's checkpoints folder before training.
 
 With a `toolkit` (tests/toolkit_runner.py), a job on AWS's stock TensorFlow training image runs as on
 AWS instead: each host is AWS's own sagemaker-training `train` entry point in network, mount, UTS and
@@ -30,7 +30,8 @@ Tuning jobs (CreateHyperParameterTuningJob and the rest) are tests/control_plane
 training job of this plane, created and run as above.
 
 What AWS does that moto does not: `log_lag` delays each host's lines in CloudWatch (a line becomes
-visible that many seconds after its timestamp, as ingestion lags on AWS, differently per host), and
+visible that many seconds after its timestamp, as ingestion lags on AWS, differently per host), `logs` holds
+CloudWatch Logs to AWS's per-account quotas, 1 MB pages and empty pages before a stream's end (LogsFront), and
 `bucket_owners` gives a bucket another owner, which S3 enforces with `ExpectedBucketOwner` (403).
 """
 
@@ -66,6 +67,7 @@ from cloudtrain.backends.local.layout import CHIEF, WORKERS_FILE, HostLayout, ho
 from cloudtrain.backends.local.runner import Graces, RunPlan
 from cloudtrain.backends.local.scope import MODULE as GUARD_MODULE
 from cloudtrain.backends.local.scope import RUNNER_MODULE
+from cloudtrain.backends.sagemaker import rules
 from cloudtrain.channels import lazyfs
 from cloudtrain.channels.fields import from_sagemaker_channel
 from cloudtrain.channels.hosts import lay_out_channels
@@ -73,7 +75,6 @@ from cloudtrain.channels.s3cache import ChannelCache
 from cloudtrain.jobs import JobInfo, Transition
 from cloudtrain.spec.models import ChannelSpec
 from cloudtrain.store import JobRecord
-from tests import sagemaker_api_rules
 from tests.control_plane_images import ImageJobs
 from tests.control_plane_tuning import Tuner
 from tests.netns import HostNetwork
@@ -203,6 +204,7 @@ class ControlPlane:
         self.run_jobs = True
         self.checkpoint_order: Callable[[list[CheckpointFile]], list[CheckpointFile]] = _shuffled
         self.log_lag: dict[str, float] = {}  # host -> seconds before its lines are visible in CloudWatch
+        self.logs = LogsFront()  # CloudWatch Logs' quotas, 1 MB pages and empty pages, as AWS has them
         self.bucket_owners: dict[str, str] = {}  # bucket -> owning account, where it is not ACCOUNT
         self.images: ImageJobs | None = None
         self._jobs: dict[str, _Job] = {}
@@ -331,8 +333,8 @@ class ControlPlane:
     def _validate(self, action: str, params: dict[str, Any]) -> None:
         """AWS's checks before anything else: the service model's constraints and AWS's documented rules."""
         try:
-            sagemaker_api_rules.check(action, params)
-        except sagemaker_api_rules.Invalid as e:
+            rules.check(action, params)
+        except rules.Refused as e:
             raise ApiError("ValidationException", str(e)) from None
 
     def _job(self, name: str) -> _Job:
@@ -391,7 +393,7 @@ class ControlPlane:
             except s3.exceptions.NoSuchBucket:
                 found = 0
             if not found:
-                raise ApiError("ValidationException", sagemaker_api_rules.empty_channel(uri, self.region, p["RoleArn"]))
+                raise ApiError("ValidationException", empty_channel(uri, self.region, p["RoleArn"]))
 
     def _describe(self, job: _Job) -> dict[str, Any]:
         info = job.info
@@ -904,8 +906,14 @@ class _Handler(BaseHTTPRequestHandler):
         elif (refusal := self.plane.refused_by_owner(self.command, self.path, self.headers)) is not None:
             status, data = 403, b"" if self.command == "HEAD" else refusal
             headers = [("Content-Type", "application/xml"), ("Content-Length", str(len(data)))]
+        elif not self.plane.logs.allow(operation := self.headers.get("X-Amz-Target", "").rpartition(".")[2]):
+            status, headers, data = LogsFront.throttling()
         else:
             status, headers, data = self.plane.forward(self.command, self.path, self.headers, body)
+            if operation == "GetLogEvents" and status == 200:
+                data = self.plane.logs.page(body, data)
+                headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "x-amz-crc32")]
+                headers.append(("Content-Length", str(len(data))))
         self.send_response_only(status)
         for name, value in headers:
             self.send_header(name, value)
@@ -928,3 +936,94 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: requests are recorded instead
         pass
+
+
+def empty_channel(uri: str, region: str, role: str) -> str:
+    """AWS's answer to CreateTrainingJob when an S3Prefix channel names no object (bucket or prefix missing).
+
+    SageMaker lists every S3Prefix channel when the job is created and refuses it with this
+    ValidationException (its text as AWS's users have quoted it); the job is never made.
+    """
+    bucket = uri.removeprefix("s3://").split("/", 1)[0]
+    return (
+        f'No S3 objects found under S3 URL "{uri}" given in input data source. Please ensure that the bucket '
+        f"exists in the selected region ({region}), that objects exist under that S3 prefix, and that the role "
+        f'"{role}" has "s3:ListBucket" permissions on bucket "{bucket}".'
+    )
+
+
+# CloudWatch Logs' request quotas per account and Region (docs/quotas.md): above them AWS throttles.
+LOGS_TPS = {"GetLogEvents": 10.0, "DescribeLogStreams": 5.0, "FilterLogEvents": 5.0}
+PAGE_EVENTS = 10_000
+PAGE_BYTES = 1_048_576  # a GetLogEvents page: at most 10,000 events or 1 MB, each event its message + 26 bytes
+EVENT_OVERHEAD = 26
+
+
+class LogsFront:
+    """CloudWatch Logs as strict as AWS where moto is kinder, for the calls a follower makes.
+
+    - Throttling: GetLogEvents, DescribeLogStreams and FilterLogEvents share AWS's per-account quotas
+      (`LOGS_TPS`, a token bucket of one second's calls each, whoever calls); above them, ThrottlingException.
+    - Pages: a GetLogEvents page holds at most 10,000 events *or 1 MB* (moto caps only the count).
+    - Empty pages before the end: every `empty_every`-th GetLogEvents with lines behind its position is answered
+      with no events and a token that moved (the same position, spelt anew), as CloudWatch "can return empty
+      results while there are more log events available through the token".
+    `throttled` counts the refusals, so a test can tell the quota was met rather than assumed.
+    """
+
+    def __init__(self, empty_every: int = 3) -> None:
+        self.empty_every = empty_every
+        self.throttled = 0
+        self._tokens = dict(LOGS_TPS)
+        self._stamp = dict.fromkeys(LOGS_TPS, time.monotonic())
+        self._with_lines = 0
+        self._lock = threading.Lock()
+
+    def allow(self, operation: str) -> bool:
+        """Whether the account's quota has room for one more `operation` call now (always, for other calls)."""
+        if operation not in LOGS_TPS:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            rate = LOGS_TPS[operation]
+            self._tokens[operation] = min(rate, self._tokens[operation] + (now - self._stamp[operation]) * rate)
+            self._stamp[operation] = now
+            if self._tokens[operation] >= 1.0:
+                self._tokens[operation] -= 1.0
+                return True
+            self.throttled += 1
+            return False
+
+    @staticmethod
+    def throttling() -> tuple[int, list[tuple[str, str]], bytes]:
+        data = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+        return 400, [("Content-Type", "application/x-amz-json-1.1"), ("Content-Length", str(len(data)))], data
+
+    def page(self, request: bytes, answer: bytes) -> bytes:
+        """moto's GetLogEvents answer made AWS's: cut at 1 MB, or now and then empty before the end."""
+        page = json.loads(answer)
+        events = page.get("events", [])
+        token = json.loads(request or b"{}").get("nextToken")
+        start = int(token[2:]) + 1 if token else 0  # moto's tokens: f/<index of the last event returned>
+        if events:
+            with self._lock:
+                self._with_lines += 1
+                empty = self.empty_every > 0 and self._with_lines % self.empty_every == 0
+            if empty:  # nothing this time, and a token that moved: the same position spelt anew
+                position = start - 1
+                spelt = (
+                    f"f/{position}" if token is None or len(token) > 2 + len(str(position)) else f"f/{position:056d}"
+                )
+                return json.dumps({"events": [], "nextForwardToken": spelt, "nextBackwardToken": spelt}).encode()
+            size, kept = 0, 0
+            for event in events[:PAGE_EVENTS]:
+                size += len(event["message"].encode()) + EVENT_OVERHEAD
+                if size > PAGE_BYTES:
+                    break
+                kept += 1
+            if kept < len(events):
+                page["events"] = events[:kept]
+                page["nextForwardToken"] = f"f/{start + kept - 1:056d}"
+        elif token and page.get("nextForwardToken", "")[2:].lstrip("0") == token[2:].lstrip("0"):
+            page["nextForwardToken"] = token  # at the end: the token comes back as it was sent, as AWS's does
+        return json.dumps(page).encode()

@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "image": {"aws", "settings", "spec", "transfer"},
     "transfer": {"aws", "spec"},
     "channels": {"aws", "spec", "transfer"},
-    "aws": {"settings"},
+    "aws": {"runtime", "settings"},
     "spec": set(),
     "runtime": set(),
 }

@@ -8,10 +8,13 @@ in AWS's place with throttling, denials and expired credentials. The CLI runs as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ import pytest
 
 from tests.clirun import REPO, Result, cloudtrain
 from tests.faultproxy import Fault, FaultProxy
-from tests.sagemaker_control_plane import ControlPlane
+from tests.sagemaker_control_plane import LOG_GROUP, ControlPlane
 from tests.test_sagemaker_e2e import Follower, aws_env, clean_env, ct, uploads, write_job
 
 DEFAULT_BUCKET = "sagemaker-us-east-1-123456789012"
@@ -87,6 +90,61 @@ def test_a_request_aws_refuses_is_refused_before_any_upload(
     result = ct("submit", str(spec), "--backend", "sagemaker", home=home)
     assert result.code == 2, result.err
     assert says in one_line_error(result)
+    assert uploads(sagemaker_endpoint.requests) == [] and not sagemaker_endpoint.calls("CreateTrainingJob")
+
+
+CHANNELS_21 = "data: {" + ", ".join(f"c{i}: s3://ct-data-21/c{i}/" for i in range(21)) + "}\n"
+SEVEN = [  # (what the spec says, extra arguments, the line's start, AWS's words in it): each was accepted before
+    ('tags: {"AWS:team": ml}\n', (), "tags.AWS:team: AWS refuses this", "reserved prefix 'aws:'"),
+    (
+        "aws: {vpc: {subnets: [subnet_0a1b], security_group_ids: [sg-0a1b]}}\n",
+        (),
+        "aws.vpc.subnets.0: AWS refuses this",
+        "pattern: [-0-9a-zA-Z]+",
+    ),
+    (CHANNELS_21, (), "data: AWS refuses this", "length less than or equal to 20"),
+    ('aws: {kms_key_id: "alias/my key"}\n', (), "aws.kms_key_id: AWS refuses this", "pattern: [a-zA-Z0-9:/_-]*"),
+    (
+        "",
+        ("--role-arn", "arn:aws:iam::123456789012:role/My Role"),
+        "aws.role_arn: AWS refuses this",
+        "pattern: arn:aws",
+    ),
+    (
+        'checkpoints: {s3_uri: "s3://ct-ckpt/' + "c" * 1000 + '"}\n',
+        (),
+        "checkpoints.s3_uri: AWS refuses this",
+        "less than or equal to 1024",
+    ),
+    ('hyperparameters: {"two\\nlines": 1}\n', (), "hyperparameters.'two\\nlines': AWS refuses this", "pattern: .*"),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "args", "starts", "says"),
+    SEVEN,
+    ids=["AWS:-tag", "subnet", "21-channels", "kms-key", "role-with-space", "long-checkpoint-uri", "newline-in-key"],
+)
+def test_aws_service_model_refuses_before_any_upload(
+    sagemaker_endpoint: ControlPlane,
+    tmp_path: Path,
+    home: Path,
+    extra: str,
+    args: tuple[str, ...],
+    starts: str,
+    says: str,
+) -> None:
+    """Each of these AWS refuses at CreateTrainingJob: cloudtrain refuses it first, from botocore's service model and
+    AWS's documented rules (cloudtrain.backends.sagemaker.rules, the control plane's too), naming the spec field."""
+    spec = write_job(tmp_path, "print('hi')\n")
+    text = spec.read_text()
+    if extra.startswith("data"):
+        text = re.sub(r"^data:.*\n", "", text, flags=re.M)
+    spec.write_text(text + extra)
+    result = ct("submit", str(spec), "--backend", "sagemaker", *args, home=home)
+    assert result.code == 2, result.err
+    line = one_line_error(result)
+    assert line.startswith(f"error: {starts}: ") and says in line, line
     assert uploads(sagemaker_endpoint.requests) == [] and not sagemaker_endpoint.calls("CreateTrainingJob")
 
 
@@ -163,8 +221,12 @@ def test_every_s3_request_to_the_default_bucket_names_its_owner(
     ]
     kinds = {r.operation for r in to_default}
     assert {"HeadBucket", "CreateBucket", "PutObject", "HeadObject", "GetObject"} <= kinds, kinds
-    expected = {r.operation: r.headers.get("x-amz-expected-bucket-owner") for r in to_default}
-    assert expected == {op: None if op == "CreateBucket" else "123456789012" for op in kinds}
+    wrong = [  # every request, not one per operation: a single PutObject without the header is a hole
+        (r.operation, r.path, r.headers.get("x-amz-expected-bucket-owner"))
+        for r in to_default
+        if r.headers.get("x-amz-expected-bucket-owner") != (None if r.operation == "CreateBucket" else "123456789012")
+    ]
+    assert wrong == []
 
 
 def test_a_default_bucket_owned_by_another_account_gets_nothing(
@@ -268,11 +330,10 @@ def test_logs_of_a_host_ten_seconds_late_lose_no_line(
 @pytest.mark.parametrize(
     "fault",
     [
-        Fault("throttle", service="logs", operation="GetLogEvents", times=1000),
         Fault("error", service="logs", code="AccessDeniedException", message="not authorized: logs:GetLogEvents"),
         Fault("error", service="logs", code="ExpiredTokenException", message="The security token has expired"),
     ],
-    ids=["throttled", "denied", "expired"],
+    ids=["denied", "expired"],
 )
 def test_a_failing_logs_api_gives_one_line_and_the_wait_goes_on(
     sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path, fault: Fault
@@ -288,7 +349,122 @@ def test_a_failing_logs_api_gives_one_line_and_the_wait_goes_on(
     assert "Traceback" not in result.err
     stopped = [line for line in result.err.splitlines() if line.startswith("logs stopped: ")]
     assert len(stopped) == 1 and stopped[0].endswith("still waiting for the job's status"), result.err
-    assert "status Completed" in result.err.splitlines()[-1] or "Completed" in result.err
+    assert [line for line in result.err.splitlines() if line.startswith("status ")][-1].startswith("status Completed")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("throttle", service="logs", operation="GetLogEvents", times=12),
+        Fault("throttle", service="logs", operation="DescribeLogStreams", times=12),
+        Fault("throttle", service="sagemaker", operation="DescribeTrainingJob", skip=1, times=12),
+        Fault(
+            "error", service="logs", operation="GetLogEvents", code="ServiceUnavailableException", status=503, times=12
+        ),
+    ],
+    ids=["GetLogEvents", "DescribeLogStreams", "DescribeTrainingJob", "logs-5xx"],
+)
+def test_throttling_and_5xx_back_off_and_never_end_a_wait_or_a_follow(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path, fault: Fault
+) -> None:
+    """AWS busy past botocore's retries (two attempts here): the wait and a `logs --follow` back off and go on;
+    every line shows, nothing says the logs stopped, the wait ends with the job."""
+    spec = write_job(tmp_path, QUIET)
+    with FaultProxy(sagemaker_endpoint.url, [fault]) as proxy:
+        env = endpoint_env(proxy.url)
+        result = cloudtrain("submit", str(spec), "--backend", "sagemaker", "--wait", home=home, env=env, timeout=300)
+        job = next(line for line in result.err.splitlines() if line.startswith("job ")).split()[1]
+        followed = cloudtrain("logs", job, "--follow", home=home, env=env, timeout=300)
+    assert fault.hits == fault.times, (fault.hits, result.err)
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err and "logs stopped" not in result.err, result.err
+    assert [line for line in result.err.splitlines() if line.startswith("status ")][-1].startswith("status Completed")
+    for out in (result.err, followed.out):
+        assert len(re.findall(r"algo-\d working$", out, flags=re.M)) == 2, out
+        assert len(re.findall(r"algo-\d done$", out, flags=re.M)) == 2, out
+    assert followed.code == 0, followed.err
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # Debian's faketime (scripts/setup)
+
+
+@pytest.mark.parametrize("skew", ["+5m", "-5m"])
+def test_a_64_host_wait_stays_within_the_account_quotas_and_loses_no_line(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path, skew: str
+) -> None:
+    """`submit --wait` of a 64-host job on a machine whose clock is 5 minutes off, half the hosts' lines reaching
+    CloudWatch 10 s late: every line shows once, and the control plane (AWS's per-account quotas: 10 GetLogEvents,
+    5 DescribeLogStreams a second) never had to throttle it."""
+    if not LIBFAKETIME.exists():
+        pytest.skip(f"{LIBFAKETIME} is missing (Debian's faketime package; scripts/setup installs it as root)")
+    sagemaker_endpoint.run_jobs = False  # held InProgress: this test plays the 64 hosts' streams itself
+    spec = write_job(tmp_path, "print('hi')\n")
+    spec.write_text(re.sub(r"instance_count: 2", "instance_count: 64", spec.read_text()))
+    env = clean_env(home) | aws_env() | {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": skew}
+    waited = subprocess.Popen(
+        [sys.executable, "-m", "cloudtrain", "submit", str(spec), "--backend", "sagemaker", "--wait"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert waited.stderr is not None
+    err = []
+    job = None
+    for line in waited.stderr:
+        err.append(line)
+        if m := re.match(r"job (\S+) submitted", line):
+            job = m.group(1)
+            break
+    assert job, "".join(err)
+    logs = sagemaker_endpoint.moto("logs")
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=LOG_GROUP)
+    streams = {f"algo-{i}": f"{job}/algo-{i}-{int(time.time())}" for i in range(1, 65)}
+    for name in streams.values():
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=name)
+    held: list[tuple[float, str, dict[str, Any]]] = []
+    for n in range(5):  # 5 lines a host, one round a second; the even hosts' lines reach CloudWatch 10 s late
+        for host, name in streams.items():
+            event = {"timestamp": int(time.time() * 1000), "message": f"{host} n={n}"}
+            if int(host.split("-")[1]) % 2 == 0:
+                held.append((time.monotonic() + 10, name, event))
+            else:
+                logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=name, logEvents=[event])
+        time.sleep(1)
+    boto3.client("sagemaker").stop_training_job(TrainingJobName=job)  # it ends with lines still to come
+    for due, name, event in held:
+        time.sleep(max(0.0, due - time.monotonic()))
+        logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=name, logEvents=[event])
+    _, rest = waited.communicate(timeout=300)
+    assert waited.returncode == 1, rest  # Stopped
+    shown = re.findall(r"(algo-\d+ n=\d)$", "".join(err) + rest, flags=re.M)
+    assert sorted(shown) == sorted(f"{h} n={n}" for h in streams for n in range(5)), rest[-2000:]
+    assert sagemaker_endpoint.logs.throttled == 0
+    calls = Counter(r.operation for r in sagemaker_endpoint.requests)
+    assert calls["GetLogEvents"] >= 64 and calls["FilterLogEvents"] == 0
+
+
+def test_a_clock_five_minutes_off_is_one_line_with_the_offset(
+    sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
+) -> None:
+    """AWS refuses a request signed with a clock past SigV4's 5 minutes: the line says so, with the offset."""
+    expired = Fault(
+        "error",
+        service="sagemaker",
+        operation="DescribeTrainingJob",
+        code="InvalidSignatureException",
+        message="Signature expired: 20261207T013000Z is now earlier than 20261207T013012Z (20261207T013512Z - 5 min.)",
+        times=100,
+    )
+    with FaultProxy(sagemaker_endpoint.url, [expired]) as proxy:
+        result = cloudtrain("status", "any-job", "--backend", "sagemaker", home=home, env=endpoint_env(proxy.url))
+    assert result.code == 3, result.err
+    assert one_line_error(result).startswith(
+        "error: this machine's clock is 5m12s behind AWS's (InvalidSignatureException): AWS refuses requests signed"
+    )
 
 
 def test_credentials_expiring_mid_wait_say_so_and_leave_the_job_running(

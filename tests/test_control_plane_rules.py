@@ -1,14 +1,16 @@
 """The SageMaker control plane stand-in is no kinder than AWS: what AWS refuses, it refuses; what AWS does to a
 job (sync every host's checkpoints, fail on a missing bucket, checksum artifacts), it does.
 
-Each test here failed on the control plane before tests/sagemaker_api_rules.py and the changes that came with
-it: a test double kinder than AWS lets the product pass where it would fail.
+Each test here failed on the control plane before its validator (now cloudtrain.backends.sagemaker.rules) and
+the changes that came with it: a test double kinder than AWS lets the product pass where it would fail.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +181,10 @@ def test_every_hosts_checkpoints_are_synced_in_no_set_order(
         return ordered
 
     sagemaker_endpoint.checkpoint_order = index_first
+    put: list[str] = []  # what the control plane really sent to S3, in its order (not the order offered above)
+    sagemaker_endpoint.moto("s3").meta.events.register(
+        "provide-client-params.s3.PutObject", lambda params, **_: put.append(params["Key"].rsplit("/", 1)[-1])
+    )
     spec = write_job(tmp_path, CHECKPOINTER)
     done = ct("submit", str(spec), "--backend", "sagemaker", "--wait", "--json", home=home)
     assert done.code == 0, done.err
@@ -190,5 +196,46 @@ def test_every_hosts_checkpoints_are_synced_in_no_set_order(
         "checkpoint",
         "ckpt-1.data-00000-of-00001",
     ]
-    last = next(files for files in reversed(offered) if files)
-    assert last[0] == "algo-1/checkpoint" and "algo-2/algo-2.state" in last  # the index went first here
+    assert "algo-2/algo-2.state" in next(files for files in reversed(offered) if files)
+    # The index reached S3 before the data it names: a reader meanwhile sees a torn checkpoint.
+    assert put.index("checkpoint") < put.index("ckpt-1.data-00000-of-00001"), put
+
+
+def test_get_log_events_is_as_strict_as_cloudwatch(sagemaker_endpoint: ControlPlane) -> None:
+    """Pages of at most 1 MB (moto caps only the count at 10,000), an empty page with a moved token before the
+    end of a stream, and ThrottlingException above the account's 10 GetLogEvents a second."""
+    logs = boto3.client("logs")
+    logs.create_log_group(logGroupName="/strict")
+    logs.create_log_stream(logGroupName="/strict", logStreamName="s")
+    line, now = "x" * 100_000, int(time.time() * 1000)
+    for i in range(25):  # 2.5 MB in all
+        event = {"timestamp": now + i, "message": f"{i:02d} {line}"}
+        sagemaker_endpoint.moto("logs").put_log_events(logGroupName="/strict", logStreamName="s", logEvents=[event])
+    sagemaker_endpoint.logs.empty_every = 2
+    pages, token, seen = [], None, []
+    while True:
+        kwargs = {"nextToken": token} if token else {}
+        page = logs.get_log_events(logGroupName="/strict", logStreamName="s", startFromHead=True, **kwargs)
+        pages.append(len(page["events"]))
+        assert sum(len(e["message"].encode()) + 26 for e in page["events"]) <= 1_048_576
+        seen += [e["message"][:2] for e in page["events"]]
+        if page["nextForwardToken"] == token:
+            break
+        token = page["nextForwardToken"]
+    assert seen == [f"{i:02d}" for i in range(25)], pages  # every event once, in order
+    assert 0 in pages[:-1] and max(pages) < 25, pages  # an empty page before the end; no page holds them all
+    sagemaker_endpoint.logs.empty_every = 0
+    fast = boto3.client("logs", config=Config(retries={"max_attempts": 1, "mode": "standard"}))
+
+    def one(_: int) -> str:
+        try:
+            fast.get_log_events(logGroupName="/strict", logStreamName="s", limit=1)
+            return "ok"
+        except ClientError as e:
+            return str(e.response["Error"]["Code"])
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:  # 40 at once: well above 10 a second
+        codes = list(pool.map(one, range(40)))
+    allowed = 10 + 10 * (time.monotonic() - began)  # a second's burst, then 10 a second
+    assert "ThrottlingException" in codes and codes.count("ok") <= allowed, codes

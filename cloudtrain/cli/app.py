@@ -31,7 +31,15 @@ from cloudtrain.cli.options import (
     command_options,
 )
 from cloudtrain.cli.output import OUTPUT_ERRNOS, finish_output
-from cloudtrain.errors import BackendUnavailable, CloudtrainError, ExitCode, JobFailed, UserError, WaitTimeout
+from cloudtrain.errors import (
+    AwsRefused,
+    BackendUnavailable,
+    CloudtrainError,
+    ExitCode,
+    JobFailed,
+    UserError,
+    WaitTimeout,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -290,8 +298,8 @@ def _wait(
     options = replace(options, backend=result.job.backend)
     try:
         return _follow(job, options, timeout, err)
-    except BackendUnavailable as e:  # credentials expired mid-wait (a CI role's session), or AWS unreachable
-        raise BackendUnavailable(
+    except (BackendUnavailable, AwsRefused) as e:  # credentials expired mid-wait, AWS unreachable or refusing
+        raise type(e)(
             f"{e} while waiting; job {job} keeps running: cloudtrain status {job} (or logs {job} --follow) "
             "once AWS answers again"
         ) from None
@@ -468,16 +476,21 @@ def logs(
     options = command_options(profile, backend=backend, endpoint_url=endpoint_url, region=region)
     out = render.console()
     events = api.logs(job, options=options, host=host, follow=follow, trial=trial)
-    if json:
-        for event in events:
-            render.log_json(event)
-        return
-    if not all_lines:
-        from cloudtrain.cli.log_noise import fold_startup
+    try:
+        if json:
+            for event in events:
+                render.log_json(event)
+            return
+        if not all_lines:
+            from cloudtrain.cli.log_noise import fold_startup
 
-        events = fold_startup(events, job)
-    for event in events:
-        render.log_line(event, out)
+            events = fold_startup(events, job)
+        for event in events:
+            render.log_line(event, out)
+    except (BackendUnavailable, AwsRefused) as e:
+        if not follow:
+            raise
+        raise type(e)(f"{e}; job {job} keeps running: cloudtrain logs {job} --follow once AWS answers again") from None
 
 
 @app.command()

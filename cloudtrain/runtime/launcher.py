@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cloudtrain.runtime import contract
+from cloudtrain.runtime.buckets import expected_owner, location_region
 from cloudtrain.runtime.env import (
     CHECKPOINT_DIR_VARIABLE,
     HOST_ADDRESSES_VARIABLE,
@@ -144,10 +145,10 @@ def _bucket_region(model_dir: Any, region: str) -> str | None:
     try:
         quick = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 1})
         s3 = boto3.client("s3", region_name=region or None, config=quick)
-        location = s3.get_bucket_location(Bucket=bucket)
-    except Exception:  # no credentials, no such bucket: the job's region it is
+        location = s3.get_bucket_location(Bucket=bucket, **expected_owner(bucket))
+    except Exception:  # no credentials, no such bucket, another account's: the job's region it is
         return None
-    return location.get("LocationConstraint") or region
+    return location_region(location.get("LocationConstraint"))
 
 
 def tf_config(cfg: ContainerConfig, environ: Mapping[str, str]) -> dict[str, Any] | None:

@@ -1,8 +1,10 @@
 """Train job_specs/digits' model one way, in a fresh process, and print how fast (one JSON line).
 
-    python fit_driver.py keras|keras-mwms|runtime|runtime-mwms --data DIR --epochs N
+    python fit_driver.py keras|keras-spe|keras-mwms|runtime|runtime-mwms --data DIR --epochs N
 
 - keras: plain `model.compile` + `model.fit` (no strategy), validating every epoch as the runtime does;
+- keras-spe: the same with `steps_per_execution` at an epoch's steps: Keras compiles a whole epoch into one
+  function call, as cloudtrain.runtime's loop does (the fair baseline: the same compilation on both sides);
 - keras-mwms: the same `model.fit` as a plain-Keras script runs under cloudtrain on several instances: in a
   MultiWorkerMirroredStrategy (one worker here) with tf-keras (TF_USE_LEGACY_KERAS=1, `distribution.keras: auto`);
 - runtime: cloudtrain.runtime's `fit` with no strategy (the training loop alone);
@@ -53,7 +55,11 @@ def _model(tf: Any) -> Any:
     )
 
 
-def keras_fit(train: tuple[Any, Any], evaluation: tuple[Any, Any], epochs: int, mwms: bool = False) -> dict[str, Any]:
+def keras_fit(
+    train: tuple[Any, Any], evaluation: tuple[Any, Any], epochs: int, mwms: bool = False, per_epoch: bool = False
+) -> dict[str, Any]:
+    import math
+
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if mwms else tf.distribute.get_strategy()
@@ -64,6 +70,7 @@ def keras_fit(train: tuple[Any, Any], evaluation: tuple[Any, Any], epochs: int, 
             optimizer=tf.keras.optimizers.Adam(LEARNING_RATE),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
+            steps_per_execution=math.ceil(len(train[1]) / BATCH) if per_epoch else 1,
         )
     ends: list[float] = []
 
@@ -135,7 +142,7 @@ class _EpochLines:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("keras", "keras-mwms", "runtime", "runtime-mwms"))
+    parser.add_argument("mode", choices=("keras", "keras-spe", "keras-mwms", "runtime", "runtime-mwms"))
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args()
@@ -157,8 +164,10 @@ def _train(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
         os.environ["TF_CONFIG"] = json.dumps(build_tf_config(["algo-1"], "algo-1", {"algo-1": f"127.0.0.1:{port}"}))
     train, evaluation = _load(args.data / "train"), _load(args.data / "eval")
-    if args.mode in ("keras", "keras-mwms"):
-        out = keras_fit(train, evaluation, args.epochs, mwms=args.mode == "keras-mwms")
+    if args.mode in ("keras", "keras-spe", "keras-mwms"):
+        out = keras_fit(
+            train, evaluation, args.epochs, mwms=args.mode == "keras-mwms", per_epoch=args.mode == "keras-spe"
+        )
     else:
         kind = "multi_worker_mirrored" if args.mode == "runtime-mwms" else "none"
         out = runtime_fit(train, evaluation, args.epochs, kind)

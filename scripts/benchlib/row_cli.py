@@ -1,4 +1,5 @@
-"""Rows `help` and `status`: start-up cost of the CLI against the AWS CLI's (the one scripts/setup installs)."""
+"""Rows `help`, `startup`, `status` and `status-finished`: start-up cost of the CLI against the AWS CLI's (the one
+scripts/setup installs)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,44 @@ def help_row(ctx: Context) -> Row:
     )
 
 
+def startup_row(ctx: Context) -> Row:
+    """A real command through the whole command-line path (`validate` of a spec: options, settings, the spec's
+    models, the rendering), where `help` times text printed before anything is imported."""
+    code = ctx.folder("startup-code")
+    (code / "train.py").write_text("print('bench')\n")
+    spec = write_spec(code.parent / "startup-spec.json", name="bench-startup", source_dir=code, backend="sagemaker")
+    env = ctx.base_env
+    ct = [str(CLOUDTRAIN), "validate", str(spec)]
+    aws = [AWS, "--version"]
+    ctx.processes.run(ct, env=env).check("cloudtrain validate")
+    runs = ctx.runs(15, 3)
+    ctx.log(f"startup: {runs} interleaved runs of `cloudtrain validate SPEC` and `aws --version`")
+    results = interleave(
+        [
+            ("cloudtrain", lambda: ctx.processes.run(ct, env=env).check("cloudtrain validate").wall),
+            ("aws", lambda: ctx.processes.run(aws, env=env).check("aws --version").wall),
+        ],
+        runs,
+    )
+    ratio, text = ratio_text(results["cloudtrain"], results["aws"])
+    return Row(
+        name="startup",
+        title="`cloudtrain validate SPEC`: a real command's start-up, wall time",
+        figure=Stats.of(results["cloudtrain"]).fmt(),
+        against=f"`aws --version` {Stats.of(results['aws']).fmt()}",
+        ratio=text,
+        target="≤ 1.0x",
+        met=ratio <= 1.0,
+        commands=[" ".join(ct), " ".join(aws)],
+        details=[
+            "The whole command-line path of a command that does work: typer's parsing, settings, the spec's "
+            "pydantic models and their checks, the rendering; no AWS request (row status: one that asks AWS). "
+            "`aws --version` is the AWS CLI's own start-up, the least any `aws` command costs."
+        ],
+        data={"cloudtrain_s": results["cloudtrain"], "aws_s": results["aws"], "ratio": ratio},
+    )
+
+
 def _status_job(ctx: Context, row: str, job_name: str) -> tuple[str, Path, dict[str, str], list[str], list[str]]:
     """A SageMaker job on moto made with `cloudtrain submit`: (moto's URL, the home, its environment, the
     `cloudtrain status` and `aws sagemaker describe-training-job` command lines)."""
@@ -127,15 +166,16 @@ def status_finished_row(ctx: Context) -> Row:
     return _status_row(
         ctx,
         name="status-finished",
-        title="`cloudtrain status JOB --json` of a finished job, wall time",
+        title="`cloudtrain status JOB --json` of a finished job (a cache hit: the job store, no AWS call), wall time",
         target=0.2,
         commands=(ct, aws),
         envs=(lambda: env, lambda: env),
         moto_url=moto_url,
         calls=calls,
         notes=[
-            "A job cloudtrain has seen end (one earlier `status`) is answered from the job store: a finished "
-            "SageMaker job does not change."
+            "A cache hit: a job cloudtrain has seen end (one earlier `status`) is answered from the job store, "
+            "without any AWS request (a finished SageMaker job does not change); `aws` describes it every time. "
+            "Row status: a job cloudtrain has not seen end."
         ],
     )
 

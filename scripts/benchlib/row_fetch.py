@@ -1,5 +1,7 @@
-"""Row `fetch`: fetch-model of a 1 GB model.tar.gz (download and extract) against the streaming
-`aws s3 cp s3://... - | tar -xzf -`, which overlaps download and extraction as cloudtrain does.
+"""Row `fetch`: fetch-model of a 1 GB model.tar.gz (download and extract) against the AWS CLI both ways a user
+would: the streaming `aws s3 cp s3://... - | tar -xzf -` (one stream, overlapping download and extraction as
+cloudtrain does) and `aws s3 cp s3://... model.tar.gz && tar -xzf model.tar.gz` (the CLI's parallel ranged
+download to a file, then the extraction). The headline ratio is against the faster of the two.
 
 The model is made once per bench run: random (incompressible) bytes in a SavedModel-like layout, streamed into
 a tarfile with gzip level 1. The job is a real cloudtrain submit to moto; its model.tar.gz is answered by the
@@ -110,6 +112,11 @@ def run(ctx: Context) -> Row:
     ct_cmd = [str(CLOUDTRAIN), "fetch-model", job, "--to", str(ct_out), "--json"]
     stream = f"set -o pipefail; {AWS} s3 cp --only-show-errors {model_uri} - | tar -xzf - -C {aws_out / 'model'}"
     aws_cmd = ["bash", "-c", stream]
+    to_file = (
+        f"set -e; {AWS} s3 cp --only-show-errors {model_uri} {aws_out / 'model.tar.gz'}; "
+        f"tar -xzf {aws_out / 'model.tar.gz'} -C {aws_out / 'model'}"
+    )
+    file_cmd = ["bash", "-c", to_file]
 
     checked: list[dict[str, str]] = []
 
@@ -129,24 +136,41 @@ def run(ctx: Context) -> Row:
         _check(aws_out / "model", files, "aws s3 cp - | tar")
         return run.wall, run.maxrss_kb
 
+    def aws_file() -> tuple[float, int]:
+        """Download to a file (the CLI's parallel ranged GETs), then extract: wall time of both, peak RSS."""
+        _reset(aws_out)
+        (aws_out / "model").mkdir(parents=True)
+        run: Run = ctx.processes.run(file_cmd, env=env, timeout=1800).check("aws s3 cp FILE && tar -xzf FILE")
+        _check(aws_out / "model", files, "aws s3 cp FILE && tar")
+        return run.wall, run.maxrss_kb
+
     runs = ctx.runs(5, 2)
-    ctx.log(f"fetch: {runs} interleaved runs of cloudtrain fetch-model and aws s3 cp - | tar -xzf -")
-    results = interleave([("cloudtrain", cloudtrain), ("aws", aws)], runs)
+    ctx.log(f"fetch: {runs} interleaved runs of cloudtrain fetch-model, aws s3 cp - | tar, aws s3 cp FILE && tar")
+    results = interleave([("cloudtrain", cloudtrain), ("aws", aws), ("aws-file", aws_file)], runs)
     _reset(ct_out, aws_out)
     ct_runs: list[tuple[float, int]] = results["cloudtrain"]
-    aws_runs: list[tuple[float, int]] = results["aws"]
     ct_walls = [r[0] for r in ct_runs]
-    aws_walls = [r[0] for r in aws_runs]
+    walls = {name: [r[0] for r in results[name]] for name in ("aws", "aws-file")}
+    best = min(walls, key=lambda name: Stats.of(walls[name]).median)  # the user's better choice
+    aws_walls = walls[best]
     ratio, text = ratio_text(aws_walls, ct_walls)  # throughput ratio = inverse of the time ratio
+    ratios = {name: ratio_text(walls[name], ct_walls)[1] for name in walls}
     ct_thr = Stats.of([size / w / MIB for w in ct_walls])
     aws_thr = Stats.of([size / w / MIB for w in aws_walls])
+    labels = {"aws": "`aws s3 cp s3://... - | tar -xzf -`", "aws-file": "`aws s3 cp s3://... FILE && tar -xzf FILE`"}
     peak = max(r[1] for r in ct_runs) / 1024
     details = [
         f"model.tar.gz: {size / MIB:.0f} MiB ({len(files)} files, random bytes, gzip level 1); times are download "
         "and extraction together, throughput is the tarball's size over that time.",
         f"cloudtrain: {Stats.of(ct_walls).fmt()}; peak RSS {peak:.0f} MB (max over runs, wait4 of the process).",
-        f"aws s3 cp - | tar -xzf -: {Stats.of(aws_walls).fmt()}; peak RSS of its largest process "
-        f"{max(r[1] for r in aws_runs) / 1024:.0f} MB.",
+        *(
+            f"{labels[name]}: {Stats.of(walls[name]).fmt()}, "
+            f"{Stats.of([size / w / MIB for w in walls[name]]).median:.0f} MiB/s; cloudtrain's throughput against "
+            f"it {ratios[name]}; peak RSS of its largest process "
+            f"{max(r[1] for r in results[name]) / 1024:.0f} MB."
+            for name in walls
+        ),
+        f"Headline against the faster of the AWS CLI's two ways: {labels[best]}.",
         f"The object carries a full-object CRC64NVME, as SageMaker's artifacts do; what cloudtrain checked: "
         f"{'; '.join(sorted({f'{k}: {v}' for c in checked for k, v in c.items()}))}.",
     ]
@@ -161,14 +185,15 @@ def run(ctx: Context) -> Row:
         name="fetch",
         title=f"fetch-model of a {size / 2**30:.2f} GiB model.tar.gz (download + extract)",
         figure=f"{ct_thr.fmt('MiB/s')}; peak RSS {peak:.0f} MB",
-        against=f"`aws s3 cp s3://... - | tar -xzf -` {aws_thr.fmt('MiB/s')}",
+        against=f"{labels[best]} {aws_thr.fmt('MiB/s')} (the faster of the CLI's pipe and file-then-tar)",
         ratio=text,
         target=f"≥ 1.0x throughput, peak RSS < {PEAK_RSS_LIMIT_MB} MB",
         met=ratio >= 1.0 and peak < PEAK_RSS_LIMIT_MB,
         commands=[
             f"AWS_ENDPOINT_URL=<proxy in front of moto> {' '.join(ct_cmd)}",
             f"AWS_ENDPOINT_URL=<same> bash -c '{stream}'",
+            f"AWS_ENDPOINT_URL=<same> bash -c '{to_file}'",
         ],
         details=details,
-        data={"cloudtrain": ct_runs, "aws": aws_runs, "size": size},
+        data={"cloudtrain": ct_runs, "aws": results["aws"], "aws_file": results["aws-file"], "size": size},
     )

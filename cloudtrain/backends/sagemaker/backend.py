@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtrain.aws import (
     AwsSession,
+    backoff,
     default_bucket_owner,
     error_code,
     error_message,
@@ -30,6 +31,7 @@ from cloudtrain.backends.sagemaker.request import (
     build_request,
     git_commit,
     job_tags,
+    refuse_what_aws_refuses,
     request_code_uri,
 )
 from cloudtrain.errors import AwsRefused, BackendUnavailable, JobExists, JobNotFound, UserError, quoted
@@ -73,9 +75,9 @@ class SageMakerBackend:
     forward token), backing off by half while it is quiet up to `max_poll_interval` (so a line written after a
     quiet spell shows up within that); it checks the job's status every `status_interval` and looks for new
     streams every `discover_interval`, at once when the status changes, and at every status check while hosts
-    still have no stream (see `cloudwatch.follow`). The defaults keep a busy stream within one log API call per 2 s
-    (a read every 2.1 s, 0.95, plus a listing a minute, 0.03) and a busy stream's line within 2.1 s and a
-    request of reaching CloudWatch.
+    still have no stream (see `cloudwatch.follow`). Every log call goes through the session's per-account budget
+    (`AwsSession.budget`, docs/quotas.md): up to 10 busy streams are read every 2.1 s, more share the budget (a
+    stream every hosts / 5 s); DescribeTrainingJob answers are shared for most of `status_interval`.
     """
 
     settings: Settings = field(default_factory=Settings)
@@ -92,6 +94,7 @@ class SageMakerBackend:
     last_plan: JobPlan | None = field(default=None, init=False, repr=False)
     _aws: AwsSession | None = field(default=None, init=False, repr=False)
     _tensorboard_uris: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+    _described: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict, init=False, repr=False)
 
     # sessions and shared look-ups
 
@@ -109,15 +112,37 @@ class SageMakerBackend:
             raise UserError(f"aws.role_arn {quoted(role)} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
         return role
 
-    def _describe_raw(self, session: AwsSession, job_name: str) -> dict[str, Any]:
+    def _describe_raw(self, session: AwsSession, job_name: str, *, fresh: bool = False) -> dict[str, Any]:
+        """DescribeTrainingJob, shared: an answer younger than most of `status_interval` is reused, so `--wait`'s
+        status and its log follower (threads of one process) make one call per job per interval between them."""
         from botocore.exceptions import ClientError
 
+        seen = self._described.get(job_name)
+        if not fresh and seen is not None and time.monotonic() - seen[0] < 0.9 * self.status_interval:
+            return seen[1]
         try:
-            return dict(session.client("sagemaker").describe_training_job(TrainingJobName=job_name))
+            raw = dict(session.client("sagemaker").describe_training_job(TrainingJobName=job_name))
         except ClientError as e:
             if _not_found(e):
                 raise JobNotFound(f"no SageMaker training job named {quoted(job_name)} in {session.region}") from None
             raise
+        self._described[job_name] = (time.monotonic(), raw)
+        return raw
+
+    def _describe_answered(self, session: AwsSession, job_name: str) -> dict[str, Any]:
+        """`_describe_raw`, asked again (with backoff) while AWS throttles or fails inside: a follow never ends
+        for that."""
+        from botocore.exceptions import ClientError
+
+        strikes = 0
+        while True:
+            try:
+                return self._describe_raw(session, job_name)
+            except ClientError as e:
+                if not cloudwatch.busy(e):
+                    raise
+                strikes += 1
+                time.sleep(backoff(strikes))
 
     def _job_exists(self, session: AwsSession, job_name: str) -> bool:
         try:
@@ -199,11 +224,20 @@ class SageMakerBackend:
 
     @staticmethod
     def _create_bucket(session: AwsSession, bucket: str) -> None:
+        """CreateBucket; one that another submit of ours created a moment ago is as good (first submits at once):
+        S3 answers BucketAlreadyOwnedByYou for it outside us-east-1 (200 in us-east-1), and BucketAlreadyExists
+        when another account owns the name, which is refused."""
+        from botocore.exceptions import ClientError
+
         s3 = session.client("s3")
         kwargs: dict[str, Any] = {"Bucket": bucket}
         if session.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": session.region}
-        s3.create_bucket(**kwargs)
+        try:
+            s3.create_bucket(**kwargs)
+        except ClientError as e:
+            if error_code(e) != "BucketAlreadyOwnedByYou":
+                raise
 
     @staticmethod
     def _checkpoint_uri(spec: JobSpec, job_name: str, output: S3Location) -> str:
@@ -324,6 +358,7 @@ class SageMakerBackend:
             checkpoint_uri=checkpoint_uri,
             tags=job_tags(spec, tree.sha256, git_commit(Path(spec.code.source_dir))),
         )
+        refuse_what_aws_refuses(request)  # before anything is uploaded, created or built
         if offline:
             uploads = [
                 Upload(
@@ -599,7 +634,7 @@ class SageMakerBackend:
 
         session = self._session()
         with translate_errors(session.where):
-            raw = self._describe_raw(session, job_name)
+            raw = self._describe_raw(session, job_name, fresh=True)
             if raw["TrainingJobStatus"] in TERMINAL or raw["TrainingJobStatus"] == "Stopping":
                 return job_info(raw, [])
             try:
@@ -607,6 +642,7 @@ class SageMakerBackend:
             except ClientError as e:
                 if error_code(e) != "ValidationException":  # it ended in between
                     raise
+            self._described.pop(job_name, None)
             return self._info(session, job_name)
 
     # logs
@@ -617,16 +653,16 @@ class SageMakerBackend:
 
     def _logs(self, session: AwsSession, job_name: str, host: str | None, follow: bool) -> Iterator[LogEvent]:
         with translate_errors(session.where):
-            raw = self._describe_raw(session, job_name)
+            raw = self._describe_answered(session, job_name) if follow else self._describe_raw(session, job_name)
             client = session.client("logs")
             if not follow:
-                yield from cloudwatch.read(client, job_name, host)
+                yield from cloudwatch.read(client, job_name, host, session.budget)
                 return
             pace = cloudwatch.Pace(
                 self.poll_interval, self.max_poll_interval, self.status_interval, self.discover_interval
             )
             yield from cloudwatch.follow(
-                client, job_name, host, raw, lambda: self._describe_raw(session, job_name), pace
+                client, job_name, host, raw, lambda: self._describe_raw(session, job_name), pace, session.budget
             )
 
     # artifacts

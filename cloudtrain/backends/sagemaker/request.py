@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtrain.backends.contract import RESERVED_HYPERPARAMETERS, hyperparameters, runtime_environment, script_mode
+from cloudtrain.backends.sagemaker.rules import Refused, check, has_instance_storage
 from cloudtrain.channels.fields import sagemaker_channel
-from cloudtrain.errors import UserError
+from cloudtrain.errors import UserError, quoted
 from cloudtrain.transfer import vendor
 from cloudtrain.transfer.code import CodeTree
 from cloudtrain.transfer.s3 import S3Location
@@ -53,41 +54,21 @@ def git_commit(folder: Path) -> str | None:
     return f"{head}-dirty" if dirty else head
 
 
-INSTANCE_STORAGE_FAMILIES = ("g5", "g6", "p5", "trn1")  # the SDK's `volume_size_supported`: no EBS volume
-
-
-def _has_instance_storage(instance_type: str) -> bool:
-    """Instance types with local NVMe storage take no EBS volume key (AWS refuses VolumeKmsKeyId there): the
-    SDK's rule, a "d" in the family (c5d, p4d, r5d) or one of `INSTANCE_STORAGE_FAMILIES` (g6e, p5en, trn1n too)."""
-    family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
-    return "d" in family or family.startswith(INSTANCE_STORAGE_FAMILIES)
-
-
-def _check_limits(spec: JobSpec, hyperparameters: Mapping[str, str], environment: Mapping[str, str]) -> None:
-    """AWS's size limits, checked here so the error names the spec field instead of a 400 from AWS."""
+def _check_reserved(spec: JobSpec) -> None:
+    """Script mode's own hyperparameters cannot be set by a spec (AWS's sizes: `refuse_what_aws_refuses`)."""
     for name in spec.hyperparameters:
         if name in RESERVED_HYPERPARAMETERS or name.startswith("sagemaker_"):
             raise UserError(f"hyperparameters.{name}: reserved for SageMaker script mode")
-    if len(hyperparameters) > 100:
-        raise UserError(f"hyperparameters: at most 100 with script mode's own (got {len(hyperparameters)})")
-    for name, value in hyperparameters.items():
-        if len(name) > 256 or len(value) > 2500:
-            raise UserError(f"hyperparameters.{name}: names are at most 256 characters, values 2500 once JSON-encoded")
-    if len(environment) > 100:
-        raise UserError(f"environment: at most 100 variables (got {len(environment)})")
-    for name, value in environment.items():
-        if len(name) > 512 or len(value) > 512:
-            raise UserError(f"environment.{name}: names and values are at most 512 characters on SageMaker")
 
 
 def job_tags(spec: JobSpec, code_sha256: str, commit: str | None) -> list[dict[str, str]]:
-    """The spec's tags plus cloudtrain's own; `aws:` and `cloudtrain:` keys are reserved."""
+    """The spec's tags plus cloudtrain's own; `cloudtrain:` keys are reserved (AWS's `aws:`: the validator's)."""
     from cloudtrain.spec.models import spec_digest
 
     tags = dict(spec.tags)
     for key in tags:
-        if key.startswith(("aws:", "cloudtrain:")):
-            raise UserError(f"tags.{key}: the aws: and cloudtrain: prefixes are reserved")
+        if key.startswith("cloudtrain:"):
+            raise UserError(f"tags.{key}: the cloudtrain: prefix is cloudtrain's own")
     tags[MANAGED_TAG] = "true"
     tags[SPEC_TAG] = spec_digest(spec)
     tags[CODE_TAG] = code_sha256
@@ -128,7 +109,7 @@ def build_request(
         environment["PYTHONPATH"] = ":".join(
             p for p in (vendor.container_pythonpath(), environment.get("PYTHONPATH")) if p
         )
-    _check_limits(spec, job_hyperparameters, environment)
+    _check_reserved(spec)
 
     algorithm: dict[str, Any] = {"TrainingImage": image_uri, "TrainingInputMode": "File"}
     if spec.metrics:
@@ -140,7 +121,7 @@ def build_request(
         "InstanceCount": res.instance_count,
         "VolumeSizeInGB": res.volume_size_gb,
     }
-    if kms and not _has_instance_storage(res.instance_type):
+    if kms and not has_instance_storage(res.instance_type):
         resource_config["VolumeKmsKeyId"] = kms
     if res.keep_alive:
         resource_config["KeepAlivePeriodInSeconds"] = res.keep_alive
@@ -178,6 +159,73 @@ def build_request(
     if res.max_retry_attempts > 0:
         request["RetryStrategy"] = {"MaximumRetryAttempts": res.max_retry_attempts}
     return request
+
+
+# Where each part of a CreateTrainingJob request comes from in the spec (the longest path wins).
+SPEC_FIELDS: dict[tuple[str, ...], str] = {
+    ("TrainingJobName",): "name",
+    ("RoleArn",): "aws.role_arn",
+    ("VpcConfig", "Subnets"): "aws.vpc.subnets",
+    ("VpcConfig", "SecurityGroupIds"): "aws.vpc.security_group_ids",
+    ("VpcConfig",): "aws.vpc",
+    ("ResourceConfig", "VolumeKmsKeyId"): "aws.kms_key_id",
+    ("OutputDataConfig", "KmsKeyId"): "aws.kms_key_id",
+    ("OutputDataConfig",): "output.s3_uri",
+    ("TensorBoardOutputConfig",): "output.s3_uri",
+    ("CheckpointConfig", "S3Uri"): "checkpoints.s3_uri",
+    ("CheckpointConfig", "LocalPath"): "checkpoints.local_path",
+    ("ResourceConfig", "InstanceType"): "resources.instance_type",
+    ("ResourceConfig", "InstanceCount"): "resources.instance_count",
+    ("ResourceConfig", "VolumeSizeInGB"): "resources.volume_size_gb",
+    ("ResourceConfig", "KeepAlivePeriodInSeconds"): "resources.keep_alive",
+    ("ResourceConfig",): "resources",
+    ("StoppingCondition", "MaxRuntimeInSeconds"): "resources.max_runtime",
+    ("StoppingCondition", "MaxWaitTimeInSeconds"): "resources.spot.max_wait",
+    ("EnableManagedSpotTraining",): "resources.spot",
+    ("RetryStrategy",): "resources.max_retry_attempts",
+    ("AlgorithmSpecification", "MetricDefinitions"): "metrics",
+    ("AlgorithmSpecification",): "image",
+    ("InputDataConfig",): "data",
+    ("HyperParameters",): "hyperparameters",
+    ("Environment",): "environment",
+    ("Tags",): "tags",
+}
+_PLAIN_KEY = re.compile(r"[\w.:/=+@-]{1,128}")
+
+
+def spec_field(path: tuple[str | int, ...], request: Mapping[str, Any]) -> str:
+    """The spec field a part of the request comes from, for a one-line refusal (`tags.team`, `data.train`)."""
+    for n in range(len(path), 0, -1):
+        if (field := SPEC_FIELDS.get(tuple(str(p) for p in path[:n]))) is not None:
+            break
+    else:
+        return "the request"
+    rest = path[n:]
+    if not rest:
+        return field
+    key: Any = rest[0]
+    if field == "tags":
+        key = request["Tags"][key]["Key"]
+    elif field == "data":
+        key = request["InputDataConfig"][key]["ChannelName"]
+    if field == "metrics" and len(rest) > 1:
+        return f"metrics.{key}.{str(rest[1]).lower()}"
+    if field in ("tags", "data", "hyperparameters", "environment", "metrics") or field.startswith("aws.vpc."):
+        shown = str(key)
+        return f"{field}.{shown if _PLAIN_KEY.fullmatch(shown) else quoted(shown)}"
+    return field
+
+
+def refuse_what_aws_refuses(request: Mapping[str, Any]) -> None:
+    """AWS's own rules on the whole request (the service model and its documentation: `rules.check`), before
+    anything is uploaded or created: one line naming the spec field, exit code 2. The reason is AWS's
+    constraint, never the value (which may be a secret environment value)."""
+    try:
+        check("CreateTrainingJob", request)
+    except Refused as e:
+        first = e.violations[0]
+        more = f" (and {len(e.violations) - 1} more)" if len(e.violations) > 1 else ""
+        raise UserError(f"{spec_field(first.path, request)}: AWS refuses this: {first.reason}{more}") from None
 
 
 def request_code_uri(request: Mapping[str, Any]) -> str:
