@@ -4,9 +4,7 @@ line and field); the Channel fields the sagemaker SDK sends for the same options
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -19,9 +17,9 @@ from cloudtrain.errors import SpecError
 from cloudtrain.spec.load import load_spec
 from cloudtrain.spec.models import ChannelSpec, spec_digest
 from tests.faultproxy import FaultProxy
+from tests.sdk import SDK_MISSING, SDK_PYTHON, run_sdk
 
 REPO = Path(__file__).resolve().parents[1]
-SDK_PYTHON = REPO / ".venv-sdk" / "bin" / "python"
 
 SPEC = """\
 name: demo
@@ -185,7 +183,7 @@ def with_defaults(channel: dict[str, object]) -> dict[str, object]:
     return {"CompressionType": "None", "RecordWrapperType": "None", **channel}
 
 
-@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=f"{SDK_PYTHON} is absent (scripts/setup --with-sdk creates it)")
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=SDK_MISSING)
 def test_channel_fields_match_what_the_sagemaker_sdk_sends(project: Path, tmp_path: Path) -> None:
     spec = load_spec(
         spec_file(
@@ -200,12 +198,7 @@ def test_channel_fields_match_what_the_sagemaker_sdk_sends(project: Path, tmp_pa
             VPC,
         )
     )
-    script = tmp_path / "sdk_channels.py"
-    script.write_text(SDK_CHANNELS)
-    env = {"HOME": str(tmp_path), "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "PATH": os.environ["PATH"]}
-    sdk = subprocess.run([str(SDK_PYTHON), str(script)], capture_output=True, text=True, env=env, timeout=120)
-    assert sdk.returncode == 0, sdk.stderr[-2000:]
-    theirs = json.loads(sdk.stdout.strip().splitlines()[-1])
+    theirs = run_sdk(SDK_CHANNELS, {}, tmp_path)
     ours = [sagemaker_channel(name, channel) for name, channel in spec.data.items()]
     assert [with_defaults(c) for c in ours] == [with_defaults(c) for c in theirs]
 
@@ -330,7 +323,7 @@ def test_a_request_channel_reads_back_as_the_options_that_made_it() -> None:
         assert from_sagemaker_channel(sagemaker_channel("c", channel)) == channel
 
 
-@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=f"{SDK_PYTHON} is absent (scripts/setup --with-sdk creates it)")
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=SDK_MISSING)
 def test_the_dry_run_request_carries_the_channels_the_sdk_sends_and_what_each_instance_copies(
     aws_endpoint: str, project: Path, tmp_path: Path
 ) -> None:
@@ -359,12 +352,7 @@ def test_the_dry_run_request_carries_the_channels_the_sdk_sends_and_what_each_in
     plan = ran.json()["plan"]
     request = plan["request"]
     assert request["AlgorithmSpecification"]["TrainingInputMode"] == "File"  # as the SDK leaves it
-    script = tmp_path / "sdk_channels.py"
-    script.write_text(SDK_CHANNELS)
-    sdk_env = {"HOME": str(tmp_path), "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "PATH": os.environ["PATH"]}
-    sdk = subprocess.run([str(SDK_PYTHON), str(script)], capture_output=True, text=True, env=sdk_env, timeout=120)
-    assert sdk.returncode == 0, sdk.stderr[-2000:]
-    theirs = json.loads(sdk.stdout.strip().splitlines()[-1])
+    theirs = run_sdk(SDK_CHANNELS, {}, tmp_path)
     assert [with_defaults(c) for c in request["InputDataConfig"]] == [with_defaults(c) for c in theirs]
     copies = {c["channel"]: c for c in plan["data_copies"]}
     assert copies["eval"]["bytes_per_instance"] == 2_000_000  # file mode, replicated: all of it on each

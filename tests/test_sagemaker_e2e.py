@@ -31,10 +31,10 @@ from cloudtrain.aws import AwsSession
 from cloudtrain.settings import Settings
 from tests.clirun import REPO, Result, cloudtrain
 from tests.sagemaker_control_plane import LOG_GROUP, ControlPlane
+from tests.sdk import SDK_MISSING, SDK_PYTHON, run_sdk
 from tests.test_cli import write_job as write_tiny_job
 
 DIGITS = REPO / "job_specs" / "digits.yaml"
-SDK_PYTHON = REPO / ".venv-sdk" / "bin" / "python"
 S3_WRITES = ("PutObject", "UploadPart", "CreateMultipartUpload")
 HAPPY_PATH = ["Starting", "Downloading", "Training", "Uploading", "Completed"]  # SecondaryStatusTransitions
 NATURE_DIFFERS = ("sagemaker_submit_directory", "sagemaker_job_name", "model_dir")
@@ -570,14 +570,6 @@ except OSError:
 print(json.dumps({"blocked": sent, "guard_refused": blocked[len(sent):]}))
 '''
 
-TELEMETRY_OFF = """\
-SchemaVersion: '1.0'
-SageMaker:
-  PythonSDK:
-    Modules:
-      TelemetryOptOut: true
-"""
-
 
 SHARED_FIELDS = ("AlgorithmSpecification", "ResourceConfig", "StoppingCondition", "EnableManagedSpotTraining")
 
@@ -593,7 +585,7 @@ def with_defaults(request: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=f"{SDK_PYTHON} is absent (scripts/setup creates .venv-sdk)")
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=SDK_MISSING)
 def test_request_matches_the_sagemaker_sdks_tensorflow_estimator(
     sagemaker_endpoint: ControlPlane, tmp_path: Path, home: Path
 ) -> None:
@@ -610,8 +602,6 @@ def test_request_matches_the_sagemaker_sdks_tensorflow_estimator(
     (mine,) = [r.json() for r in sagemaker_endpoint.calls("CreateTrainingJob")]
 
     spec = load_spec(DIGITS, overrides)
-    config = tmp_path / "sagemaker-config.yaml"
-    config.write_text(TELEMETRY_OFF)
     # The SDK gets what its user would give it: the spec's settings, the configured role, and data that user
     # uploaded themselves (to a prefix of their own). Nothing from cloudtrain's request: where both make a value
     # (the default bucket, the image, the channels' layout), each makes its own, and the two are compared.
@@ -645,21 +635,7 @@ def test_request_matches_the_sagemaker_sdks_tensorflow_estimator(
             "container_local_output_path": "/opt/ml/output/tensorboard",
         },
     }
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGEMAKER_"))},
-        **aws_env(),
-        "HOME": str(tmp_path / "sdk-home"),  # the SDK may write under ~; not the developer's
-        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
-        "SAGEMAKER_ADMIN_CONFIG_OVERRIDE": str(config),
-        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-    }
-    script = tmp_path / "sdk_request.py"
-    script.write_text(SDK_SCRIPT)
-    sdk = subprocess.run(
-        [str(SDK_PYTHON), str(script), json.dumps(settings)], env=env, capture_output=True, text=True, timeout=180
-    )
-    assert sdk.returncode == 0, sdk.stderr[-3000:]
-    network = json.loads(sdk.stdout.strip().splitlines()[-1])  # telemetry off: nothing but loopback was tried
+    network = run_sdk(SDK_SCRIPT, settings, tmp_path, aws_env())  # telemetry off: nothing but loopback was tried
     assert network == {"blocked": [], "guard_refused": ["socket.getaddrinfo example.com"]}
     listed = ct("status", "--backend", "sagemaker", "--json", home=home).json()
     assert [j["name"] for j in listed] == [mine["TrainingJobName"]]  # only cloudtrain's jobs carry its tag

@@ -12,6 +12,7 @@ import pytest
 from cloudtrain.errors import UserError
 from cloudtrain.image.stock import _table, resolve_image
 from cloudtrain.spec.models import ImageSpec
+from tests.sdk import SDK_MISSING, SDK_PYTHON
 
 GPU_219 = "763104351884.dkr.ecr.us-east-1.amazonaws.com/tensorflow-training:2.19-gpu-py312"
 
@@ -57,7 +58,6 @@ def test_image_uri_and_build() -> None:
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SDK_PYTHON = REPO_ROOT / ".venv-sdk" / "bin" / "python"
 SDK_BRANCH = """
 import json, sys
 from cloudtrain.errors import UserError
@@ -76,7 +76,7 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.skipif(not SDK_PYTHON.exists(), reason="no .venv-sdk (scripts/setup --with-sdk makes it)")
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=SDK_MISSING)
 def test_image_resolution_through_the_sdk_agrees_with_the_builtin_table() -> None:
     """cloudtrain's SDK branch (`cloudtrain[images]` installed), run where the SDK is: .venv-sdk, with this
     checkout's cloudtrain on its path. It must pick the SDK's URI, agree with the built-in table wherever the
@@ -133,7 +133,7 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.skipif(not SDK_PYTHON.exists(), reason="no .venv-sdk (scripts/setup --with-sdk makes it)")
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=SDK_MISSING)
 def test_builtin_table_agrees_with_the_sdk_users_have() -> None:
     """The table cloudtrain ships gives the URIs the sagemaker SDK (v2, in its own venv) gives."""
     versions = [v for v in _table()["version_aliases"] if int(v.split(".")[1]) >= 12]

@@ -5,8 +5,6 @@ refuses and runs a tuning job as AWS does; and a sweep runs end to end through i
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,8 @@ from botocore.exceptions import ClientError
 
 from tests.loopback_aws import ROLE_ARN
 from tests.sagemaker_control_plane import ControlPlane
-from tests.test_sagemaker_e2e import DIGITS, SDK_PYTHON, TELEMETRY_OFF, ct, digits_overrides, write_job
+from tests.sdk import SDK_MISSING, SDK_PYTHON, run_sdk
+from tests.test_sagemaker_e2e import DIGITS, ct, digits_overrides, write_job
 
 SWEEP = [
     "sweep.objective.metric=val_accuracy",
@@ -114,7 +113,7 @@ def with_channel_defaults(channels: list[dict[str, Any]]) -> list[dict[str, Any]
     return [{"CompressionType": "None", "RecordWrapperType": "None", **c} for c in channels]
 
 
-@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=f"{SDK_PYTHON} is absent (scripts/setup creates .venv-sdk)")
+@pytest.mark.skipif(not SDK_PYTHON.exists(), reason=SDK_MISSING)
 def test_dry_run_is_the_sdk_tuners_request(aws_endpoint: str, tmp_path: Path) -> None:
     """The issue's sweep on job_specs/digits.yaml: --dry-run's request against HyperparameterTuner.fit()'s."""
     from cloudtrain.spec.load import load_spec
@@ -139,8 +138,6 @@ def test_dry_run_is_the_sdk_tuners_request(aws_endpoint: str, tmp_path: Path) ->
     assert spec.sweep is not None
     definition = mine["TrainingJobDefinition"]
     hp = definition["StaticHyperParameters"]
-    config = tmp_path / "sagemaker-config.yaml"
-    config.write_text(TELEMETRY_OFF)
     settings = {
         "region": "us-east-1",
         "bucket": definition["OutputDataConfig"]["S3OutputPath"].removeprefix("s3://").split("/")[0],
@@ -169,20 +166,7 @@ def test_dry_run_is_the_sdk_tuners_request(aws_endpoint: str, tmp_path: Path) ->
         "early_stopping": "Auto",
         "seed": spec.sweep.seed,
     }
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGEMAKER_"))},
-        "HOME": str(tmp_path / "sdk-home"),
-        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(config),
-        "SAGEMAKER_ADMIN_CONFIG_OVERRIDE": str(config),
-        "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-    }
-    script = tmp_path / "sdk_tuner.py"
-    script.write_text(SDK_TUNER)
-    sdk = subprocess.run(
-        [str(SDK_PYTHON), str(script), json.dumps(settings)], env=env, capture_output=True, text=True, timeout=180
-    )
-    assert sdk.returncode == 0, (sdk.stdout + sdk.stderr)[-3000:]
-    theirs = json.loads(sdk.stdout.strip().splitlines()[-1])
+    theirs = run_sdk(SDK_TUNER, settings, tmp_path)
 
     assert theirs["HyperParameterTuningJobName"] == name
     # The tuning configuration: the same but for the runtime limit max_cost sets (docs/sweeps.md).
