@@ -5,6 +5,7 @@ jobs are found, and the requests each command costs: docs/architecture.md, "The 
 
 from __future__ import annotations
 
+import enum
 import io
 import time
 from collections.abc import Iterator, Sequence
@@ -60,6 +61,16 @@ if TYPE_CHECKING:  # the spec's pydantic models cost more to import than boto3: 
     from cloudtrain.sweep.trials import SweepInfo
 
 OFFLINE_ACCOUNT = "ACCOUNT-ID"
+
+
+class Mode(enum.Enum):
+    """What preparing a job may do: SUBMIT builds, creates the bucket, uploads what S3 lacks and copies a resumed
+    job's checkpoints; PLAN (`--dry-run`) only reads AWS; OFFLINE (`--dry-run` where AWS cannot be reached)
+    reads nothing and shows a placeholder account."""
+
+    SUBMIT = "submit"
+    PLAN = "plan"
+    OFFLINE = "offline"
 
 
 def _not_found(exc: Exception) -> bool:
@@ -152,11 +163,11 @@ class SageMakerBackend:
         return True
 
     @staticmethod
-    def _output_prefix(session: AwsSession, spec: JobSpec, *, offline: bool) -> S3Location:
+    def _output_prefix(session: AwsSession, spec: JobSpec, mode: Mode) -> S3Location:
         """output.s3_uri, or the SDK's default bucket `sagemaker-<region>-<account>` + `/cloudtrain`."""
         if spec.output.s3_uri:
             return S3Location.parse(spec.output.s3_uri)
-        account = OFFLINE_ACCOUNT if offline else session.account_id()
+        account = OFFLINE_ACCOUNT if mode is Mode.OFFLINE else session.account_id()
         return S3Location(f"sagemaker-{session.region}-{account}", "cloudtrain")
 
     @staticmethod
@@ -283,15 +294,16 @@ class SageMakerBackend:
                 future.result()
 
     @staticmethod
-    def _built_image(session: AwsSession, spec: JobSpec, *, dry_run: bool, offline: bool) -> str | None:
+    def _built_image(session: AwsSession, spec: JobSpec, mode: Mode) -> str | None:
         """`image.build`'s content-hash URI; a real submit first builds and pushes it when ECR lacks the tag."""
         if spec.image.kind != "build":
             return None
         from cloudtrain.image.build import ensure_image
         from cloudtrain.image.context import image_reference
 
-        if dry_run:
-            return image_reference(spec, OFFLINE_ACCOUNT if offline else session.account_id(), session.region)
+        if mode is not Mode.SUBMIT:
+            account = OFFLINE_ACCOUNT if mode is Mode.OFFLINE else session.account_id()
+            return image_reference(spec, account, session.region)
         return ensure_image(spec, session=session)
 
     def _prepare(
@@ -301,11 +313,11 @@ class SageMakerBackend:
         job_name: str,
         *,
         resume_from: str | None,
-        dry_run: bool,
-        offline: bool = False,
+        mode: Mode,
         on_progress: ProgressCallback | None = None,
     ) -> JobPlan:
-        """Digest the code and data, build the whole request, then upload what S3 lacks (dry: only look).
+        """Digest the code and data, build the whole request, then upload what S3 lacks (a plan: only look;
+        offline: not even that).
 
         Everything is content-addressed, so the request (with its limits and tags checked) is complete
         before the first byte goes to S3 or a bucket is created. When HeadObject finds the code and every
@@ -319,18 +331,18 @@ class SageMakerBackend:
         role = self._role()
         region = session.region
         self._check_instance_type(session, spec.resources.instance_type)
-        if not offline:
+        if mode is not Mode.OFFLINE:
             self._check_bucket_regions(session, spec)
-        built = self._built_image(session, spec, dry_run=dry_run, offline=offline)
+        built = self._built_image(session, spec, mode)
         image = resolve_image(spec.image, region, spec.resources.instance_type, built_uri=built)
-        output = self._output_prefix(session, spec, offline=offline)
+        output = self._output_prefix(session, spec, mode)
         checkpoint_uri = self._checkpoint_uri(spec, job_name, output)
         notes: list[str] = []
         resume = None
-        if resume_from and not offline:
+        if resume_from and mode is not Mode.OFFLINE:
             resume = self._resume_source(session, resume_from)
             size = sum(o.size for o in resume[1])
-            verb = "are copied" if dry_run else "copied"
+            verb = "copied" if mode is Mode.SUBMIT else "are copied"
             notes.append(
                 f"resume: {len(resume[1])} checkpoint file(s), {size} bytes, of {resume_from} {verb} from "
                 f"{resume[0].uri} to {checkpoint_uri} before the job starts"
@@ -359,7 +371,7 @@ class SageMakerBackend:
             tags=job_tags(spec, tree.sha256, git_commit(Path(spec.code.source_dir))),
         )
         refuse_what_aws_refuses(request)  # before anything is uploaded, created or built
-        if offline:
+        if mode is Mode.OFFLINE:
             uploads = [
                 Upload(
                     "code",
@@ -376,19 +388,19 @@ class SageMakerBackend:
             ]
             return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes))
         uploader = S3Uploader(
-            session.client("s3"), kms_key_id=spec.aws.kms_key_id, on_progress=on_progress, dry_run=dry_run
+            session.client("s3"), kms_key_id=spec.aws.kms_key_id, on_progress=on_progress, dry_run=mode is Mode.PLAN
         )
         code_exists = uploader.exists(code_location(output, tree))
         data_exists = {ch: uploader.exists(data_location(output, d)[1]) for ch, d in digests.items()}
         if not (code_exists and all(data_exists.values())) and not self._bucket_exists(session, output.bucket):
-            if spec.output.s3_uri and not dry_run:
+            if spec.output.s3_uri and mode is Mode.SUBMIT:
                 raise UserError(
                     f"output.s3_uri: the S3 bucket {output.bucket!r} does not exist (create it, or leave "
                     "output.s3_uri out to use SageMaker's default bucket)"
                 )
             if spec.output.s3_uri:
                 notes.append(f"output.s3_uri: the S3 bucket {output.bucket} does not exist: submit would fail")
-            elif dry_run:
+            elif mode is Mode.PLAN:
                 notes.append(f"the S3 bucket {output.bucket} does not exist yet: submit creates it")
             else:
                 self._create_bucket(session, output.bucket)
@@ -397,10 +409,10 @@ class SageMakerBackend:
         uploads += [
             uploader.upload_channel(ch, local[ch], output, d, exists=data_exists[ch]) for ch, d in digests.items()
         ]
-        if resume and not dry_run:
+        if resume and mode is Mode.SUBMIT:
             self._copy_checkpoints(session, *resume, checkpoint_uri)
         copies: tuple[ChannelCopy, ...] = ()
-        if dry_run:
+        if mode is Mode.PLAN:
             copies = self._data_copies(session, spec, digests)
             notes += [c.line() for c in copies]
         return JobPlan(request, tuple(uploads), image, estimate(spec.resources), tree, tuple(notes), copies)
@@ -435,15 +447,15 @@ class SageMakerBackend:
             notes: list[str] = []
             try:
                 session.account_id()
-                offline = False
+                mode = Mode.PLAN
             except BackendUnavailable as e:
                 if resume_from:
                     raise
-                offline = True
+                mode = Mode.OFFLINE
                 notes.append(f"AWS not reached ({e}): uploads may already exist; account shown as {OFFLINE_ACCOUNT}")
-            if not offline and self._job_exists(session, job_name):
+            if mode is Mode.PLAN and self._job_exists(session, job_name):
                 notes.append(f"a job named {job_name!r} exists already: submit would fail")
-            plan = self._prepare(session, spec, job_name, resume_from=resume_from, dry_run=True, offline=offline)
+            plan = self._prepare(session, spec, job_name, resume_from=resume_from, mode=mode)
         data = plan.to_json() if spec.sweep is None else self._sweep_plan(spec, job_name, plan)
         data["notes"] = notes + data["notes"]
         return data
@@ -464,7 +476,7 @@ class SageMakerBackend:
             if self._job_exists(session, job_name):  # AWS would refuse anyway; this also spares the uploads
                 raise JobExists(job_name)
             plan = self._prepare(
-                session, spec, job_name, resume_from=resume_from, dry_run=False, on_progress=on_progress
+                session, spec, job_name, resume_from=resume_from, mode=Mode.SUBMIT, on_progress=on_progress
             )
             created = time.time()
             try:
@@ -520,7 +532,7 @@ class SageMakerBackend:
                 raise JobExists(sweep_name)  # AWS would refuse it; this also spares the uploads
             except JobNotFound:
                 pass
-            plan = self._prepare(session, spec, sweep_name, resume_from=None, dry_run=False)
+            plan = self._prepare(session, spec, sweep_name, resume_from=None, mode=Mode.SUBMIT)
             request = tuning.tuning_request(plan.request, spec, sweep_name, sweep_cost(spec))
             try:
                 session.client("sagemaker").create_hyper_parameter_tuning_job(**request)
