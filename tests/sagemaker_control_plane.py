@@ -98,6 +98,10 @@ SUMMARY_FIELDS = frozenset(
 SPOT_SHARE = {"ml.m5.xlarge": 0.34, "ml.c5.xlarge": 0.29, "ml.g5.xlarge": 0.41, "ml.g4dn.xlarge": 0.27}
 SPOT_SHARE_OTHER = 0.45
 CRT_PATH = Path(__file__).resolve().parent.parent / ".venv-crt"  # awscrt alone (scripts/setup)
+# The platform's own requests (channel downloads, FastFile reads) are signed with this key, as the uploader's
+# are: they are AWS's, not cloudtrain's, and tests of what cloudtrain sends leave them out (`Request.platform`).
+PLATFORM_KEY = "control-plane"
+PLATFORM_KEYS = {"aws_access_key_id": PLATFORM_KEY, "aws_secret_access_key": PLATFORM_KEY}
 UPLOADER = """
 import json, sys
 import boto3, botocore.exceptions
@@ -131,6 +135,11 @@ class Request:
 
     def json(self) -> dict[str, Any]:
         return json.loads(self.body or b"{}")
+
+    @property
+    def platform(self) -> bool:
+        """Sent by the platform itself (signed with PLATFORM_KEY), not by cloudtrain or a job's code."""
+        return f"Credential={PLATFORM_KEY}/" in self.headers.get("authorization", "")
 
 
 class ApiError(Exception):
@@ -605,12 +614,14 @@ class ControlPlane:
             [job.folder / "hosts" / host for host in job.hosts],
             cache=ChannelCache(self.home / "s3-cache"),
             manifests=platform,
-            s3=lambda: boto3.client("s3", endpoint_url=self.url, region_name=self.region),
+            s3=lambda: boto3.client("s3", endpoint_url=self.url, region_name=self.region, **PLATFORM_KEYS),
             aws=front,
         )
+        env = {k: v for k, v in os.environ.items() if k not in ("AWS_SESSION_TOKEN", "AWS_PROFILE")}
+        env.update(AWS_ACCESS_KEY_ID=PLATFORM_KEY, AWS_SECRET_ACCESS_KEY=PLATFORM_KEY)
         for mount in mounts:
             log = platform / f"{Path(mount.manifest).stem}.log"
-            served = lazyfs.mounted(Path(mount.manifest), Path(mount.mountpoint), log, dict(os.environ))
+            served = lazyfs.mounted(Path(mount.manifest), Path(mount.mountpoint), log, env)
             job.mounts.enter_context(served)
 
     def _as_on_an_instance(self, job: _Job, host: str) -> None:
