@@ -126,9 +126,15 @@ def cloudwatch(job: str, logs: Any = None) -> dict[str, list[str]]:
             return {}
         raise
     found = {}
-    for s in streams:
-        events = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=s["logStreamName"], startFromHead=True)
-        found[s["logStreamName"]] = [e["message"] for e in events["events"]]
+    for s in streams:  # every page: CloudWatch (and the control plane) may answer empty pages before the end
+        lines, args = [], {"startFromHead": True}
+        while True:
+            page = logs.get_log_events(logGroupName=LOG_GROUP, logStreamName=s["logStreamName"], **args)
+            lines += [e["message"] for e in page["events"]]
+            if page["nextForwardToken"] == args.get("nextToken"):  # the same token back: the end of the stream
+                break
+            args = {"nextToken": page["nextForwardToken"]}
+        found[s["logStreamName"]] = lines
     return found
 
 
